@@ -1,0 +1,1 @@
+"""Shared foundations: the one settings object, internal records and the domain error hierarchy."""

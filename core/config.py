@@ -1,0 +1,78 @@
+"""The one settings object of the service. Every configurable value is read here and nowhere else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Service configuration; environment variables use the ``KB_`` prefix (e.g. ``KB_BACKEND=pgvector``)."""
+
+    model_config = SettingsConfigDict(env_prefix="KB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Where Milvus Lite, embedded PostgreSQL live.")
+
+    backend: Literal["milvus", "pgvector"] = "milvus"
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus server URI; default: a Milvus Lite file under data_dir."
+    )
+    milvus_token: SecretStr | None = None
+    milvus_index_type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "HNSW"
+    pg_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL DSN; default: an embedded PostgreSQL (pgserver) in data_dir."
+    )
+
+    embedding_backend: Literal["sentence-transformers", "openai"] = "sentence-transformers"
+    embedding_model: str = Field(
+        default=DEFAULT_EMBEDDING_MODEL,
+        description="Model name or local path for new knowledge bases (existing ones keep their own).",
+    )
+    embedding_device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu', 'cuda:0'…")
+    embedding_fp16: bool = Field(default=True, description="Half precision when running on CUDA.")
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    embedding_api_base: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible /v1/embeddings server."
+    )
+    embedding_api_key: SecretStr | None = None
+
+    chunk_size: int = Field(default=256, ge=16, description="Maximum tokens per chunk (model tokenizer).")
+    chunk_overlap: int = Field(default=32, ge=0)
+    summary_tokens: int = Field(default=200, ge=16, description="Token budget of an extractive summary.")
+    ingest_batch_chunks: int = Field(
+        default=512, ge=1, description="Chunks embedded and written together across documents."
+    )
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_below_size(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
+        size = info.data.get("chunk_size", 256)
+        if value >= size:
+            raise ValueError(f"chunk_overlap ({value}) must be smaller than chunk_size ({size})")
+        return value
+
+    @model_validator(mode="after")
+    def _openai_needs_base(self) -> Settings:
+        if self.embedding_backend == "openai" and not self.embedding_api_base:
+            raise ValueError("KB_EMBEDDING_BACKEND=openai needs KB_EMBEDDING_API_BASE (e.g. http://host:8000/v1)")
+        return self
+
+    @property
+    def milvus_lite_path(self) -> Path:
+        return self.data_dir / "milvus.db"
+
+    @property
+    def pgserver_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

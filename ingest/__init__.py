@@ -1,0 +1,1 @@
+"""Ingestion: parse files, chunk, summarise, embed and store documents."""

@@ -1,0 +1,82 @@
+"""The parser seam and helpers every parser shares."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import PurePath
+from typing import Protocol
+
+from core.errors import CorruptDocument
+from core.records import ParsedDocument, Section
+
+# A zip entry set that expands past this, at a ratio past MAX_ZIP_RATIO, is refused as a likely zip bomb.
+MAX_ZIP_BYTES = 500 * 1024 * 1024
+MAX_ZIP_RATIO = 100
+
+
+class Parser(Protocol):
+    def __call__(self, data: bytes, source: str) -> ParsedDocument:
+        """Parse raw file bytes; ``source`` is the file name used for titles and error messages."""
+
+
+def stem(source: str) -> str:
+    return PurePath(source).stem or source
+
+
+def open_zip(data: bytes, source: str, kind: str) -> zipfile.ZipFile:
+    """Open an OOXML/ODF/EPUB container, refusing corrupt archives and zip bombs with a clear reason."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise CorruptDocument(source, f"not a valid {kind} file (corrupt or truncated archive: {exc})") from exc
+    expanded = sum(i.file_size for i in archive.infolist())
+    if expanded > MAX_ZIP_BYTES and expanded > MAX_ZIP_RATIO * max(len(data), 1):
+        raise CorruptDocument(
+            source, f"archive expands to {expanded} bytes from {len(data)} (ratio > {MAX_ZIP_RATIO}); refused"
+        )
+    return archive
+
+
+class HeadingTracker:
+    """Keeps the heading path (H1 > H2 > …) while a parser walks a document in order."""
+
+    def __init__(self) -> None:
+        self.path: list[tuple[int, str]] = []
+
+    def enter(self, level: int, text: str) -> None:
+        self.path = [(lvl, t) for lvl, t in self.path if lvl < level]
+        self.path.append((level, text))
+
+    @property
+    def heading(self) -> str | None:
+        return " > ".join(t for _, t in self.path) or None
+
+
+class SectionBuilder:
+    """Accumulates blocks of text into sections that break at every heading or page change."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.headings = HeadingTracker()
+        self._blocks: list[str] = []
+        self._page: int | None = None
+
+    def heading(self, level: int, text: str) -> None:
+        self.flush()
+        self.headings.enter(level, text)
+        self._blocks.append(text)
+
+    def block(self, text: str) -> None:
+        if text.strip():
+            self._blocks.append(text)
+
+    def page(self, number: int | None) -> None:
+        self.flush()
+        self._page = number
+
+    def flush(self) -> None:
+        text = "\n".join(self._blocks).strip()
+        if text:
+            self.sections.append(Section(text=text, page=self._page, heading=self.headings.heading))
+        self._blocks = []

@@ -1,0 +1,112 @@
+"""HTML (BeautifulSoup + lxml, encoding from the bytes/meta tags) and EPUB (its spine of XHTML chapters)."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import warnings
+
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, NavigableString, Tag, XMLParsedAsHTMLWarning
+from lxml import etree
+
+from core.errors import CorruptDocument
+from core.records import ParsedDocument, Section
+from ingest.parsers.base import SectionBuilder, open_zip, stem
+
+warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
+warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)
+
+DROP = ("script", "style", "noscript", "template", "svg", "iframe", "head", "button", "form")
+BLOCKS = {
+    "p", "div", "li", "ul", "ol", "tr", "table", "section", "article", "pre", "blockquote", "dd", "dt", "dl",
+    "br", "hr", "header", "footer", "nav", "aside", "main", "figure", "figcaption", "caption", "address",
+}
+HEADINGS = {f"h{i}": i for i in range(1, 7)}
+SPACES = re.compile(r"[ \t\u00a0\u3000]+")
+
+
+def html_sections(soup: BeautifulSoup | Tag) -> list[Section]:
+    """Walk the tree in order, breaking sections at headings and lines at block elements."""
+    out = SectionBuilder()
+    line: list[str] = []
+
+    def end_line() -> None:
+        text = SPACES.sub(" ", "".join(line)).strip()
+        if text:
+            out.block(text)
+        line.clear()
+
+    def walk(node: Tag) -> None:
+        for child in node.children:
+            if isinstance(child, NavigableString):
+                if type(child) is NavigableString:  # skips comments, CDATA, doctype
+                    line.append(str(child))
+            elif isinstance(child, Tag):
+                name = child.name.lower() if child.name else ""
+                if name in DROP:
+                    continue
+                if name in HEADINGS:
+                    end_line()
+                    text = SPACES.sub(" ", child.get_text(" ")).strip()
+                    if text:
+                        out.heading(HEADINGS[name], text)
+                    continue
+                if name in ("td", "th"):
+                    walk(child)
+                    line.append(" | ")
+                    continue
+                if name in BLOCKS:
+                    end_line()
+                    walk(child)
+                    end_line()
+                else:
+                    walk(child)
+
+    walk(soup)
+    end_line()
+    out.flush()
+    return out.sections
+
+
+def parse_html(data: bytes, source: str) -> ParsedDocument:
+    soup = BeautifulSoup(data, "lxml")
+    title_tag = soup.find("title")
+    title = title_tag.get_text(" ").strip() if title_tag else ""
+    body = soup.body or soup
+    sections = html_sections(body)
+    if not title:
+        title = next((s.heading for s in sections if s.heading), "") or stem(source)
+    encoding = getattr(soup, "original_encoding", None)
+    meta = {"encoding": encoding} if encoding else {}
+    return ParsedDocument(source=source, title=SPACES.sub(" ", title)[:300], format="html", sections=sections,
+                          metadata=meta)
+
+
+OPF_NS = {"opf": "http://www.idpf.org/2007/opf", "dc": "http://purl.org/dc/elements/1.1/"}
+CONTAINER_NS = {"c": "urn:oasis:names:tc:opendocument:xmlns:container"}
+
+
+def parse_epub(data: bytes, source: str) -> ParsedDocument:
+    archive = open_zip(data, source, "EPUB")
+    try:
+        container = etree.fromstring(archive.read("META-INF/container.xml"))
+        opf_path = container.xpath("//c:rootfile/@full-path", namespaces=CONTAINER_NS)[0]
+        opf = etree.fromstring(archive.read(opf_path))
+    except (KeyError, IndexError, etree.XMLSyntaxError) as exc:
+        raise CorruptDocument(source, f"not a valid EPUB (missing or broken package file: {exc})") from exc
+    base = posixpath.dirname(opf_path)
+    manifest = {
+        item.get("id"): posixpath.normpath(posixpath.join(base, item.get("href", "")))
+        for item in opf.xpath("//opf:manifest/opf:item", namespaces=OPF_NS)
+    }
+    sections: list[Section] = []
+    for number, ref in enumerate(opf.xpath("//opf:spine/opf:itemref/@idref", namespaces=OPF_NS), start=1):
+        path = manifest.get(ref)
+        if path is None or path not in archive.namelist():
+            continue
+        for section in html_sections(BeautifulSoup(archive.read(path), "lxml")):
+            section.page = number  # the chapter's position in the reading order
+            sections.append(section)
+    titles = opf.xpath("//dc:title/text()", namespaces=OPF_NS)
+    title = titles[0].strip() if titles else stem(source)
+    return ParsedDocument(source=source, title=title, format="epub", sections=sections)

@@ -1,0 +1,121 @@
+"""Format detection (extension, then content) and dispatch to the parser of each format."""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from pathlib import Path, PurePath
+
+from core.errors import CorruptDocument, EmptyDocument, FileTooLarge, ParseError, UnsupportedFormat
+from core.records import ParsedDocument, Section, normalise_text
+from ingest.parsers.base import Parser
+from ingest.parsers.html import parse_epub, parse_html
+from ingest.parsers.markdown import parse_markdown
+from ingest.parsers.office import parse_docx, parse_odt, parse_pptx, parse_xlsx, refuse_legacy_office
+from ingest.parsers.pdf import parse_pdf
+from ingest.parsers.text import parse_csv, parse_rtf, parse_text
+
+log = logging.getLogger(__name__)
+
+PARSERS: dict[str, Parser] = {
+    "pdf": parse_pdf,
+    "docx": parse_docx,
+    "pptx": parse_pptx,
+    "xlsx": parse_xlsx,
+    "odt": parse_odt,
+    "epub": parse_epub,
+    "html": parse_html,
+    "markdown": parse_markdown,
+    "text": parse_text,
+    "csv": parse_csv,
+    "rtf": parse_rtf,
+    "legacy-office": refuse_legacy_office,
+}
+
+EXTENSIONS = {
+    ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".xlsm": "xlsx", ".odt": "odt",
+    ".epub": "epub", ".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown",
+    ".markdown": "markdown", ".txt": "text", ".text": "text", ".log": "text", ".rst": "text", ".json": "text",
+    ".jsonl": "text", ".csv": "csv", ".tsv": "csv", ".rtf": "rtf", ".doc": "legacy-office",
+    ".xls": "legacy-office", ".ppt": "legacy-office",
+}
+SUPPORTED_EXTENSIONS = frozenset(ext for ext, fmt in EXTENSIONS.items() if fmt != "legacy-office")
+MEDIA_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".mp3", ".mp4", ".wav",
+                    ".zip", ".gz", ".tar", ".7z", ".exe", ".dll", ".so", ".bin"}
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ZIP_FORMATS = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
+
+
+def detect_format(data: bytes, source: str) -> str:
+    """The format key for ``data``; magic bytes win over a misleading extension."""
+    ext = PurePath(source).suffix.lower()
+    head = data[:1024].lstrip()
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if data.startswith(OLE_MAGIC):
+        return "legacy-office"
+    if data.startswith(b"PK\x03\x04"):
+        return _zip_format(data, source, EXTENSIONS.get(ext))
+    if ext in EXTENSIONS:
+        return EXTENSIONS[ext]
+    if ext in MEDIA_EXTENSIONS:
+        raise UnsupportedFormat(source, f"{ext} files are not supported (supported: {_supported()})")
+    if head.startswith(b"{\\rtf"):
+        return "rtf"
+    if head[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return "text"  # decode_text refuses binary content with a clear reason
+
+
+def _zip_format(data: bytes, source: str, by_extension: str | None) -> str:
+    try:
+        names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    except zipfile.BadZipFile as exc:
+        raise CorruptDocument(source, f"corrupt or truncated archive ({exc})") from exc
+    for member, fmt in ZIP_FORMATS.items():
+        if member in names:
+            return fmt
+    if "META-INF/container.xml" in names and by_extension == "epub":
+        return "epub"
+    if "content.xml" in names and by_extension == "odt":
+        return "odt"
+    if by_extension in ("epub", "odt"):
+        return by_extension
+    raise UnsupportedFormat(source, f"a ZIP archive that is not a document (supported: {_supported()})")
+
+
+def _supported() -> str:
+    return " ".join(sorted(SUPPORTED_EXTENSIONS))
+
+
+def parse_bytes(data: bytes, source: str, *, max_bytes: int | None = None) -> ParsedDocument:
+    """Parse one file's bytes into sections of normalised text, or raise a specific ParseError."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileTooLarge(source, f"the file is {len(data)} bytes; the limit is {max_bytes}")
+    if not data.strip():
+        raise EmptyDocument(source, "the file is empty")
+    fmt = detect_format(data, source)
+    try:
+        parsed = PARSERS[fmt](data, source)
+    except ParseError:
+        raise
+    except Exception as exc:  # a library failing on malformed input: report it as corrupt, never crash
+        log.warning("parser %s failed on %s", fmt, source, exc_info=True)
+        raise CorruptDocument(source, f"the {fmt} file cannot be read ({type(exc).__name__}: {exc})") from exc
+    sections = [
+        Section(text=text, page=s.page, heading=s.heading)
+        for s in parsed.sections
+        if (text := normalise_text(s.text))
+    ]
+    if not sections:
+        raise EmptyDocument(source, f"no text found in this {fmt} file")
+    parsed.sections = sections
+    parsed.title = normalise_text(parsed.title) or PurePath(source).stem
+    return parsed
+
+
+def parse_file(path: Path, *, source: str | None = None, max_bytes: int | None = None) -> ParsedDocument:
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise FileTooLarge(source or path.name, f"the file is {path.stat().st_size} bytes; the limit is {max_bytes}")
+    return parse_bytes(path.read_bytes(), source or path.name, max_bytes=max_bytes)

@@ -1,0 +1,86 @@
+"""The storage seam. Both backends pass the same contract tests (tests/stores/test_contract.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.records import Chunk, Document, DocStatus, KnowledgeBase, ScoredChunk, ScoredDocument
+
+Filters = dict[str, Any]
+
+
+class VectorStore(Protocol):
+    """Per knowledge base: a document collection (metadata + summary vector) and a chunk collection.
+
+    Vectors are L2-normalised float32; scores are cosine similarities, higher is more relevant, and every
+    search result list is sorted by descending score. Only documents whose status is READY are visible to
+    ``search_chunks`` and ``search_documents``.
+    """
+
+    def create_kb(self, kb: KnowledgeBase) -> None:
+        """Create the knowledge base's collections; raise KnowledgeBaseExists if the name is taken."""
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        """Raise KnowledgeBaseNotFound when absent."""
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        """All knowledge bases sorted by name."""
+
+    def drop_kb(self, name: str) -> None:
+        """Remove the knowledge base with every document and chunk."""
+
+    def put_document(self, kb: KnowledgeBase, doc: Document) -> None:
+        """Insert or overwrite one document row (any status)."""
+
+    def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None: ...
+
+    def list_documents(
+        self,
+        kb: KnowledgeBase,
+        *,
+        status: DocStatus | None = None,
+        source: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Document]:
+        """Documents sorted by source name then id, without their summary vectors."""
+
+    def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int: ...
+
+    def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
+        """Write chunks (with vectors) in one batch; they stay invisible until their document is published."""
+
+    def publish_document(self, kb: KnowledgeBase, doc: Document, *, replaces: str | None = None) -> None:
+        """Make ``doc`` READY and, in the same step, hide the document it replaces (then delete that one)."""
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        """Remove a document row and every one of its chunks; raise DocumentNotFound when absent."""
+
+    def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int: ...
+
+    def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of chunks whose text hash is among ``hashes`` (so unchanged text is never re-embedded)."""
+
+    def search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[ScoredChunk]]:
+        """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
+
+    def search_documents(
+        self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int
+    ) -> list[list[ScoredDocument]]:
+        """Rank READY documents by the similarity of their summary vectors; one list per query row."""
+
+    def ping(self) -> None:
+        """Raise StoreError when the store cannot be reached."""
+
+    def close(self) -> None: ...

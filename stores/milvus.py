@@ -1,0 +1,385 @@
+"""MilvusStore: Milvus Lite (a local file) by default, or any Milvus server by URI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
+from core.records import (
+    Chunk,
+    Document,
+    DocStatus,
+    KnowledgeBase,
+    ScoredChunk,
+    ScoredDocument,
+    kb_key,
+)
+from stores.base import Filters
+from stores.serialize import (
+    doc_from_row,
+    doc_to_row,
+    kb_from_json,
+    kb_to_json,
+    page_in,
+    page_out,
+    truncate_utf8,
+)
+
+REGISTRY = "kb_registry"
+TEXT_BYTES = 65_535
+SHORT_BYTES = 2_048
+QUERY_PAGE = 10_000
+IN_BATCH = 1_000
+CHUNK_FIELDS = ["id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start", "end", "metadata"]
+DOC_OUTPUT = ["doc_id", "source", "title", "format", "status", "error", "summary", "chunk_count", "n_chars",
+              "metadata", "created_at", "updated_at"]
+
+
+class MilvusStore:
+    """Vector store over pymilvus' MilvusClient; collections use Strong consistency so reads see writes."""
+
+    def __init__(self, uri: str, *, token: str | None = None, index_type: str = "HNSW") -> None:
+        self.uri = uri
+        self.index_type = index_type
+        try:
+            self.client = MilvusClient(uri=uri, token=token or "")
+        except Exception as exc:  # pymilvus raises several unrelated types on connection failure
+            raise StoreError(f"cannot open Milvus at {uri}: {exc}") from exc
+        # Milvus Lite serialises access to one file; concurrent calls from threads must not interleave.
+        self._lock = threading.RLock()
+        self._ensure_registry()
+
+    # -- knowledge bases -------------------------------------------------------------------------
+    def _ensure_registry(self) -> None:
+        if self.client.has_collection(REGISTRY):
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("info", DataType.VARCHAR, max_length=TEXT_BYTES)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one vector field
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(REGISTRY, schema=schema, index_params=index, consistency_level="Strong")
+
+    def create_kb(self, kb: KnowledgeBase) -> None:
+        with self._lock:
+            if self.client.get(REGISTRY, ids=[kb.key]):
+                raise KnowledgeBaseExists(kb.name)
+            dim = kb.embedding.dimension
+            self._create_docs_collection(kb.key, dim)
+            self._create_chunks_collection(kb.key, dim)
+            # The registry row is written last: a knowledge base exists only once all its collections do.
+            self.client.insert(REGISTRY, [{"key": kb.key, "info": kb_to_json(kb), "vector": [0.0, 0.0]}])
+
+    def _vector_index(self) -> Any:
+        index = self.client.prepare_index_params()
+        params: dict[str, Any] = {}
+        if self.index_type == "HNSW":
+            params = {"M": 16, "efConstruction": 200}
+        elif self.index_type == "IVF_FLAT":
+            params = {"nlist": 128}
+        index.add_index("vector", index_type=self.index_type, metric_type="COSINE", params=params)
+        return index
+
+    def _create_docs_collection(self, key: str, dim: int) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("source", DataType.VARCHAR, max_length=SHORT_BYTES)
+        schema.add_field("title", DataType.VARCHAR, max_length=SHORT_BYTES)
+        schema.add_field("format", DataType.VARCHAR, max_length=32)
+        schema.add_field("status", DataType.VARCHAR, max_length=16)
+        schema.add_field("error", DataType.VARCHAR, max_length=SHORT_BYTES)
+        schema.add_field("summary", DataType.VARCHAR, max_length=TEXT_BYTES)
+        schema.add_field("chunk_count", DataType.INT64)
+        schema.add_field("n_chars", DataType.INT64)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("created_at", DataType.DOUBLE)
+        schema.add_field("updated_at", DataType.DOUBLE)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        self.client.create_collection(
+            f"kb_{key}_docs", schema=schema, index_params=self._vector_index(), consistency_level="Strong"
+        )
+
+    def _create_chunks_collection(self, key: str, dim: int) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
+        schema.add_field("ord", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_BYTES)
+        schema.add_field("chunk_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("page", DataType.INT64)
+        schema.add_field("section", DataType.VARCHAR, max_length=SHORT_BYTES)
+        schema.add_field("start", DataType.INT64)
+        schema.add_field("end", DataType.INT64)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self._vector_index()
+        index.add_index("doc_id", index_type="INVERTED")
+        index.add_index("chunk_hash", index_type="INVERTED")
+        self.client.create_collection(
+            f"kb_{key}_chunks", schema=schema, index_params=index, consistency_level="Strong"
+        )
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        rows = self.client.get(REGISTRY, ids=[kb_key(name)], output_fields=["info"])
+        if not rows:
+            raise KnowledgeBaseNotFound(name)
+        return kb_from_json(rows[0]["info"])
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        rows = self.client.query(REGISTRY, filter='key != ""', output_fields=["info"], limit=QUERY_PAGE)
+        return sorted((kb_from_json(r["info"]) for r in rows), key=lambda kb: kb.name)
+
+    def drop_kb(self, name: str) -> None:
+        kb = self.get_kb(name)
+        with self._lock:
+            # Registry row first: a half-dropped knowledge base is invisible rather than half-usable.
+            self.client.delete(REGISTRY, ids=[kb.key])
+            for suffix in ("docs", "chunks"):
+                self.client.drop_collection(f"kb_{kb.key}_{suffix}")
+
+    # -- documents --------------------------------------------------------------------------------
+    def _docs(self, kb: KnowledgeBase) -> str:
+        return f"kb_{kb.key}_docs"
+
+    def _chunks(self, kb: KnowledgeBase) -> str:
+        return f"kb_{kb.key}_chunks"
+
+    def _doc_row(self, kb: KnowledgeBase, doc: Document) -> dict[str, Any]:
+        row = doc_to_row(doc)
+        row["source"] = truncate_utf8(row["source"], SHORT_BYTES)
+        row["title"] = truncate_utf8(row["title"], SHORT_BYTES)
+        row["error"] = truncate_utf8(row["error"], SHORT_BYTES)
+        row["summary"] = truncate_utf8(row["summary"], TEXT_BYTES)
+        if doc.summary_vector is not None:
+            row["vector"] = np.asarray(doc.summary_vector, dtype=np.float32).tolist()
+        else:
+            # A placeholder unit vector: documents that are not READY never take part in a search.
+            placeholder = np.zeros(kb.embedding.dimension, dtype=np.float32)
+            placeholder[0] = 1.0
+            row["vector"] = placeholder.tolist()
+        return row
+
+    def put_document(self, kb: KnowledgeBase, doc: Document) -> None:
+        with self._lock:
+            self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
+
+    def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
+        rows = self.client.get(self._docs(kb), ids=[doc_id], output_fields=DOC_OUTPUT)
+        return doc_from_row(rows[0]) if rows else None
+
+    def list_documents(
+        self,
+        kb: KnowledgeBase,
+        *,
+        status: DocStatus | None = None,
+        source: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Document]:
+        expr, params = self._doc_filter(status, source)
+        rows = list(self._query_all(self._docs(kb), expr, params, DOC_OUTPUT))
+        docs = sorted((doc_from_row(r) for r in rows), key=lambda d: (d.source, d.id))
+        return docs[offset : offset + limit]
+
+    def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
+        expr, params = self._doc_filter(status, None)
+        return self._count(self._docs(kb), expr, params)
+
+    @staticmethod
+    def _doc_filter(status: DocStatus | None, source: str | None) -> tuple[str, dict[str, Any]]:
+        clauses, params = ['doc_id != ""'], {}
+        if status is not None:
+            clauses.append("status == {status}")
+            params["status"] = str(status)
+        if source is not None:
+            clauses.append("source == {source}")
+            params["source"] = source
+        return " and ".join(clauses), params
+
+    def _query_all(
+        self, collection: str, expr: str, params: dict[str, Any], fields: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            page = self.client.query(
+                collection, filter=expr, filter_params=params, output_fields=fields, limit=QUERY_PAGE,
+                offset=offset,
+            )
+            yield from page
+            if len(page) < QUERY_PAGE:
+                return
+            offset += QUERY_PAGE
+
+    def _count(self, collection: str, expr: str, params: dict[str, Any]) -> int:
+        res = self.client.query(collection, filter=expr, filter_params=params, output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    # -- chunks -----------------------------------------------------------------------------------
+    def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
+        rows = []
+        for c in chunks:
+            if c.vector is None:
+                raise StoreError(f"chunk {c.id} has no vector")
+            rows.append(
+                {
+                    "id": c.id,
+                    "doc_id": c.doc_id,
+                    "ord": c.ord,
+                    "text": truncate_utf8(c.text, TEXT_BYTES),
+                    "chunk_hash": c.hash,
+                    "page": page_in(c.page),
+                    "section": truncate_utf8(c.section or "", SHORT_BYTES),
+                    "start": c.start,
+                    "end": c.end,
+                    "metadata": c.metadata,
+                    "vector": np.asarray(c.vector, dtype=np.float32).tolist(),
+                }
+            )
+        with self._lock:
+            for i in range(0, len(rows), 2_000):
+                self.client.upsert(self._chunks(kb), rows[i : i + 2_000])
+
+    def publish_document(self, kb: KnowledgeBase, doc: Document, *, replaces: str | None = None) -> None:
+        doc.status = DocStatus.READY
+        doc.updated_at = time.time()
+        rows = [self._doc_row(kb, doc)]
+        old = self.get_document(kb, replaces) if replaces else None
+        if old is not None:
+            old.status = DocStatus.DELETING
+            old.updated_at = doc.updated_at
+            rows.append(self._doc_row(kb, old))
+        with self._lock:
+            # One upsert flips both rows, so searches see either the old version or the new one.
+            self.client.upsert(self._docs(kb), rows)
+            if old is not None:
+                self._remove(kb, old.id)
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        doc = self.get_document(kb, doc_id)
+        if doc is None:
+            raise DocumentNotFound(kb.name, doc_id)
+        with self._lock:
+            doc.status = DocStatus.DELETING
+            doc.updated_at = time.time()
+            self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
+            self._remove(kb, doc_id)
+
+    def _remove(self, kb: KnowledgeBase, doc_id: str) -> None:
+        # Chunks before the row: a crash in between leaves a DELETING row that recovery finishes.
+        self.client.delete(self._chunks(kb), filter="doc_id == {d}", filter_params={"d": doc_id})
+        self.client.delete(self._docs(kb), ids=[doc_id])
+
+    def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
+        if doc_id is None:
+            return self._count(self._chunks(kb), 'id != ""', {})
+        return self._count(self._chunks(kb), "doc_id == {d}", {"d": doc_id})
+
+    def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(hashes))
+        for i in range(0, len(unique), IN_BATCH):
+            part = unique[i : i + IN_BATCH]
+            rows = self.client.query(
+                self._chunks(kb), filter="chunk_hash in {h}", filter_params={"h": part},
+                output_fields=["chunk_hash", "vector"], limit=QUERY_PAGE,
+            )
+            for r in rows:
+                found[r["chunk_hash"]] = np.asarray(r["vector"], dtype=np.float32)
+        return found
+
+    # -- search -----------------------------------------------------------------------------------
+    def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:
+        rows = self.client.query(
+            self._docs(kb), filter="status != {s}", filter_params={"s": str(DocStatus.READY)},
+            output_fields=["doc_id"], limit=QUERY_PAGE,
+        )
+        return [r["doc_id"] for r in rows]
+
+    def search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[ScoredChunk]]:
+        clauses, params = [], {}
+        hidden = self._hidden_doc_ids(kb)
+        if hidden:
+            clauses.append("doc_id not in {hidden}")
+            params["hidden"] = hidden
+        if doc_ids is not None:
+            clauses.append("doc_id in {only}")
+            params["only"] = list(doc_ids)
+        for i, (key, value) in enumerate((filters or {}).items()):
+            field = key if key in ("doc_id", "page", "section") else f'metadata["{_json_key(key)}"]'
+            op = "in" if isinstance(value, list) else "=="
+            clauses.append(f"{field} {op} {{f{i}}}")
+            params[f"f{i}"] = value
+        res = self.client.search(
+            self._chunks(kb),
+            data=np.asarray(queries, dtype=np.float32).tolist(),
+            anns_field="vector",
+            limit=top_k,
+            filter=" and ".join(clauses),
+            filter_params=params,
+            output_fields=CHUNK_FIELDS,
+            search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
+        )
+        return [[_scored_chunk(hit) for hit in hits] for hits in res]
+
+    def search_documents(
+        self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int
+    ) -> list[list[ScoredDocument]]:
+        res = self.client.search(
+            self._docs(kb),
+            data=np.asarray(queries, dtype=np.float32).tolist(),
+            anns_field="vector",
+            limit=top_k,
+            filter="status == {s}",
+            filter_params={"s": str(DocStatus.READY)},
+            output_fields=DOC_OUTPUT,
+            search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
+        )
+        return [[ScoredDocument(doc_from_row(h["entity"]), float(h["distance"])) for h in hits] for hits in res]
+
+    def ping(self) -> None:
+        try:
+            self.client.has_collection(REGISTRY)
+        except MilvusException as exc:
+            raise StoreError(f"Milvus at {self.uri} is unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _json_key(key: str) -> str:
+    if not key.replace("_", "").replace("-", "").isalnum():
+        raise StoreError(f"metadata filter key {key!r} may only contain letters, digits, '_' and '-'")
+    return key
+
+
+def _scored_chunk(hit: dict[str, Any]) -> ScoredChunk:
+    e = hit["entity"]
+    chunk = Chunk(
+        id=e["id"],
+        doc_id=e["doc_id"],
+        ord=int(e["ord"]),
+        text=e["text"],
+        hash=e["chunk_hash"],
+        page=page_out(e["page"]),
+        section=e["section"] or None,
+        start=int(e["start"]),
+        end=int(e["end"]),
+        metadata=dict(e.get("metadata") or {}),
+    )
+    return ScoredChunk(chunk=chunk, score=float(hit["distance"]), source=chunk.metadata.get("source", ""))

@@ -1,0 +1,328 @@
+"""PgvectorStore: PostgreSQL with pgvector through psycopg 3, HNSW cosine indexes, one table pair per KB."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
+from core.records import Chunk, Document, DocStatus, KnowledgeBase, ScoredChunk, ScoredDocument, kb_key
+from stores.base import Filters
+from stores.serialize import DOC_FIELDS, doc_from_row, doc_to_row, kb_from_json, kb_to_json, page_in, page_out
+
+CHUNK_COLUMNS = ("id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start_char", "end_char", "metadata")
+
+
+class PgvectorStore:
+    """Vector store over PostgreSQL + pgvector. Publishing and replacing documents are single transactions."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 8) -> None:
+        self.dsn = dsn
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS kb_registry (key text PRIMARY KEY, info jsonb NOT NULL)"
+                )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open PostgreSQL: {exc}") from exc
+        self.pool = ConnectionPool(
+            dsn, min_size=1, max_size=pool_size, configure=register_vector, open=True, timeout=30,
+            kwargs={"row_factory": dict_row},
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"PostgreSQL is unreachable: {exc}") from exc
+
+    @staticmethod
+    def _t(kb: KnowledgeBase, suffix: str) -> sql.Identifier:
+        return sql.Identifier(f"kb_{kb.key}_{suffix}")
+
+    # -- knowledge bases -------------------------------------------------------------------------
+    def create_kb(self, kb: KnowledgeBase) -> None:
+        docs, chunks, dim = self._t(kb, "docs"), self._t(kb, "chunks"), kb.embedding.dimension
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM kb_registry WHERE key = %s", (kb.key,)).fetchone():
+                raise KnowledgeBaseExists(kb.name)
+            conn.execute(
+                sql.SQL(
+                    """CREATE TABLE {docs} (
+                        doc_id text PRIMARY KEY, source text NOT NULL, title text NOT NULL,
+                        format text NOT NULL, status text NOT NULL, error text NOT NULL,
+                        summary text NOT NULL, chunk_count integer NOT NULL, n_chars integer NOT NULL,
+                        metadata jsonb NOT NULL, created_at double precision NOT NULL,
+                        updated_at double precision NOT NULL, vector vector({dim}))"""
+                ).format(docs=docs, dim=sql.Literal(dim))
+            )
+            conn.execute(
+                sql.SQL(
+                    """CREATE TABLE {chunks} (
+                        id text PRIMARY KEY, doc_id text NOT NULL REFERENCES {docs}(doc_id) ON DELETE CASCADE,
+                        ord integer NOT NULL, text text NOT NULL, chunk_hash text NOT NULL, page integer NOT NULL,
+                        section text NOT NULL, start_char integer NOT NULL, end_char integer NOT NULL,
+                        metadata jsonb NOT NULL, vector vector({dim}) NOT NULL)"""
+                ).format(chunks=chunks, docs=docs, dim=sql.Literal(dim))
+            )
+            for suffix, col, method in (
+                ("chunks", "vector", "hnsw (vector vector_cosine_ops)"),
+                ("docs", "vector", "hnsw (vector vector_cosine_ops)"),
+                ("chunks", "doc_id", "btree (doc_id)"),
+                ("chunks", "chunk_hash", "btree (chunk_hash)"),
+                ("docs", "source", "btree (source)"),
+                ("docs", "status", "btree (status)"),
+            ):
+                conn.execute(
+                    sql.SQL("CREATE INDEX {name} ON {table} USING " + method).format(
+                        name=sql.Identifier(f"kb_{kb.key}_{suffix}_{col}_idx"), table=self._t(kb, suffix)
+                    )
+                )
+            conn.execute("INSERT INTO kb_registry (key, info) VALUES (%s, %s)", (kb.key, kb_to_json(kb)))
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        with self._tx() as conn:
+            row = conn.execute("SELECT info FROM kb_registry WHERE key = %s", (kb_key(name),)).fetchone()
+        if row is None:
+            raise KnowledgeBaseNotFound(name)
+        return kb_from_json(json.dumps(row["info"]))
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        with self._tx() as conn:
+            rows = conn.execute("SELECT info FROM kb_registry").fetchall()
+        return sorted((kb_from_json(json.dumps(r["info"])) for r in rows), key=lambda kb: kb.name)
+
+    def drop_kb(self, name: str) -> None:
+        kb = self.get_kb(name)
+        with self._tx() as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "chunks")))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "docs")))
+            conn.execute("DELETE FROM kb_registry WHERE key = %s", (kb.key,))
+
+    # -- documents --------------------------------------------------------------------------------
+    def put_document(self, kb: KnowledgeBase, doc: Document) -> None:
+        row = doc_to_row(doc)
+        row["metadata"] = Jsonb(row["metadata"])
+        row["vector"] = None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32)
+        cols = [*DOC_FIELDS, "vector"]
+        with self._tx() as conn:
+            conn.execute(
+                sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT (doc_id) DO UPDATE SET {upd}").format(
+                    t=self._t(kb, "docs"),
+                    cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    vals=sql.SQL(", ").join(sql.Placeholder(c) for c in cols),
+                    upd=sql.SQL(", ").join(
+                        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c != "doc_id"
+                    ),
+                ),
+                row,
+            )
+
+    def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT {cols} FROM {t} WHERE doc_id = %s").format(
+                    cols=_doc_cols(), t=self._t(kb, "docs")
+                ),
+                (doc_id,),
+            ).fetchone()
+        return doc_from_row(row) if row else None
+
+    def list_documents(
+        self,
+        kb: KnowledgeBase,
+        *,
+        status: DocStatus | None = None,
+        source: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Document]:
+        where, params = _doc_where(status, source)
+        with self._tx() as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT {cols} FROM {t} WHERE {w} ORDER BY source, doc_id OFFSET %s LIMIT %s").format(
+                    cols=_doc_cols(), t=self._t(kb, "docs"), w=where
+                ),
+                [*params, offset, limit],
+            ).fetchall()
+        return [doc_from_row(r) for r in rows]
+
+    def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
+        where, params = _doc_where(status, None)
+        with self._tx() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {t} WHERE {w}").format(t=self._t(kb, "docs"), w=where), params
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+    # -- chunks -----------------------------------------------------------------------------------
+    def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
+        if any(c.vector is None for c in chunks):
+            raise StoreError("every chunk needs a vector before it is stored")
+        copy_sql = sql.SQL("COPY {t} ({cols}) FROM STDIN WITH (FORMAT BINARY)").format(
+            t=self._t(kb, "chunks"), cols=sql.SQL(", ").join(map(sql.Identifier, [*CHUNK_COLUMNS, "vector"]))
+        )
+        with self._tx() as conn, conn.cursor().copy(copy_sql) as copy:
+            copy.set_types(["text", "text", "int4", "text", "text", "int4", "text", "int4", "int4", "jsonb", "vector"])
+            for c in chunks:
+                copy.write_row(
+                    (c.id, c.doc_id, c.ord, c.text, c.hash, page_in(c.page), c.section or "", c.start, c.end,
+                     Jsonb(c.metadata), np.asarray(c.vector, dtype=np.float32))
+                )
+
+    def publish_document(self, kb: KnowledgeBase, doc: Document, *, replaces: str | None = None) -> None:
+        doc.status = DocStatus.READY
+        with self._tx() as conn:
+            self._put_in(conn, kb, doc)
+            if replaces:
+                # Same transaction: readers see the old version or the new one, never both or neither.
+                conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (replaces,))
+
+    def _put_in(self, conn: psycopg.Connection[Any], kb: KnowledgeBase, doc: Document) -> None:
+        row = doc_to_row(doc)
+        conn.execute(
+            sql.SQL(
+                "UPDATE {t} SET status = %s, error = %s, summary = %s, chunk_count = %s, n_chars = %s, "
+                "metadata = %s, updated_at = %s, vector = %s WHERE doc_id = %s"
+            ).format(t=self._t(kb, "docs")),
+            (row["status"], row["error"], row["summary"], row["chunk_count"], row["n_chars"], Jsonb(row["metadata"]),
+             row["updated_at"], None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32),
+             doc.id),
+        )
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        with self._tx() as conn:
+            cur = conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (doc_id,))
+            if cur.rowcount == 0:
+                raise DocumentNotFound(kb.name, doc_id)
+
+    def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
+        where = sql.SQL("TRUE") if doc_id is None else sql.SQL("doc_id = %s")
+        with self._tx() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {t} WHERE {w}").format(t=self._t(kb, "chunks"), w=where),
+                () if doc_id is None else (doc_id,),
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+    def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT DISTINCT ON (chunk_hash) chunk_hash, vector FROM {t} WHERE chunk_hash = ANY(%s)").format(
+                    t=self._t(kb, "chunks")
+                ),
+                (list(set(hashes)),),
+            ).fetchall()
+        return {r["chunk_hash"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+    # -- search -----------------------------------------------------------------------------------
+    def search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[ScoredChunk]]:
+        clauses: list[sql.Composable] = [sql.SQL("d.status = 'ready'")]
+        params: dict[str, Any] = {"k": top_k}
+        if doc_ids is not None:
+            clauses.append(sql.SQL("c.doc_id = ANY(%(only)s)"))
+            params["only"] = list(doc_ids)
+        for i, (key, value) in enumerate((filters or {}).items()):
+            values = value if isinstance(value, list) else [value]
+            column = {"doc_id": "c.doc_id", "page": "c.page", "section": "c.section"}.get(key)
+            if column:
+                clauses.append(sql.SQL(f"{column} = ANY(%(f{i})s)"))
+                params[f"f{i}"] = values
+            else:
+                clauses.append(sql.SQL(f"(c.metadata -> %(k{i})s) IN (SELECT jsonb_array_elements(%(f{i})s))"))
+                params[f"k{i}"], params[f"f{i}"] = key, Jsonb(values)
+        # A restricted search is exact (the "+ 0" keeps the planner off the HNSW index, whose post-filtering
+        # would drop matches outside its candidate list); a global one uses HNSW.
+        order = sql.SQL("(c.vector <=> %(q)s) + 0" if doc_ids is not None or filters else "c.vector <=> %(q)s")
+        query = sql.SQL(
+            "SELECT {cols}, 1 - (c.vector <=> %(q)s) AS score FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id "
+            "WHERE {w} ORDER BY {order} LIMIT %(k)s"
+        ).format(
+            cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(col) for col in CHUNK_COLUMNS),
+            c=self._t(kb, "chunks"),
+            d=self._t(kb, "docs"),
+            w=sql.SQL(" AND ").join(clauses),
+            order=order,
+        )
+        out = []
+        with self._tx() as conn:
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
+            for q in np.asarray(queries, dtype=np.float32):
+                rows = conn.execute(query, {**params, "q": q}).fetchall()
+                out.append([_scored_chunk(r) for r in rows])
+        return out
+
+    def search_documents(
+        self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int
+    ) -> list[list[ScoredDocument]]:
+        query = sql.SQL(
+            "SELECT {cols}, 1 - (vector <=> %(q)s) AS score FROM {t} WHERE status = 'ready' "
+            "ORDER BY vector <=> %(q)s LIMIT %(k)s"
+        ).format(cols=_doc_cols(), t=self._t(kb, "docs"))
+        out = []
+        with self._tx() as conn:
+            conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
+            for q in np.asarray(queries, dtype=np.float32):
+                rows = conn.execute(query, {"q": q, "k": top_k}).fetchall()
+                out.append([ScoredDocument(doc_from_row(r), float(r["score"])) for r in rows])
+        return out
+
+    def ping(self) -> None:
+        with self._tx() as conn:
+            conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _doc_cols() -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, DOC_FIELDS))
+
+
+def _doc_where(status: DocStatus | None, source: str | None) -> tuple[sql.Composable, list[Any]]:
+    clauses: list[sql.Composable] = [sql.SQL("TRUE")]
+    params: list[Any] = []
+    if status is not None:
+        clauses.append(sql.SQL("status = %s"))
+        params.append(str(status))
+    if source is not None:
+        clauses.append(sql.SQL("source = %s"))
+        params.append(source)
+    return sql.SQL(" AND ").join(clauses), params
+
+
+def _scored_chunk(row: dict[str, Any]) -> ScoredChunk:
+    chunk = Chunk(
+        id=row["id"],
+        doc_id=row["doc_id"],
+        ord=row["ord"],
+        text=row["text"],
+        hash=row["chunk_hash"],
+        page=page_out(row["page"]),
+        section=row["section"] or None,
+        start=row["start_char"],
+        end=row["end_char"],
+        metadata=dict(row["metadata"] or {}),
+    )
+    return ScoredChunk(chunk=chunk, score=float(row["score"]), source=chunk.metadata.get("source", ""))
