@@ -131,9 +131,13 @@ class ScoredDocument:
     score: float
 
 
+_CONTROLS = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
+
+
 def normalise_text(text: str) -> str:
-    """Unicode NFC, unified line endings, trailing spaces stripped: what identity and chunking see."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    """Unicode NFC, unified line endings, control characters (NUL …) dropped, trailing spaces stripped:
+    what identity, chunking and the stores see."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROLS)
     return "\n".join(line.rstrip() for line in text.split("\n")).strip()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,3 +33,26 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+class TokenCounter:
+    """Counts tokens on a private copy of a Hugging Face tokenizer.
+
+    The model's own tokenizer cannot be shared: ``encode`` switches truncation and padding on the shared
+    Rust tokenizer, and a count from another thread at that moment fails or miscounts.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._fast = copy.deepcopy(backend) if backend is not None else None
+        if self._fast is not None:
+            self._fast.no_truncation()
+            self._fast.no_padding()
+        self._slow = None if self._fast is not None else copy.deepcopy(tokenizer)
+        self._lock = threading.Lock()
+
+    def count(self, text: str) -> int:
+        if self._fast is not None:
+            return len(self._fast.encode(text, add_special_tokens=False).ids)
+        with self._lock:
+            return len(self._slow(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 
 from core.errors import EmbeddingError
 from core.records import EmbeddingModelInfo
-from embeddings.base import normalise_rows
+from embeddings.base import TokenCounter, normalise_rows
 from embeddings.sentence import resolve_model_path
 
 DEFAULT_TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -36,7 +34,7 @@ class OpenAICompatibleEmbedder:
         self.name = name
         self.batch_size = batch_size
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout)
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer))
+        self._counter = TokenCounter(AutoTokenizer.from_pretrained(resolve_model_path(tokenizer)))
         probe = self._request(["dimension probe"])
         # The server names its model; a weight fingerprint is not observable remotely.
         fingerprint = hashlib.sha256(f"openai:{name}:{probe.shape[1]}".encode()).hexdigest()[:32]
@@ -68,4 +66,4 @@ class OpenAICompatibleEmbedder:
         return self.embed_documents(texts)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return self._counter.count(text)

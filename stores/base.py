@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,10 +32,16 @@ class VectorStore(Protocol):
     def drop_kb(self, name: str) -> None:
         """Remove the knowledge base with every document and chunk."""
 
-    def put_document(self, kb: KnowledgeBase, doc: Document) -> None:
-        """Insert or overwrite one document row (any status)."""
+    def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
+        """Insert or overwrite document rows (any status) in one batch."""
+
+    def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The rows that exist among ``doc_ids``, keyed by id."""
 
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None: ...
+
+    def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
+        """Every document (any status) whose source name is among ``sources``."""
 
     def list_documents(
         self,
@@ -53,8 +59,11 @@ class VectorStore(Protocol):
     def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
         """Write chunks (with vectors) in one batch; they stay invisible until their document is published."""
 
-    def publish_document(self, kb: KnowledgeBase, doc: Document, *, replaces: str | None = None) -> None:
-        """Make ``doc`` READY and, in the same step, hide the document it replaces (then delete that one)."""
+    def publish_documents(
+        self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
+    ) -> None:
+        """Make ``docs`` READY and, in the same step, hide the documents they replace (``replaces``: new id ->
+        old id), then delete those."""
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         """Remove a document row and every one of its chunks; raise DocumentNotFound when absent."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -167,13 +168,29 @@ class MilvusStore:
             row["vector"] = placeholder.tolist()
         return row
 
-    def put_document(self, kb: KnowledgeBase, doc: Document) -> None:
-        with self._lock:
-            self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
+    def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
+        if docs:
+            with self._lock:
+                self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in docs])
+
+    def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
+        found: dict[str, Document] = {}
+        unique = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(unique), IN_BATCH):
+            for row in self.client.get(self._docs(kb), ids=unique[i : i + IN_BATCH], output_fields=DOC_OUTPUT):
+                found[row["doc_id"]] = doc_from_row(row)
+        return found
 
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
-        rows = self.client.get(self._docs(kb), ids=[doc_id], output_fields=DOC_OUTPUT)
-        return doc_from_row(rows[0]) if rows else None
+        return self.get_documents(kb, [doc_id]).get(doc_id)
+
+    def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
+        unique = list(dict.fromkeys(sources))
+        docs: list[Document] = []
+        for i in range(0, len(unique), IN_BATCH):
+            rows = self._query_all(self._docs(kb), "source in {s}", {"s": unique[i : i + IN_BATCH]}, DOC_OUTPUT)
+            docs.extend(doc_from_row(r) for r in rows)
+        return docs
 
     def list_documents(
         self,
@@ -210,7 +227,7 @@ class MilvusStore:
         offset = 0
         while True:
             page = self.client.query(
-                collection, filter=expr, filter_params=params, output_fields=fields, limit=QUERY_PAGE,
+                collection, filter=_bind(expr, params), output_fields=fields, limit=QUERY_PAGE,
                 offset=offset,
             )
             yield from page
@@ -219,7 +236,7 @@ class MilvusStore:
             offset += QUERY_PAGE
 
     def _count(self, collection: str, expr: str, params: dict[str, Any]) -> int:
-        res = self.client.query(collection, filter=expr, filter_params=params, output_fields=["count(*)"])
+        res = self.client.query(collection, filter=_bind(expr, params), output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
     # -- chunks -----------------------------------------------------------------------------------
@@ -247,20 +264,20 @@ class MilvusStore:
             for i in range(0, len(rows), 2_000):
                 self.client.upsert(self._chunks(kb), rows[i : i + 2_000])
 
-    def publish_document(self, kb: KnowledgeBase, doc: Document, *, replaces: str | None = None) -> None:
-        doc.status = DocStatus.READY
-        doc.updated_at = time.time()
-        rows = [self._doc_row(kb, doc)]
-        old = self.get_document(kb, replaces) if replaces else None
-        if old is not None:
-            old.status = DocStatus.DELETING
-            old.updated_at = doc.updated_at
-            rows.append(self._doc_row(kb, old))
+    def publish_documents(
+        self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
+    ) -> None:
+        now = time.time()
+        for doc in docs:
+            doc.status, doc.updated_at = DocStatus.READY, now
+        old_docs = list(self.get_documents(kb, list((replaces or {}).values())).values())
+        for old in old_docs:
+            old.status, old.updated_at = DocStatus.DELETING, now
         with self._lock:
-            # One upsert flips both rows, so searches see either the old version or the new one.
-            self.client.upsert(self._docs(kb), rows)
-            if old is not None:
-                self._remove(kb, old.id)
+            # One upsert flips new and old rows together: searches see either the old version or the new one.
+            self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*docs, *old_docs]])
+            if old_docs:
+                self._remove(kb, [old.id for old in old_docs])
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         doc = self.get_document(kb, doc_id)
@@ -270,12 +287,12 @@ class MilvusStore:
             doc.status = DocStatus.DELETING
             doc.updated_at = time.time()
             self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
-            self._remove(kb, doc_id)
+            self._remove(kb, [doc_id])
 
-    def _remove(self, kb: KnowledgeBase, doc_id: str) -> None:
-        # Chunks before the row: a crash in between leaves a DELETING row that recovery finishes.
-        self.client.delete(self._chunks(kb), filter="doc_id == {d}", filter_params={"d": doc_id})
-        self.client.delete(self._docs(kb), ids=[doc_id])
+    def _remove(self, kb: KnowledgeBase, doc_ids: list[str]) -> None:
+        # Chunks before the rows: a crash in between leaves DELETING rows that recovery finishes.
+        self.client.delete(self._chunks(kb), filter=_bind("doc_id in {d}", {"d": doc_ids}))
+        self.client.delete(self._docs(kb), ids=doc_ids)
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
         if doc_id is None:
@@ -288,7 +305,7 @@ class MilvusStore:
         for i in range(0, len(unique), IN_BATCH):
             part = unique[i : i + IN_BATCH]
             rows = self.client.query(
-                self._chunks(kb), filter="chunk_hash in {h}", filter_params={"h": part},
+                self._chunks(kb), filter=_bind("chunk_hash in {h}", {"h": part}),
                 output_fields=["chunk_hash", "vector"], limit=QUERY_PAGE,
             )
             for r in rows:
@@ -298,7 +315,7 @@ class MilvusStore:
     # -- search -----------------------------------------------------------------------------------
     def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:
         rows = self.client.query(
-            self._docs(kb), filter="status != {s}", filter_params={"s": str(DocStatus.READY)},
+            self._docs(kb), filter=_bind("status != {s}", {"s": str(DocStatus.READY)}),
             output_fields=["doc_id"], limit=QUERY_PAGE,
         )
         return [r["doc_id"] for r in rows]
@@ -330,8 +347,7 @@ class MilvusStore:
             data=np.asarray(queries, dtype=np.float32).tolist(),
             anns_field="vector",
             limit=top_k,
-            filter=" and ".join(clauses),
-            filter_params=params,
+            filter=_bind(" and ".join(clauses), params),
             output_fields=CHUNK_FIELDS,
             search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
         )
@@ -345,8 +361,7 @@ class MilvusStore:
             data=np.asarray(queries, dtype=np.float32).tolist(),
             anns_field="vector",
             limit=top_k,
-            filter="status == {s}",
-            filter_params={"s": str(DocStatus.READY)},
+            filter=_bind("status == {s}", {"s": str(DocStatus.READY)}),
             output_fields=DOC_OUTPUT,
             search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
         )
@@ -360,6 +375,12 @@ class MilvusStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _bind(expr: str, params: dict[str, Any]) -> str:
+    """Fill ``{name}`` slots with JSON literals (Milvus Lite has no filter templating); JSON escaping keeps
+    quotes and backslashes in values from breaking out of the literal."""
+    return expr.format(**{k: json.dumps(v, ensure_ascii=False) for k, v in params.items()}) if params else expr
 
 
 def _json_key(key: str) -> str:

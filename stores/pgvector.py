@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -113,13 +114,18 @@ class PgvectorStore:
             conn.execute("DELETE FROM kb_registry WHERE key = %s", (kb.key,))
 
     # -- documents --------------------------------------------------------------------------------
-    def put_document(self, kb: KnowledgeBase, doc: Document) -> None:
-        row = doc_to_row(doc)
-        row["metadata"] = Jsonb(row["metadata"])
-        row["vector"] = None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32)
+    def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
+        if not docs:
+            return
         cols = [*DOC_FIELDS, "vector"]
-        with self._tx() as conn:
-            conn.execute(
+        rows = []
+        for doc in docs:
+            row = doc_to_row(doc)
+            row["metadata"] = Jsonb(row["metadata"])
+            row["vector"] = None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32)
+            rows.append(row)
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(
                 sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT (doc_id) DO UPDATE SET {upd}").format(
                     t=self._t(kb, "docs"),
                     cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
@@ -128,18 +134,27 @@ class PgvectorStore:
                         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c != "doc_id"
                     ),
                 ),
-                row,
+                rows,
             )
 
+    def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
+        return {d.id: d for d in self._select_docs(kb, "doc_id", doc_ids)}
+
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
+        return self.get_documents(kb, [doc_id]).get(doc_id)
+
+    def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
+        return self._select_docs(kb, "source", sources)
+
+    def _select_docs(self, kb: KnowledgeBase, column: str, values: Sequence[str]) -> list[Document]:
         with self._tx() as conn:
-            row = conn.execute(
-                sql.SQL("SELECT {cols} FROM {t} WHERE doc_id = %s").format(
-                    cols=_doc_cols(), t=self._t(kb, "docs")
+            rows = conn.execute(
+                sql.SQL("SELECT {cols} FROM {t} WHERE {c} = ANY(%s)").format(
+                    cols=_doc_cols(), t=self._t(kb, "docs"), c=sql.Identifier(column)
                 ),
-                (doc_id,),
-            ).fetchone()
-        return doc_from_row(row) if row else None
+                (list(values),),
+            ).fetchall()
+        return [doc_from_row(r) for r in rows]
 
     def list_documents(
         self,
@@ -183,25 +198,31 @@ class PgvectorStore:
                      Jsonb(c.metadata), np.asarray(c.vector, dtype=np.float32))
                 )
 
-    def publish_document(self, kb: KnowledgeBase, doc: Document, *, replaces: str | None = None) -> None:
-        doc.status = DocStatus.READY
-        with self._tx() as conn:
-            self._put_in(conn, kb, doc)
+    def publish_documents(
+        self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
+    ) -> None:
+        now = time.time()
+        params = []
+        for doc in docs:
+            doc.status, doc.updated_at = DocStatus.READY, now
+            params.append(
+                (str(doc.status), doc.summary, doc.chunk_count, doc.n_chars, Jsonb(doc.metadata), now,
+                 None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32), doc.id)
+            )
+        with self._tx() as conn, conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "UPDATE {t} SET status = %s, error = '', summary = %s, chunk_count = %s, n_chars = %s, "
+                    "metadata = %s, updated_at = %s, vector = %s WHERE doc_id = %s"
+                ).format(t=self._t(kb, "docs")),
+                params,
+            )
             if replaces:
                 # Same transaction: readers see the old version or the new one, never both or neither.
-                conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (replaces,))
-
-    def _put_in(self, conn: psycopg.Connection[Any], kb: KnowledgeBase, doc: Document) -> None:
-        row = doc_to_row(doc)
-        conn.execute(
-            sql.SQL(
-                "UPDATE {t} SET status = %s, error = %s, summary = %s, chunk_count = %s, n_chars = %s, "
-                "metadata = %s, updated_at = %s, vector = %s WHERE doc_id = %s"
-            ).format(t=self._t(kb, "docs")),
-            (row["status"], row["error"], row["summary"], row["chunk_count"], row["n_chars"], Jsonb(row["metadata"]),
-             row["updated_at"], None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32),
-             doc.id),
-        )
+                cur.execute(
+                    sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t(kb, "docs")),
+                    (list(replaces.values()),),
+                )
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         with self._tx() as conn:
@@ -226,7 +247,7 @@ class PgvectorStore:
                 ),
                 (list(set(hashes)),),
             ).fetchall()
-        return {r["chunk_hash"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+        return {r["chunk_hash"]: _as_array(r["vector"]) for r in rows}
 
     # -- search -----------------------------------------------------------------------------------
     def search_chunks(
@@ -294,6 +315,11 @@ class PgvectorStore:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """pgvector's adapter returns numpy arrays or Vector objects depending on its version."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
 
 
 def _doc_cols() -> sql.Composable:

@@ -1,0 +1,91 @@
+"""Token-aware chunking with the embedding model's own tokenizer; respects paragraphs and EN/ZH sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from core.records import SECTION_JOINER, Chunk, ParsedDocument, text_hash
+
+# Coarse to fine: paragraphs, lines, sentences (Chinese full-width and Western), clauses, words, characters.
+SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "; ", "，", ", ", "、", " ", ""]
+
+
+class Chunker(Protocol):
+    def split(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]:
+        """Chunks in document order, each within the embedding model's token limit, carrying page/heading."""
+
+
+class TokenChunker:
+    """RecursiveCharacterTextSplitter measured in model tokens, with a hard guarantee on the token limit."""
+
+    def __init__(
+        self, count_tokens: Callable[[str], int], *, chunk_size: int, chunk_overlap: int, max_tokens: int
+    ) -> None:
+        self.count_tokens = count_tokens
+        self.chunk_size = min(chunk_size, max_tokens)
+        if chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({chunk_overlap}) must be smaller than the chunk size ({self.chunk_size})")
+        self.max_tokens = max_tokens
+        self.splitter = RecursiveCharacterTextSplitter(
+            separators=SEPARATORS,
+            keep_separator="end",
+            chunk_size=self.chunk_size,
+            chunk_overlap=chunk_overlap,
+            length_function=count_tokens,
+            strip_whitespace=True,
+        )
+
+    def split(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        base_meta = {**doc.metadata, "source": doc.source, "title": doc.title}
+        offset = 0
+        for section in doc.sections:
+            cursor = 0
+            for piece in self._split_text(section.text):
+                found = section.text.find(piece, cursor)
+                start = found if found >= 0 else cursor
+                cursor = start + 1
+                chunks.append(
+                    Chunk(
+                        id=f"{doc_id}:{len(chunks)}",
+                        doc_id=doc_id,
+                        ord=len(chunks),
+                        text=piece,
+                        hash=text_hash(piece),
+                        page=section.page,
+                        section=section.heading,
+                        start=offset + start,
+                        end=offset + start + len(piece),
+                        metadata=dict(base_meta),
+                    )
+                )
+            offset += len(section.text) + len(SECTION_JOINER)
+        return chunks
+
+    def _split_text(self, text: str) -> list[str]:
+        pieces = []
+        for piece in self.splitter.split_text(text):
+            # The splitter sums the token counts of pieces; re-check the joined text against the model limit.
+            if self.count_tokens(piece) <= self.max_tokens:
+                pieces.append(piece)
+            else:
+                pieces.extend(self._hard_split(piece))
+        return [p for p in pieces if p.strip()]
+
+    def _hard_split(self, text: str) -> list[str]:
+        """Cut at character positions until every part fits the model limit (rare: long unbreakable runs)."""
+        parts, rest = [], text
+        while rest:
+            n = self.count_tokens(rest)
+            if n <= self.max_tokens:
+                parts.append(rest)
+                break
+            cut = max(1, int(len(rest) * self.max_tokens / n * 0.9))
+            while cut > 1 and self.count_tokens(rest[:cut]) > self.max_tokens:
+                cut = int(cut * 0.9)
+            parts.append(rest[:cut])
+            rest = rest[cut:]
+        return parts

@@ -1,0 +1,249 @@
+"""The ingestion pipeline: parse → chunk → summarise (in a producer thread) → embed → store, batched across
+documents. A document becomes visible to retrieval only once all its chunks and its summary are stored."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from core.config import Settings
+from core.errors import KBError, ParseError
+from core.records import Chunk, Document, DocStatus, KnowledgeBase, ParsedDocument, text_hash
+from embeddings.base import Embedder
+from ingest.chunking import Chunker, TokenChunker
+from ingest.sources import SourceItem
+from ingest.summarize import ExtractiveSummarizer, Summarizer
+from stores.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    ADDED = "added"
+    UNCHANGED = "unchanged"
+    REPLACED = "replaced"
+    FAILED = "failed"
+
+
+@dataclass
+class IngestResult:
+    source: str
+    outcome: Outcome
+    doc_id: str | None = None
+    chunks: int = 0
+    replaced: str | None = None
+    reason: str = ""
+    error: str = ""
+
+
+@dataclass
+class _Prepared:
+    item: SourceItem
+    parsed: ParsedDocument
+    doc_id: str
+    chunks: list[Chunk]
+    summary: str
+    replaces: list[str] = field(default_factory=list)
+
+
+_DONE = object()
+
+
+class Ingestor:
+    """Ingests sources into one knowledge base with the KB's own embedder."""
+
+    def __init__(
+        self,
+        *,
+        store: VectorStore,
+        kb: KnowledgeBase,
+        embedder: Embedder,
+        chunker: Chunker,
+        summarizer: Summarizer,
+        batch_chunks: int = 512,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.store = store
+        self.kb = kb
+        self.embedder = embedder
+        self.chunker = chunker
+        self.summarizer = summarizer
+        self.batch_chunks = batch_chunks
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        store: VectorStore,
+        kb: KnowledgeBase,
+        embedder: Embedder,
+        summarizer: Summarizer | None = None,
+    ) -> Ingestor:
+        max_tokens = embedder.info.max_tokens
+        chunker = TokenChunker(
+            embedder.count_tokens,
+            chunk_size=settings.chunk_size,
+            chunk_overlap=min(settings.chunk_overlap, max(0, min(settings.chunk_size, max_tokens) // 4)),
+            max_tokens=max_tokens,
+        )
+        summarizer = summarizer or ExtractiveSummarizer(
+            embedder.count_tokens, budget_tokens=min(settings.summary_tokens, max_tokens)
+        )
+        return cls(
+            store=store, kb=kb, embedder=embedder, chunker=chunker, summarizer=summarizer,
+            batch_chunks=settings.ingest_batch_chunks, max_bytes=settings.max_file_bytes,
+        )
+
+    # -- public -----------------------------------------------------------------------------------
+    def ingest(
+        self, items: Iterable[SourceItem], *, on_result: Callable[[IngestResult], None] | None = None
+    ) -> list[IngestResult]:
+        """Ingest every item; parse failures are reported per item and never stop the run."""
+        results: list[IngestResult] = []
+
+        def emit(result: IngestResult) -> None:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+
+        prepared: queue.Queue[object] = queue.Queue(maxsize=256)
+        producer = threading.Thread(target=self._produce, args=(items, prepared), daemon=True)
+        producer.start()
+        batch: list[_Prepared] = []
+        seen: set[str] = set()
+        while (entry := prepared.get()) is not _DONE:
+            if isinstance(entry, IngestResult):
+                emit(entry)
+                continue
+            assert isinstance(entry, _Prepared)
+            if entry.doc_id in seen:  # the same content twice in one run
+                emit(IngestResult(entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks)))
+                continue
+            seen.add(entry.doc_id)
+            batch.append(entry)
+            if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                for r in self._flush(batch):
+                    emit(r)
+                batch = []
+        if isinstance(error := getattr(producer, "error", None), BaseException):
+            raise error
+        for r in self._flush(batch):
+            emit(r)
+        return results
+
+    # -- producer: parsing, chunking, summaries -----------------------------------------------------
+    def _produce(self, items: Iterable[SourceItem], out: queue.Queue[object]) -> None:
+        try:
+            for item in items:
+                out.put(self._prepare(item))
+        except BaseException as exc:  # surfaced in the consumer, which re-raises it
+            threading.current_thread().error = exc  # type: ignore[attr-defined]
+        finally:
+            out.put(_DONE)
+
+    def _prepare(self, item: SourceItem) -> _Prepared | IngestResult:
+        try:
+            parsed = item.parse(max_bytes=self.max_bytes)
+        except ParseError as exc:
+            return IngestResult(item.name, Outcome.FAILED, reason=exc.reason, error=exc.detail)
+        except OSError as exc:
+            return IngestResult(item.name, Outcome.FAILED, reason="unreadable", error=str(exc))
+        doc_id = parsed.content_hash
+        chunks = self.chunker.split(parsed, doc_id)
+        summary = self.summarizer.summarize(parsed, chunks)
+        return _Prepared(item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
+
+    # -- consumer: embedding and storing -----------------------------------------------------------
+    def _flush(self, batch: list[_Prepared]) -> list[IngestResult]:
+        if not batch:
+            return []
+        existing = self.store.get_documents(self.kb, [p.doc_id for p in batch])
+        results, todo = [], []
+        stale: list[str] = []
+        for p in batch:
+            old = existing.get(p.doc_id)
+            if old is not None and old.status == DocStatus.READY:
+                results.append(IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count))
+            else:
+                if old is not None:
+                    stale.append(old.id)  # left by an interrupted or failed earlier run
+                todo.append(p)
+        if not todo:
+            return results
+        for old in self.store.documents_by_source(self.kb, [p.item.name for p in todo]):
+            new = next(p for p in todo if p.item.name == old.source)
+            if old.id == new.doc_id:
+                continue
+            if old.status == DocStatus.READY:
+                new.replaces.append(old.id)
+            else:
+                stale.append(old.id)
+        for doc_id in dict.fromkeys(stale):
+            self.store.delete_document(self.kb, doc_id)
+        try:
+            self._write(todo)
+        except KBError as exc:
+            log.error("ingest batch of %d documents failed: %s", len(todo), exc)
+            return results + self._fail(todo, exc)
+        for p in todo:
+            outcome = Outcome.REPLACED if p.replaces else Outcome.ADDED
+            replaced = p.replaces[0] if p.replaces else None
+            results.append(IngestResult(p.item.name, outcome, p.doc_id, len(p.chunks), replaced=replaced))
+        return results
+
+    def _write(self, todo: Sequence[_Prepared]) -> None:
+        vectors = self._vectors([c.text for p in todo for c in p.chunks] + [p.summary for p in todo])
+        now = time.time()
+        docs = []
+        for p in todo:
+            for c in p.chunks:
+                c.vector = vectors[c.hash]
+            docs.append(
+                Document(
+                    id=p.doc_id, source=p.item.name, title=p.parsed.title, format=p.parsed.format,
+                    status=DocStatus.PROCESSING, summary=p.summary, chunk_count=len(p.chunks),
+                    n_chars=len(p.parsed.text), metadata=p.parsed.metadata, created_at=now, updated_at=now,
+                    summary_vector=vectors[text_hash(p.summary)],
+                )
+            )
+        self.store.put_documents(self.kb, docs)
+        self.store.add_chunks(self.kb, [c for p in todo for c in p.chunks])
+        replaces = {p.doc_id: old for p in todo for old in p.replaces[:1]}
+        self.store.publish_documents(self.kb, docs, replaces=replaces)
+        for old in (old for p in todo for old in p.replaces[1:]):
+            self.store.delete_document(self.kb, old)
+
+    def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Vectors keyed by text hash: reuse what the KB already stores, embed each new text once."""
+        by_hash = {text_hash(t): t for t in texts}
+        known = self.store.vectors_for_hashes(self.kb, list(by_hash))
+        missing = [h for h in by_hash if h not in known]
+        if missing:
+            embedded = self.embedder.embed_documents([by_hash[h] for h in missing])
+            known.update(zip(missing, embedded, strict=True))
+        return known
+
+    def _fail(self, todo: Sequence[_Prepared], exc: KBError) -> list[IngestResult]:
+        failed = []
+        for p in todo:
+            try:
+                if self.store.get_document(self.kb, p.doc_id) is not None:
+                    self.store.delete_document(self.kb, p.doc_id)
+                self.store.put_documents(
+                    self.kb,
+                    [Document(id=p.doc_id, source=p.item.name, title=p.parsed.title, format=p.parsed.format,
+                              status=DocStatus.FAILED, error=str(exc))],
+                )
+            except KBError:
+                log.exception("could not record the failure of %s", p.item.name)
+            failed.append(IngestResult(p.item.name, Outcome.FAILED, p.doc_id, reason="ingest_error", error=str(exc)))
+        return failed
