@@ -42,6 +42,9 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, name: str, *, device: str = "auto", fp16: bool = True, batch_size: int = 64) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         self.name = name
         self.batch_size = batch_size

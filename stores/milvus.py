@@ -55,11 +55,21 @@ class MilvusStore:
             raise StoreError(f"cannot open Milvus at {uri}: {exc}") from exc
         # Milvus Lite serialises access to one file; concurrent calls from threads must not interleave.
         self._lock = threading.RLock()
+        self._loaded: set[str] = set()
         self._ensure_registry()
 
     # -- knowledge bases -------------------------------------------------------------------------
+    def _ensure_loaded(self, collection: str) -> str:
+        """Collections come back 'released' when a process reopens the data; load each once per process."""
+        if collection not in self._loaded:
+            with self._lock:
+                self.client.load_collection(collection)
+                self._loaded.add(collection)
+        return collection
+
     def _ensure_registry(self) -> None:
         if self.client.has_collection(REGISTRY):
+            self._ensure_loaded(REGISTRY)
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -145,13 +155,14 @@ class MilvusStore:
             self.client.delete(REGISTRY, ids=[kb.key])
             for suffix in ("docs", "chunks"):
                 self.client.drop_collection(f"kb_{kb.key}_{suffix}")
+                self._loaded.discard(f"kb_{kb.key}_{suffix}")
 
     # -- documents --------------------------------------------------------------------------------
     def _docs(self, kb: KnowledgeBase) -> str:
-        return f"kb_{kb.key}_docs"
+        return self._ensure_loaded(f"kb_{kb.key}_docs")
 
     def _chunks(self, kb: KnowledgeBase) -> str:
-        return f"kb_{kb.key}_chunks"
+        return self._ensure_loaded(f"kb_{kb.key}_chunks")
 
     def _doc_row(self, kb: KnowledgeBase, doc: Document) -> dict[str, Any]:
         row = doc_to_row(doc)
@@ -339,9 +350,10 @@ class MilvusStore:
             params["only"] = list(doc_ids)
         for i, (key, value) in enumerate((filters or {}).items()):
             field = key if key in ("doc_id", "page", "section") else f'metadata["{_json_key(key)}"]'
-            op = "in" if isinstance(value, list) else "=="
-            clauses.append(f"{field} {op} {{f{i}}}")
-            params[f"f{i}"] = value
+            values = value if isinstance(value, list) else [value]
+            # JSON paths do not support "in": spell the alternatives out.
+            clauses.append("(" + " or ".join(f"{field} == {{f{i}_{j}}}" for j in range(len(values))) + ")")
+            params.update({f"f{i}_{j}": v for j, v in enumerate(values)})
         res = self.client.search(
             self._chunks(kb),
             data=np.asarray(queries, dtype=np.float32).tolist(),

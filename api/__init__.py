@@ -1,0 +1,1 @@
+"""REST API (FastAPI). Nothing else imports this package."""

@@ -1,0 +1,40 @@
+"""Builds the FastAPI app; the store, the catalog and the default embedding model load once in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import embeddings, health, knowledge_bases
+from catalog import Catalog
+from core.config import Settings, get_settings
+from embeddings import EmbedderPool
+from stores import open_store
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = open_store(settings)
+        pool = EmbedderPool(settings)
+        pool.get()  # load the default model now, not on the first request
+        app.state.settings = settings
+        app.state.store = store
+        app.state.embedders = pool
+        app.state.catalog = Catalog(store, pool)
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(knowledge_bases.router)
+    app.include_router(embeddings.router)
+    return app

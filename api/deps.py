@@ -1,0 +1,34 @@
+"""Typed dependencies handed to routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from catalog import Catalog
+from core.config import Settings
+from embeddings import EmbedderPool
+from stores import VectorStore
+
+
+def _catalog(request: Request) -> Catalog:
+    return request.app.state.catalog  # type: ignore[no-any-return]
+
+
+def _store(request: Request) -> VectorStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _embedders(request: Request) -> EmbedderPool:
+    return request.app.state.embedders  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+StoreDep = Annotated[VectorStore, Depends(_store)]
+EmbeddersDep = Annotated[EmbedderPool, Depends(_embedders)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,45 @@
+"""The one place where domain errors become HTTP statuses; every error body is {"error": {type, message}}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import errors
+
+STATUS: list[tuple[type[errors.KBError], int]] = [
+    (errors.KnowledgeBaseNotFound, 404),
+    (errors.DocumentNotFound, 404),
+    (errors.KnowledgeBaseExists, 409),
+    (errors.EmbeddingModelMismatch, 409),
+    (errors.FileTooLarge, 413),
+    (errors.UnsupportedFormat, 415),
+    (errors.ParseError, 422),
+    (errors.InvalidInput, 422),
+    (errors.EmbeddingError, 502),
+    (errors.StoreError, 503),
+]
+
+
+def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"type": kind, "message": message}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.KBError)
+    async def _domain(_: Request, exc: errors.KBError) -> JSONResponse:
+        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse(error_body("ValidationError", problems), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body("HTTPError", str(exc.detail)), status_code=exc.status_code)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import CatalogDep, StoreDep
+from api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic
+
+router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge-bases"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_kb(body: KnowledgeBaseCreate, catalog: CatalogDep) -> KnowledgeBasePublic:
+    kb = await run_in_threadpool(
+        catalog.create, body.name, description=body.description, embedding_model=body.embedding_model
+    )
+    return KnowledgeBasePublic.of(kb, documents=0, chunks=0)
+
+
+@router.get("")
+async def list_kbs(catalog: CatalogDep) -> list[KnowledgeBasePublic]:
+    return [KnowledgeBasePublic.of(kb) for kb in await run_in_threadpool(catalog.list)]
+
+
+@router.get("/{kb}")
+async def get_kb(kb: str, catalog: CatalogDep, store: StoreDep) -> KnowledgeBasePublic:
+    def load() -> KnowledgeBasePublic:
+        found = catalog.get(kb)
+        return KnowledgeBasePublic.of(found, documents=store.count_documents(found), chunks=store.count_chunks(found))
+
+    return await run_in_threadpool(load)
+
+
+@router.delete("/{kb}", status_code=status.HTTP_204_NO_CONTENT)
+async def drop_kb(kb: str, catalog: CatalogDep) -> None:
+    await run_in_threadpool(catalog.drop, kb)

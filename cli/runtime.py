@@ -1,0 +1,69 @@
+"""What a CLI invocation needs, built lazily from the global options (and KB_* environment variables)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from functools import cached_property
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from catalog import Catalog
+from core.config import Settings
+from embeddings import EmbedderPool
+from stores import VectorStore, open_store
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class Runtime:
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = {k: v for k, v in overrides.items() if v is not None}
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings(**self.overrides)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return open_store(self.settings)
+
+    @cached_property
+    def embedders(self) -> EmbedderPool:
+        return EmbedderPool(self.settings)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.store, self.embedders)
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, default=_default) + "\n")
+
+
+def _default(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*(str(c) for c in row))
+    out_console.print(t)
+
+
+def fail(message: str, *, as_json: bool, code: int = 2) -> NoReturn:
+    if as_json:
+        emit_json({"error": message})
+    else:
+        err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)

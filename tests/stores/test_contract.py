@@ -1,0 +1,130 @@
+"""One contract, run unchanged against MilvusStore (Milvus Lite) and PgvectorStore (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
+from core.records import Chunk, Document, DocStatus, KnowledgeBase, text_hash
+from stores.base import VectorStore
+
+pytestmark = pytest.mark.integration
+
+
+def _vec(dim: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _doc(doc_id: str, source: str, dim: int, seed: int, status: DocStatus = DocStatus.PROCESSING) -> Document:
+    return Document(id=doc_id, source=source, title=source.upper(), format="text", status=status,
+                    summary=f"summary of {source}", summary_vector=_vec(dim, seed), chunk_count=3)
+
+
+def _chunks(doc_id: str, dim: int, seed: int, n: int = 3, **meta: object) -> list[Chunk]:
+    return [
+        Chunk(id=f"{doc_id}:{i}", doc_id=doc_id, ord=i, text=f"{doc_id} text {i}", hash=text_hash(f"{doc_id}{i}"),
+              page=i + 1, section="Intro", start=i * 10, end=i * 10 + 9, metadata={"source": doc_id, **meta},
+              vector=_vec(dim, seed * 100 + i))
+        for i in range(n)
+    ]
+
+
+def _add(store: VectorStore, kb: KnowledgeBase, doc_id: str, seed: int, *, publish: bool = True, **meta: object):
+    dim = kb.embedding.dimension
+    doc = _doc(doc_id, f"{doc_id}.txt", dim, seed)
+    store.put_documents(kb, [doc])
+    chunks = _chunks(doc_id, dim, seed, **meta)
+    store.add_chunks(kb, chunks)
+    if publish:
+        store.publish_documents(kb, [doc])
+    return doc, chunks
+
+
+def test_kb_lifecycle_with_unicode_names(store: VectorStore, kb: KnowledgeBase) -> None:
+    assert store.get_kb(kb.name).embedding == kb.embedding
+    assert kb.name in [k.name for k in store.list_kbs()]
+    with pytest.raises(KnowledgeBaseExists, match="already exists"):
+        store.create_kb(kb)
+    with pytest.raises(KnowledgeBaseNotFound, match="does not exist"):
+        store.get_kb("没有这个知识库")
+
+
+def test_unpublished_documents_are_invisible(store: VectorStore, kb: KnowledgeBase) -> None:
+    doc, chunks = _add(store, kb, "doc-a", 1, publish=False)
+    query = chunks[0].vector[None, :]
+    assert store.search_chunks(kb, query, top_k=5) == [[]]
+    assert store.search_documents(kb, query, top_k=5) == [[]]
+    assert store.count_chunks(kb, doc_id="doc-a") == 3
+    store.publish_documents(kb, [doc])
+    hits = store.search_chunks(kb, query, top_k=5)[0]
+    assert [h.chunk.id for h in hits][0] == "doc-a:0"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    first = hits[0].chunk
+    assert (first.page, first.section, first.start, first.end, first.text) == (1, "Intro", 0, 9, "doc-a text 0")
+    assert store.get_document(kb, "doc-a").status == DocStatus.READY
+
+
+def test_search_restricted_to_documents_and_metadata(store: VectorStore, kb: KnowledgeBase) -> None:
+    _add(store, kb, "doc-a", 1, lang="en")
+    _, b_chunks = _add(store, kb, "doc-b", 2, lang="zh")
+    query = b_chunks[0].vector[None, :]
+    only_a = store.search_chunks(kb, query, top_k=10, doc_ids=["doc-a"])[0]
+    assert {h.chunk.doc_id for h in only_a} == {"doc-a"} and len(only_a) == 3
+    zh = store.search_chunks(kb, query, top_k=10, filters={"lang": "zh"})[0]
+    assert {h.chunk.doc_id for h in zh} == {"doc-b"}
+    both = store.search_chunks(kb, query, top_k=10, filters={"lang": ["zh", "en"]})[0]
+    assert len(both) == 6
+    docs = store.search_documents(kb, np.vstack([b_chunks[0].vector, b_chunks[1].vector]), top_k=2)
+    assert len(docs) == 2 and {d.document.id for d in docs[0]} == {"doc-a", "doc-b"}
+
+
+def test_replace_is_atomic_and_leaves_no_old_chunks(store: VectorStore, kb: KnowledgeBase) -> None:
+    _add(store, kb, "v1", 1)
+    dim = kb.embedding.dimension
+    new = _doc("v2", "v1.txt", dim, 2)
+    store.put_documents(kb, [new])
+    store.add_chunks(kb, _chunks("v2", dim, 2))
+    store.publish_documents(kb, [new], replaces={"v2": "v1"})
+    assert store.get_document(kb, "v1") is None
+    assert store.count_chunks(kb, doc_id="v1") == 0
+    assert store.count_chunks(kb) == 3
+    assert [d.id for d in store.documents_by_source(kb, ["v1.txt"])] == ["v2"]
+
+
+def test_delete_removes_every_chunk(store: VectorStore, kb: KnowledgeBase) -> None:
+    _add(store, kb, "doc-a", 1)
+    _add(store, kb, "doc-b", 2)
+    store.delete_document(kb, "doc-a")
+    assert store.count_chunks(kb, doc_id="doc-a") == 0
+    assert store.count_chunks(kb) == 3
+    assert store.count_documents(kb) == 1
+    with pytest.raises(DocumentNotFound, match="doc-a"):
+        store.delete_document(kb, "doc-a")
+
+
+def test_vectors_for_hashes_and_listing(store: VectorStore, kb: KnowledgeBase) -> None:
+    _, chunks = _add(store, kb, "doc-a", 1)
+    _add(store, kb, "doc-b", 2, publish=False)
+    found = store.vectors_for_hashes(kb, [chunks[0].hash, "unknown"])
+    assert list(found) == [chunks[0].hash]
+    np.testing.assert_allclose(found[chunks[0].hash], chunks[0].vector, atol=1e-6)
+    assert [d.id for d in store.list_documents(kb)] == ["doc-a", "doc-b"]
+    assert [d.id for d in store.list_documents(kb, status=DocStatus.READY)] == ["doc-a"]
+    assert store.count_documents(kb, status=DocStatus.PROCESSING) == 1
+    assert [d.id for d in store.list_documents(kb, offset=1, limit=5)] == ["doc-b"]
+    assert set(store.get_documents(kb, ["doc-a", "doc-b", "nope"])) == {"doc-a", "doc-b"}
+
+
+def test_drop_removes_the_knowledge_base(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
+    kb = KnowledgeBase(name="to drop ..é", embedding=embedder.info)
+    store.create_kb(kb)
+    _add(store, kb, "doc-a", 1)
+    store.drop_kb(kb.name)
+    with pytest.raises(KnowledgeBaseNotFound):
+        store.get_kb(kb.name)
+    store.create_kb(kb)  # the name is free again, with empty collections
+    assert store.count_chunks(kb) == 0
+    store.drop_kb(kb.name)
