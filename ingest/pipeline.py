@@ -41,10 +41,12 @@ class IngestResult:
     replaced: str | None = None
     reason: str = ""
     error: str = ""
+    index: int = -1  # position of the source in the input
 
 
 @dataclass
 class _Prepared:
+    index: int
     item: SourceItem
     parsed: ParsedDocument
     doc_id: str
@@ -107,7 +109,8 @@ class Ingestor:
     def ingest(
         self, items: Iterable[SourceItem], *, on_result: Callable[[IngestResult], None] | None = None
     ) -> list[IngestResult]:
-        """Ingest every item; parse failures are reported per item and never stop the run."""
+        """Ingest every item; parse failures are reported per item and never stop the run.
+        Results come back in input order (``on_result`` sees them as they finish)."""
         results: list[IngestResult] = []
 
         def emit(result: IngestResult) -> None:
@@ -126,7 +129,8 @@ class Ingestor:
                 continue
             assert isinstance(entry, _Prepared)
             if entry.doc_id in seen:  # the same content twice in one run
-                emit(IngestResult(entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks)))
+                emit(IngestResult(entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks),
+                                  index=entry.index))
                 continue
             seen.add(entry.doc_id)
             batch.append(entry)
@@ -138,29 +142,29 @@ class Ingestor:
             raise error
         for r in self._flush(batch):
             emit(r)
-        return results
+        return sorted(results, key=lambda r: r.index)
 
     # -- producer: parsing, chunking, summaries -----------------------------------------------------
     def _produce(self, items: Iterable[SourceItem], out: queue.Queue[object]) -> None:
         try:
-            for item in items:
-                out.put(self._prepare(item))
+            for index, item in enumerate(items):
+                out.put(self._prepare(index, item))
         except BaseException as exc:  # surfaced in the consumer, which re-raises it
             threading.current_thread().error = exc  # type: ignore[attr-defined]
         finally:
             out.put(_DONE)
 
-    def _prepare(self, item: SourceItem) -> _Prepared | IngestResult:
+    def _prepare(self, index: int, item: SourceItem) -> _Prepared | IngestResult:
         try:
             parsed = item.parse(max_bytes=self.max_bytes)
         except ParseError as exc:
-            return IngestResult(item.name, Outcome.FAILED, reason=exc.reason, error=exc.detail)
+            return IngestResult(item.name, Outcome.FAILED, reason=exc.reason, error=exc.detail, index=index)
         except OSError as exc:
-            return IngestResult(item.name, Outcome.FAILED, reason="unreadable", error=str(exc))
+            return IngestResult(item.name, Outcome.FAILED, reason="unreadable", error=str(exc), index=index)
         doc_id = parsed.content_hash
         chunks = self.chunker.split(parsed, doc_id)
         summary = self.summarizer.summarize(parsed, chunks)
-        return _Prepared(item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
+        return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
 
     # -- consumer: embedding and storing -----------------------------------------------------------
     def _flush(self, batch: list[_Prepared]) -> list[IngestResult]:
@@ -172,7 +176,9 @@ class Ingestor:
         for p in batch:
             old = existing.get(p.doc_id)
             if old is not None and old.status == DocStatus.READY:
-                results.append(IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count))
+                results.append(
+                    IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count, index=p.index)
+                )
             else:
                 if old is not None:
                     stale.append(old.id)  # left by an interrupted or failed earlier run
@@ -197,7 +203,9 @@ class Ingestor:
         for p in todo:
             outcome = Outcome.REPLACED if p.replaces else Outcome.ADDED
             replaced = p.replaces[0] if p.replaces else None
-            results.append(IngestResult(p.item.name, outcome, p.doc_id, len(p.chunks), replaced=replaced))
+            results.append(
+                IngestResult(p.item.name, outcome, p.doc_id, len(p.chunks), replaced=replaced, index=p.index)
+            )
         return results
 
     def _write(self, todo: Sequence[_Prepared]) -> None:
@@ -245,5 +253,7 @@ class Ingestor:
                 )
             except KBError:
                 log.exception("could not record the failure of %s", p.item.name)
-            failed.append(IngestResult(p.item.name, Outcome.FAILED, p.doc_id, reason="ingest_error", error=str(exc)))
+            failed.append(
+                IngestResult(p.item.name, Outcome.FAILED, p.doc_id, reason="ingest_error", error=str(exc), index=p.index)
+            )
         return failed

@@ -1,0 +1,95 @@
+"""Parsers on files the tests generate, and on hostile or broken input."""
+
+from __future__ import annotations
+
+import codecs
+
+import pytest
+
+from core.errors import CorruptDocument, EmptyDocument, FileTooLarge, UnsupportedFormat
+from ingest.parsers import detect_format, parse_bytes
+from tests.fixtures import HTML, make_docx, make_pdf, zip_bomb
+
+pytestmark = pytest.mark.unit
+
+
+def test_generated_pdf_pages_and_title() -> None:
+    doc = parse_bytes(make_pdf(["First page text.", "Second page text."]), "report.pdf")
+    assert [(s.page, s.text) for s in doc.sections] == [(1, "First page text."), (2, "Second page text.")]
+    assert doc.title == "Generated report"
+
+
+def test_generated_docx_headings_and_tables() -> None:
+    doc = parse_bytes(make_docx([("h1", "Guide"), ("p", "Intro."), ("h2", "Care"), ("p", "Water it.")]), "g.docx")
+    assert [(s.heading, s.text) for s in doc.sections] == [
+        ("Guide", "Guide\nIntro."),
+        ("Guide > Care", "Care\nWater it.\nmetric | value\nlatency | 12 ms"),
+    ]
+    assert doc.title == "Guide"
+
+
+def test_html_sections_tables_and_no_scripts() -> None:
+    doc = parse_bytes(HTML.encode(), "manual.html")
+    assert doc.title == "Pump manual"
+    assert [s.heading for s in doc.sections] == ["Pump manual", "Pump manual > Maintenance"]
+    assert "do not index" not in doc.text
+    assert "seal | 500 h |" in doc.text
+
+
+def test_markdown_ignores_hashes_in_code() -> None:
+    md = "# Title\n\nText.\n\n```\n# not a heading\n```\n\n## Sub\n\nMore.\n"
+    doc = parse_bytes(md.encode(), "a.md")
+    assert [s.heading for s in doc.sections] == ["Title", "Title > Sub"]
+    assert "# not a heading" in doc.sections[0].text
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (codecs.BOM_UTF16_LE + "Grüße aus Köln".encode("utf-16-le"), "a.txt"),
+        ("Grüße aus Köln, 5 €".encode("cp1252"), "b.txt"),
+        ("中文文本，没有空格。".encode("gb18030"), "c.txt"),
+    ],
+)
+def test_text_in_any_encoding(data: bytes, name: str) -> None:
+    text = parse_bytes(data, name).text
+    assert "Köln" in text or "中文" in text
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "error", "message"),
+    [
+        (b"", "empty.txt", EmptyDocument, "the file is empty"),
+        (b"   \n\t ", "blank.md", EmptyDocument, "the file is empty"),
+        (bytes(range(256)) * 40, "binary.txt", UnsupportedFormat, "binary content"),
+        (b"PK\x03\x04garbage-not-a-zip", "broken.docx", CorruptDocument, "corrupt or truncated archive"),
+        (b"%PDF-1.7\n%broken", "broken.pdf", CorruptDocument, "cannot be read"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "old.doc", UnsupportedFormat, "legacy Office"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "photo.png", UnsupportedFormat, ".png files are not supported"),
+    ],
+)
+def test_broken_input_fails_with_a_specific_error(data: bytes, name: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message) as info:
+        parse_bytes(data, name)
+    assert info.value.source == name
+
+
+def test_pdf_truncated_in_the_middle() -> None:
+    data = make_pdf(["some text"] * 3)
+    with pytest.raises(CorruptDocument):
+        parse_bytes(data[: len(data) // 3], "cut.pdf")
+
+
+def test_zip_bomb_is_refused() -> None:
+    with pytest.raises(CorruptDocument, match="zip bomb|ratio"):
+        parse_bytes(zip_bomb(), "bomb.docx")
+
+
+def test_size_limit() -> None:
+    with pytest.raises(FileTooLarge, match="limit is 10"):
+        parse_bytes(b"x" * 11, "big.txt", max_bytes=10)
+
+
+def test_content_wins_over_a_misleading_extension() -> None:
+    assert detect_format(make_pdf(["x"]), "really-a-pdf.txt") == "pdf"
+    assert parse_bytes(make_pdf(["hello"]), "really-a-pdf.txt").format == "pdf"

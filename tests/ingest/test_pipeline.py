@@ -1,0 +1,129 @@
+"""Document semantics end to end on both stores with the real model: dedupe, replace, delete, visibility."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.config import Settings
+from core.errors import StoreError
+from core.records import DocStatus, KnowledgeBase
+from ingest.pipeline import Ingestor, Outcome
+from ingest.sources import SourceItem, iter_paths
+from stores.base import VectorStore
+from tests.fixtures import write_corpus
+
+pytestmark = pytest.mark.integration
+
+
+class CountingEmbedder:
+    """The real embedder, counting how many texts it is asked to embed."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.embedded = 0
+
+    @property
+    def info(self):  # type: ignore[no-untyped-def]
+        return self.inner.info
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        return self.inner.embed_documents(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed_queries(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def _ingestor(store: VectorStore, kb: KnowledgeBase, embedder, **overrides) -> Ingestor:  # type: ignore[no-untyped-def]
+    settings = Settings(chunk_size=64, chunk_overlap=8, **overrides)
+    return Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder)
+
+
+def test_ingest_reingest_replace_delete(store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    write_corpus(tmp_path / "corpus")
+    counting = CountingEmbedder(embedder)
+    ingestor = _ingestor(store, kb, counting)
+
+    first = ingestor.ingest(iter_paths([tmp_path / "corpus"]))
+    assert {r.source: r.outcome for r in first} == dict.fromkeys(
+        ["guide.docx", "manual.html", "notes.md", "report.pdf", "zh.txt"], Outcome.ADDED
+    )
+    total_chunks = sum(r.chunks for r in first)
+    assert store.count_chunks(kb) == total_chunks
+    assert store.count_documents(kb, status=DocStatus.READY) == 5
+
+    embedded = counting.embedded
+    again = ingestor.ingest(iter_paths([tmp_path / "corpus"]))
+    assert {r.outcome for r in again} == {Outcome.UNCHANGED}
+    assert counting.embedded == embedded, "unchanged content must not be embedded again"
+
+    notes = tmp_path / "corpus" / "notes.md"
+    old_id = next(r.doc_id for r in first if r.source == "notes.md")
+    notes.write_text(notes.read_text() + "\n## Bridges\n\nThe Pont Neuf is the oldest bridge in Paris.\n")
+    before = counting.embedded
+    replaced = ingestor.ingest(iter_paths([tmp_path / "corpus"]))
+    outcome = next(r for r in replaced if r.source == "notes.md")
+    assert outcome.outcome == Outcome.REPLACED and outcome.replaced == old_id
+    assert store.get_document(kb, old_id) is None and store.count_chunks(kb, doc_id=old_id) == 0
+    # Only the new text is embedded: chunks whose text did not change reuse their stored vectors.
+    assert 0 < counting.embedded - before < outcome.chunks + 1
+    query = embedder.embed_queries(["oldest bridge in Paris"])
+    top = store.search_chunks(kb, query, top_k=1)[0][0]
+    assert top.chunk.doc_id == outcome.doc_id and "Pont Neuf" in top.chunk.text
+
+    store.delete_document(kb, outcome.doc_id)
+    assert store.count_chunks(kb, doc_id=outcome.doc_id) == 0
+    assert store.count_chunks(kb) == sum(r.chunks for r in first if r.source != "notes.md")
+
+
+def test_identical_content_under_two_names_is_stored_once(store: VectorStore, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+    results = _ingestor(store, kb, embedder).ingest(
+        [SourceItem(name="a.txt", text="Same words.\n"), SourceItem(name="b.txt", text="Same words.")]
+    )
+    assert [r.outcome for r in results] == [Outcome.ADDED, Outcome.UNCHANGED]
+    assert results[0].doc_id == results[1].doc_id
+    assert store.count_documents(kb) == 1
+
+
+def test_parse_failures_are_reported_and_write_nothing(store: VectorStore, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+    results = _ingestor(store, kb, embedder).ingest(
+        [SourceItem(name="empty.txt", data=b""), SourceItem(name="ok.txt", text="Fine text.")]
+    )
+    assert [(r.source, r.outcome, r.reason) for r in results] == [
+        ("empty.txt", Outcome.FAILED, "empty"), ("ok.txt", Outcome.ADDED, "")
+    ]
+    assert store.count_documents(kb) == 1
+
+
+class FailingStore:
+    """The real store, with add_chunks failing as if the database went away mid-write."""
+
+    def __init__(self, inner: VectorStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    def add_chunks(self, kb, chunks):  # type: ignore[no-untyped-def]
+        self.inner.add_chunks(kb, chunks[: len(chunks) // 2])
+        raise StoreError("connection lost")
+
+
+def test_a_failed_write_leaves_no_chunks_and_a_failed_document(store: VectorStore, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+    text = " ".join(f"Line {i} about pumps and valves." for i in range(100))
+    results = _ingestor(FailingStore(store), kb, embedder).ingest([SourceItem(name="p.txt", text=text)])  # type: ignore[arg-type]
+    assert results[0].outcome == Outcome.FAILED and "connection lost" in results[0].error
+    assert store.count_chunks(kb) == 0
+    doc = store.get_document(kb, results[0].doc_id)
+    assert doc is not None and doc.status == DocStatus.FAILED and "connection lost" in doc.error
+    # Retrying with a healthy store cleans up the failed row and succeeds.
+    retry = _ingestor(store, kb, embedder).ingest([SourceItem(name="p.txt", text=text)])
+    assert retry[0].outcome == Outcome.ADDED
+    assert store.get_document(kb, retry[0].doc_id).status == DocStatus.READY

@@ -1,0 +1,100 @@
+"""The ``kb`` CLI contract, on both backends, with --json output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import EXIT_SOME_FAILED, app
+from tests.conftest import DOCUMENTS, needs_shared
+from tests.fixtures import write_corpus
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+@pytest.fixture(params=["milvus", "pgvector"])
+def base_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    args = ["--backend", request.param, "--data-dir", str(tmp_path / "data")]
+    if request.param == "pgvector":
+        args += ["--dsn", request.getfixturevalue("pg_dsn")]
+    return args
+
+
+def kb(args: list[str], *cmd: str, code: int = 0) -> object:
+    result = runner.invoke(app, [*args, *cmd, "--json"])
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout)
+
+
+def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus")
+    name = "客户 手册 " + tmp_path.name[-6:]
+    created = kb(base_args, "create", name)
+    assert created["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2" and created["dimension"] == 384
+
+    report = kb(base_args, "ingest", name, str(tmp_path / "corpus"))
+    assert report["counts"] == {"added": 5, "unchanged": 0, "replaced": 0, "failed": 0}
+    assert report["chunks_added"] > 0 and report["chunks_per_s"] > 0
+
+    assert kb(base_args, "ingest", name, str(tmp_path / "corpus"))["counts"]["unchanged"] == 5
+
+    listing = {row["name"]: row for row in kb(base_args, "list")}
+    assert listing[name]["documents"] == 5 and listing[name]["chunks"] == report["chunks_added"]
+
+    docs = kb(base_args, "docs", name)
+    assert {d["source"] for d in docs} == {"guide.docx", "manual.html", "notes.md", "report.pdf", "zh.txt"}
+    assert all(d["status"] == "ready" for d in docs)
+
+    target = next(d for d in docs if d["source"] == "report.pdf")
+    deleted = kb(base_args, "delete", name, target["doc_id"])
+    assert deleted == {"deleted": target["doc_id"], "chunks_removed": target["chunks"], "chunks_left": 0}
+    assert kb(base_args, "delete", name, target["doc_id"], code=2)["error"].startswith("document ")
+
+    assert kb(base_args, "drop", name) == {"dropped": name}
+    assert "does not exist" in kb(base_args, "docs", name, code=2)["error"]
+
+
+def test_bad_input_gets_clear_errors(base_args: list[str], tmp_path: Path) -> None:
+    assert "must not contain '/'" in kb(base_args, "create", "a/b", code=2)["error"]
+    assert "only spaces" in kb(base_args, "create", "   ", code=2)["error"]
+    assert "no such file or folder" in kb(base_args, "ingest", "x", str(tmp_path / "missing"), code=2)["error"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "empty.txt").write_bytes(b"")
+    (tmp_path / "bad" / "ok.md").write_text("# Fine\n\nText.")
+    report = kb(base_args, "ingest", "auto created", str(tmp_path / "bad"), code=EXIT_SOME_FAILED)
+    assert report["counts"]["added"] == 1
+    assert report["failed"] == [{"source": "empty.txt", "reason": "empty", "error": "the file is empty"}]
+
+
+def test_invalid_configuration_is_reported(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--backend", "sqlite", "--data-dir", str(tmp_path), "list", "--json"])
+    assert result.exit_code == 2
+    assert "backend" in json.loads(result.stdout)["error"]
+
+
+@pytest.mark.slow
+@needs_shared
+def test_ingest_all_shared_documents(base_args: list[str]) -> None:
+    """The whole real-document folder: the right files ready, the rest failed with reasons; a re-run changes nothing."""
+    report = kb(base_args, "ingest", "shared docs", str(DOCUMENTS), code=EXIT_SOME_FAILED)
+    failed = {f["source"]: f["reason"] for f in report["failed"]}
+    assert failed == {
+        "unstructured/pdf/password.pdf": "encrypted",
+        "unstructured/pdf/single_table.pdf": "no_text",
+        "unstructured/simple.doc": "unsupported_format",
+    }
+    total = sum(1 for p in DOCUMENTS.rglob("*") if p.is_file())
+    counts = report["counts"]
+    assert counts["added"] + counts["unchanged"] + counts["failed"] == total
+    docs = kb(base_args, "docs", "shared docs")
+    assert len(docs) == counts["added"] and all(d["status"] == "ready" for d in docs)
+    listing = {row["name"]: row for row in kb(base_args, "list")}
+    assert listing["shared docs"]["chunks"] == report["chunks_added"] == sum(d["chunks"] for d in docs)
+
+    again = kb(base_args, "ingest", "shared docs", str(DOCUMENTS), code=EXIT_SOME_FAILED)
+    assert again["counts"] == {"added": 0, "unchanged": total - 3, "replaced": 0, "failed": 3}
+    assert again["chunks_added"] == 0
