@@ -25,8 +25,13 @@ class KnowledgeBasePublic(BaseModel):
     @classmethod
     def of(cls, kb: KnowledgeBase, *, documents: int | None = None, chunks: int | None = None) -> KnowledgeBasePublic:
         return cls(
-            name=kb.name, description=kb.description, embedding_model=kb.embedding.name,
-            dimension=kb.embedding.dimension, created_at=kb.created_at, documents=documents, chunks=chunks,
+            name=kb.name,
+            description=kb.description,
+            embedding_model=kb.embedding.name,
+            dimension=kb.embedding.dimension,
+            created_at=kb.created_at,
+            documents=documents,
+            chunks=chunks,
         )
 
 

@@ -18,8 +18,11 @@ from core.records import DocStatus, KnowledgeBase
 from ingest.pipeline import Ingestor, IngestResult, Outcome
 from ingest.sources import iter_paths
 
-app = typer.Typer(help="RAG knowledge-base service: knowledge bases, ingestion, search.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="RAG knowledge-base service: knowledge bases, ingestion, search.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 EXIT_SOME_FAILED = 3
@@ -91,8 +94,11 @@ def list_kbs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
     else:
-        table("knowledge bases", ["name", "model", "documents", "chunks"],
-              [[r["name"], r["embedding_model"], r["documents"], r["chunks"]] for r in rows])
+        table(
+            "knowledge bases",
+            ["name", "model", "documents", "chunks"],
+            [[r["name"], r["embedding_model"], r["documents"], r["chunks"]] for r in rows],
+        )
 
 
 @app.command()
@@ -143,11 +149,17 @@ def ingest(
         "seconds": round(elapsed, 3),
         "docs_per_s": round(len(results) / elapsed, 2) if elapsed else None,
         "chunks_per_s": round(new_chunks / elapsed, 2) if elapsed else None,
-        "failed": [{"source": r.source, "reason": r.reason, "error": r.error} for r in results
-                   if r.outcome == Outcome.FAILED],
+        "failed": [
+            {"source": r.source, "reason": r.reason, "error": r.error} for r in results if r.outcome == Outcome.FAILED
+        ],
         "results": [
-            {"source": r.source, "outcome": r.outcome.value, "doc_id": r.doc_id, "chunks": r.chunks,
-             "replaced": r.replaced}
+            {
+                "source": r.source,
+                "outcome": r.outcome.value,
+                "doc_id": r.doc_id,
+                "chunks": r.chunks,
+                "replaced": r.replaced,
+            }
             for r in results
         ],
     }
@@ -171,8 +183,13 @@ def _ingest_with_progress(ingestor: Ingestor, items: list, *, quiet: bool) -> li
     started = time.perf_counter()
     chunks = 0
     with Progress(
-        TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), console=err_console, transient=True,
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
     ) as progress:
         task = progress.add_task("ingest", total=len(items), rate="")
 
@@ -204,14 +221,28 @@ def docs(
     except KBError as exc:
         fail(str(exc), as_json=as_json)
     if as_json:
-        emit_json([
-            {"doc_id": d.id, "source": d.source, "title": d.title, "format": d.format, "status": d.status.value,
-             "chunks": d.chunk_count, "chars": d.n_chars, "error": d.error, "metadata": d.metadata}
-            for d in documents
-        ])
+        emit_json(
+            [
+                {
+                    "doc_id": d.id,
+                    "source": d.source,
+                    "title": d.title,
+                    "format": d.format,
+                    "status": d.status.value,
+                    "chunks": d.chunk_count,
+                    "chars": d.n_chars,
+                    "error": d.error,
+                    "metadata": d.metadata,
+                }
+                for d in documents
+            ]
+        )
     else:
-        table(f"documents in {kb}", ["doc_id", "source", "status", "chunks", "title"],
-              [[d.id[:16], d.source, d.status.value, d.chunk_count, d.title[:50]] for d in documents])
+        table(
+            f"documents in {kb}",
+            ["doc_id", "source", "status", "chunks", "title"],
+            [[d.id[:16], d.source, d.status.value, d.chunk_count, d.title[:50]] for d in documents],
+        )
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+
 import numpy as np
 
 from core.errors import EmbeddingError

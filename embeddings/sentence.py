@@ -64,8 +64,10 @@ class SentenceTransformerEmbedder:
         prompts = getattr(model, "prompts", {}) or {}
         self.query_prompt = "query" if "query" in prompts else None
         self.document_prompt = next((p for p in ("document", "passage") if p in prompts), None)
-        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else (
-            model.get_sentence_embedding_dimension()
+        dim = (
+            model.get_embedding_dimension()
+            if hasattr(model, "get_embedding_dimension")
+            else (model.get_sentence_embedding_dimension())
         )
         # Room for the special tokens ([CLS]/[SEP] or <s>/</s>) and any prompt prefix.
         prefix = self.count_tokens(prompts.get(self.document_prompt or "", "")) if self.document_prompt else 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.config import Settings
 from core.errors import KBError, ParseError
-from core.records import Chunk, Document, DocStatus, KnowledgeBase, ParsedDocument, text_hash
+from core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
 from embeddings.base import Embedder
 from ingest.chunking import Chunker, TokenChunker
 from ingest.sources import SourceItem
@@ -101,8 +101,13 @@ class Ingestor:
             embedder.count_tokens, budget_tokens=min(settings.summary_tokens, max_tokens)
         )
         return cls(
-            store=store, kb=kb, embedder=embedder, chunker=chunker, summarizer=summarizer,
-            batch_chunks=settings.ingest_batch_chunks, max_bytes=settings.max_file_bytes,
+            store=store,
+            kb=kb,
+            embedder=embedder,
+            chunker=chunker,
+            summarizer=summarizer,
+            batch_chunks=settings.ingest_batch_chunks,
+            max_bytes=settings.max_file_bytes,
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -129,8 +134,9 @@ class Ingestor:
                 continue
             assert isinstance(entry, _Prepared)
             if entry.doc_id in seen:  # the same content twice in one run
-                emit(IngestResult(entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks),
-                                  index=entry.index))
+                emit(
+                    IngestResult(entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks), index=entry.index)
+                )
                 continue
             seen.add(entry.doc_id)
             batch.append(entry)
@@ -176,9 +182,7 @@ class Ingestor:
         for p in batch:
             old = existing.get(p.doc_id)
             if old is not None and old.status == DocStatus.READY:
-                results.append(
-                    IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count, index=p.index)
-                )
+                results.append(IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count, index=p.index))
             else:
                 if old is not None:
                     stale.append(old.id)  # left by an interrupted or failed earlier run
@@ -217,9 +221,17 @@ class Ingestor:
                 c.vector = vectors[c.hash]
             docs.append(
                 Document(
-                    id=p.doc_id, source=p.item.name, title=p.parsed.title, format=p.parsed.format,
-                    status=DocStatus.PROCESSING, summary=p.summary, chunk_count=len(p.chunks),
-                    n_chars=len(p.parsed.text), metadata=p.parsed.metadata, created_at=now, updated_at=now,
+                    id=p.doc_id,
+                    source=p.item.name,
+                    title=p.parsed.title,
+                    format=p.parsed.format,
+                    status=DocStatus.PROCESSING,
+                    summary=p.summary,
+                    chunk_count=len(p.chunks),
+                    n_chars=len(p.parsed.text),
+                    metadata=p.parsed.metadata,
+                    created_at=now,
+                    updated_at=now,
                     summary_vector=vectors[text_hash(p.summary)],
                 )
             )
@@ -248,12 +260,22 @@ class Ingestor:
                     self.store.delete_document(self.kb, p.doc_id)
                 self.store.put_documents(
                     self.kb,
-                    [Document(id=p.doc_id, source=p.item.name, title=p.parsed.title, format=p.parsed.format,
-                              status=DocStatus.FAILED, error=str(exc))],
+                    [
+                        Document(
+                            id=p.doc_id,
+                            source=p.item.name,
+                            title=p.parsed.title,
+                            format=p.parsed.format,
+                            status=DocStatus.FAILED,
+                            error=str(exc),
+                        )
+                    ],
                 )
             except KBError:
                 log.exception("could not record the failure of %s", p.item.name)
             failed.append(
-                IngestResult(p.item.name, Outcome.FAILED, p.doc_id, reason="ingest_error", error=str(exc), index=p.index)
+                IngestResult(
+                    p.item.name, Outcome.FAILED, p.doc_id, reason="ingest_error", error=str(exc), index=p.index
+                )
             )
         return failed

@@ -24,8 +24,9 @@ class SourceItem:
 
     def parse(self, *, max_bytes: int | None = None) -> ParsedDocument:
         if self.text is not None:
-            doc = parse_bytes(self.text.encode("utf-8"), self.name if "." in self.name else f"{self.name}.txt",
-                              max_bytes=max_bytes)
+            doc = parse_bytes(
+                self.text.encode("utf-8"), self.name if "." in self.name else f"{self.name}.txt", max_bytes=max_bytes
+            )
             doc.source = self.name
         elif self.data is not None:
             doc = parse_bytes(self.data, self.name, max_bytes=max_bytes)

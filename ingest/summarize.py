@@ -65,9 +65,7 @@ class ExtractiveSummarizer:
         if len(sentences) < 2:
             return list(range(len(sentences)))
         try:
-            matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True).fit_transform(
-                sentences
-            )
+            matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True).fit_transform(sentences)
         except ValueError:  # nothing but stop characters
             return list(range(len(sentences)))
         centroid = np.asarray(matrix.mean(axis=0)).ravel()

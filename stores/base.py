@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.records import Chunk, Document, DocStatus, KnowledgeBase, ScoredChunk, ScoredDocument
+from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument
 
 Filters = dict[str, Any]
 
@@ -84,9 +84,7 @@ class VectorStore(Protocol):
     ) -> list[list[ScoredChunk]]:
         """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
 
-    def search_documents(
-        self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int
-    ) -> list[list[ScoredDocument]]:
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
         """Rank READY documents by the similarity of their summary vectors; one list per query row."""
 
     def ping(self) -> None:

@@ -15,8 +15,8 @@ from pymilvus.exceptions import MilvusException
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
 from core.records import (
     Chunk,
-    Document,
     DocStatus,
+    Document,
     KnowledgeBase,
     ScoredChunk,
     ScoredDocument,
@@ -39,8 +39,20 @@ SHORT_BYTES = 2_048
 QUERY_PAGE = 10_000
 IN_BATCH = 1_000
 CHUNK_FIELDS = ["id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start", "end", "metadata"]
-DOC_OUTPUT = ["doc_id", "source", "title", "format", "status", "error", "summary", "chunk_count", "n_chars",
-              "metadata", "created_at", "updated_at"]
+DOC_OUTPUT = [
+    "doc_id",
+    "source",
+    "title",
+    "format",
+    "status",
+    "error",
+    "summary",
+    "chunk_count",
+    "n_chars",
+    "metadata",
+    "created_at",
+    "updated_at",
+]
 
 
 class MilvusStore:
@@ -134,9 +146,7 @@ class MilvusStore:
         index = self._vector_index()
         index.add_index("doc_id", index_type="INVERTED")
         index.add_index("chunk_hash", index_type="INVERTED")
-        self.client.create_collection(
-            f"kb_{key}_chunks", schema=schema, index_params=index, consistency_level="Strong"
-        )
+        self.client.create_collection(f"kb_{key}_chunks", schema=schema, index_params=index, consistency_level="Strong")
 
     def get_kb(self, name: str) -> KnowledgeBase:
         rows = self.client.get(REGISTRY, ids=[kb_key(name)], output_fields=["info"])
@@ -238,7 +248,10 @@ class MilvusStore:
         offset = 0
         while True:
             page = self.client.query(
-                collection, filter=_bind(expr, params), output_fields=fields, limit=QUERY_PAGE,
+                collection,
+                filter=_bind(expr, params),
+                output_fields=fields,
+                limit=QUERY_PAGE,
                 offset=offset,
             )
             yield from page
@@ -316,8 +329,10 @@ class MilvusStore:
         for i in range(0, len(unique), IN_BATCH):
             part = unique[i : i + IN_BATCH]
             rows = self.client.query(
-                self._chunks(kb), filter=_bind("chunk_hash in {h}", {"h": part}),
-                output_fields=["chunk_hash", "vector"], limit=QUERY_PAGE,
+                self._chunks(kb),
+                filter=_bind("chunk_hash in {h}", {"h": part}),
+                output_fields=["chunk_hash", "vector"],
+                limit=QUERY_PAGE,
             )
             for r in rows:
                 found[r["chunk_hash"]] = np.asarray(r["vector"], dtype=np.float32)
@@ -326,8 +341,10 @@ class MilvusStore:
     # -- search -----------------------------------------------------------------------------------
     def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:
         rows = self.client.query(
-            self._docs(kb), filter=_bind("status != {s}", {"s": str(DocStatus.READY)}),
-            output_fields=["doc_id"], limit=QUERY_PAGE,
+            self._docs(kb),
+            filter=_bind("status != {s}", {"s": str(DocStatus.READY)}),
+            output_fields=["doc_id"],
+            limit=QUERY_PAGE,
         )
         return [r["doc_id"] for r in rows]
 
@@ -365,9 +382,7 @@ class MilvusStore:
         )
         return [[_scored_chunk(hit) for hit in hits] for hits in res]
 
-    def search_documents(
-        self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int
-    ) -> list[list[ScoredDocument]]:
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
         res = self.client.search(
             self._docs(kb),
             data=np.asarray(queries, dtype=np.float32).tolist(),

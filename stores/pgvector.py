@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
-from core.records import Chunk, Document, DocStatus, KnowledgeBase, ScoredChunk, ScoredDocument, kb_key
+from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument, kb_key
 from stores.base import Filters
 from stores.serialize import DOC_FIELDS, doc_from_row, doc_to_row, kb_from_json, kb_to_json, page_in, page_out
 
@@ -32,13 +32,16 @@ class PgvectorStore:
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS kb_registry (key text PRIMARY KEY, info jsonb NOT NULL)"
-                )
+                conn.execute("CREATE TABLE IF NOT EXISTS kb_registry (key text PRIMARY KEY, info jsonb NOT NULL)")
         except psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL: {exc}") from exc
         self.pool = ConnectionPool(
-            dsn, min_size=1, max_size=pool_size, configure=register_vector, open=True, timeout=30,
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            configure=register_vector,
+            open=True,
+            timeout=30,
             kwargs={"row_factory": dict_row},
         )
 
@@ -194,8 +197,19 @@ class PgvectorStore:
             copy.set_types(["text", "text", "int4", "text", "text", "int4", "text", "int4", "int4", "jsonb", "vector"])
             for c in chunks:
                 copy.write_row(
-                    (c.id, c.doc_id, c.ord, c.text, c.hash, page_in(c.page), c.section or "", c.start, c.end,
-                     Jsonb(c.metadata), np.asarray(c.vector, dtype=np.float32))
+                    (
+                        c.id,
+                        c.doc_id,
+                        c.ord,
+                        c.text,
+                        c.hash,
+                        page_in(c.page),
+                        c.section or "",
+                        c.start,
+                        c.end,
+                        Jsonb(c.metadata),
+                        np.asarray(c.vector, dtype=np.float32),
+                    )
                 )
 
     def publish_documents(
@@ -206,8 +220,16 @@ class PgvectorStore:
         for doc in docs:
             doc.status, doc.updated_at = DocStatus.READY, now
             params.append(
-                (str(doc.status), doc.summary, doc.chunk_count, doc.n_chars, Jsonb(doc.metadata), now,
-                 None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32), doc.id)
+                (
+                    str(doc.status),
+                    doc.summary,
+                    doc.chunk_count,
+                    doc.n_chars,
+                    Jsonb(doc.metadata),
+                    now,
+                    None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32),
+                    doc.id,
+                )
             )
         with self._tx() as conn, conn.cursor() as cur:
             cur.executemany(
@@ -242,9 +264,9 @@ class PgvectorStore:
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         with self._tx() as conn:
             rows = conn.execute(
-                sql.SQL("SELECT DISTINCT ON (chunk_hash) chunk_hash, vector FROM {t} WHERE chunk_hash = ANY(%s)").format(
-                    t=self._t(kb, "chunks")
-                ),
+                sql.SQL(
+                    "SELECT DISTINCT ON (chunk_hash) chunk_hash, vector FROM {t} WHERE chunk_hash = ANY(%s)"
+                ).format(t=self._t(kb, "chunks")),
                 (list(set(hashes)),),
             ).fetchall()
         return {r["chunk_hash"]: _as_array(r["vector"]) for r in rows}
@@ -294,9 +316,7 @@ class PgvectorStore:
                 out.append([_scored_chunk(r) for r in rows])
         return out
 
-    def search_documents(
-        self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int
-    ) -> list[list[ScoredDocument]]:
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
         query = sql.SQL(
             "SELECT {cols}, 1 - (vector <=> %(q)s) AS score FROM {t} WHERE status = 'ready' "
             "ORDER BY vector <=> %(q)s LIMIT %(k)s"

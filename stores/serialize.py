@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.records import Document, DocStatus, EmbeddingModelInfo, KnowledgeBase
+from core.records import DocStatus, Document, EmbeddingModelInfo, KnowledgeBase
 
 NO_PAGE = -1
 

@@ -62,10 +62,16 @@ def write_corpus(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = {
         "report.pdf": make_pdf(["Solar panels convert sunlight into electricity.", "Page two covers batteries."]),
-        "guide.docx": make_docx([("h1", "Gardening guide"), ("p", "Tomatoes need six hours of sun."),
-                                 ("h2", "Watering"), ("p", "Water deeply twice a week.")]),
+        "guide.docx": make_docx(
+            [
+                ("h1", "Gardening guide"),
+                ("p", "Tomatoes need six hours of sun."),
+                ("h2", "Watering"),
+                ("p", "Water deeply twice a week."),
+            ]
+        ),
         "manual.html": HTML.encode(),
-        "notes.md": "# Notes\n\nThe capital of France is Paris.\n\n## Rivers\n\nThe Seine flows through Paris.\n".encode(),
+        "notes.md": b"# Notes\n\nThe capital of France is Paris.\n\n## Rivers\n\nThe Seine flows through Paris.\n",
         "zh.txt": "长城是中国古代的军事防御工程。它有两千多年的历史！".encode(),
     }
     paths = {}

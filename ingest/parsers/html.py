@@ -18,8 +18,31 @@ warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)
 
 DROP = ("script", "style", "noscript", "template", "svg", "iframe", "head", "button", "form")
 BLOCKS = {
-    "p", "div", "li", "ul", "ol", "tr", "table", "section", "article", "pre", "blockquote", "dd", "dt", "dl",
-    "br", "hr", "header", "footer", "nav", "aside", "main", "figure", "figcaption", "caption", "address",
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "tr",
+    "table",
+    "section",
+    "article",
+    "pre",
+    "blockquote",
+    "dd",
+    "dt",
+    "dl",
+    "br",
+    "hr",
+    "header",
+    "footer",
+    "nav",
+    "aside",
+    "main",
+    "figure",
+    "figcaption",
+    "caption",
+    "address",
 }
 HEADINGS = {f"h{i}": i for i in range(1, 7)}
 SPACES = re.compile(r"[ \t\u00a0\u3000]+")
@@ -78,8 +101,9 @@ def parse_html(data: bytes, source: str) -> ParsedDocument:
         title = next((s.heading for s in sections if s.heading), "") or stem(source)
     encoding = getattr(soup, "original_encoding", None)
     meta = {"encoding": encoding} if encoding else {}
-    return ParsedDocument(source=source, title=SPACES.sub(" ", title)[:300], format="html", sections=sections,
-                          metadata=meta)
+    return ParsedDocument(
+        source=source, title=SPACES.sub(" ", title)[:300], format="html", sections=sections, metadata=meta
+    )
 
 
 OPF_NS = {"opf": "http://www.idpf.org/2007/opf", "dc": "http://purl.org/dc/elements/1.1/"}

@@ -34,15 +34,53 @@ PARSERS: dict[str, Parser] = {
 }
 
 EXTENSIONS = {
-    ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".xlsm": "xlsx", ".odt": "odt",
-    ".epub": "epub", ".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown",
-    ".markdown": "markdown", ".txt": "text", ".text": "text", ".log": "text", ".rst": "text", ".json": "text",
-    ".jsonl": "text", ".csv": "csv", ".tsv": "csv", ".rtf": "rtf", ".doc": "legacy-office",
-    ".xls": "legacy-office", ".ppt": "legacy-office",
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".odt": "odt",
+    ".epub": "epub",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".log": "text",
+    ".rst": "text",
+    ".json": "text",
+    ".jsonl": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".rtf": "rtf",
+    ".doc": "legacy-office",
+    ".xls": "legacy-office",
+    ".ppt": "legacy-office",
 }
 SUPPORTED_EXTENSIONS = frozenset(ext for ext, fmt in EXTENSIONS.items() if fmt != "legacy-office")
-MEDIA_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".mp3", ".mp4", ".wav",
-                    ".zip", ".gz", ".tar", ".7z", ".exe", ".dll", ".so", ".bin"}
+MEDIA_EXTENSIONS = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".mp3",
+    ".mp4",
+    ".wav",
+    ".zip",
+    ".gz",
+    ".tar",
+    ".7z",
+    ".exe",
+    ".dll",
+    ".so",
+    ".bin",
+}
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_FORMATS = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
 
@@ -104,9 +142,7 @@ def parse_bytes(data: bytes, source: str, *, max_bytes: int | None = None) -> Pa
         log.warning("parser %s failed on %s", fmt, source, exc_info=True)
         raise CorruptDocument(source, f"the {fmt} file cannot be read ({type(exc).__name__}: {exc})") from exc
     sections = [
-        Section(text=text, page=s.page, heading=s.heading)
-        for s in parsed.sections
-        if (text := normalise_text(s.text))
+        Section(text=text, page=s.page, heading=s.heading) for s in parsed.sections if (text := normalise_text(s.text))
     ]
     if not sections:
         raise EmptyDocument(source, f"no text found in this {fmt} file")

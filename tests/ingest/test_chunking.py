@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from core.records import ParsedDocument, Section
@@ -40,7 +42,7 @@ def test_chinese_chunks_end_at_sentence_boundaries(chunker: TokenChunker) -> Non
 
 def test_overlap_repeats_text_between_neighbours(chunker: TokenChunker) -> None:
     chunks = chunker.split(_doc(Section(EN)), "d")
-    assert any(b.start < a.end for a, b in zip(chunks, chunks[1:]))
+    assert any(b.start < a.end for a, b in pairwise(chunks))
 
 
 def test_offsets_point_into_the_document_text_and_metadata_is_carried(chunker: TokenChunker) -> None:

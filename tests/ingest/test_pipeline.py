@@ -97,7 +97,8 @@ def test_parse_failures_are_reported_and_write_nothing(store: VectorStore, kb: K
         [SourceItem(name="empty.txt", data=b""), SourceItem(name="ok.txt", text="Fine text.")]
     )
     assert [(r.source, r.outcome, r.reason) for r in results] == [
-        ("empty.txt", Outcome.FAILED, "empty"), ("ok.txt", Outcome.ADDED, "")
+        ("empty.txt", Outcome.FAILED, "empty"),
+        ("ok.txt", Outcome.ADDED, ""),
     ]
     assert store.count_documents(kb) == 1
 

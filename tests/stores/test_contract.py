@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
-from core.records import Chunk, Document, DocStatus, KnowledgeBase, text_hash
+from core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash
 from stores.base import VectorStore
 
 pytestmark = pytest.mark.integration
@@ -18,15 +20,33 @@ def _vec(dim: int, seed: int) -> np.ndarray:
 
 
 def _doc(doc_id: str, source: str, dim: int, seed: int, status: DocStatus = DocStatus.PROCESSING) -> Document:
-    return Document(id=doc_id, source=source, title=source.upper(), format="text", status=status,
-                    summary=f"summary of {source}", summary_vector=_vec(dim, seed), chunk_count=3)
+    return Document(
+        id=doc_id,
+        source=source,
+        title=source.upper(),
+        format="text",
+        status=status,
+        summary=f"summary of {source}",
+        summary_vector=_vec(dim, seed),
+        chunk_count=3,
+    )
 
 
 def _chunks(doc_id: str, dim: int, seed: int, n: int = 3, **meta: object) -> list[Chunk]:
     return [
-        Chunk(id=f"{doc_id}:{i}", doc_id=doc_id, ord=i, text=f"{doc_id} text {i}", hash=text_hash(f"{doc_id}{i}"),
-              page=i + 1, section="Intro", start=i * 10, end=i * 10 + 9, metadata={"source": doc_id, **meta},
-              vector=_vec(dim, seed * 100 + i))
+        Chunk(
+            id=f"{doc_id}:{i}",
+            doc_id=doc_id,
+            ord=i,
+            text=f"{doc_id} text {i}",
+            hash=text_hash(f"{doc_id}{i}"),
+            page=i + 1,
+            section="Intro",
+            start=i * 10,
+            end=i * 10 + 9,
+            metadata={"source": doc_id, **meta},
+            vector=_vec(dim, seed * 100 + i),
+        )
         for i in range(n)
     ]
 
@@ -61,7 +81,7 @@ def test_unpublished_documents_are_invisible(store: VectorStore, kb: KnowledgeBa
     hits = store.search_chunks(kb, query, top_k=5)[0]
     assert [h.chunk.id for h in hits][0] == "doc-a:0"
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(a.score >= b.score for a, b in pairwise(hits))
     first = hits[0].chunk
     assert (first.page, first.section, first.start, first.end, first.text) == (1, "Intro", 0, 9, "doc-a text 0")
     assert store.get_document(kb, "doc-a").status == DocStatus.READY
