@@ -54,6 +54,16 @@ class _Prepared:
     summary: str
     replaces: list[str] = field(default_factory=list)
 
+    def document(self, status: DocStatus, **fields: object) -> Document:
+        return Document(
+            id=self.doc_id,
+            source=self.item.name,
+            title=self.parsed.title,
+            format=self.parsed.format,
+            status=status,
+            **fields,  # type: ignore[arg-type]
+        )
+
 
 _DONE = object()
 
@@ -189,8 +199,9 @@ class Ingestor:
                 todo.append(p)
         if not todo:
             return results
-        for old in self.store.documents_by_source(self.kb, [p.item.name for p in todo]):
-            new = next(p for p in todo if p.item.name == old.source)
+        by_source = {p.item.name: p for p in todo}
+        for old in self.store.documents_by_source(self.kb, list(by_source)):
+            new = by_source[old.source]
             if old.id == new.doc_id:
                 continue
             if old.status == DocStatus.READY:
@@ -220,12 +231,8 @@ class Ingestor:
             for c in p.chunks:
                 c.vector = vectors[c.hash]
             docs.append(
-                Document(
-                    id=p.doc_id,
-                    source=p.item.name,
-                    title=p.parsed.title,
-                    format=p.parsed.format,
-                    status=DocStatus.PROCESSING,
+                p.document(
+                    DocStatus.PROCESSING,
                     summary=p.summary,
                     chunk_count=len(p.chunks),
                     n_chars=len(p.parsed.text),
@@ -260,16 +267,7 @@ class Ingestor:
                     self.store.delete_document(self.kb, p.doc_id)
                 self.store.put_documents(
                     self.kb,
-                    [
-                        Document(
-                            id=p.doc_id,
-                            source=p.item.name,
-                            title=p.parsed.title,
-                            format=p.parsed.format,
-                            status=DocStatus.FAILED,
-                            error=str(exc),
-                        )
-                    ],
+                    [p.document(DocStatus.FAILED, error=str(exc))],
                 )
             except KBError:
                 log.exception("could not record the failure of %s", p.item.name)

@@ -24,6 +24,7 @@ from core.records import (
 )
 from stores.base import Filters
 from stores.serialize import (
+    DOC_FIELDS,
     doc_from_row,
     doc_to_row,
     kb_from_json,
@@ -39,20 +40,7 @@ SHORT_BYTES = 2_048
 QUERY_PAGE = 10_000
 IN_BATCH = 1_000
 CHUNK_FIELDS = ["id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start", "end", "metadata"]
-DOC_OUTPUT = [
-    "doc_id",
-    "source",
-    "title",
-    "format",
-    "status",
-    "error",
-    "summary",
-    "chunk_count",
-    "n_chars",
-    "metadata",
-    "created_at",
-    "updated_at",
-]
+DOC_OUTPUT = list(DOC_FIELDS)
 
 
 class MilvusStore:

@@ -1,0 +1,31 @@
+"""open_store builds both backends with zero set-up: a Milvus Lite file, an embedded PostgreSQL+pgvector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from stores import open_store
+from stores.milvus import MilvusStore
+from stores.pgvector import PgvectorStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_is_milvus_lite_in_the_data_dir(tmp_path: Path) -> None:
+    store = open_store(Settings(data_dir=tmp_path / "d"))
+    assert isinstance(store, MilvusStore)
+    store.ping()
+    assert (tmp_path / "d" / "milvus.db").exists()
+    store.close()
+
+
+def test_pgvector_without_dsn_starts_an_embedded_postgres(tmp_path: Path) -> None:
+    store = open_store(Settings(data_dir=tmp_path / "d", backend="pgvector"))
+    assert isinstance(store, PgvectorStore)
+    store.ping()
+    assert store.list_kbs() == []
+    assert (tmp_path / "d" / "pg" / "PG_VERSION").exists()
+    store.close()
