@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.runtime import Runtime, emit_json, err_console, fail, out_console, table
+from cli import search as search_commands
+from cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, rt_from, table
 from core.errors import KBError
 from core.records import DocStatus, KnowledgeBase
 from ingest.pipeline import Ingestor, IngestResult, Outcome
@@ -24,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 EXIT_SOME_FAILED = 3
 
 
@@ -37,16 +36,6 @@ def main(
     milvus_uri: Annotated[str | None, typer.Option(envvar="KB_MILVUS_URI", help="Milvus server URI.")] = None,
 ) -> None:
     ctx.obj = Runtime({"backend": backend, "data_dir": data_dir, "pg_dsn": dsn, "milvus_uri": milvus_uri})
-
-
-def _rt(ctx: typer.Context, as_json: bool) -> Runtime:
-    rt: Runtime = ctx.obj
-    try:
-        _ = rt.settings
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        fail(f"invalid configuration: {problems}", as_json=as_json)
-    return rt
 
 
 def _kb_dict(kb: KnowledgeBase) -> dict[str, object]:
@@ -69,7 +58,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a knowledge base bound to an embedding model."""
-    rt = _rt(ctx, as_json)
+    rt = rt_from(ctx, as_json)
     try:
         created = rt.catalog.create(kb, description=description, embedding_model=embedding_model)
     except KBError as exc:
@@ -83,7 +72,7 @@ def create(
 @app.command("list")
 def list_kbs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List knowledge bases with document and chunk counts."""
-    rt = _rt(ctx, as_json)
+    rt = rt_from(ctx, as_json)
     try:
         rows = [
             {**_kb_dict(kb), "documents": rt.store.count_documents(kb), "chunks": rt.store.count_chunks(kb)}
@@ -104,7 +93,7 @@ def list_kbs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command()
 def drop(ctx: typer.Context, kb: str, as_json: JsonOpt = False) -> None:
     """Delete a knowledge base with all its documents and chunks."""
-    rt = _rt(ctx, as_json)
+    rt = rt_from(ctx, as_json)
     try:
         rt.catalog.drop(kb)
     except KBError as exc:
@@ -126,7 +115,7 @@ def ingest(
     """Ingest files and folders; identical content is skipped, changed files replace their old version.
 
     Exit status 3 when some files failed (the others are ingested)."""
-    rt = _rt(ctx, as_json)
+    rt = rt_from(ctx, as_json)
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}", as_json=as_json)
@@ -214,7 +203,7 @@ def docs(
     as_json: JsonOpt = False,
 ) -> None:
     """List the documents of a knowledge base."""
-    rt = _rt(ctx, as_json)
+    rt = rt_from(ctx, as_json)
     try:
         knowledge_base = rt.catalog.get(kb)
         documents = rt.store.list_documents(knowledge_base, status=status, offset=offset, limit=limit)
@@ -248,7 +237,7 @@ def docs(
 @app.command()
 def delete(ctx: typer.Context, kb: str, doc_id: str, as_json: JsonOpt = False) -> None:
     """Delete a document and every one of its chunks (verified by counting them afterwards)."""
-    rt = _rt(ctx, as_json)
+    rt = rt_from(ctx, as_json)
     try:
         knowledge_base = rt.catalog.get(kb)
         before = rt.store.count_chunks(knowledge_base, doc_id=doc_id)
@@ -273,9 +262,12 @@ def serve(
 
     from api.app import create_app
 
-    rt = _rt(ctx, False)
+    rt = rt_from(ctx, False)
     uvicorn.run(create_app(rt.settings), host=host, port=port)
 
+
+app.command()(search_commands.search)
+app.command("eval")(search_commands.evaluate_cmd)
 
 if __name__ == "__main__":
     app()

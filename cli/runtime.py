@@ -6,17 +6,21 @@ import json
 import sys
 from dataclasses import asdict, is_dataclass
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from catalog import Catalog
 from core.config import Settings
 from embeddings import EmbedderPool
+from retrieval.factory import build_retriever
+from retrieval.pipeline import Retriever
 from stores import VectorStore, open_store
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 err_console = Console(stderr=True)
 out_console = Console()
 
@@ -40,6 +44,10 @@ class Runtime:
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog(self.store, self.embedders)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return build_retriever(self.settings, self.store, self.embedders)
 
 
 def emit_json(payload: Any) -> None:
@@ -67,3 +75,14 @@ def fail(message: str, *, as_json: bool, code: int = 2) -> NoReturn:
     else:
         err_console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def rt_from(ctx: typer.Context, as_json: bool) -> Runtime:
+    """The invocation's Runtime, with configuration errors reported as a clean failure."""
+    rt: Runtime = ctx.obj
+    try:
+        _ = rt.settings
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid configuration: {problems}", as_json=as_json)
+    return rt

@@ -50,6 +50,26 @@ class Settings(BaseSettings):
     )
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
 
+    search_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
+    search_top_k: int = Field(default=10, ge=1, le=200)
+    search_candidates: int = Field(default=50, ge=1, le=1000, description="Chunks per retriever before fusion.")
+    gate: bool = Field(default=True, description="Two-stage: pick documents by their summaries first.")
+    gate_docs: int = Field(default=20, ge=1, le=1000, description="Documents the gate keeps (N).")
+    gate_fallback: bool = Field(default=True, description="Also search all chunks, so a wrong gate hides nothing.")
+    rerank_backend: Literal["none", "embedding", "cross-encoder"] = Field(
+        default="embedding",
+        description="'embedding': re-score with a second bi-encoder; 'cross-encoder': any CrossEncoder.",
+    )
+    rerank_model: str = Field(
+        default="intfloat/multilingual-e5-small",
+        description="Reranker model name or path (e.g. BAAI/bge-reranker-v2-m3).",
+    )
+    rerank_candidates: int = Field(
+        default=20, ge=1, le=1000, description="Fused candidates the reranker re-scores (M)."
+    )
+    rerank_fusion: bool = Field(default=True, description="Fuse reranker ranks with first-stage ranks (RRF).")
+    rerank_batch_size: int = Field(default=32, ge=1, le=1024)
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]

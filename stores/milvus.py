@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -290,6 +291,7 @@ class MilvusStore:
             self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*docs, *old_docs]])
             if old_docs:
                 self._remove(kb, [old.id for old in old_docs])
+            self._bump_revision(kb)
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         doc = self.get_document(kb, doc_id)
@@ -300,6 +302,7 @@ class MilvusStore:
             doc.updated_at = time.time()
             self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
             self._remove(kb, [doc_id])
+            self._bump_revision(kb)
 
     def _remove(self, kb: KnowledgeBase, doc_ids: list[str]) -> None:
         # Chunks before the rows: a crash in between leaves DELETING rows that recovery finishes.
@@ -310,6 +313,34 @@ class MilvusStore:
         if doc_id is None:
             return self._count(self._chunks(kb), 'id != ""', {})
         return self._count(self._chunks(kb), "doc_id == {d}", {"d": doc_id})
+
+    def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
+        hidden = self._hidden_doc_ids(kb)
+        expr = _bind("doc_id not in {h}", {"h": hidden}) if hidden else 'id != ""'
+        # query_iterator pages by primary key, so it is not bound by the offset + limit window of query().
+        it = self.client.query_iterator(
+            self._chunks(kb), batch_size=batch_size, filter=expr, output_fields=CHUNK_FIELDS
+        )
+        try:
+            while page := it.next():
+                yield [_chunk(row) for row in page]
+        finally:
+            it.close()
+
+    def kb_revision(self, kb: KnowledgeBase) -> str:
+        rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
+        if not rows:
+            raise KnowledgeBaseNotFound(kb.name)
+        return str(json.loads(rows[0]["info"]).get("revision", ""))
+
+    def _bump_revision(self, kb: KnowledgeBase) -> None:
+        rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
+        if rows:
+            info = json.loads(rows[0]["info"])
+            info["revision"] = uuid.uuid4().hex
+            self.client.upsert(
+                REGISTRY, [{"key": kb.key, "info": json.dumps(info, ensure_ascii=False), "vector": [0.0, 0.0]}]
+            )
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
@@ -405,8 +436,12 @@ def _json_key(key: str) -> str:
 
 
 def _scored_chunk(hit: dict[str, Any]) -> ScoredChunk:
-    e = hit["entity"]
-    chunk = Chunk(
+    chunk = _chunk(hit["entity"])
+    return ScoredChunk(chunk=chunk, score=float(hit["distance"]), source=chunk.metadata.get("source", ""))
+
+
+def _chunk(e: dict[str, Any]) -> Chunk:
+    return Chunk(
         id=e["id"],
         doc_id=e["doc_id"],
         ord=int(e["ord"]),
@@ -418,4 +453,3 @@ def _scored_chunk(hit: dict[str, Any]) -> ScoredChunk:
         end=int(e["end"]),
         metadata=dict(e.get("metadata") or {}),
     )
-    return ScoredChunk(chunk=chunk, score=float(hit["distance"]), source=chunk.metadata.get("source", ""))

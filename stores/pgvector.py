@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -245,12 +246,14 @@ class PgvectorStore:
                     sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t(kb, "docs")),
                     (list(replaces.values()),),
                 )
+            _bump_revision(conn, kb)
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         with self._tx() as conn:
             cur = conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (doc_id,))
             if cur.rowcount == 0:
                 raise DocumentNotFound(kb.name, doc_id)
+            _bump_revision(conn, kb)
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
         where = sql.SQL("TRUE") if doc_id is None else sql.SQL("doc_id = %s")
@@ -260,6 +263,27 @@ class PgvectorStore:
                 () if doc_id is None else (doc_id,),
             ).fetchone()
         return int(row["n"]) if row else 0
+
+    def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
+        query = sql.SQL(
+            "SELECT {cols} FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id WHERE d.status = 'ready' ORDER BY c.id"
+        ).format(
+            cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(col) for col in CHUNK_COLUMNS),
+            c=self._t(kb, "chunks"),
+            d=self._t(kb, "docs"),
+        )
+        # A server-side cursor streams the rows: the whole table never sits in memory at once.
+        with self._tx() as conn, conn.cursor(name=f"chunks_{uuid.uuid4().hex}") as cur:
+            cur.execute(query)
+            while rows := cur.fetchmany(batch_size):
+                yield [_chunk(r) for r in rows]
+
+    def kb_revision(self, kb: KnowledgeBase) -> str:
+        with self._tx() as conn:
+            row = conn.execute("SELECT info ->> 'revision' AS r FROM kb_registry WHERE key = %s", (kb.key,)).fetchone()
+        if row is None:
+            raise KnowledgeBaseNotFound(kb.name)
+        return row["r"] or ""
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         with self._tx() as conn:
@@ -358,8 +382,20 @@ def _doc_where(status: DocStatus | None, source: str | None) -> tuple[sql.Compos
     return sql.SQL(" AND ").join(clauses), params
 
 
+def _bump_revision(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
+    conn.execute(
+        "UPDATE kb_registry SET info = jsonb_set(info, '{revision}', to_jsonb(%s::text)) WHERE key = %s",
+        (uuid.uuid4().hex, kb.key),
+    )
+
+
 def _scored_chunk(row: dict[str, Any]) -> ScoredChunk:
-    chunk = Chunk(
+    chunk = _chunk(row)
+    return ScoredChunk(chunk=chunk, score=float(row["score"]), source=chunk.metadata.get("source", ""))
+
+
+def _chunk(row: dict[str, Any]) -> Chunk:
+    return Chunk(
         id=row["id"],
         doc_id=row["doc_id"],
         ord=row["ord"],
@@ -371,4 +407,3 @@ def _scored_chunk(row: dict[str, Any]) -> ScoredChunk:
         end=row["end_char"],
         metadata=dict(row["metadata"] or {}),
     )
-    return ScoredChunk(chunk=chunk, score=float(row["score"]), source=chunk.metadata.get("source", ""))

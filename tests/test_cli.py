@@ -49,6 +49,15 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     assert {d["source"] for d in docs} == {"guide.docx", "manual.html", "notes.md", "report.pdf", "zh.txt"}
     assert all(d["status"] == "ready" for d in docs)
 
+    found = kb(base_args, "search", name, "solar panels make electricity from sunlight", "--top-k", "3", "--trace")
+    assert found["hits"][0]["source"] == "report.pdf" and len(found["hits"]) <= 3
+    assert found["hits"][0]["page"] == 1 and "rerank" in found["hits"][0]["stages"]
+    assert found["trace"]["gated"] and found["trace"]["timings_ms"]["total"] > 0
+    only = kb(base_args, "search", name, "Paris", "--filters", '{"source": "notes.md"}', "--no-rerank")
+    assert {h["source"] for h in only["hits"]} == {"notes.md"}
+    assert "not valid JSON" in kb(base_args, "search", name, "x", "--filters", "{", code=2)["error"]
+    assert kb(base_args, "search", name, " ", code=2)["error"] == "query must not be empty"
+
     target = next(d for d in docs if d["source"] == "report.pdf")
     deleted = kb(base_args, "delete", name, target["doc_id"])
     assert deleted == {"deleted": target["doc_id"], "chunks_removed": target["chunks"], "chunks_left": 0}

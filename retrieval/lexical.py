@@ -1,0 +1,190 @@
+"""The lexical side of hybrid retrieval: BM25 (bm25s) over English words (stemmed, stopwords removed) and
+Chinese words (jieba's search-mode segmentation), one index per knowledge base.
+
+The index is derived from the store: it is rebuilt whenever the store's revision token for the knowledge base
+moves (publish, replace, delete), and persisted under the data directory so a restart does not rebuild it. Any
+number of API processes can share one store this way; each keeps its own copy of the derived index.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+import shutil
+import threading
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.records import Chunk, KnowledgeBase, ScoredChunk
+from stores.base import Filters, VectorStore
+
+log = logging.getLogger(__name__)
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
+
+
+@cache
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+@cache
+def _jieba() -> Any:
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """Terms for BM25: NFKC-folded, lowercased; Latin-script words stemmed without stopwords, CJK runs segmented
+    into words (search mode, so long words also yield their parts)."""
+    words: list[str] = []
+    out: list[str] = []
+    for run in _TOKEN.findall(unicodedata.normalize("NFKC", text).lower()):
+        if "\u3400" <= run[0] <= "\ufaff":
+            out.extend(w for w in _jieba().lcut_for_search(run) if w.strip())
+        elif run not in _stopwords():
+            words.append(run)
+    return _stemmer().stemWords(words) + out if words else out
+
+
+@dataclass
+class LexicalIndex:
+    """BM25 over the chunks of one knowledge base at one revision."""
+
+    revision: str
+    chunks: list[Chunk]
+    bm25: Any  # bm25s.BM25, or None when the knowledge base has no chunks
+
+    @classmethod
+    def build(cls, chunks: list[Chunk], revision: str) -> LexicalIndex:
+        import bm25s
+
+        if not chunks:
+            return cls(revision, [], None)
+        bm25 = bm25s.BM25()
+        bm25.index([lexical_tokens(c.text) for c in chunks], show_progress=False)
+        return cls(revision, chunks, bm25)
+
+    def search(
+        self, query: str, *, top_k: int, doc_ids: Sequence[str] | None = None, filters: Filters | None = None
+    ) -> list[ScoredChunk]:
+        """Chunks ranked by descending BM25 score; chunks without any query term are left out."""
+        if self.bm25 is None:
+            return []
+        tokens = lexical_tokens(query)
+        ids = self.bm25.get_tokens_ids(tokens)
+        if not ids:
+            return []
+        scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+        if doc_ids is not None or filters:
+            scores = scores * self._mask(doc_ids, filters)
+        k = min(top_k, int(np.count_nonzero(scores)))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [
+            ScoredChunk(chunk=self.chunks[i], score=float(scores[i]), source=self.chunks[i].metadata.get("source", ""))
+            for i in top
+        ]
+
+    def _mask(self, doc_ids: Sequence[str] | None, filters: Filters | None) -> np.ndarray:
+        allowed = None if doc_ids is None else set(doc_ids)
+        return np.fromiter(
+            ((allowed is None or c.doc_id in allowed) and matches_filters(c, filters) for c in self.chunks),
+            dtype=np.float32,
+            count=len(self.chunks),
+        )
+
+    def save(self, folder: Path) -> None:
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with (tmp / "chunks.pkl").open("wb") as f:
+            pickle.dump((self.revision, self.chunks), f, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.bm25 is not None:
+            self.bm25.save(tmp / "bm25", show_progress=False)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        import bm25s
+
+        with (folder / "chunks.pkl").open("rb") as f:
+            revision, chunks = pickle.load(f)
+        bm25 = bm25s.BM25.load(folder / "bm25", show_progress=False) if (folder / "bm25").exists() else None
+        return cls(revision, chunks, bm25)
+
+
+def matches_filters(chunk: Chunk, filters: Filters | None) -> bool:
+    """The stores' filter semantics in Python: every key must match; a list value means any of its items."""
+    for key, value in (filters or {}).items():
+        actual = {"doc_id": chunk.doc_id, "page": chunk.page, "section": chunk.section}.get(
+            key, chunk.metadata.get(key)
+        )
+        if actual not in (value if isinstance(value, list) else [value]):
+            return False
+    return True
+
+
+class LexicalIndexes:
+    """One LexicalIndex per knowledge base, kept current with the store's revision token."""
+
+    def __init__(self, store: VectorStore, root: Path) -> None:
+        self.store = store
+        self.root = root
+        self._indexes: dict[str, LexicalIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, kb: KnowledgeBase) -> LexicalIndex:
+        revision = self.store.kb_revision(kb)
+        index = self._indexes.get(kb.key)
+        if index is not None and index.revision == revision:
+            return index
+        with self._lock:
+            index = self._indexes.get(kb.key)
+            if index is None or index.revision != revision:
+                index = self._load_or_build(kb, revision)
+                self._indexes[kb.key] = index
+        return index
+
+    def _load_or_build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
+        folder = self.root / kb.key
+        if (folder / "chunks.pkl").exists():
+            try:
+                index = LexicalIndex.load(folder)
+                if index.revision == revision:
+                    return index
+            except Exception as exc:  # a damaged cache is rebuilt, never fatal
+                log.warning("lexical index cache at %s unreadable (%s); rebuilding", folder, exc)
+        chunks = [c for batch in self.store.iter_chunks(kb) for c in batch]
+        index = LexicalIndex.build(chunks, revision)
+        index.save(folder)
+        return index
+
+    def forget(self, kb: KnowledgeBase) -> None:
+        """Drop the cached index of a knowledge base (when it is dropped)."""
+        with self._lock:
+            self._indexes.pop(kb.key, None)
+            shutil.rmtree(self.root / kb.key, ignore_errors=True)

@@ -1,0 +1,247 @@
+"""The retriever: query embedding → document gate (stage 1) → chunks inside the gate, with a global fallback
+(stage 2) → dense + lexical fusion → rerank. Every stage can be switched off and is timed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from core.config import Settings
+from core.errors import InvalidInput
+from core.records import KnowledgeBase, ScoredChunk, ScoredDocument
+from embeddings.base import Embedder
+from retrieval.fusion import RRF_K, rrf
+from retrieval.lexical import LexicalIndexes
+from retrieval.rerank import Reranker
+from stores.base import Filters, VectorStore
+
+Mode = Literal["dense", "lexical", "hybrid"]
+MAX_QUERY_CHARS = 4_000
+MAX_TOP_K = 200
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How one search runs. Defaults come from Settings (``SearchOptions.from_settings``)."""
+
+    top_k: int = 10
+    mode: Mode = "hybrid"
+    gate: bool = True  # stage 1: pick documents by their summaries first
+    gate_docs: int = 20  # N documents kept by the gate
+    fallback: bool = True  # merge a global chunk search so a wrong gate cannot hide the answer
+    candidates: int = 50  # chunks fetched per retriever (dense, lexical) before fusion
+    rerank: bool = True
+    rerank_candidates: int = 20  # M fused candidates re-scored by the reranker
+    rerank_fusion: bool = True  # fuse reranker ranks with first-stage ranks instead of replacing them
+    rrf_k: int = RRF_K
+    filters: Filters | None = None
+    trace: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> SearchOptions:
+        """The configured defaults; ``overrides`` that are None keep the default."""
+        base = cls(
+            top_k=settings.search_top_k,
+            mode=settings.search_mode,
+            gate=settings.gate,
+            gate_docs=settings.gate_docs,
+            fallback=settings.gate_fallback,
+            candidates=settings.search_candidates,
+            rerank=settings.rerank_backend != "none",
+            rerank_candidates=settings.rerank_candidates,
+            rerank_fusion=settings.rerank_fusion,
+        )
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+    def validate(self) -> SearchOptions:
+        for name in ("top_k", "gate_docs", "candidates", "rerank_candidates"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= MAX_TOP_K * 5:
+                raise InvalidInput(f"{name} must be an integer between 1 and {MAX_TOP_K * 5}, got {value!r}")
+        if self.top_k > MAX_TOP_K:
+            raise InvalidInput(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
+        if self.mode not in ("dense", "lexical", "hybrid"):
+            raise InvalidInput(f"mode must be 'dense', 'lexical' or 'hybrid', got {self.mode!r}")
+        if self.filters is not None and not isinstance(self.filters, dict):
+            raise InvalidInput(f"filters must be an object of field -> value(s), got {self.filters!r}")
+        for key, value in (self.filters or {}).items():
+            if isinstance(value, list) and not value:
+                raise InvalidInput(f"filter {key!r} has an empty list of values; it would match nothing")
+        return self
+
+
+@dataclass
+class SearchTrace:
+    gated: list[ScoredDocument] = field(default_factory=list)
+    candidates: list[ScoredChunk] = field(default_factory=list)  # fused, before rerank
+    reranked: list[ScoredChunk] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[ScoredChunk]
+    trace: SearchTrace
+
+
+class Retriever:
+    """Searches one store; models (embedder per KB, reranker) are loaded by the caller and passed in."""
+
+    def __init__(self, store: VectorStore, lexical: LexicalIndexes, reranker: Reranker | None = None) -> None:
+        self.store = store
+        self.lexical = lexical
+        self.reranker = reranker
+
+    def search(self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions) -> SearchResult:
+        query = validate_query(query)
+        options = options.validate()
+        trace = SearchTrace()
+        timer = _Timer(trace.timings_ms)
+        use_dense = options.mode in ("dense", "hybrid")
+        use_lexical = options.mode in ("lexical", "hybrid")
+        depth = max(options.candidates, options.top_k, options.rerank_candidates)
+
+        with timer("embed"):
+            qv = embedder.embed_queries([query]) if use_dense else None
+        lexical_index = None
+        lexical_global: list[ScoredChunk] = []
+        if use_lexical:
+            with timer("lexical_index"):
+                lexical_index = self.lexical.get(kb)
+            with timer("lexical"):
+                lexical_global = lexical_index.search(query, top_k=depth, filters=options.filters)
+
+        gate_rank: dict[str, int] = {}
+        if options.gate:
+            with timer("gate"):
+                trace.gated = self._gate(kb, qv, lexical_global, options)
+                gate_rank = {d.document.id: i for i, d in enumerate(trace.gated, start=1)}
+
+        dense: list[ScoredChunk] = []
+        lexical: list[ScoredChunk] = []
+        gated_ids = list(gate_rank)
+        global_search = not options.gate or options.fallback or not gated_ids
+        if use_dense and qv is not None:
+            with timer("dense"):
+                lists = []
+                if gated_ids:
+                    lists += self.store.search_chunks(kb, qv, top_k=depth, doc_ids=gated_ids, filters=options.filters)
+                if global_search:
+                    lists += self.store.search_chunks(kb, qv, top_k=depth, filters=options.filters)
+                dense = _merge_by_score(lists)
+        if use_lexical and lexical_index is not None:
+            with timer("lexical"):
+                lists = [lexical_global] if global_search else []
+                if gated_ids:
+                    lists.append(lexical_index.search(query, top_k=depth, doc_ids=gated_ids, filters=options.filters))
+                lexical = _merge_by_score(lists)
+
+        with timer("fusion"):
+            candidates = _fuse(dense, lexical, gate_rank, options)
+        if options.trace:
+            trace.candidates = candidates[: max(depth, options.rerank_candidates)]
+
+        hits = candidates
+        if options.rerank and self.reranker is not None and candidates:
+            with timer("rerank"):
+                hits = self._rerank(query, candidates, options)
+            if options.trace:
+                trace.reranked = hits[: options.rerank_candidates]
+        trace.timings_ms["total"] = sum(trace.timings_ms.values())
+        return SearchResult(query=query, hits=hits[: options.top_k], trace=trace)
+
+    def _gate(
+        self, kb: KnowledgeBase, qv: object, lexical: list[ScoredChunk], options: SearchOptions
+    ) -> list[ScoredDocument]:
+        """Stage 1: documents ranked by summary similarity, fused with their best lexical chunk rank."""
+        rankings: list[list[str]] = []
+        docs: dict[str, ScoredDocument] = {}
+        if qv is not None:
+            dense_docs = self.store.search_documents(kb, qv, top_k=options.gate_docs)[0]
+            docs.update((d.document.id, d) for d in dense_docs)
+            rankings.append([d.document.id for d in dense_docs])
+        if lexical:
+            rankings.append(list(dict.fromkeys(c.chunk.doc_id for c in lexical)))
+        fused = rrf(rankings, k=options.rrf_k)
+        order = sorted(fused, key=lambda d: -fused[d])[: options.gate_docs]
+        missing = [d for d in order if d not in docs]
+        if missing:
+            docs.update((i, ScoredDocument(doc, 0.0)) for i, doc in self.store.get_documents(kb, missing).items())
+        return [replace(docs[d], score=fused[d]) for d in order if d in docs]
+
+    def _rerank(self, query: str, candidates: list[ScoredChunk], options: SearchOptions) -> list[ScoredChunk]:
+        assert self.reranker is not None
+        head, tail = candidates[: options.rerank_candidates], candidates[options.rerank_candidates :]
+        scores = self.reranker.score([query], [[c.chunk.text for c in head]])[0]
+        for c, s in zip(head, scores, strict=True):
+            c.stages["rerank"] = float(s)
+        by_rerank = sorted(head, key=lambda c: -c.stages["rerank"])
+        if options.rerank_fusion:
+            fused = rrf([[c.chunk.id for c in head], [c.chunk.id for c in by_rerank]], k=options.rrf_k)
+            ranked = sorted(head, key=lambda c: -fused[c.chunk.id])
+            for c in ranked:
+                c.score = fused[c.chunk.id]
+        else:
+            ranked = by_rerank
+            for c in ranked:
+                c.score = c.stages["rerank"]
+        # Candidates beyond the reranked head keep their order, below every reranked one.
+        floor = min((c.score for c in ranked), default=0.0)
+        for i, c in enumerate(tail, start=1):
+            c.score = floor - i * 1e-6
+        return ranked + tail
+
+
+def validate_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query must not be empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(f"query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
+    return query.strip()
+
+
+def _merge_by_score(lists: list[list[ScoredChunk]]) -> list[ScoredChunk]:
+    """Union of result lists from the same scorer (scores comparable), best score per chunk, best first."""
+    best: dict[str, ScoredChunk] = {}
+    for hits in lists:
+        for hit in hits:
+            if hit.chunk.id not in best or hit.score > best[hit.chunk.id].score:
+                best[hit.chunk.id] = hit
+    return sorted(best.values(), key=lambda h: -h.score)
+
+
+def _fuse(
+    dense: list[ScoredChunk], lexical: list[ScoredChunk], gate_rank: dict[str, int], options: SearchOptions
+) -> list[ScoredChunk]:
+    """Reciprocal rank fusion of the dense and lexical lists, plus the gate rank of each chunk's document."""
+    chunks: dict[str, ScoredChunk] = {}
+    for name, hits in (("dense", dense), ("lexical", lexical)):
+        for hit in hits:
+            chunk = chunks.setdefault(hit.chunk.id, ScoredChunk(hit.chunk, 0.0, hit.source, hit.title))
+            chunk.stages[name] = hit.score
+    rankings = [[h.chunk.id for h in hits] for hits in (dense, lexical) if hits]
+    fused = rrf(rankings, k=options.rrf_k)
+    for cid, chunk in chunks.items():
+        rank = gate_rank.get(chunk.chunk.doc_id)
+        if rank is not None:
+            chunk.stages["gate"] = 1.0 / (options.rrf_k + rank)
+            fused[cid] += chunk.stages["gate"]
+        chunk.score = fused[cid]
+    return sorted(chunks.values(), key=lambda c: -c.score)
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000

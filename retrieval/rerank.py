@@ -1,0 +1,142 @@
+"""The rerank seam: re-score a query's top candidates with a stronger (slower) model.
+
+Two real implementations:
+- ``CrossEncoderReranker``: a sentence-transformers ``CrossEncoder`` (bge-reranker, ms-marco cross-encoders, or a
+  model fine-tuned on a knowledge base's own labels), batched, truncated to its maximum length, fp16 on CUDA.
+- ``EmbeddingReranker``: cosine similarity under a second, stronger bi-encoder (the offline default:
+  multilingual-e5-small); passage vectors are cached by text hash, so a passage is embedded once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import EmbeddingError
+from core.records import text_hash
+from embeddings.base import Embedder
+from embeddings.sentence import resolve_device, resolve_model_path
+
+
+class Reranker(Protocol):
+    """Scores (query, passage) pairs; higher is more relevant. Scores compare only within one query."""
+
+    name: str
+
+    def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """One float32 array per query, aligned with that query's passages; batched across all queries."""
+
+
+class CrossEncoderReranker:
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        fp16: bool = True,
+        batch_size: int = 32,
+        max_length: int = 512,
+    ) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self.name = model
+        self.batch_size = batch_size
+        device = resolve_device(device)
+        try:
+            self.model = CrossEncoder(resolve_model_path(model), device=device, max_length=max_length)
+        except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
+            raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}") from exc
+        if fp16 and device.startswith("cuda"):
+            self.model.model.half()
+
+    def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        pairs = [(q, p) for q, ps in zip(queries, passages, strict=True) for p in ps]
+        if not pairs:
+            return [np.zeros(0, dtype=np.float32) for _ in queries]
+        flat = np.asarray(
+            self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True),
+            dtype=np.float32,
+        ).reshape(-1)
+        return _split(flat, [len(ps) for ps in passages])
+
+
+class EmbeddingReranker:
+    """Re-scores with a second embedding model; keeps the vectors of up to ``cache_size`` passages."""
+
+    def __init__(self, embedder: Embedder, *, cache_size: int = 200_000) -> None:
+        self.embedder = embedder
+        self.name = embedder.info.name
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def has(self, passage: str) -> bool:
+        return text_hash(passage) in self._cache
+
+    def passage_vectors(self, passages: Sequence[str]) -> np.ndarray:
+        keys = [text_hash(p) for p in passages]
+        with self._lock:
+            missing = {k: p for k, p in zip(keys, passages, strict=True) if k not in self._cache}
+        if missing:
+            vectors = self.embedder.embed_documents(list(missing.values()))
+            with self._lock:
+                for key, vector in zip(missing, vectors, strict=True):
+                    self._cache[key] = vector
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            found = [self._cache.get(k) for k in keys]
+        # An entry evicted between the two steps (a tiny cache under load) is embedded again.
+        for i, vector in enumerate(found):
+            if vector is None:
+                found[i] = self.embedder.embed_documents([passages[i]])[0]
+        dim = self.embedder.info.dimension
+        return np.stack(found) if found else np.zeros((0, dim), dtype=np.float32)
+
+    def save_cache(self, path: Path) -> None:
+        """Write the cached passage vectors (an .npz of text hashes and vectors) for a later process."""
+        with self._lock:
+            keys, vectors = list(self._cache), list(self._cache.values())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        dim = self.embedder.info.dimension
+        np.savez(tmp, keys=np.array(keys), vectors=np.stack(vectors) if vectors else np.zeros((0, dim), np.float32))
+        tmp.replace(path)
+
+    def load_cache(self, path: Path) -> int:
+        """Add the vectors saved by ``save_cache``; returns how many were loaded."""
+        if not path.is_file():
+            return 0
+        with np.load(path) as data:
+            keys, vectors = data["keys"].tolist(), data["vectors"]
+        with self._lock:
+            self._cache.update(zip(keys, vectors, strict=True))
+        return len(keys)
+
+    def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        if not queries:
+            return []
+        q = self.embedder.embed_queries(list(queries))
+        p = self.passage_vectors([x for ps in passages for x in ps])
+        sizes = [len(ps) for ps in passages]
+        offsets = np.cumsum([0, *sizes])
+        return [p[offsets[i] : offsets[i + 1]] @ q[i] for i in range(len(queries))]
+
+
+def _split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    offsets = np.cumsum([0, *sizes])
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
+
+
+def load_reranker(kind: str, model: str, *, embedders: Any, device: str, fp16: bool, batch_size: int) -> Reranker:
+    """Build the configured reranker; ``embedders`` (an EmbedderPool) loads the second embedding model."""
+    if kind == "cross-encoder":
+        return CrossEncoderReranker(model, device=device, fp16=fp16, batch_size=batch_size)
+    if kind == "embedding":
+        return EmbeddingReranker(embedders.get(model))
+    raise ValueError(f"unknown reranker kind {kind!r}; use 'embedding' or 'cross-encoder'")

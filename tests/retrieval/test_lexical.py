@@ -1,0 +1,110 @@
+"""Lexical side: tokenisation (English stemming, Chinese segmentation), BM25 ranking, masks, persistence and
+staying current with the store through its revision token (both stores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from core.records import Chunk, KnowledgeBase
+from ingest.pipeline import Ingestor
+from ingest.sources import SourceItem
+from retrieval.fusion import rrf
+from retrieval.lexical import LexicalIndex, LexicalIndexes, lexical_tokens, matches_filters
+from stores.base import VectorStore
+
+
+@pytest.mark.unit
+def test_english_tokens_are_stemmed_without_stopwords() -> None:
+    assert lexical_tokens("The Running of the Proteins, and RUNNERS!") == ["run", "protein", "runner"]
+
+
+@pytest.mark.unit
+def test_chinese_is_segmented_into_words() -> None:
+    tokens = lexical_tokens("中华人民共和国的首都是北京")
+    assert "北京" in tokens and "首都" in tokens and "中华" in tokens
+    assert "的" in tokens or "首都" in tokens  # jieba keeps single-character words as their own tokens
+    # Mixed scripts split at the boundary; full-width letters fold to ASCII (NFKC).
+    assert lexical_tokens("使用ＧＰＵ加速") == ["gpu", "使用", "加速"]
+
+
+@pytest.mark.unit
+def test_rrf_adds_reciprocal_ranks() -> None:
+    fused = rrf([["a", "b"], ["b", "c"]], k=60)
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["a"] == pytest.approx(1 / 61)
+    assert sorted(fused, key=lambda x: -fused[x]) == ["b", "a", "c"]
+    with pytest.raises(ValueError, match="2 weights for 1 rankings"):
+        rrf([["a"]], weights=[1.0, 2.0])
+
+
+def _chunk(cid: str, doc: str, text: str, **meta: object) -> Chunk:
+    return Chunk(id=cid, doc_id=doc, ord=0, text=text, hash=cid, page=1, metadata={"source": f"{doc}.txt", **meta})
+
+
+@pytest.mark.unit
+def test_index_ranks_masks_and_round_trips(tmp_path: Path) -> None:
+    chunks = [
+        _chunk("c1", "d1", "Insulin resistance in type 2 diabetes", lang="en"),
+        _chunk("c2", "d2", "Diabetes and diabetes again: insulin, insulin, insulin", lang="en"),
+        _chunk("c3", "d3", "北京是中国的首都", lang="zh"),
+        _chunk("c4", "d4", "Unrelated text about volcanoes", lang="en"),
+    ]
+    index = LexicalIndex.build(chunks, "rev1")
+    hits = index.search("insulin diabetes", top_k=10)
+    assert [h.chunk.id for h in hits] == ["c2", "c1"]  # no-term chunks are left out
+    assert hits[0].score > hits[1].score > 0
+    assert [h.chunk.id for h in index.search("insulin", top_k=10, doc_ids=["d1"])] == ["c1"]
+    assert index.search("北京首都", top_k=5)[0].chunk.id == "c3"
+    assert index.search("insulin", top_k=10, filters={"lang": "zh"}) == []
+    assert index.search("the of and", top_k=10) == []  # only stopwords
+
+    index.save(tmp_path / "idx")
+    loaded = LexicalIndex.load(tmp_path / "idx")
+    assert loaded.revision == "rev1"
+    assert [h.chunk.id for h in loaded.search("insulin diabetes", top_k=10)] == ["c2", "c1"]
+    assert LexicalIndex.build([], "empty").search("anything", top_k=3) == []
+
+
+@pytest.mark.unit
+def test_filters_match_like_the_stores() -> None:
+    c = _chunk("c1", "d1", "x", lang="en")
+    assert matches_filters(c, {"source": "d1.txt", "lang": ["de", "en"]})
+    assert matches_filters(c, {"doc_id": "d1", "page": 1})
+    assert not matches_filters(c, {"lang": "zh"})
+    assert not matches_filters(c, {"missing": "x"})
+
+
+@pytest.mark.integration
+def test_index_follows_ingest_replace_and_delete(
+    store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    ingestor = Ingestor.from_settings(Settings(chunk_size=64, chunk_overlap=8), store=store, kb=kb, embedder=embedder)
+    indexes = LexicalIndexes(store, tmp_path / "lexical")
+    assert indexes.get(kb).search("zebra", top_k=5) == []
+
+    ingestor.ingest([SourceItem("a.txt", text="The zebra grazes on the savanna."),
+                     SourceItem("b.txt", text="斑马在草原上吃草。")])
+    index = indexes.get(kb)
+    assert [h.source for h in index.search("zebras", top_k=5)] == ["a.txt"]
+    assert [h.source for h in index.search("斑马", top_k=5)] == ["b.txt"]
+    assert indexes.get(kb) is index  # same revision: no rebuild
+
+    # Replace: the new text is found, the old one is gone.
+    ingestor.ingest([SourceItem("a.txt", text="The okapi hides in the rainforest.")])
+    index = indexes.get(kb)
+    assert index.search("zebra", top_k=5) == []
+    assert [h.source for h in index.search("okapi", top_k=5)] == ["a.txt"]
+
+    # A new process (fresh cache object) loads the persisted index of the current revision.
+    reloaded = LexicalIndexes(store, tmp_path / "lexical").get(kb)
+    assert reloaded.revision == index.revision and len(reloaded.chunks) == len(index.chunks)
+
+    # Delete: nothing of the document is left in the lexical index.
+    doc_id = index.search("okapi", top_k=1)[0].chunk.doc_id
+    store.delete_document(kb, doc_id)
+    index = indexes.get(kb)
+    assert index.search("okapi", top_k=5) == []
+    assert all(c.doc_id != doc_id for c in index.chunks)
