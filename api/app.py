@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import embeddings, health, knowledge_bases
+from api.routes import embeddings, health, knowledge_bases, search
 from catalog import Catalog
 from core.config import Settings, get_settings
 from embeddings import EmbedderPool
+from retrieval.factory import build_retriever
 from stores import open_store
 
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.embedders = pool
         app.state.catalog = Catalog(store, pool)
+        app.state.retriever = build_retriever(settings, store, pool)  # loads the reranker now
         try:
             yield
         finally:
@@ -36,5 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(knowledge_bases.router)
+    app.include_router(search.router)
     app.include_router(embeddings.router)
     return app

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from core.records import KnowledgeBase
+from core.records import KnowledgeBase, ScoredChunk
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -57,3 +59,69 @@ class EmbeddingResponse(BaseModel):
     data: list[EmbeddingItem]
     model: str
     usage: EmbeddingUsage
+
+
+Scalar = str | int | float | bool
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int | None = Field(default=None, ge=1, le=200)
+    mode: Literal["dense", "lexical", "hybrid"] | None = None
+    gate: bool | None = Field(default=None, description="Two-stage document gate; default from settings.")
+    rerank: bool | None = None
+    filters: dict[str, Scalar | list[Scalar]] | None = Field(
+        default=None, description='Field -> value or list of values, e.g. {"source": "a.pdf", "lang": ["en", "de"]}.'
+    )
+    trace: bool = False
+
+
+class ChunkHit(BaseModel):
+    score: float
+    stages: dict[str, float]
+    doc_id: str
+    chunk_id: str
+    source: str
+    title: str
+    page: int | None
+    section: str | None
+    start: int
+    end: int
+    text: str
+
+    @classmethod
+    def of(cls, hit: ScoredChunk) -> ChunkHit:
+        c = hit.chunk
+        return cls(
+            score=hit.score,
+            stages=hit.stages,
+            doc_id=c.doc_id,
+            chunk_id=c.id,
+            source=c.metadata.get("source", ""),
+            title=c.metadata.get("title", ""),
+            page=c.page,
+            section=c.section,
+            start=c.start,
+            end=c.end,
+            text=c.text,
+        )
+
+
+class GatedDocument(BaseModel):
+    doc_id: str
+    source: str
+    title: str
+    score: float
+
+
+class SearchTracePublic(BaseModel):
+    gated: list[GatedDocument]
+    candidates: list[ChunkHit]
+    reranked: list[ChunkHit]
+    timings_ms: dict[str, float]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    hits: list[ChunkHit]
+    trace: SearchTracePublic | None = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,20 +12,10 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, rt_from, table
+from cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, rt_from, table
 from core.errors import KBError
-from ingest.pipeline import Ingestor, Outcome
-from retrieval.evaluate import (
-    EvalDataset,
-    EvalReport,
-    cached_kb_ready,
-    default_configs,
-    eval_kb_name,
-    evaluate,
-    load_dataset,
-)
+from evaluation import EvalReport, EvalRun, load_dataset, run_eval
 from retrieval.pipeline import SearchOptions, SearchResult
-from retrieval.rerank import EmbeddingReranker
 
 
 def search(
@@ -127,6 +117,9 @@ def evaluate_cmd(
     max_queries: Annotated[int | None, typer.Option(help="Evaluate only the first N queries.")] = None,
     embedding_model: Annotated[str | None, typer.Option(help="Model of the evaluation knowledge base.")] = None,
     configs: Annotated[str | None, typer.Option(help="Comma-separated configurations (default: all).")] = None,
+    warm_rerank: Annotated[
+        bool, typer.Option(help="Embed every chunk with an embedding reranker first (cached on disk).")
+    ] = True,
 ) -> None:
     """Ingest a labelled corpus (cached) and report nDCG@10, recall@k, MRR@10, gate recall and latency per
     configuration: dense, lexical, hybrid, two-stage, two-stage + rerank, the default pipeline."""
@@ -135,27 +128,20 @@ def evaluate_cmd(
         fail(f"no such dataset: {dataset_path}", as_json=False)
     try:
         dataset = load_dataset(dataset_path, split).limit(max_queries)
-        kb, embedder, ingest_seconds = _eval_kb(rt, dataset, embedding_model)
-        retriever = rt.retriever
-        _warm_reranker(rt, kb)
-        chosen = default_configs(SearchOptions.from_settings(rt.settings), has_reranker=retriever.reranker is not None)
-        if configs:
-            names = [c.strip() for c in configs.split(",")]
-            unknown = [n for n in names if n not in chosen]
-            if unknown:
-                fail(f"unknown configuration(s) {unknown}; choose from {list(chosen)}", as_json=False)
-            chosen = {n: chosen[n] for n in names}
-        report = evaluate(retriever, kb, embedder, dataset, chosen, backend=rt.settings.backend, progress=_progress)
-    except KBError as exc:
+        run = EvalRun(rt.settings, rt.catalog, rt.retriever)
+        report = run_eval(
+            run,
+            dataset,
+            embedding_model=embedding_model,
+            configs=[c.strip() for c in configs.split(",")] if configs else None,
+            warm_rerank=warm_rerank,
+            progress=_bar,
+        )
+    except (KBError, ValueError, RuntimeError) as exc:
         fail(str(exc), as_json=False)
-    report.ingest_seconds = ingest_seconds
-    report.info.update(
-        {
-            "embedding_model": kb.embedding.name,
-            "reranker": getattr(retriever.reranker, "name", None),
-            "split": split,
-        }
-    )
+    report.info["split"] = split
+    if report.info["cached_kb"]:
+        err_console.print(f"used the cached knowledge base {report.info['knowledge_base']!r}")
     _print_report(report)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -163,74 +149,18 @@ def evaluate_cmd(
         out_console.print(f"report written to {output}")
 
 
-def _eval_kb(rt: Runtime, dataset: EvalDataset, embedding_model: str | None) -> tuple[Any, Any, float]:
-    model = embedding_model or rt.settings.embedding_model
-    name = eval_kb_name(dataset, model, f"{rt.settings.chunk_size}/{rt.settings.chunk_overlap}")
-    kb = cached_kb_ready(rt.store, name, dataset.unique_documents)
-    if kb is not None:
-        err_console.print(f"using cached knowledge base {name!r}")
-        return kb, rt.catalog.open(name)[1], 0.0
-    kb, _ = rt.catalog.get_or_create(name, embedding_model=model)
-    _, embedder = rt.catalog.open(name)
-    ingestor = Ingestor.from_settings(rt.settings, store=rt.store, kb=kb, embedder=embedder)
-    items = list(dataset.corpus.values())
-    started = time.perf_counter()
-    with _bar("ingest", len(items)) as (progress, task):
-        results = ingestor.ingest(items, on_result=lambda _r: progress.advance(task))
-    failed = [r for r in results if r.outcome == Outcome.FAILED]
-    if failed:
-        err_console.print(
-            f"{len(failed)} corpus documents failed to ingest, e.g. {failed[0].source}: {failed[0].error}"
-        )
-    return kb, embedder, time.perf_counter() - started
-
-
-def _warm_reranker(rt: Runtime, kb: Any) -> None:
-    """Embed every chunk with the reranking model once, in large batches, and keep the vectors on disk: the
-    evaluation then measures reranking on warm caches, as a long-running service would see them."""
-    reranker = rt.retriever.reranker
-    if not isinstance(reranker, EmbeddingReranker):
-        return
-    cache = rt.settings.data_dir / "cache" / "rerank" / f"{reranker.embedder.info.fingerprint}-{kb.key}.npz"
-    reranker.load_cache(cache)
-    texts = [c.text for batch in rt.store.iter_chunks(kb) for c in batch]
-    missing = [t for t in texts if not reranker.has(t)]
-    if not missing:
-        return
-    with _bar("rerank cache", len(missing)) as (progress, task):
-        for i in range(0, len(missing), 256):
-            reranker.passage_vectors(missing[i : i + 256])
-            progress.advance(task, len(missing[i : i + 256]))
-    reranker.save_cache(cache)
-
-
-def _bar(label: str, total: int) -> Any:
-    from contextlib import contextmanager
-
-    @contextmanager
-    def cm() -> Any:
-        with Progress(
-            TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as progress:
-            yield progress, progress.add_task(label, total=total)
-
-    return cm()
-
-
-def _progress(name: str) -> Callable[[Iterable[Any]], Iterable[Any]]:
-    def wrap(items: Iterable[Any]) -> Iterable[Any]:
-        items = list(items)
-        with _bar(name, len(items)) as (progress, task):
-            for item in items:
-                yield item
-                progress.advance(task)
-
-    return wrap
+@contextmanager
+def _bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    with Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
 
 
 def _print_report(report: EvalReport) -> None:

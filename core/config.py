@@ -53,12 +53,14 @@ class Settings(BaseSettings):
     search_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
     search_top_k: int = Field(default=10, ge=1, le=200)
     search_candidates: int = Field(default=50, ge=1, le=1000, description="Chunks per retriever before fusion.")
+    rrf_k: int = Field(default=20, ge=1, le=1000, description="Reciprocal rank fusion constant k.")
     gate: bool = Field(default=True, description="Two-stage: pick documents by their summaries first.")
     gate_docs: int = Field(default=20, ge=1, le=1000, description="Documents the gate keeps (N).")
     gate_fallback: bool = Field(default=True, description="Also search all chunks, so a wrong gate hides nothing.")
-    rerank_backend: Literal["none", "embedding", "cross-encoder"] = Field(
-        default="embedding",
-        description="'embedding': re-score with a second bi-encoder; 'cross-encoder': any CrossEncoder.",
+    rerank_backend: Literal["auto", "none", "embedding", "cross-encoder"] = Field(
+        default="auto",
+        description="'embedding': re-score with a second bi-encoder; 'cross-encoder': any CrossEncoder; "
+        "'auto': 'embedding' on CUDA, 'none' on CPU (measured: +0.8 nDCG@10 for 1.4 s/query on 2 CPU cores).",
     )
     rerank_model: str = Field(
         default="intfloat/multilingual-e5-small",

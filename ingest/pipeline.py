@@ -158,6 +158,8 @@ class Ingestor:
             raise error
         for r in self._flush(batch):
             emit(r)
+        if any(r.outcome in (Outcome.ADDED, Outcome.REPLACED) for r in results):
+            self.store.seal(self.kb)
         return sorted(results, key=lambda r: r.index)
 
     # -- producer: parsing, chunking, summaries -----------------------------------------------------

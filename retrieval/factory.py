@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from core.config import Settings
 from embeddings.pool import EmbedderPool
+from embeddings.sentence import resolve_device
 from retrieval.lexical import LexicalIndexes
 from retrieval.pipeline import Retriever
 from retrieval.rerank import Reranker, load_reranker
 from stores.base import VectorStore
 
 
+def rerank_kind(settings: Settings) -> str:
+    """The reranker actually used: 'auto' re-scores only where it is cheap enough, i.e. on a GPU."""
+    if settings.rerank_backend != "auto":
+        return settings.rerank_backend
+    return "embedding" if resolve_device(settings.embedding_device).startswith("cuda") else "none"
+
+
 def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | None:
-    if settings.rerank_backend == "none":
+    kind = rerank_kind(settings)
+    if kind == "none":
         return None
     return load_reranker(
-        settings.rerank_backend,
+        kind,
         settings.rerank_model,
         embedders=embedders,
         device=settings.embedding_device,

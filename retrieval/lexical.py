@@ -15,7 +15,7 @@ import shutil
 import threading
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -69,11 +69,14 @@ def lexical_tokens(text: str) -> list[str]:
 
 @dataclass
 class LexicalIndex:
-    """BM25 over the chunks of one knowledge base at one revision."""
+    """BM25 over the chunks of one knowledge base at one revision, and over whole documents (all their chunks'
+    terms together) for the document gate."""
 
     revision: str
     chunks: list[Chunk]
-    bm25: Any  # bm25s.BM25, or None when the knowledge base has no chunks
+    bm25: Any  # bm25s.BM25 over chunks, or None when the knowledge base has no chunks
+    doc_ids: list[str] = field(default_factory=list)
+    doc_bm25: Any = None  # bm25s.BM25 over documents
 
     @classmethod
     def build(cls, chunks: list[Chunk], revision: str) -> LexicalIndex:
@@ -81,9 +84,30 @@ class LexicalIndex:
 
         if not chunks:
             return cls(revision, [], None)
+        tokens = [lexical_tokens(c.text) for c in chunks]
         bm25 = bm25s.BM25()
-        bm25.index([lexical_tokens(c.text) for c in chunks], show_progress=False)
-        return cls(revision, chunks, bm25)
+        bm25.index(tokens, show_progress=False)
+        by_doc: dict[str, list[str]] = {}
+        for chunk, terms in zip(chunks, tokens, strict=True):
+            by_doc.setdefault(chunk.doc_id, []).extend(terms)
+        doc_bm25 = bm25s.BM25()
+        doc_bm25.index(list(by_doc.values()), show_progress=False)
+        return cls(revision, chunks, bm25, list(by_doc), doc_bm25)
+
+    def search_documents(self, query: str, *, top_k: int) -> list[tuple[str, float]]:
+        """Document ids ranked by BM25 over each document's whole text, best first."""
+        if self.doc_bm25 is None:
+            return []
+        ids = self.doc_bm25.get_tokens_ids(lexical_tokens(query))
+        if not ids:
+            return []
+        scores = np.asarray(self.doc_bm25.get_scores_from_ids(ids), dtype=np.float32)
+        k = min(top_k, int(np.count_nonzero(scores)))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self.doc_ids[i], float(scores[i])) for i in top]
 
     def search(
         self, query: str, *, top_k: int, doc_ids: Sequence[str] | None = None, filters: Filters | None = None
@@ -121,9 +145,10 @@ class LexicalIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         with (tmp / "chunks.pkl").open("wb") as f:
-            pickle.dump((self.revision, self.chunks), f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((self.revision, self.chunks, self.doc_ids), f, protocol=pickle.HIGHEST_PROTOCOL)
         if self.bm25 is not None:
             self.bm25.save(tmp / "bm25", show_progress=False)
+            self.doc_bm25.save(tmp / "doc_bm25", show_progress=False)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
@@ -132,9 +157,12 @@ class LexicalIndex:
         import bm25s
 
         with (folder / "chunks.pkl").open("rb") as f:
-            revision, chunks = pickle.load(f)
-        bm25 = bm25s.BM25.load(folder / "bm25", show_progress=False) if (folder / "bm25").exists() else None
-        return cls(revision, chunks, bm25)
+            revision, chunks, doc_ids = pickle.load(f)
+        if not (folder / "bm25").exists():
+            return cls(revision, chunks, None)
+        bm25 = bm25s.BM25.load(folder / "bm25", show_progress=False)
+        doc_bm25 = bm25s.BM25.load(folder / "doc_bm25", show_progress=False)
+        return cls(revision, chunks, bm25, doc_ids, doc_bm25)
 
 
 def matches_filters(chunk: Chunk, filters: Filters | None) -> bool:

@@ -3,23 +3,27 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
+
 from core.config import Settings
 from core.errors import InvalidInput
 from core.records import KnowledgeBase, ScoredChunk, ScoredDocument
 from embeddings.base import Embedder
-from retrieval.fusion import RRF_K, rrf
-from retrieval.lexical import LexicalIndexes
+from retrieval.fusion import rrf
+from retrieval.lexical import LexicalIndex, LexicalIndexes
 from retrieval.rerank import Reranker
 from stores.base import Filters, VectorStore
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MAX_QUERY_CHARS = 4_000
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TOP_K = 200
 
 
@@ -36,7 +40,7 @@ class SearchOptions:
     rerank: bool = True
     rerank_candidates: int = 20  # M fused candidates re-scored by the reranker
     rerank_fusion: bool = True  # fuse reranker ranks with first-stage ranks instead of replacing them
-    rrf_k: int = RRF_K
+    rrf_k: int = 20  # measured on SciFact dev, two-stage nDCG@10: k=60 0.714, k=20 0.724, k=10 0.726
     filters: Filters | None = None
     trace: bool = False
 
@@ -50,9 +54,10 @@ class SearchOptions:
             gate_docs=settings.gate_docs,
             fallback=settings.gate_fallback,
             candidates=settings.search_candidates,
-            rerank=settings.rerank_backend != "none",
+            rerank=settings.rerank_backend != "none",  # without a loaded reranker this is a no-op
             rerank_candidates=settings.rerank_candidates,
             rerank_fusion=settings.rerank_fusion,
+            rrf_k=settings.rrf_k,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -68,8 +73,13 @@ class SearchOptions:
         if self.filters is not None and not isinstance(self.filters, dict):
             raise InvalidInput(f"filters must be an object of field -> value(s), got {self.filters!r}")
         for key, value in (self.filters or {}).items():
+            if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+                raise InvalidInput(f"filter key {key!r} may only contain letters, digits, '_' and '-'")
             if isinstance(value, list) and not value:
                 raise InvalidInput(f"filter {key!r} has an empty list of values; it would match nothing")
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str | int | float | bool) for v in values):
+                raise InvalidInput(f"filter {key!r} must be a string, number or boolean, or a list of them")
         return self
 
 
@@ -115,15 +125,16 @@ class Retriever:
             with timer("lexical"):
                 lexical_global = lexical_index.search(query, top_k=depth, filters=options.filters)
 
-        gate_rank: dict[str, int] = {}
+        gate_scores: dict[str, float] = {}
         if options.gate:
             with timer("gate"):
-                trace.gated = self._gate(kb, qv, lexical_global, options)
-                gate_rank = {d.document.id: i for i, d in enumerate(trace.gated, start=1)}
+                trace.gated, gate_scores = self._gate(
+                    kb, qv, query if use_lexical else None, lexical_index, depth, options
+                )
 
         dense: list[ScoredChunk] = []
         lexical: list[ScoredChunk] = []
-        gated_ids = list(gate_rank)
+        gated_ids = [d.document.id for d in trace.gated]
         global_search = not options.gate or options.fallback or not gated_ids
         if use_dense and qv is not None:
             with timer("dense"):
@@ -141,7 +152,7 @@ class Retriever:
                 lexical = _merge_by_score(lists)
 
         with timer("fusion"):
-            candidates = _fuse(dense, lexical, gate_rank, options)
+            candidates = _fuse(dense, lexical, gate_scores, options)
         if options.trace:
             trace.candidates = candidates[: max(depth, options.rerank_candidates)]
 
@@ -155,23 +166,31 @@ class Retriever:
         return SearchResult(query=query, hits=hits[: options.top_k], trace=trace)
 
     def _gate(
-        self, kb: KnowledgeBase, qv: object, lexical: list[ScoredChunk], options: SearchOptions
-    ) -> list[ScoredDocument]:
-        """Stage 1: documents ranked by summary similarity, fused with their best lexical chunk rank."""
+        self,
+        kb: KnowledgeBase,
+        qv: np.ndarray | None,
+        query: str | None,
+        lexical_index: LexicalIndex | None,
+        depth: int,
+        options: SearchOptions,
+    ) -> tuple[list[ScoredDocument], dict[str, float]]:
+        """Stage 1: documents ranked by summary similarity (dense) and by BM25 over their whole text, fused.
+        Returns the top N documents and the fused score of every document either ranking reached."""
         rankings: list[list[str]] = []
         docs: dict[str, ScoredDocument] = {}
+        depth = max(depth, options.gate_docs)
         if qv is not None:
-            dense_docs = self.store.search_documents(kb, qv, top_k=options.gate_docs)[0]
+            dense_docs = self.store.search_documents(kb, qv, top_k=depth)[0]
             docs.update((d.document.id, d) for d in dense_docs)
             rankings.append([d.document.id for d in dense_docs])
-        if lexical:
-            rankings.append(list(dict.fromkeys(c.chunk.doc_id for c in lexical)))
+        if query is not None and lexical_index is not None:
+            rankings.append([d for d, _ in lexical_index.search_documents(query, top_k=depth)])
         fused = rrf(rankings, k=options.rrf_k)
         order = sorted(fused, key=lambda d: -fused[d])[: options.gate_docs]
         missing = [d for d in order if d not in docs]
         if missing:
             docs.update((i, ScoredDocument(doc, 0.0)) for i, doc in self.store.get_documents(kb, missing).items())
-        return [replace(docs[d], score=fused[d]) for d in order if d in docs]
+        return [replace(docs[d], score=fused[d]) for d in order if d in docs], fused
 
     def _rerank(self, query: str, candidates: list[ScoredChunk], options: SearchOptions) -> list[ScoredChunk]:
         assert self.reranker is not None
@@ -215,9 +234,10 @@ def _merge_by_score(lists: list[list[ScoredChunk]]) -> list[ScoredChunk]:
 
 
 def _fuse(
-    dense: list[ScoredChunk], lexical: list[ScoredChunk], gate_rank: dict[str, int], options: SearchOptions
+    dense: list[ScoredChunk], lexical: list[ScoredChunk], gate_scores: dict[str, float], options: SearchOptions
 ) -> list[ScoredChunk]:
-    """Reciprocal rank fusion of the dense and lexical lists, plus the gate rank of each chunk's document."""
+    """Reciprocal rank fusion of the dense and lexical chunk lists, plus the document-level RRF terms of each
+    chunk's document (its summary rank and its whole-document BM25 rank) from the gate."""
     chunks: dict[str, ScoredChunk] = {}
     for name, hits in (("dense", dense), ("lexical", lexical)):
         for hit in hits:
@@ -226,10 +246,10 @@ def _fuse(
     rankings = [[h.chunk.id for h in hits] for hits in (dense, lexical) if hits]
     fused = rrf(rankings, k=options.rrf_k)
     for cid, chunk in chunks.items():
-        rank = gate_rank.get(chunk.chunk.doc_id)
-        if rank is not None:
-            chunk.stages["gate"] = 1.0 / (options.rrf_k + rank)
-            fused[cid] += chunk.stages["gate"]
+        doc_score = gate_scores.get(chunk.chunk.doc_id)
+        if doc_score is not None:
+            chunk.stages["gate"] = doc_score
+            fused[cid] += doc_score
         chunk.score = fused[cid]
     return sorted(chunks.values(), key=lambda c: -c.score)
 

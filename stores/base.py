@@ -73,6 +73,10 @@ class VectorStore(Protocol):
     def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
         """Every chunk of READY documents, without vectors, in batches of at most ``batch_size``."""
 
+    def seal(self, kb: KnowledgeBase) -> None:
+        """Make recent writes fast to search (Milvus seals and indexes growing segments, which are otherwise
+        searched by brute force); a no-op where writes are indexed at once."""
+
     def kb_revision(self, kb: KnowledgeBase) -> str:
         """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
         indexes (the lexical one) are rebuilt when it moves."""

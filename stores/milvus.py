@@ -327,6 +327,11 @@ class MilvusStore:
         finally:
             it.close()
 
+    def seal(self, kb: KnowledgeBase) -> None:
+        with self._lock:
+            self.client.flush(self._chunks(kb))
+            self.client.flush(self._docs(kb))
+
     def kb_revision(self, kb: KnowledgeBase) -> str:
         rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
         if not rows:

@@ -278,6 +278,9 @@ class PgvectorStore:
             while rows := cur.fetchmany(batch_size):
                 yield [_chunk(r) for r in rows]
 
+    def seal(self, kb: KnowledgeBase) -> None:
+        """HNSW indexes in PostgreSQL are maintained on every insert: nothing to do."""
+
     def kb_revision(self, kb: KnowledgeBase) -> str:
         with self._tx() as conn:
             row = conn.execute("SELECT info ->> 'revision' AS r FROM kb_registry WHERE key = %s", (kb.key,)).fetchone()

@@ -60,11 +60,13 @@ def test_index_ranks_masks_and_round_trips(tmp_path: Path) -> None:
     assert index.search("北京首都", top_k=5)[0].chunk.id == "c3"
     assert index.search("insulin", top_k=10, filters={"lang": "zh"}) == []
     assert index.search("the of and", top_k=10) == []  # only stopwords
+    assert [d for d, _ in index.search_documents("insulin diabetes", top_k=5)] == ["d2", "d1"]
 
     index.save(tmp_path / "idx")
     loaded = LexicalIndex.load(tmp_path / "idx")
     assert loaded.revision == "rev1"
     assert [h.chunk.id for h in loaded.search("insulin diabetes", top_k=10)] == ["c2", "c1"]
+    assert [d for d, _ in loaded.search_documents("北京", top_k=5)] == ["d3"]
     assert LexicalIndex.build([], "empty").search("anything", top_k=3) == []
 
 
@@ -79,14 +81,18 @@ def test_filters_match_like_the_stores() -> None:
 
 @pytest.mark.integration
 def test_index_follows_ingest_replace_and_delete(
-    store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path  # type: ignore[no-untyped-def]
+    store: VectorStore,
+    kb: KnowledgeBase,
+    embedder,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     ingestor = Ingestor.from_settings(Settings(chunk_size=64, chunk_overlap=8), store=store, kb=kb, embedder=embedder)
     indexes = LexicalIndexes(store, tmp_path / "lexical")
     assert indexes.get(kb).search("zebra", top_k=5) == []
 
-    ingestor.ingest([SourceItem("a.txt", text="The zebra grazes on the savanna."),
-                     SourceItem("b.txt", text="斑马在草原上吃草。")])
+    ingestor.ingest(
+        [SourceItem("a.txt", text="The zebra grazes on the savanna."), SourceItem("b.txt", text="斑马在草原上吃草。")]
+    )
     index = indexes.get(kb)
     assert [h.source for h in index.search("zebras", top_k=5)] == ["a.txt"]
     assert [h.source for h in index.search("斑马", top_k=5)] == ["b.txt"]

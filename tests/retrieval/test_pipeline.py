@@ -38,7 +38,9 @@ CORPUS = {
 @pytest.fixture
 def loaded(store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path) -> Iterator[Retriever]:  # type: ignore[no-untyped-def]
     ingestor = Ingestor.from_settings(Settings(chunk_size=48, chunk_overlap=8), store=store, kb=kb, embedder=embedder)
-    ingestor.ingest([SourceItem(name, text=text, metadata={"topic": name.split(".")[0]}) for name, text in CORPUS.items()])
+    ingestor.ingest(
+        [SourceItem(name, text=text, metadata={"topic": name.split(".")[0]}) for name, text in CORPUS.items()]
+    )
     yield Retriever(store, LexicalIndexes(store, tmp_path / "lexical"))
 
 
@@ -48,9 +50,14 @@ def _sources(result) -> list[str]:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
 @pytest.mark.parametrize("gate", [False, True])
-def test_every_mode_finds_the_right_document(loaded: Retriever, kb: KnowledgeBase, embedder, mode: str, gate: bool) -> None:  # type: ignore[no-untyped-def]
+def test_every_mode_finds_the_right_document(
+    loaded: Retriever, kb: KnowledgeBase, embedder, mode: str, gate: bool
+) -> None:  # type: ignore[no-untyped-def]
     options = SearchOptions(top_k=3, mode=mode, gate=gate, rerank=False, trace=True)  # type: ignore[arg-type]
-    assert _sources(loaded.search(kb, embedder, "how do seismometers warn of a volcanic eruption", options))[0] == "volcano.md"
+    assert (
+        _sources(loaded.search(kb, embedder, "how do seismometers warn of a volcanic eruption", options))[0]
+        == "volcano.md"
+    )
     assert _sources(loaded.search(kb, embedder, "sort a list in python", options))[0] == "python.md"
     if mode != "dense":  # MiniLM is English-only; the lexical side carries Chinese
         assert _sources(loaded.search(kb, embedder, "大熊猫吃什么", options))[0] == "熊猫.txt"
@@ -69,11 +76,15 @@ def test_hits_carry_provenance_stage_scores_and_trace(loaded: Retriever, kb: Kno
     assert result.trace.candidates and result.trace.reranked == []
 
 
-def test_strict_gate_only_returns_gated_documents_and_fallback_widens(loaded: Retriever, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_strict_gate_only_returns_gated_documents_and_fallback_widens(
+    loaded: Retriever, kb: KnowledgeBase, embedder
+) -> None:  # type: ignore[no-untyped-def]
     strict = SearchOptions(top_k=10, gate=True, gate_docs=1, fallback=False, rerank=False, trace=True)
     result = loaded.search(kb, embedder, "volcano eruption", strict)
     assert {h.chunk.doc_id for h in result.hits} == {result.trace.gated[0].document.id}
-    widened = loaded.search(kb, embedder, "volcano eruption", SearchOptions(top_k=10, gate_docs=1, fallback=True, rerank=False))
+    widened = loaded.search(
+        kb, embedder, "volcano eruption", SearchOptions(top_k=10, gate_docs=1, fallback=True, rerank=False)
+    )
     assert len({h.chunk.doc_id for h in widened.hits}) > 1
 
 
@@ -98,14 +109,18 @@ def test_bad_queries_and_options_are_refused(loaded: Retriever, kb: KnowledgeBas
         loaded.search(kb, embedder, "bread", SearchOptions(filters={"source": []}))
 
 
-def test_embedding_reranker_rescores_with_a_second_model(loaded: Retriever, kb: KnowledgeBase, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_reranker_rescores_with_a_second_model(
+    loaded: Retriever, kb: KnowledgeBase, embedder, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     reranker = EmbeddingReranker(embedder)  # the real model as its own second opinion: scores are cosines
     retriever = Retriever(loaded.store, loaded.lexical, reranker)
     options = SearchOptions(top_k=3, rerank=True, rerank_candidates=4, rerank_fusion=False, trace=True)
     result = retriever.search(kb, embedder, "kneading dough and baking", options)
     assert _sources(result)[0] == "bread.md"
     reranked = result.trace.reranked
-    assert len(reranked) == 4 and [h.score for h in reranked] == sorted((h.stages["rerank"] for h in reranked), reverse=True)
+    assert len(reranked) == 4 and [h.score for h in reranked] == sorted(
+        (h.stages["rerank"] for h in reranked), reverse=True
+    )
     q = embedder.embed_queries(["kneading dough and baking"])[0]
     expected = float(embedder.embed_documents([reranked[0].chunk.text])[0] @ q)
     assert reranked[0].stages["rerank"] == pytest.approx(expected, abs=1e-5)
@@ -121,7 +136,9 @@ def test_cross_encoder_reranker_plumbing(loaded: Retriever, kb: KnowledgeBase, e
     scores = reranker.score(["q1", "q2"], [["a", "b", "c"], ["d"]])
     assert [s.shape for s in scores] == [(3,), (1,)] and all(np.isfinite(s).all() for s in scores)
     retriever = Retriever(loaded.store, loaded.lexical, reranker)
-    result = retriever.search(kb, embedder, "green tea", SearchOptions(top_k=5, rerank_candidates=3, rerank_fusion=False, trace=True))
+    result = retriever.search(
+        kb, embedder, "green tea", SearchOptions(top_k=5, rerank_candidates=3, rerank_fusion=False, trace=True)
+    )
     head = result.trace.reranked
     assert [h.stages["rerank"] for h in head] == sorted((h.stages["rerank"] for h in head), reverse=True)
     assert len(result.hits) == 5
@@ -140,3 +157,18 @@ def test_offline_multilingual_e5_model_is_built_and_multilingual() -> None:
     q = model.embed_queries(["大熊猫吃什么？"])[0]
     docs = model.embed_documents([CORPUS["熊猫.txt"], CORPUS["bread.md"]])
     assert docs[0] @ q > docs[1] @ q + 0.05
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"a b": "x"}, "filter key 'a b' may only contain letters, digits, '_' and '-'"),
+        ({'x"]or 1': "x"}, "may only contain letters"),
+        ({"topic": {"$gt": 1}}, "filter 'topic' must be a string, number or boolean, or a list of them"),
+        ({"topic": [None]}, "must be a string, number or boolean"),
+    ],
+)
+def test_filter_validation(filters: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[")):
+        SearchOptions(filters=filters).validate()

@@ -148,3 +148,22 @@ def test_drop_removes_the_knowledge_base(store: VectorStore, embedder) -> None: 
     store.create_kb(kb)  # the name is free again, with empty collections
     assert store.count_chunks(kb) == 0
     store.drop_kb(kb.name)
+
+
+def test_iter_chunks_revision_and_seal(store: VectorStore, kb: KnowledgeBase) -> None:
+    start = store.kb_revision(kb)
+    _add(store, kb, "doc-a", 1)
+    after_publish = store.kb_revision(kb)
+    assert after_publish != start
+    _add(store, kb, "doc-b", 2, publish=False)  # unpublished: invisible, and the revision does not move
+    assert store.kb_revision(kb) == after_publish
+    batches = list(store.iter_chunks(kb, batch_size=2))
+    assert [len(b) for b in batches] == [2, 1]
+    chunks = [c for b in batches for c in b]
+    assert sorted(c.id for c in chunks) == ["doc-a:0", "doc-a:1", "doc-a:2"]
+    assert all(c.vector is None and c.text.startswith("doc-a text") and c.page for c in chunks)
+    store.seal(kb)
+    assert store.search_chunks(kb, _vec(kb.embedding.dimension, 100)[None, :], top_k=1)[0][0].chunk.id == "doc-a:0"
+    store.delete_document(kb, "doc-a")
+    assert store.kb_revision(kb) != after_publish
+    assert [c for b in store.iter_chunks(kb) for c in b] == []

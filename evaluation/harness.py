@@ -24,6 +24,7 @@ from core.records import DocStatus, KnowledgeBase
 from embeddings.base import Embedder
 from ingest.sources import SourceItem
 from retrieval.pipeline import Retriever, SearchOptions, SearchResult
+from stores.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,11 @@ class EvalReport:
     ingest_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def best(self) -> str:
+        """The configuration with the highest value of the first measure (nDCG@10 for BEIR)."""
+        return str(self.summary[self.summary.columns[0]].idxmax())
+
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
@@ -148,6 +154,7 @@ class EvalReport:
             "documents": self.n_documents,
             "chunks": self.n_chunks,
             "ingest_seconds": round(self.ingest_seconds, 1),
+            "best": self.best,
             "summary": json.loads(self.summary.round(4).to_json(orient="index")),
             "latency_ms": {
                 cfg: json.loads(g.drop(columns="config").set_index("stage").round(1).to_json(orient="index"))
@@ -164,9 +171,10 @@ def run_queries(
     dataset: EvalDataset,
     options: SearchOptions,
     *,
-    progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x,
+    progress: Callable[[list[Any]], Iterable[Any]] = lambda x: x,
 ) -> dict[str, SearchResult]:
-    return {qid: retriever.search(kb, embedder, text, options) for qid, text in progress(dataset.queries.items())}
+    queries = list(dataset.queries.items())
+    return {qid: retriever.search(kb, embedder, text, options) for qid, text in progress(queries)}
 
 
 def doc_run(results: dict[str, SearchResult]) -> dict[str, dict[str, float]]:
@@ -234,7 +242,7 @@ def evaluate(
     configs: dict[str, SearchOptions],
     *,
     backend: str,
-    progress: Callable[[str], Callable[[Iterable[Any]], Iterable[Any]]] | None = None,
+    progress: Callable[[str], Callable[[list[Any]], Iterable[Any]]] | None = None,
 ) -> EvalReport:
     rows, latency, per_query = [], [], []
     for name, options in configs.items():
@@ -264,7 +272,7 @@ def eval_kb_name(dataset: EvalDataset, embedding_model: str, chunking: str) -> s
     return f"eval-{dataset.name}-{digest}"
 
 
-def cached_kb_ready(store: Any, name: str, n_docs: int) -> KnowledgeBase | None:
+def cached_kb_ready(store: VectorStore, name: str, n_docs: int) -> KnowledgeBase | None:
     try:
         kb = store.get_kb(name)
     except KnowledgeBaseNotFound:

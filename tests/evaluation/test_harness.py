@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from core.errors import InvalidInput
-from core.records import Chunk, ScoredChunk, ScoredDocument, Document
-from retrieval.evaluate import EvalDataset, doc_run, gate_recall, load_beir, load_dataset, load_squad, score
+from core.records import Chunk, Document, ScoredChunk, ScoredDocument
+from evaluation.harness import doc_run, gate_recall, load_beir, load_dataset, load_squad, score
 from retrieval.pipeline import SearchResult, SearchTrace
 from tests.conftest import SHARED_DATA, needs_shared
 
@@ -41,8 +41,9 @@ def _result(sources: list[str], gated: list[str] | None = None) -> SearchResult:
         ScoredChunk(Chunk(id=f"{s}#{i}", doc_id=f"h-{s}", ord=0, text="", hash="", metadata={"source": s}), 1.0)
         for i, s in enumerate(sources)
     ]
-    trace = SearchTrace(gated=[ScoredDocument(Document(id=f"h-{g}", source=g, title="", format="txt"), 1.0)
-                               for g in gated or []])
+    trace = SearchTrace(
+        gated=[ScoredDocument(Document(id=f"h-{g}", source=g, title="", format="txt"), 1.0) for g in gated or []]
+    )
     return SearchResult("q", hits, trace)
 
 
@@ -108,7 +109,7 @@ def test_kb_eval_command_reports_every_configuration(tmp_path: Path, backend: st
     assert report["latency_ms"]["two-stage"]["total"]["p50"] > 0
     # The second run reuses the cached knowledge base.
     again = CliRunner().invoke(app, [*args, "eval", str(folder), "--split", "test", "--configs", "lexical"], env=env)
-    assert again.exit_code == 0 and "using cached knowledge base" in again.output
+    assert again.exit_code == 0 and "used the cached knowledge base" in again.output
     assert "lexical" in again.output
     bad = CliRunner().invoke(app, [*args, "eval", str(folder), "--configs", "nope"], env=env)
     assert bad.exit_code == 2 and "unknown configuration" in bad.output

@@ -1,0 +1,68 @@
+"""POST /v1/knowledge-bases/{kb}/search through the real app (lifespan loads the models once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.config import Settings
+from ingest.pipeline import Ingestor
+from ingest.sources import SourceItem
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), chunk_size=64, chunk_overlap=8)
+    with TestClient(create_app(settings)) as c:
+        app = c.app
+        kb = app.state.catalog.create("手册 one")  # type: ignore[attr-defined]
+        _, embedder = app.state.catalog.open("手册 one")  # type: ignore[attr-defined]
+        Ingestor.from_settings(settings, store=app.state.store, kb=kb, embedder=embedder).ingest(  # type: ignore[attr-defined]
+            [
+                SourceItem("pumps.md", text="# Pumps\n\nCentrifugal pumps move water with a spinning impeller."),
+                SourceItem("valves.md", text="# Valves\n\nA check valve lets fluid flow in one direction only."),
+                SourceItem("泵.txt", text="离心泵依靠叶轮旋转输送液体。"),
+            ]
+        )
+        yield c
+
+
+URL = "/v1/knowledge-bases/%E6%89%8B%E5%86%8C%20one/search"
+
+
+def test_search_returns_ranked_chunks_with_provenance(client: TestClient) -> None:
+    r = client.post(URL, json={"query": "which valve only allows one-way flow", "top_k": 2, "trace": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["hits"][0]["source"] == "valves.md" and len(body["hits"]) <= 2
+    hit = body["hits"][0]
+    assert hit["section"] == "Valves" and hit["end"] > hit["start"] and hit["doc_id"] and hit["chunk_id"]
+    assert body["trace"]["gated"][0]["source"] == "valves.md"
+    assert body["trace"]["timings_ms"]["total"] > 0
+    zh = client.post(URL, json={"query": "叶轮", "mode": "lexical"}).json()
+    assert zh["hits"][0]["source"] == "泵.txt" and zh.get("trace") is None
+
+
+def test_search_filters_and_errors(client: TestClient) -> None:
+    r = client.post(URL, json={"query": "pumps valves", "filters": {"source": ["pumps.md"]}})
+    assert r.status_code == 200 and {h["source"] for h in r.json()["hits"]} == {"pumps.md"}
+    cases = [
+        ({"query": ""}, "query"),
+        ({"query": "x", "top_k": 0}, "top_k"),
+        ({"query": "x", "mode": "fuzzy"}, "mode"),
+        ({"query": "x", "filters": {"bad key": "v"}}, "filter key 'bad key' may only contain"),
+        ({"query": "x", "filters": {"source": []}}, "empty list"),
+    ]
+    for body, message in cases:
+        r = client.post(URL, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert message in r.json()["error"]["message"]
+    missing = client.post("/v1/knowledge-bases/nope/search", json={"query": "x"})
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == "knowledge base 'nope' does not exist"
+    malformed = client.post(URL, content=b"{not json", headers={"content-type": "application/json"})
+    assert malformed.status_code == 422
