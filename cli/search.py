@@ -171,6 +171,10 @@ def _print_report(report: EvalReport) -> None:
         ["config", *summary.columns],
         [[name, *(f"{v:.4f}" if v == v else "-" for v in row)] for name, row in summary.iterrows()],
     )
+    out_console.print(
+        f"query embedding: {report.info.get('query_embedding_ms_per_query', 0):.1f} ms/query (all queries in one "
+        "batch; the per-query 'embed' stage below then reads the precomputed vectors)"
+    )
     lat = report.latency
     totals = lat[lat.stage == "total"].set_index("config")
     table("latency (ms)", ["config", "p50", "p95"], [[c, f"{r.p50:.1f}", f"{r.p95:.1f}"] for c, r in totals.iterrows()])
