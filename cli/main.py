@@ -36,6 +36,7 @@ def main(
     milvus_uri: Annotated[str | None, typer.Option(envvar="KB_MILVUS_URI", help="Milvus server URI.")] = None,
 ) -> None:
     ctx.obj = Runtime({"backend": backend, "data_dir": data_dir, "pg_dsn": dsn, "milvus_uri": milvus_uri})
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _kb_dict(kb: KnowledgeBase) -> dict[str, object]:

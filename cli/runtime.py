@@ -29,6 +29,12 @@ class Runtime:
     def __init__(self, overrides: dict[str, Any]) -> None:
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
 
+    def close(self) -> None:
+        """Close the store if this invocation opened one (its connection pool's threads must not outlive it)."""
+        store = self.__dict__.get("store")
+        if store is not None:
+            store.close()
+
     @cached_property
     def settings(self) -> Settings:
         return Settings(**self.overrides)
