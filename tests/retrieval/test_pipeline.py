@@ -172,3 +172,13 @@ def test_offline_multilingual_e5_model_is_built_and_multilingual() -> None:
 def test_filter_validation(filters: dict, message: str) -> None:
     with pytest.raises(InvalidInput, match=message.replace("[", r"\[")):
         SearchOptions(filters=filters).validate()
+
+
+@pytest.mark.unit
+def test_auto_reranker_only_where_it_is_cheap() -> None:
+    from retrieval.factory import build_reranker, rerank_kind
+
+    assert rerank_kind(Settings(rerank_backend="auto", embedding_device="cpu")) == "none"
+    assert rerank_kind(Settings(rerank_backend="auto", embedding_device="cuda:0")) == "embedding"
+    assert rerank_kind(Settings(rerank_backend="cross-encoder", embedding_device="cpu")) == "cross-encoder"
+    assert build_reranker(Settings(rerank_backend="none"), embedders=None) is None  # type: ignore[arg-type]
