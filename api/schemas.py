@@ -91,20 +91,7 @@ class ChunkHit(BaseModel):
 
     @classmethod
     def of(cls, hit: ScoredChunk) -> ChunkHit:
-        c = hit.chunk
-        return cls(
-            score=hit.score,
-            stages=hit.stages,
-            doc_id=c.doc_id,
-            chunk_id=c.id,
-            source=c.metadata.get("source", ""),
-            title=c.metadata.get("title", ""),
-            page=c.page,
-            section=c.section,
-            start=c.start,
-            end=c.end,
-            text=c.text,
-        )
+        return cls(**hit.provenance())
 
 
 class GatedDocument(BaseModel):

@@ -81,29 +81,13 @@ def _snippet(text: str, limit: int = 160) -> str:
 
 
 def result_json(result: SearchResult, *, trace: bool) -> dict[str, Any]:
-    def hit(h: Any) -> dict[str, Any]:
-        c = h.chunk
-        return {
-            "score": h.score,
-            "stages": h.stages,
-            "doc_id": c.doc_id,
-            "chunk_id": c.id,
-            "source": c.metadata.get("source", ""),
-            "title": c.metadata.get("title", ""),
-            "page": c.page,
-            "section": c.section,
-            "start": c.start,
-            "end": c.end,
-            "text": c.text,
-        }
-
-    out: dict[str, Any] = {"query": result.query, "hits": [hit(h) for h in result.hits]}
+    out: dict[str, Any] = {"query": result.query, "hits": [h.provenance() for h in result.hits]}
     if trace:
         t = result.trace
         out["trace"] = {
             "gated": [{"doc_id": d.document.id, "source": d.document.source, "score": d.score} for d in t.gated],
-            "candidates": [hit(h) for h in t.candidates],
-            "reranked": [hit(h) for h in t.reranked],
+            "candidates": [h.provenance() for h in t.candidates],
+            "reranked": [h.provenance() for h in t.reranked],
             "timings_ms": t.timings_ms,
         }
     return out

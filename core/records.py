@@ -123,6 +123,23 @@ class ScoredChunk:
     title: str = ""
     stages: dict[str, float] = field(default_factory=dict)  # per-stage scores (dense, lexical, gate, rerank …)
 
+    def provenance(self) -> dict[str, Any]:
+        """The hit as the CLI and the API show it: scores, ids, file name, title, page, section, offsets, text."""
+        c = self.chunk
+        return {
+            "score": self.score,
+            "stages": self.stages,
+            "doc_id": c.doc_id,
+            "chunk_id": c.id,
+            "source": c.metadata.get("source", ""),
+            "title": c.metadata.get("title", ""),
+            "page": c.page,
+            "section": c.section,
+            "start": c.start,
+            "end": c.end,
+            "text": c.text,
+        }
+
 
 @dataclass
 class ScoredDocument:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,8 +25,6 @@ from embeddings.base import Embedder
 from ingest.sources import SourceItem
 from retrieval.pipeline import Retriever, SearchOptions, SearchResult
 from stores.base import VectorStore
-
-log = logging.getLogger(__name__)
 
 BEIR_MEASURES = ("nDCG@10", "R@10", "R@100", "RR@10")
 QA_MEASURES = ("R@1", "R@5", "R@10", "RR@10", "nDCG@10")
@@ -217,7 +214,6 @@ def score(dataset: EvalDataset, run: dict[str, dict[str, float]]) -> tuple[dict[
     qrels = [ir_measures.Qrel(q, d, rel) for q, docs in dataset.qrels.items() for d, rel in docs.items()]
     # Queries with no hits still count (as zeros): trec_eval would silently skip them.
     run_rows = [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()]
-    aggregate = ir_measures.calc_aggregate(measures, qrels, run_rows)
     per_query = pd.DataFrame(
         [
             {"query": m.query_id, "measure": str(m.measure), "value": m.value}
@@ -226,7 +222,8 @@ def score(dataset: EvalDataset, run: dict[str, dict[str, float]]) -> tuple[dict[
     )
     table = per_query.pivot(index="query", columns="measure", values="value") if len(per_query) else pd.DataFrame()
     table = table.reindex(list(dataset.queries)).fillna(0.0)
-    means = {str(m): float(table[str(m)].mean()) if str(m) in table else float(aggregate.get(m, 0.0)) for m in measures}
+    # A measure with no rows at all (an empty run) is 0 for every query.
+    means = {str(m): float(table[str(m)].mean()) if str(m) in table else 0.0 for m in measures}
     return means, table
 
 

@@ -102,12 +102,7 @@ class LexicalIndex:
         if not ids:
             return []
         scores = np.asarray(self.doc_bm25.get_scores_from_ids(ids), dtype=np.float32)
-        k = min(top_k, int(np.count_nonzero(scores)))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.doc_ids[i], float(scores[i])) for i in top]
+        return [(self.doc_ids[i], float(scores[i])) for i in _top_positive(scores, top_k)]
 
     def search(
         self, query: str, *, top_k: int, doc_ids: Sequence[str] | None = None, filters: Filters | None = None
@@ -122,14 +117,9 @@ class LexicalIndex:
         scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
         if doc_ids is not None or filters:
             scores = scores * self._mask(doc_ids, filters)
-        k = min(top_k, int(np.count_nonzero(scores)))
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
         return [
             ScoredChunk(chunk=self.chunks[i], score=float(scores[i]), source=self.chunks[i].metadata.get("source", ""))
-            for i in top
+            for i in _top_positive(scores, top_k)
         ]
 
     def _mask(self, doc_ids: Sequence[str] | None, filters: Filters | None) -> np.ndarray:
@@ -163,6 +153,15 @@ class LexicalIndex:
         bm25 = bm25s.BM25.load(folder / "bm25", show_progress=False)
         doc_bm25 = bm25s.BM25.load(folder / "doc_bm25", show_progress=False)
         return cls(revision, chunks, bm25, doc_ids, doc_bm25)
+
+
+def _top_positive(scores: np.ndarray, top_k: int) -> np.ndarray:
+    """Positions of the ``top_k`` highest scores above zero, best first (ties keep index order)."""
+    k = min(top_k, int(np.count_nonzero(scores)))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def matches_filters(chunk: Chunk, filters: Filters | None) -> bool:

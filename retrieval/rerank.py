@@ -123,9 +123,8 @@ class EmbeddingReranker:
             return []
         q = self.embedder.embed_queries(list(queries))
         p = self.passage_vectors([x for ps in passages for x in ps])
-        sizes = [len(ps) for ps in passages]
-        offsets = np.cumsum([0, *sizes])
-        return [p[offsets[i] : offsets[i + 1]] @ q[i] for i in range(len(queries))]
+        blocks = _split(p, [len(ps) for ps in passages])
+        return [block @ q[i] for i, block in enumerate(blocks)]
 
 
 def _split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
