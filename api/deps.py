@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from catalog import Catalog
 from core.config import Settings
 from embeddings import EmbedderPool
+from generation.answer import Answerer
 from retrieval.pipeline import Retriever
 from stores import VectorStore
 
@@ -33,8 +34,13 @@ def _retriever(request: Request) -> Retriever:
     return request.app.state.retriever  # type: ignore[no-any-return]
 
 
+def _answerer(request: Request) -> Answerer:
+    return request.app.state.answerer  # type: ignore[no-any-return]
+
+
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 StoreDep = Annotated[VectorStore, Depends(_store)]
 EmbeddersDep = Annotated[EmbedderPool, Depends(_embedders)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RetrieverDep = Annotated[Retriever, Depends(_retriever)]
+AnswererDep = Annotated[Answerer, Depends(_answerer)]

@@ -19,6 +19,8 @@ STATUS: list[tuple[type[errors.KBError], int]] = [
     (errors.ParseError, 422),
     (errors.InvalidInput, 422),
     (errors.EmbeddingError, 502),
+    (errors.LLMTimeout, 504),
+    (errors.LLMUnavailable, 502),
     (errors.StoreError, 503),
 ]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from core.records import KnowledgeBase, ScoredChunk
+from generation.answer import Answer
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -112,3 +114,90 @@ class SearchResponse(BaseModel):
     query: str
     hits: list[ChunkHit]
     trace: SearchTracePublic | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class SamplingFields(BaseModel):
+    """Sampling parameters shared by ``/ask`` and ``/v1/chat/completions``; unset ones take the configured defaults."""
+
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1, le=1000, description="Sampling top-k (not the number of sources).")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    seed: int | None = None
+
+
+class AskRequest(SamplingFields):
+    question: str = Field(min_length=1, max_length=4000)
+    history: list[ChatMessage] = Field(default_factory=list, max_length=50)
+    stream: bool = False
+    sources: int | None = Field(default=None, ge=1, le=50, description="Retrieved chunks offered to the model.")
+    filters: dict[str, Scalar | list[Scalar]] | None = None
+    stop: list[str] | None = Field(default=None, max_length=8)
+    rewrite: bool | None = Field(default=None, description="Rewrite a follow-up into a standalone query.")
+
+
+class CitationPublic(BaseModel):
+    number: int
+    doc_id: str
+    chunk_id: str
+    source: str
+    title: str
+    page: int | None
+    section: str | None
+    snippet: str
+    inferred: bool
+
+
+class SourcePublic(BaseModel):
+    number: int
+    rank: int
+    doc_id: str
+    chunk_id: str
+    source: str
+    title: str
+    page: int | None
+    section: str | None
+    score: float
+    text: str
+    trimmed: bool
+
+
+class UsagePublic(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AnswerPublic(BaseModel):
+    question: str
+    answer: str
+    mode: Literal["generated", "extractive", "no_sources"]
+    refused: bool
+    citations: list[CitationPublic]
+    sources: list[SourcePublic]
+    query: str
+    model: str
+    reasoning: str
+    usage: UsagePublic
+    finish_reason: str
+    invalid_citations: list[int]
+    citations_inferred: bool
+    llm_error: str
+    timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, answer: Answer) -> AnswerPublic:
+        fields = asdict(answer)
+        fields["answer"] = fields.pop("text")
+        fields["usage"] = UsagePublic(
+            prompt_tokens=answer.usage.prompt_tokens,
+            completion_tokens=answer.usage.completion_tokens,
+            total_tokens=answer.usage.total_tokens,
+        )
+        return cls(**fields)

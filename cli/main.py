@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cli import ask as ask_commands
 from cli import search as search_commands
 from cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, rt_from, table
 from core.errors import KBError
@@ -19,7 +20,7 @@ from ingest.pipeline import Ingestor, IngestResult, Outcome
 from ingest.sources import iter_paths
 
 app = typer.Typer(
-    help="RAG knowledge-base service: knowledge bases, ingestion, search.",
+    help="RAG knowledge-base service: knowledge bases, ingestion, search, cited answers.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -269,6 +270,7 @@ def serve(
 
 app.command()(search_commands.search)
 app.command("eval")(search_commands.evaluate_cmd)
+app.command()(ask_commands.ask)
 
 if __name__ == "__main__":
     app()

@@ -16,6 +16,8 @@ from rich.table import Table
 from catalog import Catalog
 from core.config import Settings
 from embeddings import EmbedderPool
+from generation.answer import Answerer
+from generation.factory import build_answerer, build_llm
 from retrieval.factory import build_retriever
 from retrieval.pipeline import Retriever
 from stores import VectorStore, open_store
@@ -54,6 +56,11 @@ class Runtime:
     @cached_property
     def retriever(self) -> Retriever:
         return build_retriever(self.settings, self.store, self.embedders)
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        llm, why = build_llm(self.settings)
+        return build_answerer(self.settings, self.retriever, llm, why)
 
 
 def emit_json(payload: Any) -> None:

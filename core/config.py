@@ -6,16 +6,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class Settings(BaseSettings):
     """Service configuration; environment variables use the ``KB_`` prefix (e.g. ``KB_BACKEND=pgvector``)."""
 
-    model_config = SettingsConfigDict(env_prefix="KB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KB_", env_file=".env", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(default=Path("data"), description="Where Milvus Lite, embedded PostgreSQL live.")
 
@@ -72,6 +73,57 @@ class Settings(BaseSettings):
     rerank_fusion: bool = Field(default=True, description="Fuse reranker ranks with first-stage ranks (RRF).")
     rerank_batch_size: int = Field(default=32, ge=1, le=1024)
 
+    llm_backend: Literal["auto", "transformers", "openai", "none"] = Field(
+        default="auto",
+        description="'auto': the OpenAI-compatible server when KB_LLM_API_BASE is set, else the local model; "
+        "'none': answers are extractive (the retrieved passages, flagged).",
+    )
+    llm_model: str = Field(
+        default=DEFAULT_LLM_MODEL,
+        description="Local model name or path (transformers; a .gguf file works too), or the server's model name.",
+    )
+    llm_api_base: str | None = Field(default=None, description="e.g. http://localhost:8000/v1 (vLLM, Ollama …).")
+    llm_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KB_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key of the LLM server (KB_LLM_API_KEY, or OPENAI_API_KEY).",
+    )
+    llm_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    llm_context_window: int | None = Field(
+        default=None, ge=256, description="Override the model's context window (remote default: 8192)."
+    )
+    llm_tokenizer: str | None = Field(
+        default=None, description="Tokenizer (name or path) to count a remote model's tokens; default: estimate."
+    )
+    llm_device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu', 'cuda:0'…")
+    llm_fp16: bool = True
+    llm_fallback: bool = Field(
+        default=True, description="When the LLM cannot answer, return the retrieved passages as an extractive answer."
+    )
+    max_tokens: int = Field(default=256, ge=1, le=32_768, description="Default answer length cap (tokens).")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy, reproducible answers.")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    repetition_penalty: float | None = Field(
+        default=None, gt=0.0, le=10.0, description="Measured: 1.1 derails SmolLM2-135M into rambling; unset."
+    )
+    context_tokens: int = Field(
+        default=1536, ge=64, description="Token budget for sources and history in a prompt (model tokenizer)."
+    )
+    ask_top_k: int = Field(default=5, ge=1, le=50, description="Retrieved chunks offered to the model.")
+    query_rewrite: bool = Field(
+        default=True, description="Rewrite a follow-up question into a standalone query (needs an LLM)."
+    )
+    prompt_system: str | None = Field(default=None, description="Override the system instruction.")
+    prompt_user: str | None = Field(
+        default=None, description="Override the user prompt; must contain {sources} and {question}."
+    )
+    summary_backend: Literal["extractive", "llm"] = Field(
+        default="extractive", description="'llm': summaries written by the LLM (extractive when it fails)."
+    )
+    summary_input_tokens: int = Field(default=1024, ge=64, description="Per-document input cap for LLM summaries.")
+    summary_concurrency: int = Field(default=4, ge=1, le=64, description="LLM summary requests in flight.")
+
     @field_validator("chunk_overlap")
     @classmethod
     def _overlap_below_size(cls, value: int, info) -> int:  # type: ignore[no-untyped-def]
@@ -84,6 +136,16 @@ class Settings(BaseSettings):
     def _openai_needs_base(self) -> Settings:
         if self.embedding_backend == "openai" and not self.embedding_api_base:
             raise ValueError("KB_EMBEDDING_BACKEND=openai needs KB_EMBEDDING_API_BASE (e.g. http://host:8000/v1)")
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_placeholders(self) -> Settings:
+        if self.prompt_user is not None:
+            missing = [p for p in ("{sources}", "{question}") if p not in self.prompt_user]
+            if missing:
+                raise ValueError(f"KB_PROMPT_USER must contain {' and '.join(missing)}")
+        if self.llm_backend == "openai" and not self.llm_api_base:
+            raise ValueError("KB_LLM_BACKEND=openai needs KB_LLM_API_BASE (e.g. http://host:8000/v1)")
         return self
 
     @property

@@ -75,3 +75,11 @@ class EmptyDocument(ParseError):
 
 class FileTooLarge(ParseError):
     reason = "too_large"
+
+
+class LLMUnavailable(KBError):
+    """The language model could not be loaded, or its server refused or failed the request."""
+
+
+class LLMTimeout(LLMUnavailable):
+    """The language model's server did not answer in time."""

@@ -1,0 +1,86 @@
+"""POST /v1/knowledge-bases/{kb}/ask: a grounded, cited answer; ``stream: true`` sends Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from api.deps import AnswererDep, CatalogDep, SettingsDep
+from api.errors import error_body
+from api.schemas import AnswerPublic, AskRequest
+from core.errors import KBError
+from generation.answer import Answer
+from generation.factory import ask_options
+from generation.llm import Delta
+from retrieval.pipeline import SearchOptions
+
+router = APIRouter(prefix="/v1/knowledge-bases", tags=["ask"])
+
+
+@router.post(
+    "/{kb}/ask",
+    response_model=AnswerPublic,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true."}},
+)
+async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: AnswererDep, settings: SettingsDep) -> Any:
+    """Answer from the knowledge base with numbered citations. Streaming sends ``delta`` events with text, then
+    one ``answer`` event with the whole answer, citations and usage (or an ``error`` event)."""
+
+    def start() -> Iterator[Delta | Answer]:
+        knowledge_base, embedder = catalog.open(kb)
+        options = ask_options(
+            settings,
+            search=SearchOptions.from_settings(settings, filters=body.filters),
+            sources=body.sources,
+            rewrite=body.rewrite,
+            **body.model_dump(include=SAMPLING | {"stop"}),
+        )
+        events = answerer.stream(
+            knowledge_base, embedder, body.question, history=[m.model_dump() for m in body.history], options=options
+        )
+        # Retrieval and validation run before the first event: their errors become a 4xx, not a broken stream.
+        first = next(events)
+        return _chain(first, events)
+
+    events = await run_in_threadpool(start)
+    if not body.stream:
+        answer = await run_in_threadpool(_last, events)
+        return AnswerPublic.of(answer)
+    return StreamingResponse(sse(events), media_type="text/event-stream")
+
+
+SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}
+
+
+def _chain(first: Delta | Answer, rest: Iterator[Delta | Answer]) -> Iterator[Delta | Answer]:
+    yield first
+    yield from rest
+
+
+def _last(events: Iterator[Delta | Answer]) -> Answer:
+    answer = None
+    for event in events:
+        if isinstance(event, Answer):
+            answer = event
+    assert answer is not None  # the answer stream always ends with one
+    return answer
+
+
+def sse(events: Iterator[Delta | Answer]) -> Iterator[str]:
+    try:
+        for event in events:
+            if isinstance(event, Answer):
+                yield _event("answer", AnswerPublic.of(event).model_dump())
+            elif event.content or event.reasoning:
+                yield _event("delta", {"content": event.content, "reasoning": event.reasoning})
+    except KBError as exc:  # the model failed mid-answer: say so in the stream, the status is already sent
+        yield _event("error", error_body(type(exc).__name__, str(exc)))
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"

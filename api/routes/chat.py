@@ -1,0 +1,183 @@
+"""OpenAI-compatible ``/v1/chat/completions`` and ``/v1/models``.
+
+The ``model`` field picks what answers:
+- ``kb:<name>`` — the knowledge base ``<name>`` answers the last user message with retrieval and citations
+  (earlier messages are the conversation history); citations ride in ``message.citations`` and in the last
+  stream chunk;
+- the service's LLM id (see ``GET /v1/models``) — plain chat with that model, no retrieval.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from api.deps import AnswererDep, CatalogDep, SettingsDep
+from api.errors import error_body
+from api.openai_schemas import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatResponseMessage,
+    ModelCard,
+    ModelList,
+)
+from api.routes.ask import SAMPLING, _chain
+from api.schemas import AnswerPublic, UsagePublic
+from core.errors import InvalidInput, KBError, LLMUnavailable
+from generation.answer import Answer
+from generation.factory import ask_options
+from generation.llm import LLM, Completion, Delta, GenerationParams, Message, Usage
+from retrieval.pipeline import SearchOptions
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+KB_PREFIX = "kb:"
+
+
+@router.get("/models")
+async def list_models(catalog: CatalogDep, request: Request) -> ModelList:
+    """Knowledge bases as ``kb:<name>`` models, and the service's own LLM."""
+    kbs = await run_in_threadpool(catalog.list)
+    cards = [ModelCard(id=KB_PREFIX + kb.name, created=int(kb.created_at)) for kb in kbs]
+    llm: LLM | None = request.app.state.llm
+    if llm is not None:
+        cards.append(ModelCard(id=llm.name, created=0))
+    return ModelList(data=cards)
+
+
+@router.post("/chat/completions", response_model=ChatCompletion)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, catalog: CatalogDep, answerer: AnswererDep, settings: SettingsDep
+) -> Any:
+    messages = body.plain_messages()
+    created, cid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    sampling = body.model_dump(include=SAMPLING) | {"max_tokens": body.max_completion_tokens or body.max_tokens}
+
+    if body.model.startswith(KB_PREFIX):
+        if not messages or messages[-1]["role"] != "user":
+            raise InvalidInput("the last message must be the user's question")
+        question, history = messages[-1]["content"], messages[:-1]
+
+        def start() -> Iterator[Delta | Answer]:
+            knowledge_base, embedder = catalog.open(body.model[len(KB_PREFIX) :])
+            options = ask_options(settings, search=SearchOptions.from_settings(settings), stop=stop, **sampling)
+            events = answerer.stream(knowledge_base, embedder, question, history=history, options=options)
+            return _chain(next(events), events)
+
+        events = await run_in_threadpool(start)
+    else:
+        llm: LLM | None = request.app.state.llm
+        if llm is None or body.model != llm.name:
+            raise InvalidInput(
+                f"unknown model {body.model!r}: use 'kb:<knowledge base>' or "
+                + (f"the service's LLM {llm.name!r}" if llm else "configure an LLM (KB_LLM_BACKEND)")
+            )
+        params = GenerationParams(
+            max_tokens=sampling.pop("max_tokens") or settings.max_tokens,
+            temperature=settings.temperature if sampling["temperature"] is None else sampling["temperature"],
+            top_p=sampling["top_p"],
+            top_k=sampling["top_k"],
+            repetition_penalty=sampling["repetition_penalty"],
+            stop=tuple(stop or ()),
+            seed=sampling["seed"],
+        ).validate()
+        if not messages:
+            raise InvalidInput("messages must not be empty")
+        events = await run_in_threadpool(_plain_chat, llm, messages, params)
+
+    if not body.stream:
+        final = await run_in_threadpool(_last_any, events)
+        return _completion(cid, created, body.model, final)
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return StreamingResponse(
+        _stream(cid, created, body.model, events, include_usage=include_usage), media_type="text/event-stream"
+    )
+
+
+def _plain_chat(llm: LLM, messages: list[Message], params: GenerationParams) -> Iterator[Delta | Completion]:
+    deltas = llm.stream(messages, params)
+    first = next(deltas)  # a server that is down fails here, before any byte is sent
+
+    def chain() -> Iterator[Delta | Completion]:
+        for delta in _chain(first, deltas):
+            yield delta.completion if delta.completion is not None else delta
+
+    return chain()
+
+
+def _last_any(events: Iterator[Any]) -> Answer | Completion:
+    final = None
+    for event in events:
+        if isinstance(event, Answer | Completion):
+            final = event
+    assert final is not None
+    return final
+
+
+def _completion(cid: str, created: int, model: str, final: Answer | Completion) -> ChatCompletion:
+    if isinstance(final, Answer):
+        public = AnswerPublic.of(final)
+        message = ChatResponseMessage(
+            content=public.answer, citations=public.citations, sources=public.sources, reasoning_content=final.reasoning
+        )
+    else:
+        message = ChatResponseMessage(content=final.text, reasoning_content=final.reasoning)
+    return ChatCompletion(
+        id=cid,
+        created=created,
+        model=model,
+        choices=[ChatChoice(index=0, message=message, finish_reason=final.finish_reason)],
+        usage=_usage(final.usage),
+    )
+
+
+def _usage(usage: Usage) -> UsagePublic:
+    return UsagePublic(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens
+    )
+
+
+def _stream(cid: str, created: int, model: str, events: Iterator[Any], *, include_usage: bool) -> Iterator[str]:
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        payload = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                piece: dict[str, Any] = {}
+                if event.content:
+                    piece["content"] = event.content
+                if event.reasoning:
+                    piece["reasoning_content"] = event.reasoning
+                if piece:
+                    yield chunk(piece)
+                continue
+            extra: dict[str, Any] = {}
+            if isinstance(event, Answer):
+                public = AnswerPublic.of(event)
+                extra["citations"] = [c.model_dump() for c in public.citations]
+                extra["sources"] = [s.model_dump() for s in public.sources]
+            yield chunk({}, event.finish_reason, **extra)
+            if include_usage:
+                yield chunk(None, usage=_usage(event.usage).model_dump())
+    except (KBError, LLMUnavailable) as exc:
+        yield f"data: {json.dumps(error_body(type(exc).__name__, str(exc)), ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"

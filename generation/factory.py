@@ -1,0 +1,94 @@
+"""Builds the generation parts from Settings: the LLM (or the reason there is none), the prompt builder, the
+Answerer and per-request ask options."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core.config import Settings
+from core.errors import LLMUnavailable
+from generation.answer import Answerer, AskOptions
+from generation.llm import LLM, GenerationParams
+from generation.openai_llm import OpenAICompatibleLLM
+from generation.prompt import PromptBuilder, PromptTemplates
+from retrieval.pipeline import Retriever, SearchOptions
+
+log = logging.getLogger(__name__)
+
+
+def build_llm(settings: Settings) -> tuple[LLM | None, str]:
+    """The configured LLM, loaded now; or None and why (answers are then extractive)."""
+    backend = settings.llm_backend
+    if backend == "none":
+        return None, "the language model is switched off (KB_LLM_BACKEND=none)"
+    if backend == "openai" or (backend == "auto" and settings.llm_api_base):
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        return (
+            OpenAICompatibleLLM(
+                model=settings.llm_model,
+                base_url=settings.llm_api_base,
+                api_key=key,
+                timeout_s=settings.llm_timeout_s,
+                context_window=settings.llm_context_window,
+                count_tokens=_tokenizer_counter(settings.llm_tokenizer),
+            ),
+            "",
+        )
+    from generation.transformers_llm import TransformersLLM
+
+    try:
+        llm = TransformersLLM(
+            settings.llm_model,
+            device=settings.llm_device,
+            fp16=settings.llm_fp16,
+            context_window=settings.llm_context_window,
+        )
+    except LLMUnavailable as exc:
+        log.warning("answers will be extractive: %s", exc)
+        return None, str(exc)
+    return llm, ""
+
+
+def _tokenizer_counter(name: str | None) -> Any:
+    if not name:
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, llm_error: str = "") -> Answerer:
+    from generation.openai_llm import estimate_tokens
+
+    builder = PromptBuilder(
+        count_tokens=llm.count_tokens if llm is not None else estimate_tokens,
+        context_window=llm.context_window if llm is not None else settings.llm_context_window or 8192,
+        budget_tokens=settings.context_tokens,
+        max_tokens=settings.max_tokens,
+        templates=PromptTemplates(system=settings.prompt_system, user=settings.prompt_user),
+    )
+    return Answerer(retriever, llm, builder, llm_error=llm_error)
+
+
+def ask_options(settings: Settings, *, search: SearchOptions | None = None, **overrides: Any) -> AskOptions:
+    """Per-request options: the configured defaults, with the ``overrides`` that are not None."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    params = GenerationParams(
+        max_tokens=given.pop("max_tokens", settings.max_tokens),
+        temperature=given.pop("temperature", settings.temperature),
+        top_p=given.pop("top_p", settings.top_p),
+        top_k=given.pop("top_k", settings.top_k),
+        repetition_penalty=given.pop("repetition_penalty", settings.repetition_penalty),
+        stop=tuple(given.pop("stop", ())),
+        seed=given.pop("seed", None),
+    )
+    return AskOptions(
+        top_k=given.pop("sources", settings.ask_top_k),
+        params=params,
+        search=search or SearchOptions.from_settings(settings),
+        rewrite=given.pop("rewrite", settings.query_rewrite),
+        fallback=given.pop("fallback", settings.llm_fallback),
+        **given,
+    )

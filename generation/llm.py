@@ -1,0 +1,168 @@
+"""The LLM seam: one Protocol for local and remote chat models, their sampling parameters and their results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict
+
+from core.errors import InvalidInput
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "error"]
+
+
+class Message(TypedDict):
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters both backends honour. ``temperature == 0`` means greedy decoding; None leaves a
+    parameter to the backend's default (remote servers that do not know ``top_k`` never see it)."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def validate(self) -> GenerationParams:
+        if not 1 <= self.max_tokens <= 32_768:
+            raise InvalidInput(f"max_tokens must be between 1 and 32768, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise InvalidInput(f"temperature must be between 0 and 2, got {self.temperature}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise InvalidInput(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise InvalidInput(f"top_k must be at least 1, got {self.top_k}")
+        if self.repetition_penalty is not None and not 0.0 < self.repetition_penalty <= 10.0:
+            raise InvalidInput(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
+        if len(self.stop) > 8 or any(not s for s in self.stop):
+            raise InvalidInput(f"stop takes at most 8 non-empty strings, got {list(self.stop)!r}")
+        return self
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Completion:
+    """A finished generation: the answer text, the model's thinking kept apart, usage and why it stopped."""
+
+    text: str
+    reasoning: str = ""
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: FinishReason = "stop"
+    model: str = ""
+
+
+@dataclass
+class Delta:
+    """One piece of a stream. Text goes to ``content`` or ``reasoning``; the last delta carries ``completion``."""
+
+    content: str = ""
+    reasoning: str = ""
+    completion: Completion | None = None
+
+
+class LLM(Protocol):
+    """A chat model. ``messages`` are OpenAI-style role/content dicts; the first may be a system message."""
+
+    @property
+    def name(self) -> str:
+        """Model id reported in answers and by ``/v1/models``."""
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model can attend to, prompt and completion together."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` costs in a prompt (the model's own tokenizer where there is one)."""
+
+    def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
+        """Generate one answer. Raises LLMUnavailable / LLMTimeout when the model cannot answer."""
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Delta]:
+        """Generate incrementally; the final Delta carries the whole Completion."""
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class ThinkSplitter:
+    """Separates ``<think>…</think>`` (reasoning models) from the answer in a stream whose tags may be split
+    across pieces. Text before the first tag is answer unless the model opened with ``<think>``."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.pending = ""
+        self.reasoning: list[str] = []
+        self.content: list[str] = []
+
+    def feed(self, piece: str) -> Delta:
+        text = self.pending + piece
+        self.pending = ""
+        out = Delta()
+        while text:
+            tag = THINK_CLOSE if self.inside else THINK_OPEN
+            at = text.find(tag)
+            if at < 0:
+                keep = _partial_suffix(text, tag)  # a tag may be cut between two pieces
+                self.pending = text[len(text) - keep :] if keep else ""
+                self._emit(out, text[: len(text) - keep])
+                break
+            self._emit(out, text[:at])
+            self.inside = not self.inside
+            text = text[at + len(tag) :]
+        return out
+
+    def flush(self) -> Delta:
+        out = Delta()
+        self._emit(out, self.pending)
+        self.pending = ""
+        return out
+
+    def _emit(self, out: Delta, text: str) -> None:
+        if not text:
+            return
+        if self.inside:
+            out.reasoning += text
+            self.reasoning.append(text)
+        else:
+            out.content += text
+            self.content.append(text)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.content).strip()
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self.reasoning).strip()
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(answer, reasoning) of a whole generation."""
+    splitter = ThinkSplitter()
+    splitter.feed(text)
+    splitter.flush()
+    return splitter.answer, splitter.thinking
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0

@@ -1,0 +1,137 @@
+"""Ask and the OpenAI-compatible endpoints on a live server on loopback (uvicorn, the real offline model), driven
+by the official ``openai`` SDK and by our own OpenAICompatibleLLM client, streaming included."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from core.config import Settings
+from generation.llm import GenerationParams
+from generation.openai_llm import OpenAICompatibleLLM
+from ingest.pipeline import Ingestor
+from ingest.sources import SourceItem
+from tests.live import live_server
+
+pytestmark = pytest.mark.integration
+
+KB = "城市 guide"
+LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DOCS = {
+    "eiffel.md": "# Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron lattice tower in Paris. It was completed in "
+    "1889 for the World's Fair and is 330 metres tall.",
+    "colosseum.md": "# Colosseum\n\nThe Colosseum is an ancient amphitheatre in the centre of Rome, built of "
+    "travertine and concrete; it could hold 50,000 spectators.",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("live"), chunk_size=64, chunk_overlap=8, max_tokens=48)
+    with live_server(settings) as (url, app):
+        kb = app.state.catalog.create(KB)
+        _, embedder = app.state.catalog.open(KB)
+        Ingestor.from_settings(settings, store=app.state.store, kb=kb, embedder=embedder).ingest(
+            [SourceItem(name, text=text) for name, text in DOCS.items()]
+        )
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sdk(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_lists_knowledge_bases_and_the_llm(sdk: openai.OpenAI) -> None:
+    ids = [m.id for m in sdk.models.list()]
+    assert f"kb:{KB}" in ids and LLM_ID in ids
+
+
+def test_our_openai_client_against_our_server_complete_and_stream(server: str) -> None:
+    llm = OpenAICompatibleLLM(model=LLM_ID, base_url=server + "/v1", api_key=None)
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    whole = llm.complete(messages, GenerationParams(max_tokens=20))  # type: ignore[arg-type]
+    assert "Paris" in whole.text and whole.finish_reason == "stop" and whole.model == LLM_ID
+    assert whole.usage.prompt_tokens > 10 and whole.usage.completion_tokens > 0
+    deltas = list(llm.stream(messages, GenerationParams(max_tokens=20)))  # type: ignore[arg-type]
+    final = deltas[-1].completion
+    assert final is not None and final.text == whole.text and final.usage.completion_tokens > 0
+    assert len(deltas) > 3 and "".join(d.content for d in deltas[:-1]).strip() == whole.text
+    short = llm.complete(messages, GenerationParams(max_tokens=2, seed=1, top_k=5, repetition_penalty=1.0))  # type: ignore[arg-type]
+    assert short.finish_reason == "length" and short.usage.completion_tokens == 2
+
+
+def test_sdk_chat_completion_over_a_knowledge_base_carries_citations(sdk: openai.OpenAI) -> None:
+    response = sdk.chat.completions.create(
+        model=f"kb:{KB}",
+        messages=[{"role": "user", "content": "In which year was the Eiffel Tower completed?"}],
+        temperature=0,
+    )
+    message = response.choices[0].message
+    assert "1889" in (message.content or "") and response.choices[0].finish_reason in ("stop", "length")
+    extra: dict[str, Any] = message.model_extra or {}
+    assert extra["citations"] and extra["citations"][0]["source"] == "eiffel.md"
+    assert extra["sources"][0]["source"] in DOCS
+    assert response.usage is not None and response.usage.completion_tokens > 0
+
+
+def test_sdk_streams_deltas_then_citations_and_usage(sdk: openai.OpenAI) -> None:
+    stream = sdk.chat.completions.create(
+        model=f"kb:{KB}",
+        messages=[{"role": "user", "content": "How many spectators could the Colosseum hold?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text.strip() and len(finals) == 1
+    assert (finals[0].model_extra or {})["sources"][0]["source"] == "colosseum.md"
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+
+
+def test_ask_endpoint_json_and_server_sent_events(server: str) -> None:
+    url = f"{server}/v1/knowledge-bases/{httpx.URL(KB).raw_path.decode()}/ask"
+    with httpx.Client(timeout=120) as client:
+        body = client.post(url, json={"question": "How tall is the Eiffel Tower?"}).json()
+        assert body["mode"] == "generated" and body["sources"][0]["source"] == "eiffel.md"
+        assert body["usage"]["total_tokens"] > 0 and body["timings_ms"]["total"] > 0
+        with client.stream("POST", url, json={"question": "How tall is the Eiffel Tower?", "stream": True}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = list(r.iter_lines())
+        events = [line[7:] for line in lines if line.startswith("event: ")]
+        data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        assert events[0] == "delta" and events[-1] == "answer" and set(events[1:-1]) <= {"delta"}
+        streamed = "".join(d["content"] for d in data[:-1])
+        assert streamed.strip() and data[-1]["sources"][0]["source"] == "eiffel.md"
+        assert data[-1]["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("ask", {"question": ""}, 422, "question"),
+        ("ask", {"question": "x", "history": [{"role": "tool", "content": "x"}]}, 422, "history.0.role"),
+        ("ask", {"question": "x", "temperature": 5}, 422, "temperature"),
+        ("chat", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 422, "unknown model 'gpt-4o'"),
+        ("chat", {"model": "kb:nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "'nope' does not exist"),
+        ("chat", {"model": f"kb:{KB}", "messages": [{"role": "assistant", "content": "hi"}]}, 422, "last message"),
+        ("chat", {"model": LLM_ID, "messages": [{"role": "user", "content": "hi"}], "n": 2}, 422, "n:"),
+        (
+            "chat",
+            {"model": LLM_ID, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            422,
+            "only text content parts",
+        ),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(server: str, path: str, body: dict[str, Any], status: int, message: str) -> None:
+    url = f"{server}/v1/chat/completions" if path == "chat" else f"{server}/v1/knowledge-bases/{KB}/ask"
+    r = httpx.post(url, json=body, timeout=60)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]

@@ -1,0 +1,109 @@
+"""Answers end to end with the real offline model (SmolLM2-135M-Instruct) over both stores: generation,
+streaming, citations, refusals without sources, and the extractive fallback when no model can answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from core.errors import LLMUnavailable
+from core.records import KnowledgeBase
+from generation.answer import Answer, Answerer, AskOptions
+from generation.factory import ask_options, build_answerer, build_llm
+from generation.llm import Delta, GenerationParams
+from generation.openai_llm import OpenAICompatibleLLM
+from generation.transformers_llm import TransformersLLM
+from ingest.pipeline import Ingestor
+from ingest.sources import SourceItem
+from retrieval.lexical import LexicalIndexes
+from retrieval.pipeline import Retriever, SearchOptions
+from stores.base import VectorStore
+
+pytestmark = pytest.mark.integration
+
+CORPUS = {
+    "eiffel.md": "# Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron lattice tower in Paris. It was completed in "
+    "1889 for the World's Fair and is 330 metres tall.",
+    "bread.md": "# Bread\n\nKnead the dough for ten minutes, let it rise for an hour, then bake it at 220 degrees "
+    "until the crust is brown.",
+    "熊猫.txt": "大熊猫是中国特有的熊科动物，主要栖息在四川、陕西和甘肃的山区，以竹子为主要食物。",
+}
+SETTINGS = Settings(chunk_size=64, chunk_overlap=8)
+NO_RERANK = SearchOptions(rerank=False)
+
+
+@pytest.fixture(scope="session")
+def smollm() -> TransformersLLM:
+    llm, why = build_llm(Settings())
+    assert isinstance(llm, TransformersLLM), why
+    return llm
+
+
+@pytest.fixture
+def retriever(store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path) -> Iterator[Retriever]:  # type: ignore[no-untyped-def]
+    Ingestor.from_settings(SETTINGS, store=store, kb=kb, embedder=embedder).ingest(
+        [SourceItem(name, text=text) for name, text in CORPUS.items()]
+    )
+    yield Retriever(store, LexicalIndexes(store, tmp_path / "lexical"))
+
+
+def options(**params: object) -> AskOptions:
+    return ask_options(SETTINGS, search=NO_RERANK, **params)
+
+
+def test_the_default_local_model_loads_offline_and_streams_what_it_completes(smollm: TransformersLLM) -> None:
+    assert smollm.name == "HuggingFaceTB/SmolLM2-135M-Instruct" and smollm.context_window == 8192
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    whole = smollm.complete(messages, GenerationParams(max_tokens=20))  # type: ignore[arg-type]
+    assert "Paris" in whole.text and whole.finish_reason == "stop"
+    assert whole.usage.prompt_tokens > 10 and 0 < whole.usage.completion_tokens <= 20
+    deltas = list(smollm.stream(messages, GenerationParams(max_tokens=20)))  # type: ignore[arg-type]
+    final = deltas[-1].completion
+    assert final is not None and final.text == whole.text
+    assert "".join(d.content for d in deltas[:-1]).strip() == whole.text
+    short = smollm.complete(messages, GenerationParams(max_tokens=2))  # type: ignore[arg-type]
+    assert short.finish_reason == "length" and short.usage.completion_tokens == 2
+    stopped = smollm.complete(messages, GenerationParams(max_tokens=20, stop=("Paris",)))  # type: ignore[arg-type]
+    assert "Paris" not in stopped.text and stopped.finish_reason == "stop"
+
+
+def test_ask_answers_with_sources_citations_usage_and_timings(
+    smollm: TransformersLLM, retriever: Retriever, kb: KnowledgeBase, embedder
+) -> None:  # type: ignore[no-untyped-def]
+    answerer = build_answerer(SETTINGS, retriever, smollm)
+    answer = answerer.ask(kb, embedder, "In which year was the Eiffel Tower completed?", options=options(max_tokens=48))
+    assert answer.mode == "generated" and "1889" in answer.text and not answer.refused
+    assert answer.sources[0].source == "eiffel.md" or any(s.source == "eiffel.md" for s in answer.sources[:1])
+    assert answer.citations, answer.text
+    assert {c.source for c in answer.citations} == {"eiffel.md"} and "1889" in answer.citations[0].snippet
+    assert answer.usage.prompt_tokens > 50 and answer.usage.completion_tokens > 0
+    assert {"retrieve", "prompt", "first_token", "generate", "total"} <= set(answer.timings_ms)
+
+    events = list(answerer.stream(kb, embedder, "How long should bread dough rise?", options=options(max_tokens=32)))
+    assert isinstance(events[-1], Answer) and all(isinstance(e, Delta) for e in events[:-1]) and len(events) > 3
+
+
+def test_without_a_model_answers_are_extractive_and_flagged(retriever: Retriever, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+    none = build_answerer(Settings(llm_backend="none"), retriever, None, "the language model is switched off")
+    answer = none.ask(kb, embedder, "how tall is the Eiffel Tower", options=options())
+    assert answer.mode == "extractive" and "switched off" in answer.llm_error
+    assert answer.citations[0].source == "eiffel.md" and "330 metres" in answer.text
+
+    down = OpenAICompatibleLLM(model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout_s=5, max_retries=0)
+    answerer = build_answerer(SETTINGS, retriever, down)
+    answer = answerer.ask(kb, embedder, "how tall is the Eiffel Tower", options=options())
+    assert answer.mode == "extractive" and "cannot reach the LLM server at http://127.0.0.1:9/v1" in answer.llm_error
+    with pytest.raises(LLMUnavailable, match="cannot reach the LLM server"):
+        answerer.ask(kb, embedder, "how tall is the Eiffel Tower", options=options(fallback=False))
+
+
+def test_no_sources_means_a_refusal_in_the_question_language(
+    smollm: TransformersLLM, store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    answerer: Answerer = build_answerer(SETTINGS, Retriever(store, LexicalIndexes(store, tmp_path)), smollm)
+    answer = answerer.ask(kb, embedder, "大熊猫吃什么？", options=options())
+    assert answer.mode == "no_sources" and answer.refused and answer.text.startswith("信息不足")
+    assert answer.sources == [] and answer.usage.completion_tokens == 0
