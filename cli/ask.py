@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, rt_from
+from cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, rt_from, table
+from cli.search import progress_bar
 from core.errors import KBError
+from evaluation.answers import load_rgb, run_rgb
 from generation.answer import Answer
 from generation.factory import ask_options
 from retrieval.pipeline import SearchOptions
@@ -74,3 +77,37 @@ def ask(
             out_console.print(f"[{c.number}] {escape(where)}: “{escape(c.snippet)}”", highlight=False)
     if answer.invalid_citations:
         err_console.print(f"dropped citations to sources that do not exist: {answer.invalid_citations}")
+
+
+def eval_answers(
+    ctx: typer.Context,
+    dataset_path: Annotated[Path, typer.Argument(help="RGB JSON-lines file (e.g. zh_refine.json) or its folder.")],
+    output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
+    max_questions: Annotated[int | None, typer.Option(help="Evaluate only the first N questions.")] = None,
+    embedding_model: Annotated[
+        str, typer.Option(help="Embedding model of the per-question knowledge bases.")
+    ] = "intfloat/multilingual-e5-small",
+    max_tokens: Annotated[int | None, typer.Option(help="Answer length cap (tokens).")] = None,
+) -> None:
+    """Answer quality on RGB: accuracy, refusal rate with only negative passages, latency (per-question KBs)."""
+    rt = rt_from(ctx, False)
+    if not dataset_path.exists():
+        fail(f"no such dataset: {dataset_path}", as_json=False)
+    try:
+        items = load_rgb(dataset_path, max_questions)
+        report = run_rgb(
+            items,
+            settings=rt.settings,
+            catalog=rt.catalog,
+            answerer=rt.answerer,
+            embedding_model=embedding_model,
+            max_tokens=max_tokens,
+            progress=progress_bar,
+        )
+    except (KBError, ValueError, KeyError) as exc:
+        fail(str(exc), as_json=False)
+    table("RGB answers", ["metric", "value"], [[k, f"{v:.3f}"] for k, v in report.summary.items()])
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        out_console.print(f"report written to {output}")

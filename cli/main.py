@@ -124,7 +124,9 @@ def ingest(
     try:
         knowledge_base, _ = rt.catalog.get_or_create(kb, embedding_model=embedding_model)
         _, embedder = rt.catalog.open(kb)
-        ingestor = Ingestor.from_settings(rt.settings, store=rt.store, kb=knowledge_base, embedder=embedder)
+        ingestor = Ingestor.from_settings(
+            rt.settings, store=rt.store, kb=knowledge_base, embedder=embedder, summarizer=rt.summarizer(embedder)
+        )
         items = list(iter_paths(paths))
         started = time.perf_counter()
         results = _ingest_with_progress(ingestor, items, quiet=as_json)
@@ -271,6 +273,7 @@ def serve(
 app.command()(search_commands.search)
 app.command("eval")(search_commands.evaluate_cmd)
 app.command()(ask_commands.ask)
+app.command("eval-answers")(ask_commands.eval_answers)
 
 if __name__ == "__main__":
     app()

@@ -16,8 +16,10 @@ from rich.table import Table
 from catalog import Catalog
 from core.config import Settings
 from embeddings import EmbedderPool
+from embeddings.base import Embedder
 from generation.answer import Answerer
-from generation.factory import build_answerer, build_llm
+from generation.factory import build_answerer, build_llm, build_summarizer
+from ingest.summarize import Summarizer
 from retrieval.factory import build_retriever
 from retrieval.pipeline import Retriever
 from stores import VectorStore, open_store
@@ -56,6 +58,12 @@ class Runtime:
     @cached_property
     def retriever(self) -> Retriever:
         return build_retriever(self.settings, self.store, self.embedders)
+
+    def summarizer(self, embedder: Embedder) -> Summarizer | None:
+        """The LLM summarizer when configured (loading the LLM), else None: the extractive default."""
+        if self.settings.summary_backend != "llm":
+            return None
+        return build_summarizer(self.settings, self.answerer.llm, embedder)
 
     @cached_property
     def answerer(self) -> Answerer:

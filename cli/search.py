@@ -119,7 +119,7 @@ def evaluate_cmd(
             embedding_model=embedding_model,
             configs=[c.strip() for c in configs.split(",")] if configs else None,
             warm_rerank=warm_rerank,
-            progress=_bar,
+            progress=progress_bar,
         )
     except (KBError, ValueError, RuntimeError) as exc:
         fail(str(exc), as_json=False)
@@ -134,7 +134,7 @@ def evaluate_cmd(
 
 
 @contextmanager
-def _bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     with Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),

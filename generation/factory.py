@@ -8,10 +8,13 @@ from typing import Any
 
 from core.config import Settings
 from core.errors import LLMUnavailable
+from embeddings.base import Embedder
 from generation.answer import Answerer, AskOptions
 from generation.llm import LLM, GenerationParams
 from generation.openai_llm import OpenAICompatibleLLM
 from generation.prompt import PromptBuilder, PromptTemplates
+from generation.summarize import LLMSummarizer
+from ingest.summarize import ExtractiveSummarizer, Summarizer
 from retrieval.pipeline import Retriever, SearchOptions
 
 log = logging.getLogger(__name__)
@@ -91,4 +94,18 @@ def ask_options(settings: Settings, *, search: SearchOptions | None = None, **ov
         rewrite=given.pop("rewrite", settings.query_rewrite),
         fallback=given.pop("fallback", settings.llm_fallback),
         **given,
+    )
+
+
+def build_summarizer(settings: Settings, llm: LLM | None, embedder: Embedder) -> Summarizer | None:
+    """The LLM summarizer when ``KB_SUMMARY_BACKEND=llm`` and a model is loaded; None means the extractive default."""
+    if settings.summary_backend != "llm" or llm is None:
+        return None
+    budget = min(settings.summary_tokens, embedder.info.max_tokens)
+    return LLMSummarizer(
+        llm,
+        fallback=ExtractiveSummarizer(embedder.count_tokens, budget_tokens=budget),
+        input_tokens=settings.summary_input_tokens,
+        summary_tokens=budget,
+        concurrency=settings.summary_concurrency,
     )

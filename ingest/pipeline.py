@@ -7,7 +7,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -164,9 +166,21 @@ class Ingestor:
 
     # -- producer: parsing, chunking, summaries -----------------------------------------------------
     def _produce(self, items: Iterable[SourceItem], out: queue.Queue[object]) -> None:
+        # A summarizer that calls a model (an LLM server) says how many documents may be prepared at once.
+        workers = int(getattr(self.summarizer, "concurrency", 1))
         try:
-            for index, item in enumerate(items):
-                out.put(self._prepare(index, item))
+            if workers <= 1:
+                for index, item in enumerate(items):
+                    out.put(self._prepare(index, item))
+                return
+            with ThreadPoolExecutor(workers, thread_name_prefix="prepare") as pool:
+                window: deque[Future[_Prepared | IngestResult]] = deque()
+                for index, item in enumerate(items):
+                    window.append(pool.submit(self._prepare, index, item))
+                    if len(window) >= 2 * workers:  # bounded look-ahead, results kept in input order
+                        out.put(window.popleft().result())
+                while window:
+                    out.put(window.popleft().result())
         except BaseException as exc:  # surfaced in the consumer, which re-raises it
             threading.current_thread().error = exc  # type: ignore[attr-defined]
         finally:

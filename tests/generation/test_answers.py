@@ -12,12 +12,14 @@ from core.config import Settings
 from core.errors import LLMUnavailable
 from core.records import KnowledgeBase
 from generation.answer import Answer, Answerer, AskOptions
-from generation.factory import ask_options, build_answerer, build_llm
+from generation.factory import ask_options, build_answerer, build_llm, build_summarizer
 from generation.llm import Delta, GenerationParams
 from generation.openai_llm import OpenAICompatibleLLM
+from generation.summarize import LLMSummarizer
 from generation.transformers_llm import TransformersLLM
 from ingest.pipeline import Ingestor
 from ingest.sources import SourceItem
+from ingest.summarize import ExtractiveSummarizer
 from retrieval.lexical import LexicalIndexes
 from retrieval.pipeline import Retriever, SearchOptions
 from stores.base import VectorStore
@@ -107,3 +109,36 @@ def test_no_sources_means_a_refusal_in_the_question_language(
     answer = answerer.ask(kb, embedder, "大熊猫吃什么？", options=options())
     assert answer.mode == "no_sources" and answer.refused and answer.text.startswith("信息不足")
     assert answer.sources == [] and answer.usage.completion_tokens == 0
+
+
+LONG_DOC = "# Pumps\n\n" + " ".join(
+    f"Centrifugal pump model P{i} moves {i * 10} litres of water per minute with a spinning impeller."
+    for i in range(40)
+)
+
+
+def test_llm_summaries_with_concurrency_and_the_extractive_fallback(
+    smollm: TransformersLLM, store: VectorStore, kb: KnowledgeBase, embedder
+) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(chunk_size=64, chunk_overlap=8, summary_backend="llm", summary_concurrency=2)
+    docs = [SourceItem("pumps.md", text=LONG_DOC), SourceItem("short.md", text="# Note\n\nOne short line.")]
+    summarizer = build_summarizer(settings, smollm, embedder)
+    assert isinstance(summarizer, LLMSummarizer) and summarizer.concurrency == 2
+    results = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder, summarizer=summarizer).ingest(
+        docs
+    )
+    by_name = {r.source: r for r in results}
+    stored = store.get_documents(kb, [by_name["pumps.md"].doc_id, by_name["short.md"].doc_id])
+    pumps, short = stored[by_name["pumps.md"].doc_id], stored[by_name["short.md"].doc_id]
+    extractive = ExtractiveSummarizer(embedder.count_tokens, budget_tokens=200)
+    assert pumps.summary.startswith("Pumps\n") and len(pumps.summary) > 20
+    assert embedder.count_tokens(pumps.summary) <= 256 + 16
+    assert short.summary == "# Note\n\nOne short line."  # one chunk: its own summary, no model call
+
+    down = OpenAICompatibleLLM(model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout_s=5, max_retries=0)
+    fallback = build_summarizer(settings, down, embedder)
+    assert fallback is not None
+    parsed = SourceItem("pumps.md", text=LONG_DOC).parse(max_bytes=10**6)
+    chunks = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder).chunker.split(parsed, "d")
+    assert fallback.summarize(parsed, chunks) == extractive.summarize(parsed, chunks)
+    assert build_summarizer(Settings(), smollm, embedder) is None  # extractive unless configured
