@@ -106,7 +106,9 @@ def eval_answers(
         )
     except (KBError, ValueError, KeyError) as exc:
         fail(str(exc), as_json=False)
-    table("RGB answers", ["metric", "value"], [[k, f"{v:.3f}"] for k, v in report.summary.items()])
+    table(
+        "RGB answers", ["metric", "value"], [[k, "n/a" if v is None else f"{v:.3f}"] for k, v in report.summary.items()]
+    )
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -67,12 +67,12 @@ class AnswerReport:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         df = self.per_question
         return {
             "questions": len(df),
             "accuracy": float(df["correct"].mean()),
-            "accuracy_generated_only": float(df.loc[df["mode"] == "generated", "correct"].mean()),
+            "accuracy_generated_only": _mean(df.loc[df["mode"] == "generated", "correct"]),
             "gold_in_sources": float(df["gold_in_sources"].mean()),
             "refusal_rate_negative_only": float(df["refused_negative"].mean()),
             "false_refusal_rate": float(df["refused"].mean()),
@@ -169,3 +169,8 @@ def _ask(
     start = time.perf_counter()
     answer = answerer.ask(kb, embedder, question, options=options)
     return answer, time.perf_counter() - start
+
+
+def _mean(values: pd.Series) -> float | None:
+    """The mean, or None (JSON null) for no values."""
+    return float(values.mean()) if len(values) else None

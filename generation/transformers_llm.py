@@ -22,6 +22,7 @@ from generation.llm import Completion, Delta, GenerationParams, Message, ThinkSp
 SMOLLM2_NAMES = {"HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _convert_lock = threading.Lock()
+LOOP_WINDOW = 20  # tokens; a verbatim repeat this long is a loop, not an answer
 
 
 def packaged_smollm2() -> Path | None:
@@ -68,6 +69,29 @@ def _converted(gguf: Path) -> Path:
     return out
 
 
+class LoopStop:
+    """Stops a generation that has started repeating itself: the last ``window`` tokens already occurred, in the
+    same order, earlier in the answer. Small models fall into such loops and would otherwise run to max_tokens."""
+
+    def __init__(self, prompt_tokens: int, window: int = LOOP_WINDOW) -> None:
+        self.start = prompt_tokens
+        self.window = window
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = []
+        for row in input_ids.tolist():
+            generated = row[self.start :]
+            tail = generated[-self.window :]
+            n = len(generated)
+            done.append(
+                n >= 2 * self.window
+                and any(generated[i : i + self.window] == tail for i in range(n - 2 * self.window + 1))
+            )
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersLLM:
     """Loads once (in ``__init__``). Generation is serialised: one model, one request at a time."""
 
@@ -111,8 +135,14 @@ class TransformersLLM:
         )
         return inputs.to(self.device)
 
-    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.tokenizer.eos_token_id}
+    def _generate_kwargs(self, params: GenerationParams, prompt_tokens: int) -> dict[str, Any]:
+        from transformers import StoppingCriteriaList
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "pad_token_id": self.tokenizer.eos_token_id,
+            "stopping_criteria": StoppingCriteriaList([LoopStop(prompt_tokens)]),
+        }
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature)
             if params.top_p is not None:
@@ -134,7 +164,7 @@ class TransformersLLM:
             torch.manual_seed(params.seed)
 
     def _finish(self, raw: str, params: GenerationParams, prompt_tokens: int, generated: int) -> Completion:
-        text = raw
+        text = raw.rstrip("\ufffd")  # a character cut in half by max_tokens
         stopped_by = next((s for s in params.stop if s in text), None)
         if stopped_by is not None:
             text = text[: text.index(stopped_by)]
@@ -157,7 +187,7 @@ class TransformersLLM:
         prompt_tokens = int(inputs["input_ids"].shape[1])
         with self._lock, torch.inference_mode():
             self._seed(params)
-            output = self.model.generate(**inputs, **self._generate_kwargs(params))
+            output = self.model.generate(**inputs, **self._generate_kwargs(params, prompt_tokens))
         new = output[0, prompt_tokens:]
         raw = self.tokenizer.decode(new, skip_special_tokens=True)
         return self._finish(raw, params, prompt_tokens, len(new))
@@ -175,7 +205,9 @@ class TransformersLLM:
             try:
                 with torch.inference_mode():
                     self._seed(params)
-                    result["output"] = self.model.generate(**inputs, **self._generate_kwargs(params), streamer=streamer)
+                    result["output"] = self.model.generate(
+                        **inputs, **self._generate_kwargs(params, prompt_tokens), streamer=streamer
+                    )
             except Exception as exc:  # surfaced to the consumer below, never lost in the thread
                 result["error"] = exc
                 streamer.end()

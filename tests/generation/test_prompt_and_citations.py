@@ -150,3 +150,18 @@ def test_history_is_validated() -> None:
         _validate_history([{"role": "tool", "content": "x"}])  # type: ignore[list-item]
     with pytest.raises(InvalidInput, match="history has 51 messages; the limit is 50"):
         _validate_history([{"role": "user", "content": "x"}] * 51)
+
+
+def test_loop_stop_ends_a_generation_that_repeats_itself() -> None:
+    import torch
+
+    from generation.transformers_llm import LoopStop
+
+    prompt = [9] * 5
+    stop = LoopStop(prompt_tokens=5, window=3)
+    looping = torch.tensor([prompt + [1, 2, 3, 4, 1, 2, 3]])
+    fresh = torch.tensor([prompt + [1, 2, 3, 4, 5, 6, 7]])
+    short = torch.tensor([prompt + [1, 1, 1]])  # too short to call it a loop
+    assert stop(looping, None).tolist() == [True]
+    assert stop(fresh, None).tolist() == [False] and stop(short, None).tolist() == [False]
+    assert stop(torch.cat([looping, fresh]), None).tolist() == [True, False]
