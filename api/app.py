@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import ask, chat, embeddings, health, knowledge_bases, search
+from api.routes import ask, chat, documents, embeddings, health, knowledge_bases, search
 from catalog import Catalog
 from core.config import Settings, get_settings
 from embeddings import EmbedderPool
-from generation.factory import build_answerer, build_llm
+from generation.factory import build_answerer, build_llm, build_summarizer
+from jobs import JobManager
 from retrieval.factory import build_retriever
 from stores import open_store
 
@@ -33,15 +34,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         llm, llm_error = build_llm(settings)  # loads a local model now; None (extractive answers) if it cannot
         app.state.llm = llm
         app.state.answerer = build_answerer(settings, app.state.retriever, llm, llm_error)
+        app.state.jobs = JobManager(
+            settings, app.state.catalog, summarizer_for=lambda embedder: build_summarizer(settings, llm, embedder)
+        )
         try:
             yield
         finally:
+            app.state.jobs.close()
             store.close()
 
     app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(knowledge_bases.router)
+    app.include_router(documents.router)
     app.include_router(search.router)
     app.include_router(ask.router)
     app.include_router(chat.router)

@@ -10,6 +10,7 @@ from catalog import Catalog
 from core.config import Settings
 from embeddings import EmbedderPool
 from generation.answer import Answerer
+from jobs import JobManager
 from retrieval.pipeline import Retriever
 from stores import VectorStore
 
@@ -38,9 +39,14 @@ def _answerer(request: Request) -> Answerer:
     return request.app.state.answerer  # type: ignore[no-any-return]
 
 
+def _jobs(request: Request) -> JobManager:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 StoreDep = Annotated[VectorStore, Depends(_store)]
 EmbeddersDep = Annotated[EmbedderPool, Depends(_embedders)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RetrieverDep = Annotated[Retriever, Depends(_retriever)]
 AnswererDep = Annotated[Answerer, Depends(_answerer)]
+JobsDep = Annotated[JobManager, Depends(_jobs)]

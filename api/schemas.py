@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from core.records import KnowledgeBase, ScoredChunk
+from core.records import Document, KnowledgeBase, ScoredChunk
 from generation.answer import Answer
+from jobs import Job
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -201,3 +202,60 @@ class AnswerPublic(BaseModel):
             total_tokens=answer.usage.total_tokens,
         )
         return cls(**fields)
+
+
+class DocumentCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=500, description="The document's name (its identity for replacement).")
+    text: str = Field(min_length=1)
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class JobPublic(BaseModel):
+    id: str
+    kb: str
+    source: str
+    status: Literal["queued", "parsing", "chunking", "embedding", "storing", "ready", "failed"]
+    outcome: str
+    doc_id: str | None
+    replaced: str | None
+    chunks: int
+    reason: str
+    error: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(**asdict(job))
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+
+
+class DocumentPublic(BaseModel):
+    id: str = Field(description="SHA-256 of the normalised text: the content hash.")
+    source: str
+    title: str
+    format: str
+    status: str
+    error: str
+    summary: str
+    chunk_count: int
+    n_chars: int
+    metadata: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, doc: Document) -> DocumentPublic:
+        fields = asdict(doc)
+        fields.pop("summary_vector", None)
+        return cls(**fields)
+
+
+class DocumentPage(BaseModel):
+    documents: list[DocumentPublic]
+    total: int
+    offset: int
+    limit: int

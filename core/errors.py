@@ -83,3 +83,9 @@ class LLMUnavailable(KBError):
 
 class LLMTimeout(LLMUnavailable):
     """The language model's server did not answer in time."""
+
+
+class JobNotFound(KBError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found (jobs are kept in memory until the service restarts)")
+        self.job_id = job_id

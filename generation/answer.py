@@ -41,20 +41,7 @@ class SourceRef:
 
     @classmethod
     def of(cls, s: Source) -> SourceRef:
-        c = s.hit.chunk
-        return cls(
-            number=s.number,
-            rank=s.rank,
-            doc_id=c.doc_id,
-            chunk_id=c.id,
-            source=str(c.metadata.get("source", "")),
-            title=str(c.metadata.get("title", "")),
-            page=c.page,
-            section=c.section,
-            score=s.hit.score,
-            text=s.text,
-            trimmed=s.trimmed,
-        )
+        return cls(**s.where(), rank=s.rank, score=s.hit.score, text=s.text, trimmed=s.trimmed)
 
 
 @dataclass

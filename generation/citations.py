@@ -95,18 +95,7 @@ def attribute(text: str, sources: Sequence[Source]) -> CitedText:
 
 def cite(source: Source, claim: str, *, inferred: bool = False) -> Citation:
     """A citation of ``source`` quoting its sentence that best supports ``claim``."""
-    c = source.hit.chunk
-    return Citation(
-        number=source.number,
-        doc_id=c.doc_id,
-        chunk_id=c.id,
-        source=str(c.metadata.get("source", "")),
-        title=str(c.metadata.get("title", "")),
-        page=c.page,
-        section=c.section,
-        snippet=best_sentence(source.text, claim),
-        inferred=inferred,
-    )
+    return Citation(**source.where(), snippet=best_sentence(source.text, claim), inferred=inferred)
 
 
 def best_sentence(passage: str, claim: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from core.errors import InvalidInput
 from core.records import ScoredChunk
@@ -86,6 +86,19 @@ class Source:
     hit: ScoredChunk
     text: str
     trimmed: bool = False
+
+    def where(self) -> dict[str, Any]:
+        """The chunk's identity and location, as citations and answers report it."""
+        c = self.hit.chunk
+        return {
+            "number": self.number,
+            "doc_id": c.doc_id,
+            "chunk_id": c.id,
+            "source": str(c.metadata.get("source", "")),
+            "title": str(c.metadata.get("title", "")),
+            "page": c.page,
+            "section": c.section,
+        }
 
     @property
     def header(self) -> str:

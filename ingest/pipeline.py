@@ -91,6 +91,8 @@ class Ingestor:
         self.summarizer = summarizer
         self.batch_chunks = batch_chunks
         self.max_bytes = max_bytes
+        # Told (source name, stage) as a document moves: parsing, chunking, embedding, storing.
+        self.on_stage: Callable[[str, str], None] = lambda _source, _stage: None
 
     @classmethod
     def from_settings(
@@ -187,6 +189,7 @@ class Ingestor:
             out.put(_DONE)
 
     def _prepare(self, index: int, item: SourceItem) -> _Prepared | IngestResult:
+        self.on_stage(item.name, "parsing")
         try:
             parsed = item.parse(max_bytes=self.max_bytes)
         except ParseError as exc:
@@ -194,6 +197,7 @@ class Ingestor:
         except OSError as exc:
             return IngestResult(item.name, Outcome.FAILED, reason="unreadable", error=str(exc), index=index)
         doc_id = parsed.content_hash
+        self.on_stage(item.name, "chunking")
         chunks = self.chunker.split(parsed, doc_id)
         summary = self.summarizer.summarize(parsed, chunks)
         return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
@@ -240,6 +244,8 @@ class Ingestor:
         return results
 
     def _write(self, todo: Sequence[_Prepared]) -> None:
+        for p in todo:
+            self.on_stage(p.item.name, "embedding")
         vectors = self._vectors([c.text for p in todo for c in p.chunks] + [p.summary for p in todo])
         now = time.time()
         docs = []
@@ -258,6 +264,8 @@ class Ingestor:
                     summary_vector=vectors[text_hash(p.summary)],
                 )
             )
+        for p in todo:
+            self.on_stage(p.item.name, "storing")
         self.store.put_documents(self.kb, docs)
         self.store.add_chunks(self.kb, [c for p in todo for c in p.chunks])
         replaces = {p.doc_id: old for p in todo for old in p.replaces[:1]}

@@ -1,0 +1,165 @@
+"""Documents of a knowledge base: upload (multipart files or JSON text) as background jobs (202), job status,
+listing, one document, atomic replacement and deletion."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import CatalogDep, JobsDep, SettingsDep, StoreDep
+from api.schemas import DocumentCreate, DocumentPage, DocumentPublic, JobList, JobPublic
+from core.config import Settings
+from core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
+from core.records import DocStatus
+from ingest.parsers import detect_format
+from ingest.sources import SourceItem
+
+router = APIRouter(tags=["documents"])
+KB_DOCS = "/v1/knowledge-bases/{kb}/documents"
+MAX_FILES = 100
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "metadata": {"type": "string", "description": "JSON object applied to every file."},
+                    },
+                    "required": ["files"],
+                }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentCreate"}},
+        },
+    }
+}
+
+
+@router.post(KB_DOCS, status_code=status.HTTP_202_ACCEPTED, openapi_extra=UPLOAD_BODY)
+async def upload(kb: str, request: Request, jobs: JobsDep, settings: SettingsDep) -> JobList:
+    """One job per document; identical content already in the knowledge base finishes as ``unchanged``."""
+    items = await _items(request, settings)
+    return JobList(jobs=[JobPublic.of(j) for j in await run_in_threadpool(jobs.submit, kb, items)])
+
+
+@router.put(KB_DOCS + "/{doc_id}", status_code=status.HTTP_202_ACCEPTED, openapi_extra=UPLOAD_BODY)
+async def replace_document(
+    kb: str, doc_id: str, request: Request, jobs: JobsDep, catalog: CatalogDep, settings: SettingsDep
+) -> JobList:
+    """New content for a document: ingested under its name, it replaces the old version atomically."""
+    old = await run_in_threadpool(_document, catalog, kb, doc_id)
+    items = await _items(request, settings)
+    if len(items) != 1:
+        raise InvalidInput(f"a replacement takes exactly one document, got {len(items)}")
+    item = items[0]
+    item.name = old.source
+    return JobList(jobs=[JobPublic.of(j) for j in await run_in_threadpool(jobs.submit, kb, [item])])
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
+    return JobPublic.of(jobs.get(job_id))
+
+
+@router.get(KB_DOCS)
+async def list_documents(
+    kb: str,
+    catalog: CatalogDep,
+    store: StoreDep,
+    status_: Annotated[DocStatus | None, Query(alias="status")] = None,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DocumentPage:
+    def load() -> DocumentPage:
+        found = catalog.get(kb)
+        docs = store.list_documents(found, status=status_, offset=offset, limit=limit)
+        total = store.count_documents(found, status=status_)
+        return DocumentPage(documents=[DocumentPublic.of(d) for d in docs], total=total, offset=offset, limit=limit)
+
+    return await run_in_threadpool(load)
+
+
+@router.get(KB_DOCS + "/{doc_id}")
+async def get_document(kb: str, doc_id: str, catalog: CatalogDep) -> DocumentPublic:
+    return DocumentPublic.of(await run_in_threadpool(_document, catalog, kb, doc_id))
+
+
+@router.delete(KB_DOCS + "/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_document(kb: str, doc_id: str, catalog: CatalogDep, store: StoreDep) -> Response:
+    def delete() -> None:
+        found = catalog.get(kb)
+        if store.get_document(found, doc_id) is None:
+            raise DocumentNotFound(kb, doc_id)
+        store.delete_document(found, doc_id)
+
+    await run_in_threadpool(delete)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _document(catalog: Any, kb: str, doc_id: str) -> Any:
+    doc = catalog.store.get_document(catalog.get(kb), doc_id)
+    if doc is None:
+        raise DocumentNotFound(kb, doc_id)
+    return doc
+
+
+async def _items(request: Request, settings: Settings) -> list[SourceItem]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        return await _files(request, settings)
+    if kind == "application/json":
+        raw = await request.body()
+        if len(raw) > settings.max_file_bytes:
+            raise FileTooLarge("request body", f"{len(raw)} bytes; the limit is {settings.max_file_bytes}")
+        try:
+            body = DocumentCreate.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            raise InvalidInput(problems) from exc
+        return [SourceItem(_safe_name(body.name), text=body.text, metadata=dict(body.metadata))]
+    raise UnsupportedFormat(
+        "request", f"content type {kind or 'none'!r}: send multipart/form-data (files) or application/json"
+    )
+
+
+async def _files(request: Request, settings: Settings) -> list[SourceItem]:
+    form = await request.form(max_files=MAX_FILES, max_fields=10)
+    uploads = [v for key in ("files", "file") for v in form.getlist(key) if isinstance(v, UploadFile)]
+    if not uploads:
+        raise InvalidInput("no files: send them as multipart form field 'files'")
+    metadata: dict[str, Any] = {}
+    if isinstance(raw_meta := form.get("metadata"), str) and raw_meta.strip():
+        try:
+            metadata = json.loads(raw_meta)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"metadata is not valid JSON: {exc}") from exc
+        if not isinstance(metadata, dict):
+            raise InvalidInput("metadata must be a JSON object")
+    items = []
+    for upload in uploads:
+        name = _safe_name(upload.filename or "")
+        data = await upload.read(settings.max_file_bytes + 1)
+        if len(data) > settings.max_file_bytes:
+            raise FileTooLarge(name, f"larger than the limit of {settings.max_file_bytes} bytes")
+        detect_format(data, name)  # unsupported types are refused now (415), before any job exists
+        items.append(SourceItem(name, data=data, metadata=dict(metadata)))
+    return items
+
+
+def _safe_name(name: str) -> str:
+    """The file name without any directory part; control characters and empty names are refused."""
+    base = PurePosixPath(name.replace("\\", "/")).name.strip()
+    if not base or base in (".", ".."):
+        raise InvalidInput(f"file name {name!r} is empty or only a path")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in base):
+        raise InvalidInput(f"file name {name!r} contains control characters")
+    return unicodedata.normalize("NFC", base)

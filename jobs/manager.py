@@ -1,0 +1,141 @@
+"""JobManager: one job per uploaded document, run by a small worker pool so that ingestion never blocks the
+event loop (nor queries); status moves queued → parsing → chunking → embedding → storing → ready | failed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from catalog import Catalog
+from core.config import Settings
+from core.errors import InvalidInput, JobNotFound
+from embeddings.base import Embedder
+from ingest.pipeline import Ingestor, Outcome
+from ingest.sources import SourceItem
+from ingest.summarize import Summarizer
+
+log = logging.getLogger(__name__)
+MAX_KEPT_JOBS = 10_000
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PARSING = "parsing"
+    CHUNKING = "chunking"
+    EMBEDDING = "embedding"
+    STORING = "storing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+FINISHED = {JobStatus.READY, JobStatus.FAILED}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one document's ingestion. ``outcome``: added, unchanged (identical content was already
+    there: no work), replaced or failed; ``reason`` names why it failed (encrypted, corrupt, …)."""
+
+    id: str
+    kb: str
+    source: str
+    status: JobStatus = JobStatus.QUEUED
+    outcome: str = ""
+    doc_id: str | None = None
+    replaced: str | None = None
+    chunks: int = 0
+    reason: str = ""
+    error: str = ""
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+class JobManager:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        summarizer_for: Callable[[Embedder], Summarizer | None] = lambda _e: None,
+        workers: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.summarizer_for = summarizer_for
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ingest-job")
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def submit(self, kb: str, items: Sequence[SourceItem]) -> list[Job]:
+        """Queue ``items`` for ``kb`` (which must exist) and return their jobs at once."""
+        self.catalog.get(kb)
+        names = [item.name for item in items]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"two uploads share a name: {sorted({n for n in names if names.count(n) > 1})}")
+        jobs = [Job(id=uuid.uuid4().hex, kb=kb, source=item.name) for item in items]
+        with self._lock:
+            for job in jobs:
+                self._jobs[job.id] = job
+            self._prune()
+        self._pool.submit(self._run, kb, list(items), [j.id for j in jobs])
+        return jobs
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def close(self) -> None:
+        """Cancel queued jobs and let the running one finish, so the store is not closed under it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _update(self, job_id: str, **changes: object) -> None:
+        with self._lock:
+            self._jobs[job_id] = replace(self._jobs[job_id], updated_at=time.time(), **changes)  # type: ignore[arg-type]
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond MAX_KEPT_JOBS (memory stays bounded)."""
+        excess = len(self._jobs) - MAX_KEPT_JOBS
+        for job_id in [j for j, job in self._jobs.items() if job.status in FINISHED][: max(0, excess)]:
+            del self._jobs[job_id]
+
+    def _run(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+        by_source = dict(zip((item.name for item in items), job_ids, strict=True))
+        try:
+            knowledge_base, embedder = self.catalog.open(kb)
+            ingestor = Ingestor.from_settings(
+                self.settings,
+                store=self.catalog.store,
+                kb=knowledge_base,
+                embedder=embedder,
+                summarizer=self.summarizer_for(embedder),
+            )
+            ingestor.on_stage = lambda source, stage: self._update(by_source[source], status=JobStatus(stage))
+            for result in ingestor.ingest(items):
+                failed = result.outcome == Outcome.FAILED
+                self._update(
+                    by_source[result.source],
+                    status=JobStatus.FAILED if failed else JobStatus.READY,
+                    outcome=result.outcome.value,
+                    doc_id=result.doc_id,
+                    replaced=result.replaced,
+                    chunks=result.chunks,
+                    reason=result.reason,
+                    error=result.error,
+                )
+        except Exception as exc:  # a job must end failed with the reason, never stay "embedding" forever
+            log.exception("ingest job for %s failed", kb)
+            for job_id in job_ids:
+                if self.get(job_id).status not in FINISHED:
+                    self._update(
+                        job_id, status=JobStatus.FAILED, outcome="failed", reason="ingest_error", error=str(exc)
+                    )
