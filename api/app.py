@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.auth import KeyRing, authenticate
 from api.errors import install_error_handlers
 from api.routes import ask, chat, documents, embeddings, health, knowledge_bases, search
 from catalog import Catalog
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = EmbedderPool(settings)
         pool.get()  # load the default model now, not on the first request
         app.state.settings = settings
+        app.state.keys = KeyRing(settings)
         app.state.store = store
         app.state.embedders = pool
         app.state.catalog = Catalog(store, pool)
@@ -46,10 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(knowledge_bases.router)
-    app.include_router(documents.router)
-    app.include_router(search.router)
-    app.include_router(ask.router)
-    app.include_router(chat.router)
-    app.include_router(embeddings.router)
+    protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
+    for module in (knowledge_bases, documents, search, ask, chat, embeddings):
+        app.include_router(module.router, dependencies=protected)
     return app

@@ -10,6 +10,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core import errors
 
 STATUS: list[tuple[type[errors.KBError], int]] = [
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
     (errors.KnowledgeBaseNotFound, 404),
     (errors.DocumentNotFound, 404),
     (errors.JobNotFound, 404),
@@ -34,7 +36,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.KBError)
     async def _domain(_: Request, exc: errors.KBError) -> JSONResponse:
         status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
-        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

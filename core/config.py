@@ -6,11 +6,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class ApiKey(BaseModel):
+    """An API key; ``kbs`` scopes it to those knowledge bases (None: all of them, and creating new ones)."""
+
+    key: SecretStr
+    name: str = "key"
+    kbs: list[str] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("API keys must be at least 16 characters long")
+        return value
 
 
 class Settings(BaseSettings):
@@ -72,6 +87,11 @@ class Settings(BaseSettings):
     )
     rerank_fusion: bool = Field(default=True, description="Fuse reranker ranks with first-stage ranks (RRF).")
     rerank_batch_size: int = Field(default=32, ge=1, le=1024)
+
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list, e.g. [{"key": "...", "name": "ops", "kbs": ["manuals"]}]; empty: no authentication.',
+    )
 
     llm_backend: Literal["auto", "transformers", "openai", "none"] = Field(
         default="auto",

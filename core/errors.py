@@ -89,3 +89,11 @@ class JobNotFound(KBError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} not found (jobs are kept in memory until the service restarts)")
         self.job_id = job_id
+
+
+class Unauthorized(KBError):
+    """No API key, or one the service does not know."""
+
+
+class Forbidden(KBError):
+    """A valid API key used outside the knowledge bases it is scoped to."""

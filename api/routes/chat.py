@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from api.auth import PrincipalDep
 from api.deps import AnswererDep, CatalogDep, SettingsDep
 from api.errors import error_body
 from api.openai_schemas import (
@@ -42,10 +43,10 @@ KB_PREFIX = "kb:"
 
 
 @router.get("/models")
-async def list_models(catalog: CatalogDep, request: Request) -> ModelList:
-    """Knowledge bases as ``kb:<name>`` models, and the service's own LLM."""
+async def list_models(catalog: CatalogDep, request: Request, principal: PrincipalDep) -> ModelList:
+    """Knowledge bases (those the caller's key may use) as ``kb:<name>`` models, and the service's own LLM."""
     kbs = await run_in_threadpool(catalog.list)
-    cards = [ModelCard(id=KB_PREFIX + kb.name, created=int(kb.created_at)) for kb in kbs]
+    cards = [ModelCard(id=KB_PREFIX + kb.name, created=int(kb.created_at)) for kb in kbs if principal.allows(kb.name)]
     llm: LLM | None = request.app.state.llm
     if llm is not None:
         cards.append(ModelCard(id=llm.name, created=0))
@@ -54,7 +55,12 @@ async def list_models(catalog: CatalogDep, request: Request) -> ModelList:
 
 @router.post("/chat/completions", response_model=ChatCompletion)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, catalog: CatalogDep, answerer: AnswererDep, settings: SettingsDep
+    body: ChatCompletionRequest,
+    request: Request,
+    catalog: CatalogDep,
+    answerer: AnswererDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> Any:
     messages = body.plain_messages()
     created, cid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
@@ -62,6 +68,7 @@ async def chat_completions(
     sampling = body.model_dump(include=SAMPLING) | {"max_tokens": body.max_completion_tokens or body.max_tokens}
 
     if body.model.startswith(KB_PREFIX):
+        principal.check(body.model[len(KB_PREFIX) :])
         if not messages or messages[-1]["role"] != "user":
             raise InvalidInput("the last message must be the user's question")
         question, history = messages[-1]["content"], messages[:-1]

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from api.auth import PrincipalDep
 from api.deps import CatalogDep, JobsDep, SettingsDep, StoreDep
 from api.schemas import DocumentCreate, DocumentPage, DocumentPublic, JobList, JobPublic
 from core.config import Settings
@@ -66,8 +67,10 @@ async def replace_document(
 
 
 @router.get("/v1/jobs/{job_id}")
-async def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
-    return JobPublic.of(jobs.get(job_id))
+async def get_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> JobPublic:
+    job = jobs.get(job_id)
+    principal.check(job.kb)
+    return JobPublic.of(job)
 
 
 @router.get(KB_DOCS)

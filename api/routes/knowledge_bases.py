@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 
+from api.auth import PrincipalDep
 from api.deps import CatalogDep, StoreDep
 from api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic
 
@@ -10,7 +11,8 @@ router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge-bases"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_kb(body: KnowledgeBaseCreate, catalog: CatalogDep) -> KnowledgeBasePublic:
+async def create_kb(body: KnowledgeBaseCreate, catalog: CatalogDep, principal: PrincipalDep) -> KnowledgeBasePublic:
+    principal.check(body.name)
     kb = await run_in_threadpool(
         catalog.create, body.name, description=body.description, embedding_model=body.embedding_model
     )
@@ -18,8 +20,10 @@ async def create_kb(body: KnowledgeBaseCreate, catalog: CatalogDep) -> Knowledge
 
 
 @router.get("")
-async def list_kbs(catalog: CatalogDep) -> list[KnowledgeBasePublic]:
-    return [KnowledgeBasePublic.of(kb) for kb in await run_in_threadpool(catalog.list)]
+async def list_kbs(catalog: CatalogDep, principal: PrincipalDep) -> list[KnowledgeBasePublic]:
+    """The knowledge bases the caller's key may use."""
+    kbs = await run_in_threadpool(catalog.list)
+    return [KnowledgeBasePublic.of(kb) for kb in kbs if principal.allows(kb.name)]
 
 
 @router.get("/{kb}")
