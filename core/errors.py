@@ -38,6 +38,10 @@ class EmbeddingError(KBError):
     """The embedding model could not be loaded or an embedding server failed."""
 
 
+class EmbeddingModelUnavailable(EmbeddingError):
+    """A named embedding model cannot be loaded (no such name or path): the caller's choice to fix."""
+
+
 class StoreError(KBError):
     """The vector store failed or cannot be reached."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import EmbeddingError
+from core.errors import EmbeddingModelUnavailable
 from core.records import EmbeddingModelInfo
 from embeddings import offline_e5
 from embeddings.base import TokenCounter, normalise_rows
@@ -57,7 +57,7 @@ class SentenceTransformerEmbedder:
         try:
             model = SentenceTransformer(resolve_model_path(name), device="cpu")
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
-            raise EmbeddingError(f"cannot load embedding model {name!r}: {exc}") from exc
+            raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
         fingerprint = weights_fingerprint(model)
         if self.device != "cpu":
             model = model.to(self.device)
