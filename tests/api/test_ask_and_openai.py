@@ -135,3 +135,19 @@ def test_bad_requests_get_a_clear_4xx(server: str, path: str, body: dict[str, An
     r = httpx.post(url, json=body, timeout=60)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]
+
+
+def test_follow_ups_are_rewritten_for_retrieval_and_history_reaches_the_model(server: str, sdk: openai.OpenAI) -> None:
+    url = f"{server}/v1/knowledge-bases/{httpx.URL(KB).raw_path.decode()}/ask"
+    history = [
+        {"role": "user", "content": "Tell me about the Eiffel Tower."},
+        {"role": "assistant", "content": "It is a wrought-iron lattice tower in Paris [1]."},
+    ]
+    body = httpx.post(url, json={"question": "How tall is it?", "history": history}, timeout=120).json()
+    assert body["timings_ms"]["rewrite"] > 0 and body["query"]
+    assert body["usage"]["prompt_tokens"] > 0 and body["mode"] == "generated"
+    response = sdk.chat.completions.create(
+        model=f"kb:{KB}",
+        messages=[*history, {"role": "user", "content": "How tall is it?"}],  # type: ignore[list-item]
+    )
+    assert response.choices[0].message.content
