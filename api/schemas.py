@@ -43,13 +43,15 @@ class KnowledgeBasePublic(BaseModel):
 class EmbeddingRequest(BaseModel):
     input: str | list[str] = Field(description="Text or texts to embed.")
     model: str | None = Field(default=None, description="Model name; default: the service's embedding model.")
-    encoding_format: str = Field(default="float", pattern="^float$")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="'base64': little-endian float32 bytes, what the OpenAI SDK asks for by default."
+    )
 
 
 class EmbeddingItem(BaseModel):
     object: str = "embedding"
     index: int
-    embedding: list[float]
+    embedding: list[float] | str
 
 
 class EmbeddingUsage(BaseModel):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
@@ -25,7 +28,13 @@ async def create_embeddings(
     vectors = await run_in_threadpool(embedder.embed_documents, texts)
     tokens = sum(embedder.count_tokens(t) for t in texts)
     return EmbeddingResponse(
-        data=[EmbeddingItem(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)],
+        data=[EmbeddingItem(index=i, embedding=_encode(v, body.encoding_format)) for i, v in enumerate(vectors)],
         model=model,
         usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
     )
+
+
+def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector.tolist()  # type: ignore[no-any-return]

@@ -50,6 +50,8 @@ def sdk(server: str) -> openai.OpenAI:
 def test_models_lists_knowledge_bases_and_the_llm(sdk: openai.OpenAI) -> None:
     ids = [m.id for m in sdk.models.list()]
     assert f"kb:{KB}" in ids and LLM_ID in ids
+    vectors = sdk.embeddings.create(model="sentence-transformers/all-MiniLM-L6-v2", input=["pumps", "valves"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
 
 
 def test_our_openai_client_against_our_server_complete_and_stream(server: str) -> None:

@@ -103,6 +103,19 @@ def test_path_components_are_stripped_from_file_names(client: TestClient) -> Non
     assert client.delete(f"{DOCS}/{job['doc_id']}").status_code == 204
 
 
+def test_queries_are_answered_while_a_large_document_is_being_ingested(client: TestClient) -> None:
+    text = "\n\n".join(
+        f"Section {i}. Turbine blade {i} needs inspection every {i % 12 + 1} months." for i in range(1200)
+    )
+    r = client.post(DOCS, json={"name": "large.txt", "text": text})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobs"][0]["id"]
+    search = client.post(DOCS.replace("/documents", "/search"), json={"query": "pumps need oil", "mode": "lexical"})
+    assert search.status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] not in ("ready", "failed")  # still working meanwhile
+    assert wait(client, job_id, timeout=600)["status"] == "ready"
+
+
 def test_a_broken_file_fails_its_job_with_the_reason(client: TestClient) -> None:
     r = client.post(DOCS, files=[("files", ("broken.pdf", b"%PDF-1.4 not really a pdf", "application/pdf"))])
     job = wait(client, r.json()["jobs"][0]["id"])
