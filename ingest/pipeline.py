@@ -91,8 +91,9 @@ class Ingestor:
         self.summarizer = summarizer
         self.batch_chunks = batch_chunks
         self.max_bytes = max_bytes
-        # Told (source name, stage) as a document moves: parsing, chunking, embedding, storing.
-        self.on_stage: Callable[[str, str], None] = lambda _source, _stage: None
+        # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
+        # ``chunks`` is the document's chunk count once it is known (0 before).
+        self.on_stage: Callable[[str, str, int], None] = lambda _source, _stage, _chunks: None
 
     @classmethod
     def from_settings(
@@ -189,7 +190,7 @@ class Ingestor:
             out.put(_DONE)
 
     def _prepare(self, index: int, item: SourceItem) -> _Prepared | IngestResult:
-        self.on_stage(item.name, "parsing")
+        self.on_stage(item.name, "parsing", 0)
         try:
             parsed = item.parse(max_bytes=self.max_bytes)
         except ParseError as exc:
@@ -197,7 +198,7 @@ class Ingestor:
         except OSError as exc:
             return IngestResult(item.name, Outcome.FAILED, reason="unreadable", error=str(exc), index=index)
         doc_id = parsed.content_hash
-        self.on_stage(item.name, "chunking")
+        self.on_stage(item.name, "chunking", 0)
         chunks = self.chunker.split(parsed, doc_id)
         summary = self.summarizer.summarize(parsed, chunks)
         return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
@@ -245,7 +246,7 @@ class Ingestor:
 
     def _write(self, todo: Sequence[_Prepared]) -> None:
         for p in todo:
-            self.on_stage(p.item.name, "embedding")
+            self.on_stage(p.item.name, "embedding", len(p.chunks))
         vectors = self._vectors([c.text for p in todo for c in p.chunks] + [p.summary for p in todo])
         now = time.time()
         docs = []
@@ -265,7 +266,7 @@ class Ingestor:
                 )
             )
         for p in todo:
-            self.on_stage(p.item.name, "storing")
+            self.on_stage(p.item.name, "storing", len(p.chunks))
         self.store.put_documents(self.kb, docs)
         self.store.add_chunks(self.kb, [c for p in todo for c in p.chunks])
         replaces = {p.doc_id: old for p in todo for old in p.replaces[:1]}

@@ -40,8 +40,9 @@ FINISHED = {JobStatus.READY, JobStatus.FAILED}
 
 @dataclass(frozen=True)
 class Job:
-    """A snapshot of one document's ingestion. ``outcome``: added, unchanged (identical content was already
-    there: no work), replaced or failed; ``reason`` names why it failed (encrypted, corrupt, …)."""
+    """A snapshot of one document's ingestion. ``chunks``: the document's chunk count once chunked (being
+    embedded, then stored); ``outcome``: added, unchanged (identical content was already there: no work),
+    replaced or failed; ``reason`` names why it failed (encrypted, corrupt, …)."""
 
     id: str
     kb: str
@@ -119,7 +120,9 @@ class JobManager:
                 embedder=embedder,
                 summarizer=self.summarizer_for(embedder),
             )
-            ingestor.on_stage = lambda source, stage: self._update(by_source[source], status=JobStatus(stage))
+            ingestor.on_stage = lambda source, stage, chunks: self._update(
+                by_source[source], status=JobStatus(stage), chunks=chunks
+            )
             for result in ingestor.ingest(items):
                 failed = result.outcome == Outcome.FAILED
                 self._update(

@@ -113,6 +113,11 @@ def test_queries_are_answered_while_a_large_document_is_being_ingested(client: T
     search = client.post(DOCS.replace("/documents", "/search"), json={"query": "pumps need oil", "mode": "lexical"})
     assert search.status_code == 200
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] not in ("ready", "failed")  # still working meanwhile
+    seen = set()
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("ready", "failed"):
+        seen.add((job["status"], job["chunks"]))
+        time.sleep(0.05)
+    assert any(status in ("embedding", "storing") and chunks > 100 for status, chunks in seen), seen
     assert wait(client, job_id, timeout=600)["status"] == "ready"
 
 
