@@ -145,27 +145,23 @@ class AskRequest(SamplingFields):
     rewrite: bool | None = Field(default=None, description="Rewrite a follow-up into a standalone query.")
 
 
-class CitationPublic(BaseModel):
-    number: int
+class ChunkRefPublic(BaseModel):
+    number: int = Field(description="The number the answer cites it by, as in [1].")
     doc_id: str
     chunk_id: str
     source: str
     title: str
     page: int | None
     section: str | None
-    snippet: str
-    inferred: bool
 
 
-class SourcePublic(BaseModel):
-    number: int
-    rank: int
-    doc_id: str
-    chunk_id: str
-    source: str
-    title: str
-    page: int | None
-    section: str | None
+class CitationPublic(ChunkRefPublic):
+    snippet: str = Field(description="The sentence of the source that best supports the claim.")
+    inferred: bool = Field(description="Attributed by textual support because the model cited nothing.")
+
+
+class SourcePublic(ChunkRefPublic):
+    rank: int = Field(description="Retrieval rank (the prompt orders sources strongest-at-the-edges).")
     score: float
     text: str
     trimmed: bool

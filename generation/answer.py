@@ -12,7 +12,7 @@ from typing import Literal
 from core.errors import InvalidInput, LLMUnavailable
 from core.records import KnowledgeBase
 from embeddings.base import Embedder
-from generation.citations import Citation, attribute, cite, resolve_citations
+from generation.citations import ChunkRef, Citation, attribute, cite, resolve_citations
 from generation.llm import LLM, Completion, Delta, GenerationParams, Message, Usage
 from generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
 from retrieval.pipeline import Retriever, SearchOptions, validate_query
@@ -24,19 +24,12 @@ REWRITE_MAX_TOKENS = 64
 
 
 @dataclass
-class SourceRef:
-    """A source the model was given, under the number it was cited by."""
+class SourceRef(ChunkRef):
+    """A source the model was given, under the number it is cited by; ``rank`` is its retrieval rank."""
 
-    number: int
-    rank: int
-    doc_id: str
-    chunk_id: str
-    source: str
-    title: str
-    page: int | None
-    section: str | None
-    score: float
-    text: str
+    rank: int = 0
+    score: float = 0.0
+    text: str = ""
     trimmed: bool = False
 
     @classmethod

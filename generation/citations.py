@@ -21,9 +21,8 @@ _CJK_END = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]$")
 
 
 @dataclass
-class Citation:
-    """Citation ``number`` → the chunk it points to, and the sentence of that chunk that best supports the claim.
-    ``inferred``: the model cited nothing and the service attributed the sentence by its textual support."""
+class ChunkRef:
+    """Source ``number`` in a prompt → the chunk behind it: document, chunk, file name, title, page, section."""
 
     number: int
     doc_id: str
@@ -32,7 +31,14 @@ class Citation:
     title: str
     page: int | None
     section: str | None
-    snippet: str
+
+
+@dataclass
+class Citation(ChunkRef):
+    """A cited source and the sentence of it that best supports the claim. ``inferred``: the model cited nothing
+    and the service attributed the sentence by its textual support."""
+
+    snippet: str = ""
     inferred: bool = False
 
 
