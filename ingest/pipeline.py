@@ -200,7 +200,11 @@ class Ingestor:
         doc_id = parsed.content_hash
         self.on_stage(item.name, "chunking", 0)
         chunks = self.chunker.split(parsed, doc_id)
-        summary = self.summarizer.summarize(parsed, chunks)
+        known = self.store.get_document(self.kb, doc_id) if hasattr(self.summarizer, "concurrency") else None
+        if known is not None and known.status == DocStatus.READY:
+            summary = known.summary  # unchanged content: no model call (the consumer reports it unchanged)
+        else:
+            summary = self.summarizer.summarize(parsed, chunks)
         return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
 
     # -- consumer: embedding and storing -----------------------------------------------------------

@@ -134,6 +134,10 @@ def test_llm_summaries_with_concurrency_and_the_extractive_fallback(
     assert pumps.summary.startswith("Pumps\n") and len(pumps.summary) > 20
     assert embedder.count_tokens(pumps.summary) <= 256 + 16
     assert short.summary == "# Note\n\nOne short line."  # one chunk: its own summary, no model call
+    calls: list[str] = []
+    summarizer.summarize = lambda doc, chunks: calls.append(doc.source) or ""  # type: ignore[method-assign]
+    again = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder, summarizer=summarizer).ingest(docs)
+    assert [r.outcome.value for r in again] == ["unchanged", "unchanged"] and calls == []  # no model call
 
     down = OpenAICompatibleLLM(model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout_s=5, max_retries=0)
     fallback = build_summarizer(settings, down, embedder)
