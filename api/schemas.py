@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from core.records import Document, KnowledgeBase, ScoredChunk
 from generation.answer import Answer
+from generation.llm import Usage
 from jobs import Job
 
 
@@ -172,6 +173,14 @@ class UsagePublic(BaseModel):
     completion_tokens: int
     total_tokens: int
 
+    @classmethod
+    def of(cls, usage: Usage) -> UsagePublic:
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+
 
 class AnswerPublic(BaseModel):
     question: str
@@ -194,11 +203,7 @@ class AnswerPublic(BaseModel):
     def of(cls, answer: Answer) -> AnswerPublic:
         fields = asdict(answer)
         fields["answer"] = fields.pop("text")
-        fields["usage"] = UsagePublic(
-            prompt_tokens=answer.usage.prompt_tokens,
-            completion_tokens=answer.usage.completion_tokens,
-            total_tokens=answer.usage.total_tokens,
-        )
+        fields["usage"] = UsagePublic.of(answer.usage)
         return cls(**fields)
 
 

@@ -75,10 +75,9 @@ def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, ll
     return Answerer(retriever, llm, builder, llm_error=llm_error)
 
 
-def ask_options(settings: Settings, *, search: SearchOptions | None = None, **overrides: Any) -> AskOptions:
-    """Per-request options: the configured defaults, with the ``overrides`` that are not None."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    params = GenerationParams(
+def generation_params(settings: Settings, given: dict[str, Any]) -> GenerationParams:
+    """The configured sampling defaults; a value in ``given`` (popped from it) overrides its default."""
+    return GenerationParams(
         max_tokens=given.pop("max_tokens", settings.max_tokens),
         temperature=given.pop("temperature", settings.temperature),
         top_p=given.pop("top_p", settings.top_p),
@@ -87,6 +86,16 @@ def ask_options(settings: Settings, *, search: SearchOptions | None = None, **ov
         stop=tuple(given.pop("stop", ())),
         seed=given.pop("seed", None),
     )
+
+
+def not_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def ask_options(settings: Settings, *, search: SearchOptions | None = None, **overrides: Any) -> AskOptions:
+    """Per-request options: the configured defaults, with the ``overrides`` that are not None."""
+    given = not_none(overrides)
+    params = generation_params(settings, given)
     return AskOptions(
         top_k=given.pop("sources", settings.ask_top_k),
         params=params,

@@ -49,7 +49,7 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
 
     events = await run_in_threadpool(start)
     if not body.stream:
-        answer = await run_in_threadpool(_last, events)
+        answer = await run_in_threadpool(last_event, events)
         return AnswerPublic.of(answer)
     return StreamingResponse(sse(events), media_type="text/event-stream")
 
@@ -62,13 +62,13 @@ def _chain(first: Delta | Answer, rest: Iterator[Delta | Answer]) -> Iterator[De
     yield from rest
 
 
-def _last(events: Iterator[Delta | Answer]) -> Answer:
-    answer = None
-    for event in events:
-        if isinstance(event, Answer):
-            answer = event
-    assert answer is not None  # the answer stream always ends with one
-    return answer
+def last_event(events: Iterator[Any]) -> Any:
+    """Run a stream of deltas to its end and return its last event (the finished Answer or Completion)."""
+    final = None
+    for final in events:  # noqa: B007 - the loop variable is the result
+        pass
+    assert final is not None and not isinstance(final, Delta)  # every stream ends with its result
+    return final
 
 
 def sse(events: Iterator[Delta | Answer]) -> Iterator[str]:

@@ -30,12 +30,12 @@ from api.openai_schemas import (
     ModelCard,
     ModelList,
 )
-from api.routes.ask import SAMPLING, _chain
+from api.routes.ask import SAMPLING, _chain, last_event
 from api.schemas import AnswerPublic, UsagePublic
-from core.errors import InvalidInput, KBError, LLMUnavailable
+from core.errors import InvalidInput, KBError
 from generation.answer import Answer
-from generation.factory import ask_options
-from generation.llm import LLM, Completion, Delta, GenerationParams, Message, Usage
+from generation.factory import ask_options, generation_params, not_none
+from generation.llm import LLM, Completion, Delta, GenerationParams, Message
 from retrieval.pipeline import SearchOptions
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -87,21 +87,13 @@ async def chat_completions(
                 f"unknown model {body.model!r}: use 'kb:<knowledge base>' or "
                 + (f"the service's LLM {llm.name!r}" if llm else "configure an LLM (KB_LLM_BACKEND)")
             )
-        params = GenerationParams(
-            max_tokens=sampling.pop("max_tokens") or settings.max_tokens,
-            temperature=settings.temperature if sampling["temperature"] is None else sampling["temperature"],
-            top_p=sampling["top_p"],
-            top_k=sampling["top_k"],
-            repetition_penalty=sampling["repetition_penalty"],
-            stop=tuple(stop or ()),
-            seed=sampling["seed"],
-        ).validate()
+        params = generation_params(settings, not_none({**sampling, "stop": stop})).validate()
         if not messages:
             raise InvalidInput("messages must not be empty")
         events = await run_in_threadpool(_plain_chat, llm, messages, params)
 
     if not body.stream:
-        final = await run_in_threadpool(_last_any, events)
+        final = await run_in_threadpool(last_event, events)
         return _completion(cid, created, body.model, final)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     return StreamingResponse(
@@ -120,15 +112,6 @@ def _plain_chat(llm: LLM, messages: list[Message], params: GenerationParams) -> 
     return chain()
 
 
-def _last_any(events: Iterator[Any]) -> Answer | Completion:
-    final = None
-    for event in events:
-        if isinstance(event, Answer | Completion):
-            final = event
-    assert final is not None
-    return final
-
-
 def _completion(cid: str, created: int, model: str, final: Answer | Completion) -> ChatCompletion:
     if isinstance(final, Answer):
         public = AnswerPublic.of(final)
@@ -142,13 +125,7 @@ def _completion(cid: str, created: int, model: str, final: Answer | Completion) 
         created=created,
         model=model,
         choices=[ChatChoice(index=0, message=message, finish_reason=final.finish_reason)],
-        usage=_usage(final.usage),
-    )
-
-
-def _usage(usage: Usage) -> UsagePublic:
-    return UsagePublic(
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens
+        usage=UsagePublic.of(final.usage),
     )
 
 
@@ -184,7 +161,7 @@ def _stream(cid: str, created: int, model: str, events: Iterator[Any], *, includ
                 extra["sources"] = [s.model_dump() for s in public.sources]
             yield chunk({}, event.finish_reason, **extra)
             if include_usage:
-                yield chunk(None, usage=_usage(event.usage).model_dump())
-    except (KBError, LLMUnavailable) as exc:
+                yield chunk(None, usage=UsagePublic.of(event.usage).model_dump())
+    except KBError as exc:  # LLMUnavailable included: the status is already sent
         yield f"data: {json.dumps(error_body(type(exc).__name__, str(exc)), ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"
