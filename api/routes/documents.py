@@ -10,15 +10,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.auth import PrincipalDep
 from api.deps import CatalogDep, JobsDep, SettingsDep, StoreDep
 from api.schemas import DocumentCreate, DocumentPage, DocumentPublic, JobList, JobPublic
+from catalog import Catalog
 from core.config import Settings
 from core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
-from core.records import DocStatus
+from core.records import DocStatus, Document, KnowledgeBase
 from ingest.parsers import detect_format
 from ingest.sources import SourceItem
 
@@ -57,7 +59,7 @@ async def replace_document(
     kb: str, doc_id: str, request: Request, jobs: JobsDep, catalog: CatalogDep, settings: SettingsDep
 ) -> JobList:
     """New content for a document: ingested under its name, it replaces the old version atomically."""
-    old = await run_in_threadpool(_document, catalog, kb, doc_id)
+    _, old = await run_in_threadpool(_document, catalog, kb, doc_id)
     items = await _items(request, settings)
     if len(items) != 1:
         raise InvalidInput(f"a replacement takes exactly one document, got {len(items)}")
@@ -93,26 +95,27 @@ async def list_documents(
 
 @router.get(KB_DOCS + "/{doc_id}")
 async def get_document(kb: str, doc_id: str, catalog: CatalogDep) -> DocumentPublic:
-    return DocumentPublic.of(await run_in_threadpool(_document, catalog, kb, doc_id))
+    _, doc = await run_in_threadpool(_document, catalog, kb, doc_id)
+    return DocumentPublic.of(doc)
 
 
 @router.delete(KB_DOCS + "/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_document(kb: str, doc_id: str, catalog: CatalogDep, store: StoreDep) -> Response:
     def delete() -> None:
-        found = catalog.get(kb)
-        if store.get_document(found, doc_id) is None:
-            raise DocumentNotFound(kb, doc_id)
+        found, _ = _document(catalog, kb, doc_id)
         store.delete_document(found, doc_id)
 
     await run_in_threadpool(delete)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _document(catalog: Any, kb: str, doc_id: str) -> Any:
-    doc = catalog.store.get_document(catalog.get(kb), doc_id)
+def _document(catalog: Catalog, kb: str, doc_id: str) -> tuple[KnowledgeBase, Document]:
+    """The knowledge base and its document, or DocumentNotFound (404)."""
+    found = catalog.get(kb)
+    doc = catalog.store.get_document(found, doc_id)
     if doc is None:
         raise DocumentNotFound(kb, doc_id)
-    return doc
+    return found, doc
 
 
 async def _items(request: Request, settings: Settings) -> list[SourceItem]:
@@ -125,9 +128,8 @@ async def _items(request: Request, settings: Settings) -> list[SourceItem]:
             raise FileTooLarge("request body", f"{len(raw)} bytes; the limit is {settings.max_file_bytes}")
         try:
             body = DocumentCreate.model_validate_json(raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise InvalidInput(problems) from exc
+        except ValidationError as exc:  # reported like every other request validation error
+            raise RequestValidationError(exc.errors()) from exc
         return [SourceItem(_safe_name(body.name), text=body.text, metadata=dict(body.metadata))]
     raise UnsupportedFormat(
         "request", f"content type {kind or 'none'!r}: send multipart/form-data (files) or application/json"
