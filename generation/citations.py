@@ -77,12 +77,13 @@ def attribute(text: str, sources: Sequence[Source]) -> CitedText:
     that source); for answers from models too small to cite reliably."""
     citations: dict[int, Citation] = {}
     out: list[str] = []
+    source_grams = [(source, _bigrams(source.text)) for source in sources]  # once, not per answer sentence
     for sentence in SENTENCE.findall(text):
         grams = _bigrams(sentence)
         best, support = None, 0.0
         if len(grams) >= ATTRIBUTION_MIN_BIGRAMS:
-            for source in sources:
-                share = len(grams & _bigrams(source.text)) / len(grams)
+            for source, known in source_grams:
+                share = len(grams & known) / len(grams)
                 if share > support:
                     best, support = source, share
         if best is not None and support >= ATTRIBUTION_MIN_SUPPORT:
