@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -29,6 +32,15 @@ STATUS: list[tuple[type[errors.KBError], int]] = [
 ]
 
 
+def status_of(exc: errors.KBError) -> int:
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+
+
+def describe_problems(problems: Sequence[Any]) -> str:
+    """Pydantic validation errors as one line: ``loc: message; …`` (``body`` for whole-body errors)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in problems)
+
+
 def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"type": kind, "message": message}}
 
@@ -36,14 +48,13 @@ def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.KBError)
     async def _domain(_: Request, exc: errors.KBError) -> JSONResponse:
-        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+        status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        return JSONResponse(error_body("ValidationError", problems), status_code=422)
+        return JSONResponse(error_body("ValidationError", describe_problems(exc.errors())), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from core.config import Settings
 from core.records import Document, KnowledgeBase, ScoredChunk
 from generation.answer import Answer
 from generation.llm import Usage
 from jobs import Job
+from retrieval.pipeline import SearchOptions, SearchResult
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -81,6 +83,18 @@ class SearchRequest(BaseModel):
     )
     trace: bool = False
 
+    def options(self, settings: Settings) -> SearchOptions:
+        """The configured defaults with this request's fields on top."""
+        return SearchOptions.from_settings(
+            settings,
+            top_k=self.top_k,
+            mode=self.mode,
+            gate=self.gate,
+            rerank=self.rerank,
+            filters=self.filters,
+            trace=self.trace,
+        )
+
 
 class ChunkHit(BaseModel):
     score: float
@@ -118,6 +132,22 @@ class SearchResponse(BaseModel):
     query: str
     hits: list[ChunkHit]
     trace: SearchTracePublic | None = None
+
+    @classmethod
+    def of(cls, result: SearchResult, *, trace: bool) -> SearchResponse:
+        t = result.trace
+        public = None
+        if trace:
+            public = SearchTracePublic(
+                gated=[
+                    GatedDocument(doc_id=d.document.id, source=d.document.source, title=d.document.title, score=d.score)
+                    for d in t.gated
+                ],
+                candidates=[ChunkHit.of(h) for h in t.candidates],
+                reranked=[ChunkHit.of(h) for h in t.reranked],
+                timings_ms=t.timings_ms,
+            )
+        return cls(query=result.query, hits=[ChunkHit.of(h) for h in result.hits], trace=public)
 
 
 class ChatMessage(BaseModel):

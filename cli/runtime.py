@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, is_dataclass
-from functools import cached_property
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -13,62 +12,15 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from catalog import Catalog
-from core.config import Settings
-from embeddings import EmbedderPool
-from embeddings.base import Embedder
-from generation.answer import Answerer
-from generation.factory import build_answerer, build_llm, build_summarizer
-from ingest.summarize import Summarizer
-from retrieval.factory import build_retriever
-from retrieval.pipeline import Retriever
-from stores import VectorStore, open_store
+from client.services import Services
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 err_console = Console(stderr=True)
 out_console = Console()
 
 
-class Runtime:
-    def __init__(self, overrides: dict[str, Any]) -> None:
-        self.overrides = {k: v for k, v in overrides.items() if v is not None}
-
-    def close(self) -> None:
-        """Close the store if this invocation opened one (its connection pool's threads must not outlive it)."""
-        store = self.__dict__.get("store")
-        if store is not None:
-            store.close()
-
-    @cached_property
-    def settings(self) -> Settings:
-        return Settings(**self.overrides)
-
-    @cached_property
-    def store(self) -> VectorStore:
-        return open_store(self.settings)
-
-    @cached_property
-    def embedders(self) -> EmbedderPool:
-        return EmbedderPool(self.settings)
-
-    @cached_property
-    def catalog(self) -> Catalog:
-        return Catalog(self.store, self.embedders)
-
-    @cached_property
-    def retriever(self) -> Retriever:
-        return build_retriever(self.settings, self.store, self.embedders)
-
-    def summarizer(self, embedder: Embedder) -> Summarizer | None:
-        """The LLM summarizer when configured (loading the LLM), else None: the extractive default."""
-        if self.settings.summary_backend != "llm":
-            return None
-        return build_summarizer(self.settings, self.answerer.llm, embedder)
-
-    @cached_property
-    def answerer(self) -> Answerer:
-        llm, why = build_llm(self.settings)
-        return build_answerer(self.settings, self.retriever, llm, why)
+class Runtime(Services):
+    """What one CLI invocation builds, from the global options (and KB_* environment variables)."""
 
 
 def emit_json(payload: Any) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InvalidInput, KnowledgeBaseNotFound
-from core.records import DocStatus, EmbeddingModelInfo, KnowledgeBase
+from core.records import DocStatus, EmbeddingModelInfo, KnowledgeBase, ScoredChunk
 from embeddings.base import Embedder
 from ingest.sources import SourceItem
 from retrieval.pipeline import Retriever, SearchOptions, SearchResult
@@ -50,6 +50,16 @@ class EvalDataset:
             return self
         keep = dict(list(self.queries.items())[:max_queries])
         return replace(self, queries=keep, qrels={q: self.qrels[q] for q in keep})
+
+    def sample(self, max_queries: int, max_documents: int) -> EvalDataset:
+        """A smaller dataset for quick looks: the first ``max_queries`` queries, every document judged for them,
+        and the first other corpus documents as distractors up to ``max_documents`` in all."""
+        small = self.limit(max_queries)
+        judged = {d for rels in small.qrels.values() for d in rels if d in self.corpus}
+        distractors = [d for d in self.corpus if d not in judged][: max(0, max_documents - len(judged))]
+        keep = judged | set(distractors)
+        corpus = {d: item for d, item in self.corpus.items() if d in keep}
+        return replace(small, corpus=corpus, fingerprint=_fingerprint(corpus))
 
 
 def load_beir(folder: Path, split: str) -> EvalDataset:
@@ -141,7 +151,8 @@ class EvalReport:
     n_chunks: int
     summary: pd.DataFrame  # one row per configuration: metrics, gate recall
     latency: pd.DataFrame  # one row per configuration and stage: p50 / p95 in ms
-    per_query: pd.DataFrame  # one row per configuration and query
+    per_query: pd.DataFrame  # one row per configuration and query: measures, first relevant rank, where it was lost
+    timings: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per configuration, query and stage (ms)
     ingest_seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -188,7 +199,7 @@ def doc_run(results: dict[str, SearchResult]) -> dict[str, dict[str, float]]:
     for qid, result in results.items():
         ranked: dict[str, float] = {}
         for hit in result.hits:
-            cid = hit.chunk.metadata.get("source", hit.chunk.doc_id)
+            cid = _corpus_id(hit)
             if cid not in ranked:
                 ranked[cid] = float(RUN_DEPTH * 10 - len(ranked))
         run[qid] = ranked
@@ -227,15 +238,54 @@ def score(dataset: EvalDataset, run: dict[str, dict[str, float]]) -> tuple[dict[
     return means, table
 
 
-def latency_table(name: str, results: dict[str, SearchResult]) -> list[dict[str, Any]]:
-    stages: dict[str, list[float]] = {}
-    for result in results.values():
-        for stage, ms in result.trace.timings_ms.items():
-            stages.setdefault(stage, []).append(ms)
+def timing_rows(name: str, results: dict[str, SearchResult]) -> list[dict[str, Any]]:
+    """Every query's time per stage (ms): the raw samples behind the p50/p95 table (and the notebook's box plot)."""
     return [
-        {"config": name, "stage": stage, "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
-        for stage, v in stages.items()
+        {"config": name, "query": qid, "stage": stage, "ms": ms}
+        for qid, result in results.items()
+        for stage, ms in result.trace.timings_ms.items()
     ]
+
+
+def latency_table(timings: pd.DataFrame) -> pd.DataFrame:
+    """p50 / p95 per configuration and stage, in the order the stages ran."""
+    if timings.empty:
+        return pd.DataFrame(columns=["config", "stage", "p50", "p95"])
+    grouped = timings.groupby(["config", "stage"], sort=False)["ms"]
+    return pd.DataFrame({"p50": grouped.quantile(0.5), "p95": grouped.quantile(0.95)}).reset_index()
+
+
+LOST_AT = ("found", "ranking", "rerank", "retrieval")
+
+
+def diagnose(results: dict[str, SearchResult], qrels: dict[str, dict[str, int]], *, k: int = 10) -> pd.DataFrame:
+    """Per query: the rank of the first relevant document in the final list (NaN when absent), whether stage 1
+    let a relevant document through, and where the relevant documents were lost when none is in the top ``k``:
+    ``retrieval`` (not even among the fused first-stage candidates), ``rerank`` (in the top k before reranking,
+    pushed out by it) or ``ranking`` (among the candidates, ranked below k); ``found`` otherwise."""
+    rows = []
+    for qid, result in results.items():
+        relevant = {d for d, rel in qrels.get(qid, {}).items() if rel > 0}
+        ranked = list(doc_run({qid: result})[qid])
+        first = next((i for i, d in enumerate(ranked, start=1) if d in relevant), None)
+        trace = result.trace
+        in_gate = any(d.document.source in relevant for d in trace.gated) if trace.gated else None
+        candidates = [_corpus_id(c) for c in trace.candidates]
+        if first is not None and first <= k:
+            lost = "found"
+        elif not relevant.intersection(candidates):
+            lost = "retrieval"
+        elif trace.reranked and relevant.intersection(list(dict.fromkeys(candidates))[:k]):
+            lost = "rerank"
+        else:
+            lost = "ranking"
+        rows.append({"query": qid, "first relevant rank": first, "in gate": in_gate, "lost at": lost})
+    return pd.DataFrame(rows).set_index("query") if rows else pd.DataFrame()
+
+
+def _corpus_id(hit: ScoredChunk) -> str:
+    """Evaluation corpora store each corpus id as the document's source name."""
+    return str(hit.chunk.metadata.get("source", hit.chunk.doc_id))
 
 
 class PrecomputedQueries:
@@ -275,7 +325,7 @@ def evaluate(
     backend: str,
     progress: Callable[[str], Callable[[list[Any]], Iterable[Any]]] | None = None,
 ) -> EvalReport:
-    rows, latency, per_query = [], [], []
+    rows, timings, per_query = [], [], []
     # The retriever strips queries before embedding them: precompute exactly those texts.
     embedder = PrecomputedQueries(embedder, [q.strip() for q in dataset.queries.values() if q.strip()])
     for name, options in configs.items():
@@ -284,9 +334,11 @@ def evaluate(
         means, table = score(dataset, doc_run(results))
         recall = gate_recall(results, dataset.qrels)
         rows.append({"config": name, **means, "gate recall": np.nan if recall is None else recall})
-        latency += latency_table(name, results)
+        timings += timing_rows(name, results)
+        table = table.join(diagnose(results, dataset.qrels))
         per_query.append(table.assign(config=name).reset_index())
     store = retriever.store
+    timing_frame = pd.DataFrame(timings)
     return EvalReport(
         dataset=dataset.name,
         backend=backend,
@@ -294,7 +346,8 @@ def evaluate(
         n_documents=store.count_documents(kb, status=DocStatus.READY),
         n_chunks=store.count_chunks(kb),
         summary=pd.DataFrame(rows).set_index("config"),
-        latency=pd.DataFrame(latency),
+        latency=latency_table(timing_frame),
+        timings=timing_frame,
         per_query=pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame(),
         info={"query_embedding_ms_per_query": round(embedder.ms_per_query, 2)},
     )

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from core.errors import InvalidInput
 from core.records import Chunk, Document, ScoredChunk, ScoredDocument
-from evaluation.harness import doc_run, gate_recall, load_beir, load_dataset, load_squad, score
+from evaluation.harness import diagnose, doc_run, gate_recall, load_beir, load_dataset, load_squad, score
 from retrieval.pipeline import SearchResult, SearchTrace
 from tests.conftest import SHARED_DATA, needs_shared
 
@@ -113,3 +113,26 @@ def test_kb_eval_command_reports_every_configuration(tmp_path: Path, backend: st
     assert "lexical" in again.output
     bad = CliRunner().invoke(app, [*args, "eval", str(folder), "--configs", "nope"], env=env)
     assert bad.exit_code == 2 and "unknown configuration" in bad.output
+
+
+@pytest.mark.unit
+def test_diagnose_names_the_stage_that_lost_each_query() -> None:
+    def traced(final: list[str], candidates: list[str], gated: list[str], *, reranked: bool = False) -> SearchResult:
+        result = _result(final, gated=gated)
+        result.trace.candidates = _result(candidates).hits
+        result.trace.reranked = result.trace.candidates if reranked else []
+        return result
+
+    qrels = {q: {"rel": 1} for q in ("found", "ranking", "rerank", "retrieval")}
+    filler = [f"x{i}" for i in range(12)]
+    results = {
+        "found": traced(["x0", "rel"], ["rel"], gated=["rel"]),
+        "ranking": traced([*filler, "rel"], [*filler, "rel"], gated=["x0"]),
+        "rerank": traced([*filler, "rel"], ["rel", *filler], gated=["rel"], reranked=True),
+        "retrieval": traced(filler, filler, gated=[]),
+    }
+    table = diagnose(results, qrels)
+    assert table["lost at"].to_dict() == {q: q for q in qrels}
+    assert table.loc["found", "first relevant rank"] == 2 and table.loc["ranking", "first relevant rank"] == 13
+    assert table.loc["found", "in gate"] and not table.loc["ranking", "in gate"]
+    assert table.loc["retrieval", "in gate"] is None  # no gate ran
