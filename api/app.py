@@ -14,9 +14,10 @@ from catalog import Catalog
 from core.config import Settings, get_settings
 from embeddings import EmbedderPool
 from generation.factory import build_answerer, build_llm, build_summarizer
-from jobs import JobManager
+from jobs import JobJournal, JobManager
 from retrieval.factory import build_retriever
 from stores import open_store
+from stores.recovery import recover
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,8 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.llm = llm
         app.state.answerer = build_answerer(settings, app.state.retriever, llm, llm_error)
         app.state.jobs = JobManager(
-            settings, app.state.catalog, summarizer_for=lambda embedder: build_summarizer(settings, llm, embedder)
+            settings,
+            app.state.catalog,
+            summarizer_for=lambda embedder: build_summarizer(settings, llm, embedder),
+            journal=JobJournal(settings.data_dir / "jobs"),
         )
+        # After a crash: remove half-written documents, then resume the jobs that were writing them.
+        for kb in store.list_kbs():
+            recover(store, kb, grace_s=settings.recovery_grace_s)
+        app.state.jobs.resume()
         try:
             yield
         finally:

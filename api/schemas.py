@@ -292,3 +292,23 @@ class DocumentPage(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+class ResiduePublic(BaseModel):
+    """What is left of a document in the store and the lexical index; ``clean`` once it is completely gone."""
+
+    doc_id: str
+    document: str | None = Field(description="Status of a remaining document row, null when there is none.")
+    chunks: int
+    lexical_entries: int
+    clean: bool
+
+
+class AuditPublic(BaseModel):
+    """Documents by status and chunk counts; ``leftover_chunks`` belong to no ready document (0 when healthy)."""
+
+    documents: dict[str, int]
+    chunks: int
+    chunks_of_ready: int
+    leftover_chunks: int
+    clean: bool

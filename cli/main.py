@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,8 @@ from core.errors import KBError
 from core.records import DocStatus, KnowledgeBase
 from ingest.pipeline import Ingestor, IngestResult, Outcome
 from ingest.sources import iter_paths
+from retrieval.residue import residue
+from stores.recovery import audit, recover
 
 app = typer.Typer(
     help="RAG knowledge-base service: knowledge bases, ingestion, search, cited answers.",
@@ -253,6 +256,52 @@ def delete(ctx: typer.Context, kb: str, doc_id: str, as_json: JsonOpt = False) -
         emit_json({"deleted": doc_id, "chunks_removed": before - after, "chunks_left": after})
     else:
         out_console.print(f"deleted {doc_id}: {before - after} chunks removed, {after} left")
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    kb: str,
+    doc_ids: Annotated[list[str] | None, typer.Argument(help="Deleted documents to prove gone.")] = None,
+    repair: Annotated[bool, typer.Option(help="Remove documents a crash left unfinished first.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Audit a knowledge base (documents by status, chunks that belong to no ready document) and prove that
+    deleted documents left nothing behind: no row, no chunk, no lexical-index entry. Exit status 1 if not clean."""
+    rt = rt_from(ctx, as_json)
+    try:
+        knowledge_base = rt.catalog.get(kb)
+        recovered = asdict(recover(rt.store, knowledge_base)) if repair else None
+        report = audit(rt.store, knowledge_base)
+        residues = [residue(rt.store, rt.retriever.lexical, knowledge_base, d) for d in doc_ids or []]
+    except KBError as exc:
+        fail(str(exc), as_json=as_json)
+    clean = report.clean and all(r.clean for r in residues)
+    if as_json:
+        emit_json(
+            {
+                "knowledge_base": kb,
+                "clean": clean,
+                "recovered": recovered,
+                "audit": {**asdict(report), "clean": report.clean},
+                "deleted": [{**asdict(r), "clean": r.clean} for r in residues],
+            }
+        )
+    else:
+        if recovered:
+            removed = recovered["documents_removed"]
+            out_console.print(f"repaired: removed {removed} documents, {recovered['chunks_removed']} chunks")
+        out_console.print(
+            f"{kb}: documents {report.documents}, {report.chunks} chunks ({report.chunks_of_ready} of ready "
+            f"documents, {report.leftover_chunks} left over)"
+        )
+        for r in residues:
+            state = "gone" if r.clean else "NOT gone"
+            out_console.print(
+                f"{r.doc_id}: {state} (row: {r.document or 'none'}, chunks: {r.chunks}, lexical: {r.lexical_entries})"
+            )
+    if not clean:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         default=512, ge=1, description="Chunks embedded and written together across documents."
     )
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    recovery_grace_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="At start-up, documents left unfinished by a crash are removed when untouched for this long; "
+        "with several API replicas on one store set it above the longest store write (e.g. 600).",
+    )
 
     search_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
     search_top_k: int = Field(default=10, ge=1, le=200)

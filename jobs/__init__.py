@@ -1,5 +1,7 @@
 """Background ingestion jobs: uploads are answered at once (202) and ingested off the event loop."""
 
-from jobs.manager import Job, JobManager, JobStatus
+from jobs.journal import JobJournal
+from jobs.manager import JobManager
+from jobs.model import Job, JobStatus
 
-__all__ = ["Job", "JobManager", "JobStatus"]
+__all__ = ["Job", "JobJournal", "JobManager", "JobStatus"]

@@ -10,52 +10,20 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import replace
 
 from catalog import Catalog
 from core.config import Settings
 from core.errors import InvalidInput, JobNotFound
 from embeddings.base import Embedder
-from ingest.pipeline import Ingestor, Outcome
+from ingest.pipeline import Ingestor, IngestResult, Outcome
 from ingest.sources import SourceItem
 from ingest.summarize import Summarizer
+from jobs.journal import JobJournal
+from jobs.model import FINISHED, Job, JobStatus
 
 log = logging.getLogger(__name__)
 MAX_KEPT_JOBS = 10_000
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    PARSING = "parsing"
-    CHUNKING = "chunking"
-    EMBEDDING = "embedding"
-    STORING = "storing"
-    READY = "ready"
-    FAILED = "failed"
-
-
-FINISHED = {JobStatus.READY, JobStatus.FAILED}
-
-
-@dataclass(frozen=True)
-class Job:
-    """A snapshot of one document's ingestion. ``chunks``: the document's chunk count once chunked (being
-    embedded, then stored); ``outcome``: added, unchanged (identical content was already there: no work),
-    replaced or failed; ``reason`` names why it failed (encrypted, corrupt, …)."""
-
-    id: str
-    kb: str
-    source: str
-    status: JobStatus = JobStatus.QUEUED
-    outcome: str = ""
-    doc_id: str | None = None
-    replaced: str | None = None
-    chunks: int = 0
-    reason: str = ""
-    error: str = ""
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
 
 
 class JobManager:
@@ -66,13 +34,48 @@ class JobManager:
         *,
         summarizer_for: Callable[[Embedder], Summarizer | None] = lambda _e: None,
         workers: int = 1,
+        journal: JobJournal | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.summarizer_for = summarizer_for
+        self.journal = journal
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ingest-job")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        self._interrupted: list[tuple[Job, SourceItem | None]] = []
+        if journal is not None:
+            for job, item in journal.load(MAX_KEPT_JOBS):
+                self._jobs[job.id] = job
+                if job.status not in FINISHED:
+                    self._interrupted.append((job, item))
+
+    def resume(self) -> dict[str, int]:
+        """Start again the jobs a previous process left unfinished (call after store recovery removed their
+        half-written documents). A job whose upload was lost is failed with a message saying to upload again.
+        Returns how many jobs were resumed and failed."""
+        counts = {"resumed": 0, "failed": 0}
+        by_kb: dict[str, list[tuple[Job, SourceItem]]] = {}
+        for job, item in self._interrupted:
+            if item is None:
+                self._update(
+                    job.id,
+                    status=JobStatus.FAILED,
+                    outcome="failed",
+                    reason="interrupted",
+                    error="the service stopped during this ingestion and the upload was not kept; upload it again",
+                )
+                counts["failed"] += 1
+            else:
+                self._update(job.id, status=JobStatus.QUEUED, chunks=0)
+                by_kb.setdefault(job.kb, []).append((job, item))
+        self._interrupted = []
+        for kb, pairs in by_kb.items():
+            self._pool.submit(self._run, kb, [item for _, item in pairs], [job.id for job, _ in pairs])
+            counts["resumed"] += len(pairs)
+        if any(counts.values()):
+            log.warning("interrupted ingestion jobs: %s", counts)
+        return counts
 
     def submit(self, kb: str, items: Sequence[SourceItem]) -> list[Job]:
         """Queue ``items`` for ``kb`` (which must exist) and return their jobs at once."""
@@ -81,6 +84,9 @@ class JobManager:
         if len(set(names)) != len(names):
             raise InvalidInput(f"two uploads share a name: {sorted({n for n in names if names.count(n) > 1})}")
         jobs = [Job(id=uuid.uuid4().hex, kb=kb, source=item.name) for item in items]
+        if self.journal is not None:
+            for job, item in zip(jobs, items, strict=True):
+                self.journal.add(job, item)
         with self._lock:
             for job in jobs:
                 self._jobs[job.id] = job
@@ -98,10 +104,14 @@ class JobManager:
     def close(self) -> None:
         """Cancel queued jobs and let the running one finish, so the store is not closed under it."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.journal is not None:
+            self.journal.close()
 
     def _update(self, job_id: str, **changes: object) -> None:
         with self._lock:
-            self._jobs[job_id] = replace(self._jobs[job_id], updated_at=time.time(), **changes)  # type: ignore[arg-type]
+            job = self._jobs[job_id] = replace(self._jobs[job_id], updated_at=time.time(), **changes)  # type: ignore[arg-type]
+        if self.journal is not None:
+            self.journal.update(job)
 
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond MAX_KEPT_JOBS (memory stays bounded)."""
@@ -123,7 +133,8 @@ class JobManager:
             ingestor.on_stage = lambda source, stage, chunks: self._update(
                 by_source[source], status=JobStatus(stage), chunks=chunks
             )
-            for result in ingestor.ingest(items):
+
+            def finished(result: IngestResult) -> None:  # each job as soon as its document is published
                 failed = result.outcome == Outcome.FAILED
                 self._update(
                     by_source[result.source],
@@ -135,6 +146,8 @@ class JobManager:
                     reason=result.reason,
                     error=result.error,
                 )
+
+            ingestor.ingest(items, on_result=finished)
         except Exception as exc:  # a job must end failed with the reason, never stay "embedding" forever
             log.exception("ingest job for %s failed", kb)
             for job_id in job_ids:

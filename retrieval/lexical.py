@@ -94,6 +94,10 @@ class LexicalIndex:
         doc_bm25.index(list(by_doc.values()), show_progress=False)
         return cls(revision, chunks, bm25, list(by_doc), doc_bm25)
 
+    def entries(self, doc_id: str) -> int:
+        """How many indexed chunks belong to ``doc_id`` (0 once it is deleted)."""
+        return sum(1 for c in self.chunks if c.doc_id == doc_id)
+
     def search_documents(self, query: str, *, top_k: int) -> list[tuple[str, float]]:
         """Document ids ranked by BM25 over each document's whole text, best first."""
         if self.doc_bm25 is None:

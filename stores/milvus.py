@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
@@ -47,13 +48,22 @@ DOC_OUTPUT = list(DOC_FIELDS)
 class MilvusStore:
     """Vector store over pymilvus' MilvusClient; collections use Strong consistency so reads see writes."""
 
+    # Milvus Lite runs one embedded server per database file and process; it is stopped (releasing the file for
+    # other processes) when the last store on that file closes.
+    _lite_users: ClassVar[dict[str, int]] = {}
+    _lite_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, uri: str, *, token: str | None = None, index_type: str = "HNSW") -> None:
         self.uri = uri
         self.index_type = index_type
+        self._lite = None if "://" in uri else os.path.abspath(uri)
         try:
             self.client = MilvusClient(uri=uri, token=token or "")
         except Exception as exc:  # pymilvus raises several unrelated types on connection failure
             raise StoreError(f"cannot open Milvus at {uri}: {exc}") from exc
+        if self._lite is not None:
+            with self._lite_lock:
+                self._lite_users[self._lite] = self._lite_users.get(self._lite, 0) + 1
         # Milvus Lite serialises access to one file; concurrent calls from threads must not interleave.
         self._lock = threading.RLock()
         self._loaded: set[str] = set()
@@ -426,6 +436,15 @@ class MilvusStore:
 
     def close(self) -> None:
         self.client.close()
+        if self._lite is None:
+            return
+        with self._lite_lock:
+            users = self._lite_users[self._lite] = self._lite_users.get(self._lite, 1) - 1
+            if users <= 0:
+                del self._lite_users[self._lite]
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self._lite)
 
 
 def _bind(expr: str, params: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from dataclasses import asdict
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
@@ -15,14 +16,24 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.auth import PrincipalDep
-from api.deps import CatalogDep, JobsDep, SettingsDep, StoreDep
-from api.schemas import DocumentCreate, DocumentPage, DocumentPublic, JobList, JobPublic
+from api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep, StoreDep
+from api.schemas import (
+    AuditPublic,
+    DocumentCreate,
+    DocumentPage,
+    DocumentPublic,
+    JobList,
+    JobPublic,
+    ResiduePublic,
+)
 from catalog import Catalog
 from core.config import Settings
 from core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
 from core.records import DocStatus, Document, KnowledgeBase
 from ingest.parsers import detect_format
 from ingest.sources import SourceItem
+from retrieval.residue import residue
+from stores.recovery import audit
 
 router = APIRouter(tags=["documents"])
 KB_DOCS = "/v1/knowledge-bases/{kb}/documents"
@@ -107,6 +118,29 @@ async def delete_document(kb: str, doc_id: str, catalog: CatalogDep, store: Stor
 
     await run_in_threadpool(delete)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(KB_DOCS + "/{doc_id}/residue")
+async def document_residue(kb: str, doc_id: str, catalog: CatalogDep, retriever: RetrieverDep) -> ResiduePublic:
+    """Proof of deletion: the document row, its chunks and its lexical-index entries that remain (all none once
+    it is deleted: ``clean``). Works for any id, deleted or not."""
+
+    def check() -> ResiduePublic:
+        r = residue(retriever.store, retriever.lexical, catalog.get(kb), doc_id)
+        return ResiduePublic(**asdict(r), clean=r.clean)
+
+    return await run_in_threadpool(check)
+
+
+@router.get("/v1/knowledge-bases/{kb}/audit")
+async def audit_kb(kb: str, catalog: CatalogDep, store: StoreDep) -> AuditPublic:
+    """Documents by status and chunk counts, with the chunks that belong to no ready document."""
+
+    def check() -> AuditPublic:
+        a = audit(store, catalog.get(kb))
+        return AuditPublic(**asdict(a), clean=a.clean)
+
+    return await run_in_threadpool(check)
 
 
 def _document(catalog: Catalog, kb: str, doc_id: str) -> tuple[KnowledgeBase, Document]:

@@ -1,0 +1,32 @@
+"""Proof that a deleted document is gone: no document row, no chunk in the store, no entry in the lexical index
+(rebuilt at the store's current revision)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.records import KnowledgeBase
+from retrieval.lexical import LexicalIndexes
+from stores.base import VectorStore
+
+
+@dataclass
+class Residue:
+    doc_id: str
+    document: str | None  # the row's status when a row remains, else None
+    chunks: int
+    lexical_entries: int
+
+    @property
+    def clean(self) -> bool:
+        return self.document is None and self.chunks == 0 and self.lexical_entries == 0
+
+
+def residue(store: VectorStore, lexical: LexicalIndexes, kb: KnowledgeBase, doc_id: str) -> Residue:
+    doc = store.get_document(kb, doc_id)
+    return Residue(
+        doc_id=doc_id,
+        document=None if doc is None else str(doc.status),
+        chunks=store.count_chunks(kb, doc_id=doc_id),
+        lexical_entries=lexical.get(kb).entries(doc_id),
+    )
