@@ -81,6 +81,12 @@ class FileTooLarge(ParseError):
     reason = "too_large"
 
 
+class ArchiveBomb(CorruptDocument):
+    """A zip container (DOCX, XLSX, PPTX, ODT, EPUB) that would expand far beyond any real document."""
+
+    reason = "zip_bomb"
+
+
 class LLMUnavailable(KBError):
     """The language model could not be loaded, or its server refused or failed the request."""
 

@@ -41,8 +41,9 @@ class PgvectorStore:
             min_size=1,
             max_size=pool_size,
             configure=register_vector,
+            check=ConnectionPool.check_connection,  # connections broken by a restart are replaced, not handed out
             open=True,
-            timeout=30,
+            timeout=5,
             kwargs={"row_factory": dict_row},
         )
 

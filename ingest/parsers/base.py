@@ -7,7 +7,7 @@ import zipfile
 from pathlib import PurePath
 from typing import Protocol
 
-from core.errors import CorruptDocument
+from core.errors import ArchiveBomb, CorruptDocument
 from core.records import ParsedDocument, Section
 
 # A zip entry set that expands past this, at a ratio past MAX_ZIP_RATIO, is refused as a likely zip bomb.
@@ -30,12 +30,19 @@ def open_zip(data: bytes, source: str, kind: str) -> zipfile.ZipFile:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
         raise CorruptDocument(source, f"not a valid {kind} file (corrupt or truncated archive: {exc})") from exc
-    expanded = sum(i.file_size for i in archive.infolist())
-    if expanded > MAX_ZIP_BYTES and expanded > MAX_ZIP_RATIO * max(len(data), 1):
-        raise CorruptDocument(
-            source, f"archive expands to {expanded} bytes from {len(data)} (ratio > {MAX_ZIP_RATIO}); refused"
-        )
+    check_expansion(archive.infolist(), len(data), source)
     return archive
+
+
+def check_expansion(infos: list[zipfile.ZipInfo], size: int, source: str) -> None:
+    """Refuse a likely zip bomb from the sizes its central directory declares (nothing is decompressed)."""
+    expanded = sum(i.file_size for i in infos)
+    if expanded > MAX_ZIP_BYTES and expanded > MAX_ZIP_RATIO * max(size, 1):
+        raise ArchiveBomb(
+            source,
+            f"the archive would expand to {expanded:,} bytes from {size:,} (ratio > {MAX_ZIP_RATIO}, a zip bomb?); "
+            "refused",
+        )
 
 
 class HeadingTracker:

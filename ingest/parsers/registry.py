@@ -9,7 +9,7 @@ from pathlib import Path, PurePath
 
 from core.errors import CorruptDocument, EmptyDocument, FileTooLarge, ParseError, UnsupportedFormat
 from core.records import ParsedDocument, Section, normalise_text
-from ingest.parsers.base import Parser
+from ingest.parsers.base import Parser, check_expansion
 from ingest.parsers.html import parse_epub, parse_html
 from ingest.parsers.markdown import parse_markdown
 from ingest.parsers.office import parse_docx, parse_odt, parse_pptx, parse_xlsx, refuse_legacy_office
@@ -108,9 +108,11 @@ def detect_format(data: bytes, source: str) -> str:
 
 def _zip_format(data: bytes, source: str, by_extension: str | None) -> str:
     try:
-        names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
     except zipfile.BadZipFile as exc:
         raise CorruptDocument(source, f"corrupt or truncated archive ({exc})") from exc
+    check_expansion(infos, len(data), source)
+    names = {info.filename for info in infos}
     for member, fmt in ZIP_FORMATS.items():
         if member in names:
             return fmt
