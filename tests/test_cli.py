@@ -71,6 +71,14 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     deleted = kb(base_args, "delete", name, target["doc_id"])
     assert deleted == {"deleted": target["doc_id"], "chunks_removed": target["chunks"], "chunks_left": 0}
     assert kb(base_args, "delete", name, target["doc_id"], code=2)["error"].startswith("document ")
+    checked = kb(base_args, "check", name, target["doc_id"], "--repair")
+    assert checked["clean"] and checked["recovered"]["chunks_removed"] == 0
+    assert checked["deleted"] == [
+        {"doc_id": target["doc_id"], "document": None, "chunks": 0, "lexical_entries": 0, "clean": True}
+    ]
+    assert checked["audit"]["documents"] == {"ready": 4} and checked["audit"]["leftover_chunks"] == 0
+    still_there = next(d for d in docs if d["source"] == "notes.md")["doc_id"]
+    assert not kb(base_args, "check", name, still_there, code=1)["deleted"][0]["clean"]
 
     assert kb(base_args, "drop", name) == {"dropped": name}
     assert "does not exist" in kb(base_args, "docs", name, code=2)["error"]

@@ -102,6 +102,7 @@ def test_sigkill_mid_batch_then_restart_resumes_and_leaves_nothing_half_written(
         after = {d["source"]: (d["id"], d["chunk_count"]) for d in docs}
         assert all(after[s] == v for s, v in ready_before.items())  # what was ready before is intact
         audit = client.get(f"{url}/audit").json()
+        print(f"\n[{backend}] server SIGKILL: ready before {len(ready_before)}/{len(DOCS)}, after {audit}")
         assert audit["clean"] and audit["leftover_chunks"] == 0, audit
         assert audit["chunks"] == sum(c for _, c in after.values())
         hits = client.post(f"{url}/search", json={"query": "Norwich City football club", "top_k": 3}).json()["hits"]
