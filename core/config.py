@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=256, ge=16, description="Maximum tokens per chunk (model tokenizer).")
     chunk_overlap: int = Field(default=32, ge=0)
     summary_tokens: int = Field(default=200, ge=16, description="Token budget of an extractive summary.")
+    summary_vector: Literal["embed", "chunk-mean"] = Field(
+        default="embed",
+        description="How a document's summary vector (the gate's dense side) is made: 'embed' the summary text, "
+        "or 'chunk-mean', the normalised mean of its chunk vectors (no extra model work).",
+    )
     ingest_batch_chunks: int = Field(
         default=512, ge=1, description="Chunks embedded and written together across documents."
     )

@@ -83,6 +83,7 @@ class Ingestor:
         summarizer: Summarizer,
         batch_chunks: int = 512,
         max_bytes: int | None = None,
+        summary_vector: str = "embed",
     ) -> None:
         self.store = store
         self.kb = kb
@@ -91,6 +92,7 @@ class Ingestor:
         self.summarizer = summarizer
         self.batch_chunks = batch_chunks
         self.max_bytes = max_bytes
+        self.summary_vector = summary_vector
         # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
         # ``chunks`` is the document's chunk count once it is known (0 before).
         self.on_stage: Callable[[str, str, int], None] = lambda _source, _stage, _chunks: None
@@ -123,6 +125,7 @@ class Ingestor:
             summarizer=summarizer,
             batch_chunks=settings.ingest_batch_chunks,
             max_bytes=settings.max_file_bytes,
+            summary_vector=settings.summary_vector,
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -251,7 +254,8 @@ class Ingestor:
     def _write(self, todo: Sequence[_Prepared]) -> None:
         for p in todo:
             self.on_stage(p.item.name, "embedding", len(p.chunks))
-        vectors = self._vectors([c.text for p in todo for c in p.chunks] + [p.summary for p in todo])
+        summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
+        vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries)
         now = time.time()
         docs = []
         for p in todo:
@@ -266,7 +270,7 @@ class Ingestor:
                     metadata=p.parsed.metadata,
                     created_at=now,
                     updated_at=now,
-                    summary_vector=vectors[text_hash(p.summary)],
+                    summary_vector=self._summary_vector(p, vectors),
                 )
             )
         for p in todo:
@@ -277,6 +281,12 @@ class Ingestor:
         self.store.publish_documents(self.kb, docs, replaces=replaces)
         for old in (old for p in todo for old in p.replaces[1:]):
             self.store.delete_document(self.kb, old)
+
+    def _summary_vector(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> np.ndarray:
+        if self.summary_vector == "embed" or not p.chunks:
+            return vectors[text_hash(p.summary)]
+        mean = np.mean([vectors[c.hash] for c in p.chunks], axis=0)
+        return (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
 
     def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Vectors keyed by text hash: reuse what the KB already stores, embed each new text once."""

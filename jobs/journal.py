@@ -16,6 +16,10 @@ from jobs.model import FINISHED, Job, JobStatus
 JOB_FIELDS = [f.name for f in fields(Job)]
 
 
+def _sql_type(name: str) -> str:
+    return "REAL" if name.endswith("_at") else "INTEGER" if name == "chunks" else "TEXT"
+
+
 class JobJournal:
     def __init__(self, folder: Path) -> None:
         self.payloads = folder / "payloads"
@@ -23,7 +27,7 @@ class JobJournal:
         self._db = sqlite3.connect(folder / "jobs.sqlite", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        columns = ", ".join(f"{name} {'REAL' if name.endswith('_at') else 'TEXT'}" for name in JOB_FIELDS[1:])
+        columns = ", ".join(f"{name} {_sql_type(name)}" for name in JOB_FIELDS[1:])
         self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, {columns}, item TEXT)")
         self._lock = threading.Lock()
 
@@ -56,15 +60,21 @@ class JobJournal:
             )
 
     def load(self, limit: int) -> list[tuple[Job, SourceItem | None]]:
-        """The most recent ``limit`` jobs, oldest first; unfinished ones with their upload (None if it is lost)."""
+        """The most recent ``limit`` jobs, oldest first; unfinished ones with their upload (None if it is lost).
+        Finished jobs beyond those are forgotten, so the journal stays bounded."""
         with self._lock:
+            self._db.execute(
+                "DELETE FROM jobs WHERE status IN (?, ?) AND id NOT IN "
+                "(SELECT id FROM jobs ORDER BY created_at DESC LIMIT ?)",
+                (str(JobStatus.READY), str(JobStatus.FAILED), limit),
+            )
             rows = self._db.execute(
                 f"SELECT {', '.join(JOB_FIELDS)}, item FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)
             ).fetchall()
         out = []
         for row in reversed(rows):
-            job = Job(**dict(zip(JOB_FIELDS, row[:-1], strict=True)))
-            job = Job(**{**asdict(job), "status": JobStatus(job.status)})
+            fields_ = dict(zip(JOB_FIELDS, row[:-1], strict=True))
+            job = Job(**{**fields_, "status": JobStatus(fields_["status"])})
             out.append((job, None if job.status in FINISHED else self._item(job.id, row[-1])))
         return out
 

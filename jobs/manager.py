@@ -55,7 +55,6 @@ class JobManager:
         half-written documents). A job whose upload was lost is failed with a message saying to upload again.
         Returns how many jobs were resumed and failed."""
         counts = {"resumed": 0, "failed": 0}
-        by_kb: dict[str, list[tuple[Job, SourceItem]]] = {}
         for job, item in self._interrupted:
             if item is None:
                 self._update(
@@ -66,13 +65,11 @@ class JobManager:
                     error="the service stopped during this ingestion and the upload was not kept; upload it again",
                 )
                 counts["failed"] += 1
-            else:
+            else:  # one by one: two interrupted uploads may share a file name
                 self._update(job.id, status=JobStatus.QUEUED, chunks=0)
-                by_kb.setdefault(job.kb, []).append((job, item))
+                self._pool.submit(self._run, job.kb, [item], [job.id])
+                counts["resumed"] += 1
         self._interrupted = []
-        for kb, pairs in by_kb.items():
-            self._pool.submit(self._run, kb, [item for _, item in pairs], [job.id for job, _ in pairs])
-            counts["resumed"] += len(pairs)
         if any(counts.values()):
             log.warning("interrupted ingestion jobs: %s", counts)
         return counts

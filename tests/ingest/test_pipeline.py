@@ -128,3 +128,15 @@ def test_a_failed_write_leaves_no_chunks_and_a_failed_document(store: VectorStor
     retry = _ingestor(store, kb, embedder).ingest([SourceItem(name="p.txt", text=text)])
     assert retry[0].outcome == Outcome.ADDED
     assert store.get_document(kb, retry[0].doc_id).status == DocStatus.READY
+
+
+def test_chunk_mean_summary_vectors_cost_no_model_work(store: VectorStore, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+    counting = CountingEmbedder(embedder)
+    text = " ".join(f"Sentence {i} explains how centrifugal pump number {i} is serviced." for i in range(60))
+    [result] = _ingestor(store, kb, counting, summary_vector="chunk-mean").ingest([SourceItem("pumps.txt", text=text)])
+    assert result.outcome == Outcome.ADDED and result.chunks > 1
+    assert counting.embedded == result.chunks  # the chunks only: no summary text was embedded
+    chunks = [c for batch in store.iter_chunks(kb) for c in batch]
+    mean = np.mean(embedder.embed_documents([c.text for c in chunks]), axis=0)
+    [[best]] = store.search_documents(kb, (mean / np.linalg.norm(mean))[None, :].astype(np.float32), top_k=1)
+    assert best.document.id == result.doc_id and best.score == pytest.approx(1.0, abs=1e-3)

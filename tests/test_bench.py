@@ -1,0 +1,51 @@
+"""Smoke runs of the benchmarks at their --quick size: they run on a fresh clone and print the JSON they promise
+(the numbers themselves are recorded in docs/BENCHMARKS.md, not asserted: speed is measured, not tested)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_shared
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, needs_shared]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(script: str, *args: str) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, f"bench/{script}", "--quick", "--json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_ingest_benchmark_against_raw_model_and_llamaindex() -> None:
+    report = bench("ingest.py", "--backends", "pgvector", "--llamaindex", "--summary-vector", "chunk-mean")
+    [run] = report["runs"]
+    assert run["docs"] == 300 and run["chunks"] > 300 and run["ratio_to_raw"] > 0
+    for theirs in report["llamaindex"]:  # LlamaIndex's default batch size, then ours
+        assert theirs["docs"] == 300 and theirs["chunks"] > 300 and theirs["our_speedup"] > 0
+
+
+def test_query_benchmark_per_stage_http_and_llamaindex() -> None:
+    report = bench("query.py", "--http-seconds", "2", "--clients", "4", "--queries", "20", "--no-index-types")
+    [size] = report["sizes"]
+    assert size["chunks"] == 2_000
+    for backend in ("milvus", "pgvector"):
+        row = size["stores"][backend]
+        assert {"embed", "gate", "dense", "lexical", "fusion", "total"} <= set(row["no_rerank"]["stages_ms"])
+        assert row["rerank_20"]["stages_ms"]["rerank"]["p50"] > 0
+        assert row["http"]["errors"] == 0 and row["http"]["qps"] > 0
+    assert size["llamaindex"]["end_to_end_ms"]["p50"] > 0
