@@ -16,7 +16,7 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,8 @@ class LexicalIndex:
     bm25: Any  # bm25s.BM25 over chunks, or None when the knowledge base has no chunks
     doc_ids: list[str] = field(default_factory=list)
     doc_bm25: Any = None  # bm25s.BM25 over documents
+    # The last query's chunk scores: a search scores the same query globally and inside the gate.
+    _last: tuple[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, chunks: list[Chunk], revision: str) -> LexicalIndex:
@@ -112,13 +114,9 @@ class LexicalIndex:
         self, query: str, *, top_k: int, doc_ids: Sequence[str] | None = None, filters: Filters | None = None
     ) -> list[ScoredChunk]:
         """Chunks ranked by descending BM25 score; chunks without any query term are left out."""
-        if self.bm25 is None:
+        scores = self._chunk_scores(query)
+        if scores is None:
             return []
-        tokens = lexical_tokens(query)
-        ids = self.bm25.get_tokens_ids(tokens)
-        if not ids:
-            return []
-        scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
         if doc_ids is not None or filters:
             scores = scores * self._mask(doc_ids, filters)
         return [
@@ -126,13 +124,35 @@ class LexicalIndex:
             for i in _top_positive(scores, top_k)
         ]
 
+    def _chunk_scores(self, query: str) -> np.ndarray | None:
+        """BM25 score of every chunk (None when no query term is indexed), reused for a repeated query."""
+        last = self._last  # one read: another thread may replace it
+        if last is not None and last[0] == query:
+            return last[1]
+        if self.bm25 is None:
+            return None
+        ids = self.bm25.get_tokens_ids(lexical_tokens(query))
+        if not ids:
+            return None
+        scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+        self._last = (query, scores)
+        return scores
+
+    @cached_property
+    def _chunk_docs(self) -> tuple[dict[str, int], np.ndarray]:
+        """Each document id's position, and each chunk's document position: document masks are vectorised."""
+        positions = {d: i for i, d in enumerate(dict.fromkeys(c.doc_id for c in self.chunks))}
+        return positions, np.fromiter((positions[c.doc_id] for c in self.chunks), np.int32, len(self.chunks))
+
     def _mask(self, doc_ids: Sequence[str] | None, filters: Filters | None) -> np.ndarray:
-        allowed = None if doc_ids is None else set(doc_ids)
-        return np.fromiter(
-            ((allowed is None or c.doc_id in allowed) and matches_filters(c, filters) for c in self.chunks),
-            dtype=np.float32,
-            count=len(self.chunks),
-        )
+        mask = np.ones(len(self.chunks), dtype=np.float32)
+        if doc_ids is not None:
+            positions, chunk_docs = self._chunk_docs
+            wanted = np.fromiter((positions[d] for d in doc_ids if d in positions), np.int32)
+            mask *= np.isin(chunk_docs, wanted)
+        if filters:
+            mask *= np.fromiter((matches_filters(c, filters) for c in self.chunks), np.float32, len(self.chunks))
+        return mask
 
     def save(self, folder: Path) -> None:
         tmp = folder.with_name(folder.name + ".tmp")

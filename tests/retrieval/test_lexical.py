@@ -57,6 +57,12 @@ def test_index_ranks_masks_and_round_trips(tmp_path: Path) -> None:
     assert [h.chunk.id for h in hits] == ["c2", "c1"]  # no-term chunks are left out
     assert hits[0].score > hits[1].score > 0
     assert [h.chunk.id for h in index.search("insulin", top_k=10, doc_ids=["d1"])] == ["c1"]
+    # The gated search reuses the global scores of the same query: same numbers, masked to the documents.
+    gated = index.search("insulin diabetes", top_k=10, doc_ids=["d2", "d4", "unknown"])
+    assert [(h.chunk.id, h.score) for h in gated] == [(hits[0].chunk.id, hits[0].score)]
+    assert index.search("insulin diabetes", top_k=10, doc_ids=[]) == []
+    both = index.search("insulin diabetes", top_k=10, doc_ids=["d1", "d2"], filters={"lang": "en"})
+    assert [h.chunk.id for h in both] == ["c2", "c1"]
     assert index.search("北京首都", top_k=5)[0].chunk.id == "c3"
     assert index.search("insulin", top_k=10, filters={"lang": "zh"}) == []
     assert index.search("the of and", top_k=10) == []  # only stopwords
