@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     )
     embedding_device: str = Field(default="auto", description="'auto' (CUDA when available), 'cpu', 'cuda:0'…")
     embedding_fp16: bool = Field(default=True, description="Half precision when running on CUDA.")
+    embedding_cpu_bf16: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="bfloat16 on the CPU (embedding and reranking models): 'auto' when the CPU has native bf16 units "
+        "(AMX or AVX512-BF16; measured 2.2-2.6x faster on 2 cores, cosine to fp32 >= 0.996), else fp32.",
+    )
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     embedding_api_base: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible /v1/embeddings server."
@@ -87,16 +92,24 @@ class Settings(BaseSettings):
     rerank_backend: Literal["auto", "none", "embedding", "cross-encoder"] = Field(
         default="auto",
         description="'embedding': re-score with a second bi-encoder; 'cross-encoder': any CrossEncoder; "
-        "'auto': 'embedding' on CUDA, 'none' on CPU (measured: +0.8 nDCG@10 for 1.4 s/query on 2 CPU cores).",
+        "'auto': 'embedding' on CUDA or on a CPU with native bf16 units (see embedding_cpu_bf16), else 'none' "
+        "(measured on SciFact dev: +1.9 nDCG@10 points; on 2 bf16 CPU cores ≈ 0.7 s/query while the passage "
+        "cache is cold).",
     )
     rerank_model: str = Field(
         default="intfloat/multilingual-e5-small",
         description="Reranker model name or path (e.g. BAAI/bge-reranker-v2-m3).",
     )
     rerank_candidates: int = Field(
-        default=20, ge=1, le=1000, description="Fused candidates the reranker re-scores (M)."
+        default=30, ge=1, le=1000, description="Fused candidates the reranker re-scores (M)."
     )
-    rerank_fusion: bool = Field(default=True, description="Fuse reranker ranks with first-stage ranks (RRF).")
+    rerank_fusion: bool = Field(
+        default=True,
+        description="Add the reranker's RRF term to the first-stage fused score (false: rank by the reranker alone).",
+    )
+    rerank_weight: float = Field(
+        default=2.0, gt=0, le=100, description="Weight of the reranker's RRF term; each first-stage signal weighs 1."
+    )
     rerank_batch_size: int = Field(default=32, ge=1, le=1024)
 
     api_keys: list[ApiKey] = Field(

@@ -39,7 +39,11 @@ class EmbedderPool:
         from embeddings.sentence import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(
-            name, device=s.embedding_device, fp16=s.embedding_fp16, batch_size=s.embedding_batch_size
+            name,
+            device=s.embedding_device,
+            fp16=s.embedding_fp16,
+            cpu_bf16=s.embedding_cpu_bf16,
+            batch_size=s.embedding_batch_size,
         )
 
     def for_kb(self, kb: KnowledgeBase, requested: str | None = None) -> Embedder:

@@ -1,11 +1,12 @@
-"""SentenceTransformerEmbedder: a local sentence-transformers model, GPU/fp16 when available, batched."""
+"""SentenceTransformerEmbedder: a local sentence-transformers model, batched; fp16 on CUDA, bf16 on CPUs with native
+bf16 matrix units (AMX / AVX512-BF16)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,10 +43,36 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+CpuBf16 = Literal["auto", "on", "off"]
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (Intel AMX or AVX512-BF16); elsewhere bf16 is emulated and slow."""
+    import torch
+
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_dtype(device: str, *, fp16: bool, cpu_bf16: CpuBf16) -> Any:
+    """The torch dtype to run a model in: fp16 on CUDA (``fp16``), bf16 on the CPU when ``cpu_bf16`` is 'on', or
+    'auto' and the CPU has native bf16 units (measured on 2 Sapphire Rapids cores: all-MiniLM-L6-v2 2.6× and
+    multilingual-e5-small 2.25× faster than fp32, cosine to fp32 ≥ 0.996); else fp32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.float16 if fp16 else torch.float32
+    if device == "cpu" and (cpu_bf16 == "on" or (cpu_bf16 == "auto" and cpu_has_fast_bf16())):
+        return torch.bfloat16
+    return torch.float32
+
+
 class SentenceTransformerEmbedder:
     """Loads once (in ``__init__``); encode is thread-safe enough for one process's ingest and queries."""
 
-    def __init__(self, name: str, *, device: str = "auto", fp16: bool = True, batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str, *, device: str = "auto", fp16: bool = True, cpu_bf16: CpuBf16 = "auto", batch_size: int = 64
+    ) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -58,11 +85,9 @@ class SentenceTransformerEmbedder:
             model = SentenceTransformer(resolve_model_path(name), device="cpu")
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
             raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
-        fingerprint = weights_fingerprint(model)
-        if self.device != "cpu":
-            model = model.to(self.device)
-            if fp16 and self.device.startswith("cuda"):
-                model = model.half()
+        fingerprint = weights_fingerprint(model)  # of the stored weights, whatever precision they run in here
+        self.dtype = resolve_dtype(self.device, fp16=fp16, cpu_bf16=cpu_bf16)
+        model = model.to(self.device, dtype=self.dtype)
         self.model = model
         self.tokenizer: Any = model.tokenizer
         self._counter = TokenCounter(model.tokenizer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.config import Settings
 from embeddings.pool import EmbedderPool
-from embeddings.sentence import resolve_device
+from embeddings.sentence import cpu_has_fast_bf16, resolve_device
 from retrieval.lexical import LexicalIndexes
 from retrieval.pipeline import Retriever
 from retrieval.rerank import Reranker, load_reranker
@@ -12,10 +12,15 @@ from stores.base import VectorStore
 
 
 def rerank_kind(settings: Settings) -> str:
-    """The reranker actually used: 'auto' re-scores only where it is cheap enough, i.e. on a GPU."""
+    """The reranker actually used: 'auto' re-scores only where it is cheap enough: on a GPU, or on a CPU that runs
+    the second model in bf16 (2.25x faster than fp32 there); on other CPUs it would cost ≈ 1.6 s per query."""
     if settings.rerank_backend != "auto":
         return settings.rerank_backend
-    return "embedding" if resolve_device(settings.embedding_device).startswith("cuda") else "none"
+    device = resolve_device(settings.embedding_device)
+    if device.startswith("cuda"):
+        return "embedding"
+    bf16 = settings.embedding_cpu_bf16 == "on" or (settings.embedding_cpu_bf16 == "auto" and cpu_has_fast_bf16())
+    return "embedding" if device == "cpu" and bf16 else "none"
 
 
 def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | None:
@@ -28,6 +33,7 @@ def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | No
         embedders=embedders,
         device=settings.embedding_device,
         fp16=settings.embedding_fp16,
+        cpu_bf16=settings.embedding_cpu_bf16,
         batch_size=settings.rerank_batch_size,
     )
 

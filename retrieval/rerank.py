@@ -2,7 +2,8 @@
 
 Two real implementations:
 - ``CrossEncoderReranker``: a sentence-transformers ``CrossEncoder`` (bge-reranker, ms-marco cross-encoders, or a
-  model fine-tuned on a knowledge base's own labels), batched, truncated to its maximum length, fp16 on CUDA.
+  model fine-tuned on a knowledge base's own labels), batched, truncated to its maximum length, fp16 on CUDA, bf16
+  on CPUs with native bf16 units.
 - ``EmbeddingReranker``: cosine similarity under a second, stronger bi-encoder (the offline default:
   multilingual-e5-small); passage vectors are cached by text hash, so a passage is embedded once per process.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from core.errors import EmbeddingError
 from core.records import text_hash
 from embeddings.base import Embedder
-from embeddings.sentence import resolve_device, resolve_model_path
+from embeddings.sentence import CpuBf16, resolve_device, resolve_dtype, resolve_model_path
 
 
 class Reranker(Protocol):
@@ -39,6 +40,7 @@ class CrossEncoderReranker:
         *,
         device: str = "auto",
         fp16: bool = True,
+        cpu_bf16: CpuBf16 = "auto",
         batch_size: int = 32,
         max_length: int = 512,
     ) -> None:
@@ -51,8 +53,7 @@ class CrossEncoderReranker:
             self.model = CrossEncoder(resolve_model_path(model), device=device, max_length=max_length)
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
             raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}") from exc
-        if fp16 and device.startswith("cuda"):
-            self.model.model.half()
+        self.model.model.to(dtype=resolve_dtype(device, fp16=fp16, cpu_bf16=cpu_bf16))
 
     def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
         pairs = [(q, p) for q, ps in zip(queries, passages, strict=True) for p in ps]
@@ -132,10 +133,12 @@ def _split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return [flat[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
 
 
-def load_reranker(kind: str, model: str, *, embedders: Any, device: str, fp16: bool, batch_size: int) -> Reranker:
+def load_reranker(
+    kind: str, model: str, *, embedders: Any, device: str, fp16: bool, cpu_bf16: CpuBf16, batch_size: int
+) -> Reranker:
     """Build the configured reranker; ``embedders`` (an EmbedderPool) loads the second embedding model."""
     if kind == "cross-encoder":
-        return CrossEncoderReranker(model, device=device, fp16=fp16, batch_size=batch_size)
+        return CrossEncoderReranker(model, device=device, fp16=fp16, cpu_bf16=cpu_bf16, batch_size=batch_size)
     if kind == "embedding":
         return EmbeddingReranker(embedders.get(model))
     raise ValueError(f"unknown reranker kind {kind!r}; use 'embedding' or 'cross-encoder'")
