@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The shipped 'auto' reranker loads a second model (multilingual-e5-small, 1.7 GB) into every app on a bf16 CPU; the
+# suites about other things run without it. Reranking is tested where it is the subject (tests/retrieval,
+# tests/api/test_search.py, which runs the shipped default).
+os.environ.setdefault("KB_RERANK_BACKEND", "none")
 
 import itertools
 from collections.abc import Iterator

@@ -11,13 +11,15 @@ from api.app import create_app
 from core.config import Settings
 from ingest.pipeline import Ingestor
 from ingest.sources import SourceItem
+from retrieval.factory import rerank_kind
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), chunk_size=64, chunk_overlap=8)
+    # The shipped reranker setting: e5 re-scoring on CUDA or a bf16 CPU, none elsewhere.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), chunk_size=64, chunk_overlap=8, rerank_backend="auto")
     with TestClient(create_app(settings)) as c:
         app = c.app
         kb = app.state.catalog.create("手册 one")  # type: ignore[attr-defined]
@@ -44,6 +46,10 @@ def test_search_returns_ranked_chunks_with_provenance(client: TestClient) -> Non
     assert hit["section"] == "Valves" and hit["end"] > hit["start"] and hit["doc_id"] and hit["chunk_id"]
     assert body["trace"]["gated"][0]["source"] == "valves.md"
     assert body["trace"]["timings_ms"]["total"] > 0
+    if rerank_kind(client.app.state.settings) == "embedding":  # type: ignore[attr-defined]
+        reranked = body["trace"]["reranked"]
+        assert reranked and all(-1 <= h["stages"]["rerank"] <= 1 for h in reranked)  # e5 cosines
+        assert body["trace"]["timings_ms"]["rerank"] > 0 and hit["stages"]["rerank"] == reranked[0]["stages"]["rerank"]
     zh = client.post(URL, json={"query": "叶轮", "mode": "lexical"}).json()
     assert zh["hits"][0]["source"] == "泵.txt" and zh.get("trace") is None
 
