@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -35,6 +36,10 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+_MEMO_CHARS = 2_000  # memoised texts: at most this long (≈ 8 MB for a full memo)
+_MEMO_SIZE = 4_096
+
+
 class TokenCounter:
     """Counts tokens on a private copy of a Hugging Face tokenizer.
 
@@ -50,8 +55,16 @@ class TokenCounter:
             self._fast.no_padding()
         self._slow = None if self._fast is not None else copy.deepcopy(tokenizer)
         self._lock = threading.Lock()
+        self._memo = functools.lru_cache(maxsize=_MEMO_SIZE)(self._count)
 
     def count(self, text: str) -> int:
+        """Tokens in ``text``. Short texts are memoised: the chunker's splitter measures the same pieces again as it
+        merges them (half of its calls on SciFact, 16 % of the chunking and summarising time)."""
+        if len(text) <= _MEMO_CHARS:
+            return self._memo(text)
+        return self._count(text)
+
+    def _count(self, text: str) -> int:
         if self._fast is not None:
             return len(self._fast.encode(text, add_special_tokens=False).ids)
         with self._lock:
