@@ -1,5 +1,6 @@
 """Embedding throughput of SentenceTransformerEmbedder per device, precision and batch size (the GPU path:
-CUDA, fp16, large batches; sentence-transformers sorts each call's inputs by length before batching).
+CUDA, fp16, large batches; on a CPU with bf16 units, fp32 against bf16; sentence-transformers sorts each call's
+inputs by length before batching).
 
     python bench/embed.py --json                                   # SciFact dev abstracts, default model
     python bench/embed.py --texts FILE --model PATH --batch-sizes 64 256 1024 --json
@@ -21,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from embeddings.sentence import SentenceTransformerEmbedder, resolve_device  # noqa: E402
+from embeddings.sentence import SentenceTransformerEmbedder, cpu_has_fast_bf16, resolve_device  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
 
@@ -54,9 +55,13 @@ def main() -> None:
         "runs": [],
     }
     reference = None
-    for fp16 in [False, True] if device.startswith("cuda") else [False]:
+    # Half precision where the device has it: fp16 on CUDA, bf16 on a CPU with bf16 units; fp32 first, as reference.
+    half = device.startswith("cuda") or (device == "cpu" and cpu_has_fast_bf16())
+    for fp16 in [False, True] if half else [False]:
         for batch in args.batch_sizes:
-            emb = SentenceTransformerEmbedder(args.model, device=device, fp16=fp16, batch_size=batch)
+            emb = SentenceTransformerEmbedder(
+                args.model, device=device, fp16=fp16, cpu_bf16="on" if fp16 else "off", batch_size=batch
+            )
             emb.embed_documents(texts[: batch * 2])  # warm-up (kernels, allocator)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -70,7 +75,7 @@ def main() -> None:
             agreement = float(np.min(np.sum(vectors * reference, axis=1)))
             report["runs"].append(
                 {
-                    "fp16": fp16,
+                    "dtype": str(emb.dtype).removeprefix("torch."),
                     "batch_size": batch,
                     "seconds": round(seconds, 3),
                     "texts_per_s": round(len(texts) / seconds, 1),

@@ -54,6 +54,11 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def runs_bf16(device: str, cpu_bf16: CpuBf16) -> bool:
+    """Whether models on ``device`` run in bf16: on the CPU, when asked ('on'), or ('auto') when it has bf16 units."""
+    return device == "cpu" and (cpu_bf16 == "on" or (cpu_bf16 == "auto" and cpu_has_fast_bf16()))
+
+
 def resolve_dtype(device: str, *, fp16: bool, cpu_bf16: CpuBf16) -> Any:
     """The torch dtype to run a model in: fp16 on CUDA (``fp16``), bf16 on the CPU when ``cpu_bf16`` is 'on', or
     'auto' and the CPU has native bf16 units (measured on 2 Sapphire Rapids cores: all-MiniLM-L6-v2 2.6× and
@@ -62,7 +67,7 @@ def resolve_dtype(device: str, *, fp16: bool, cpu_bf16: CpuBf16) -> Any:
 
     if device.startswith("cuda"):
         return torch.float16 if fp16 else torch.float32
-    if device == "cpu" and (cpu_bf16 == "on" or (cpu_bf16 == "auto" and cpu_has_fast_bf16())):
+    if runs_bf16(device, cpu_bf16):
         return torch.bfloat16
     return torch.float32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.config import Settings
 from embeddings.pool import EmbedderPool
-from embeddings.sentence import cpu_has_fast_bf16, resolve_device
+from embeddings.sentence import resolve_device, runs_bf16
 from retrieval.lexical import LexicalIndexes
 from retrieval.pipeline import Retriever
 from retrieval.rerank import Reranker, load_reranker
@@ -17,10 +17,7 @@ def rerank_kind(settings: Settings) -> str:
     if settings.rerank_backend != "auto":
         return settings.rerank_backend
     device = resolve_device(settings.embedding_device)
-    if device.startswith("cuda"):
-        return "embedding"
-    bf16 = settings.embedding_cpu_bf16 == "on" or (settings.embedding_cpu_bf16 == "auto" and cpu_has_fast_bf16())
-    return "embedding" if device == "cpu" and bf16 else "none"
+    return "embedding" if device.startswith("cuda") or runs_bf16(device, settings.embedding_cpu_bf16) else "none"
 
 
 def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | None:

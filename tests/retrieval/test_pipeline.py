@@ -225,11 +225,11 @@ def test_filter_validation(filters: dict, message: str) -> None:
 
 @pytest.mark.unit
 def test_auto_reranker_only_where_it_is_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrieval import factory
+    from embeddings import sentence
     from retrieval.factory import build_reranker, rerank_kind
 
     for fast_bf16, expected in ((False, "none"), (True, "embedding")):
-        monkeypatch.setattr(factory, "cpu_has_fast_bf16", lambda fast_bf16=fast_bf16: fast_bf16)
+        monkeypatch.setattr(sentence, "cpu_has_fast_bf16", lambda fast_bf16=fast_bf16: fast_bf16)
         assert rerank_kind(Settings(rerank_backend="auto", embedding_device="cpu")) == expected
         assert rerank_kind(Settings(rerank_backend="auto", embedding_device="cpu", embedding_cpu_bf16="off")) == "none"
         assert rerank_kind(Settings(rerank_backend="auto", embedding_device="cpu", embedding_cpu_bf16="on")) == (
