@@ -22,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from embeddings.sentence import SentenceTransformerEmbedder, cpu_has_fast_bf16, resolve_device  # noqa: E402
+from embeddings.sentence import SentenceTransformerEmbedder, resolve_device, runs_bf16  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
 
@@ -56,7 +56,7 @@ def main() -> None:
     }
     reference = None
     # Half precision where the device has it: fp16 on CUDA, bf16 on a CPU with bf16 units; fp32 first, as reference.
-    half = device.startswith("cuda") or (device == "cpu" and cpu_has_fast_bf16())
+    half = device.startswith("cuda") or runs_bf16(device, "auto")
     for fp16 in [False, True] if half else [False]:
         for batch in args.batch_sizes:
             emb = SentenceTransformerEmbedder(

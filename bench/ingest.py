@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 # This script's folder comes first on sys.path, and bench/ingest.py would shadow the ``ingest`` package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -89,20 +90,20 @@ def model_work(ingestor: Ingestor, items: list[SourceItem], summary_vector: str)
     return texts, list(embedded.values())
 
 
-def raw_encode(texts: list[str], settings: Settings, *, plain: bool = False) -> dict:
-    """``SentenceTransformer.encode`` alone on ``texts``: the pipeline's own model object (same device and
-    precision, so the ratio is the pipeline's overhead), or with ``plain`` a model loaded as sentence-transformers
-    loads it by default (fp32 on the CPU), which is what a user calling the library directly gets."""
-    if plain:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(resolve_model_path(settings.embedding_model), device="cpu")
-    else:
-        model = EmbedderPool(settings).get().model  # type: ignore[attr-defined]
+def raw_encode(texts: list[str], model: Any, batch_size: int) -> dict:
+    """``SentenceTransformer.encode`` alone on ``texts``."""
     start = time.perf_counter()
-    model.encode(texts, batch_size=settings.embedding_batch_size, normalize_embeddings=True, show_progress_bar=False)
+    model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "chunks": len(texts), "chunks_per_s": len(texts) / seconds, "dtype": str(model.dtype)}
+
+
+def plain_model(settings: Settings) -> Any:
+    """The model as sentence-transformers loads it by default (fp32 on the CPU): what a user calling the library
+    directly gets."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_model_path(settings.embedding_model), device="cpu")
 
 
 def llamaindex_ingest(items: list[SourceItem], settings: Settings, batch_size: int | None) -> dict:
@@ -177,20 +178,25 @@ def main() -> None:
     }
     texts: list[str] = []
     raws = []
+    # The pipeline's own model object (same device and precision, so the ratio is the pipeline's overhead), and,
+    # when that runs in reduced precision, a plainly loaded fp32 one; each loaded once for every backend.
+    model = EmbedderPool(settings).get().model  # type: ignore[attr-defined]
+    fp32 = plain_model(settings) if str(model.dtype) != "torch.float32" else None
+    batch = settings.embedding_batch_size
     for backend in args.backends:
         run = run_pipeline(backend, items, {"summary_vector": args.summary_vector} if args.summary_vector else {})
         texts, model_texts = run.pop("_texts"), run.pop("_model_texts")
-        raw = raw_encode(texts, settings)  # measured right after, on the same chunk texts
+        raw = raw_encode(texts, model, batch)  # measured right after, on the same chunk texts
         run["raw_encode_chunks_per_s"] = raw["chunks_per_s"]
         run["ratio_to_raw"] = run["chunks_per_s"] / raw["chunks_per_s"]
         # Model time for everything the pipeline embeds (summaries too) ÷ pipeline time: 1 - overhead share.
-        work = raw_encode(model_texts, settings)
+        work = raw_encode(model_texts, model, batch)
         run["model_texts"] = len(model_texts)
         run["model_seconds"] = work["seconds"]
         run["model_time_share"] = work["seconds"] / run["seconds"]
         raws.append(raw)
-        if raw["dtype"] != "torch.float32":  # the pipeline runs in reduced precision: also against plain fp32
-            plain = raw_encode(texts, settings, plain=True)
+        if fp32 is not None:  # the pipeline runs in reduced precision: also against plain fp32
+            plain = raw_encode(texts, fp32, batch)
             run["raw_fp32_chunks_per_s"] = plain["chunks_per_s"]
             run["ratio_to_raw_fp32"] = run["chunks_per_s"] / plain["chunks_per_s"]
             raws.append(plain)
