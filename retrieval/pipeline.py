@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -17,7 +18,7 @@ from core.errors import InvalidInput
 from core.records import KnowledgeBase, ScoredChunk, ScoredDocument
 from embeddings.base import Embedder
 from retrieval.fusion import rrf
-from retrieval.lexical import LexicalIndex, LexicalIndexes
+from retrieval.lexical import LexicalIndexes
 from retrieval.rerank import Reranker
 from stores.base import Filters, VectorStore
 
@@ -109,8 +110,13 @@ class Retriever:
         self.store = store
         self.lexical = lexical
         self.reranker = reranker
+        # Query embeddings wait here for the model thread while the lexical side runs on the caller's thread.
+        self._embedding = ThreadPoolExecutor(max_workers=16, thread_name_prefix="query-embed")
 
     def search(self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions) -> SearchResult:
+        """Stage timings overlap: the query is embedded while BM25 scores chunks and documents, so ``total`` (wall
+        time) is less than the sum of the stages."""
+        start = time.perf_counter()
         query = validate_query(query)
         options = options.validate()
         trace = SearchTrace()
@@ -119,22 +125,25 @@ class Retriever:
         use_lexical = options.mode in ("lexical", "hybrid")
         depth = max(options.candidates, options.top_k, options.rerank_candidates)
 
-        with timer("embed"):
-            qv = embedder.embed_queries([query]) if use_dense else None
+        embedding = self._embedding.submit(self._embed, embedder, query, timer) if use_dense else None
         lexical_index = None
         lexical_global: list[ScoredChunk] = []
+        lexical_docs: list[str] = []
         if use_lexical:
             with timer("lexical_index"):
                 lexical_index = self.lexical.get(kb)
             with timer("lexical"):
                 lexical_global = lexical_index.search(query, top_k=depth, filters=options.filters)
+            if options.gate:
+                with timer("gate"):
+                    gate_depth = max(depth, options.gate_docs)
+                    lexical_docs = [d for d, _ in lexical_index.search_documents(query, top_k=gate_depth)]
+        qv = embedding.result() if embedding is not None else None
 
         gate_scores: dict[str, float] = {}
         if options.gate:
             with timer("gate"):
-                trace.gated, gate_scores = self._gate(
-                    kb, qv, query if use_lexical else None, lexical_index, depth, options
-                )
+                trace.gated, gate_scores = self._gate(kb, qv, lexical_docs if use_lexical else None, depth, options)
 
         dense: list[ScoredChunk] = []
         lexical: list[ScoredChunk] = []
@@ -166,19 +175,23 @@ class Retriever:
                 hits = self._rerank(query, candidates, options)
             if options.trace:
                 trace.reranked = hits[: options.rerank_candidates]
-        trace.timings_ms["total"] = sum(trace.timings_ms.values())
+        trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
         return SearchResult(query=query, hits=hits[: options.top_k], trace=trace)
+
+    @staticmethod
+    def _embed(embedder: Embedder, query: str, timer: _Timer) -> np.ndarray:
+        with timer("embed"):
+            return embedder.embed_queries([query])
 
     def _gate(
         self,
         kb: KnowledgeBase,
         qv: np.ndarray | None,
-        query: str | None,
-        lexical_index: LexicalIndex | None,
+        lexical_docs: list[str] | None,
         depth: int,
         options: SearchOptions,
     ) -> tuple[list[ScoredDocument], dict[str, float]]:
-        """Stage 1: documents ranked by summary similarity (dense) and by BM25 over their whole text, fused.
+        """Stage 1: documents ranked by summary similarity (dense) and by BM25 over their whole text (given), fused.
         Returns the top N documents and the fused score of every document either ranking reached."""
         rankings: list[list[str]] = []
         docs: dict[str, ScoredDocument] = {}
@@ -187,8 +200,8 @@ class Retriever:
             dense_docs = self.store.search_documents(kb, qv, top_k=depth)[0]
             docs.update((d.document.id, d) for d in dense_docs)
             rankings.append([d.document.id for d in dense_docs])
-        if query is not None and lexical_index is not None:
-            rankings.append([d for d, _ in lexical_index.search_documents(query, top_k=depth)])
+        if lexical_docs is not None:
+            rankings.append(lexical_docs)
         fused = rrf(rankings, k=options.rrf_k)
         order = sorted(fused, key=lambda d: -fused[d])[: options.gate_docs]
         missing = [d for d in order if d not in docs]

@@ -21,6 +21,7 @@ import numpy as np
 from core.errors import EmbeddingError
 from core.records import text_hash
 from embeddings.base import Embedder
+from embeddings.runner import MODEL_THREAD
 from embeddings.sentence import CpuBf16, resolve_device, resolve_dtype, resolve_model_path
 
 
@@ -49,20 +50,24 @@ class CrossEncoderReranker:
         self.name = model
         self.batch_size = batch_size
         device = resolve_device(device)
-        try:
-            self.model = CrossEncoder(resolve_model_path(model), device=device, max_length=max_length)
-        except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
-            raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}") from exc
-        self.model.model.to(dtype=resolve_dtype(device, fp16=fp16, cpu_bf16=cpu_bf16))
+
+        def load() -> Any:
+            try:
+                loaded = CrossEncoder(resolve_model_path(model), device=device, max_length=max_length)
+            except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
+                raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}") from exc
+            loaded.model.to(dtype=resolve_dtype(device, fp16=fp16, cpu_bf16=cpu_bf16))
+            return loaded
+
+        self.model = MODEL_THREAD.call(load)
 
     def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
         pairs = [(q, p) for q, ps in zip(queries, passages, strict=True) for p in ps]
         if not pairs:
             return [np.zeros(0, dtype=np.float32) for _ in queries]
-        flat = np.asarray(
-            self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True),
-            dtype=np.float32,
-        ).reshape(-1)
+        options = {"batch_size": self.batch_size, "show_progress_bar": False, "convert_to_numpy": True}
+        scores = MODEL_THREAD.call(lambda: self.model.predict(pairs, **options))
+        flat = np.asarray(scores, dtype=np.float32).reshape(-1)
         return _split(flat, [len(ps) for ps in passages])
 
 

@@ -3,6 +3,7 @@ real server on loopback (this service's own /v1/embeddings)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import socket
 import threading
@@ -20,6 +21,7 @@ from core.config import Settings
 from core.errors import EmbeddingError, EmbeddingModelMismatch
 from embeddings import EmbedderPool
 from embeddings.openai_compat import OpenAICompatibleEmbedder
+from embeddings.sentence import SentenceTransformerEmbedder, default_batch_size
 from stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration
@@ -32,6 +34,41 @@ def test_info_and_normalised_vectors(embedder) -> None:  # type: ignore[no-untyp
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.embed_documents([]).shape == (0, 384)
+
+
+def test_batch_size_follows_the_device(embedder) -> None:  # type: ignore[no-untyped-def]
+    assert (default_batch_size("cpu"), default_batch_size("cuda:0")) == (32, 256)
+    assert embedder.batch_size == 32  # unset in Settings: the CPU size
+    one_by_one = SentenceTransformerEmbedder("sentence-transformers/all-MiniLM-L6-v2", device="cpu", batch_size=1)
+    texts = ["a cat sat on the mat", "dogs", "a much longer sentence about the weather in the mountains"]
+    assert one_by_one.batch_size == 1
+    np.testing.assert_allclose(one_by_one.embed_documents(texts), embedder.embed_documents(texts), atol=2e-2)
+
+
+def test_token_counts_add_up_over_words_only_where_they_are_exact(embedder) -> None:  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from embeddings.base import TokenCounter
+
+    counter = TokenCounter(embedder.tokenizer)
+    assert counter.by_word  # BERT WordPiece: counted word by word
+    reference = copy.deepcopy(embedder.tokenizer.backend_tokenizer)
+    reference.no_padding()
+    reference.no_truncation()
+    texts = [
+        "Myelodysplastic syndromes (MDS) are age-dependent stem cell malignancies; IL-10 and TGF-β.  Two  spaces.",
+        "北京是中国的首都，有故宫和长城。It has   several\tspaces,\nnewlines and a\u00a0non-breaking one. " * 3,
+        "Crème brûlée, naïve café — ünïcödé accents and emoji 🙂 in a sentence long enough to be counted by words.",
+        "control\x00characters\x1cinside words are dropped by the normaliser, " * 4,
+    ]
+    for text in texts:
+        assert counter.count(text) == len(reference.encode(text, add_special_tokens=False).ids), text
+    # Byte-level BPE and SentencePiece pre-tokenizers keep the space with the next word: counted whole.
+    for pre in (pre_tokenizers.ByteLevel(), pre_tokenizers.Metaspace()):
+        bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+        bpe.pre_tokenizer = pre
+        assert not TokenCounter(PreTrainedTokenizerFast(tokenizer_object=bpe)).by_word
 
 
 def test_unknown_model_is_a_clear_error() -> None:
