@@ -80,6 +80,7 @@ class _Staged:
 
 
 _DONE = object()
+FIRST_BATCH_CHUNKS = 32
 
 
 class Ingestor:
@@ -156,6 +157,9 @@ class Ingestor:
         prepared: queue.Queue[object] = queue.Queue(maxsize=256)
         producer = threading.Thread(target=self._produce, args=(items, prepared), daemon=True)
         producer.start()
+        # Vectors are looked up by text hash only when the KB holds chunks already: a first upload has none to reuse
+        # (a text repeated across this run's batches is then embedded again).
+        reuse = self.store.count_chunks(self.kb) > 0
         # Store writes run on one writer thread, in batch order, while the next batch is embedded.
         writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-store")
         pending: Future[list[IngestResult]] | None = None
@@ -169,7 +173,7 @@ class Ingestor:
 
         def flush(batch: list[_Prepared]) -> None:
             nonlocal pending
-            unchanged, staged = self._stage(batch)
+            unchanged, staged = self._stage(batch, reuse=reuse)
             for r in unchanged:
                 emit(r)
             settle()
@@ -178,6 +182,8 @@ class Ingestor:
 
         batch: list[_Prepared] = []
         seen: set[str] = set()
+        # Batches start small and double: the model starts as soon as a few documents are ready.
+        threshold = min(FIRST_BATCH_CHUNKS, self.batch_chunks)
         try:
             while (entry := prepared.get()) is not _DONE:
                 if isinstance(entry, IngestResult):
@@ -193,10 +199,12 @@ class Ingestor:
                     continue
                 seen.add(entry.doc_id)
                 batch.append(entry)
-                if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                if sum(len(p.chunks) for p in batch) >= threshold:
                     flush(batch)
                     batch = []
+                    threshold = min(2 * threshold, self.batch_chunks)
             if isinstance(error := getattr(producer, "error", None), BaseException):
+                settle()  # what was stored is reported before the error
                 raise error
             flush(batch)
             settle()
@@ -247,7 +255,7 @@ class Ingestor:
         return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
 
     # -- consumer: embedding; writer: storing -------------------------------------------------------
-    def _stage(self, batch: list[_Prepared]) -> tuple[list[IngestResult], _Staged | None]:
+    def _stage(self, batch: list[_Prepared], *, reuse: bool) -> tuple[list[IngestResult], _Staged | None]:
         """Sort out content the KB already holds, then embed the rest (on the consumer thread, while the writer
         stores the previous batch; no earlier batch of this run can hold the same content)."""
         if not batch:
@@ -268,7 +276,7 @@ class Ingestor:
             self.on_stage(p.item.name, "embedding", len(p.chunks))
         summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
         try:
-            vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries)
+            vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries, reuse=reuse)
         except KBError as exc:
             return unchanged, _Staged(todo, stale, error=exc)
         return unchanged, _Staged(todo, stale, vectors)
@@ -336,10 +344,10 @@ class Ingestor:
         mean = np.mean([vectors[c.hash] for c in p.chunks], axis=0)
         return (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
 
-    def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Vectors keyed by text hash: reuse what the KB already stores, embed each new text once."""
+    def _vectors(self, texts: list[str], *, reuse: bool) -> dict[str, np.ndarray]:
+        """Vectors keyed by text hash: reuse what the KB already stores (``reuse``), embed each new text once."""
         by_hash = {text_hash(t): t for t in texts}
-        known = self.store.vectors_for_hashes(self.kb, list(by_hash))
+        known = self.store.vectors_for_hashes(self.kb, list(by_hash)) if reuse else {}
         missing = [h for h in by_hash if h not in known]
         if missing:
             embedded = self.embedder.embed_documents([by_hash[h] for h in missing])
