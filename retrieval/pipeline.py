@@ -110,12 +110,13 @@ class Retriever:
         self.store = store
         self.lexical = lexical
         self.reranker = reranker
-        # Query embeddings wait here for the model thread while the lexical side runs on the caller's thread.
-        self._embedding = ThreadPoolExecutor(max_workers=16, thread_name_prefix="query-embed")
+        # The query embedding (waiting on the model thread) and the global dense search run here, beside the
+        # lexical side and the gate on the caller's thread.
+        self._background = ThreadPoolExecutor(max_workers=32, thread_name_prefix="search")
 
     def search(self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions) -> SearchResult:
-        """Stage timings overlap: the query is embedded while BM25 scores chunks and documents, so ``total`` (wall
-        time) is less than the sum of the stages."""
+        """Stage timings overlap: the query is embedded while BM25 scores chunks and documents, and the global dense
+        search runs beside the gate, so ``total`` (wall time) is less than the sum of the stages."""
         start = time.perf_counter()
         query = validate_query(query)
         options = options.validate()
@@ -125,7 +126,7 @@ class Retriever:
         use_lexical = options.mode in ("lexical", "hybrid")
         depth = max(options.candidates, options.top_k, options.rerank_candidates)
 
-        embedding = self._embedding.submit(self._embed, embedder, query, timer) if use_dense else None
+        embedding = self._background.submit(self._embed, embedder, query, timer) if use_dense else None
         lexical_index = None
         lexical_global: list[ScoredChunk] = []
         lexical_docs: list[str] = []
@@ -139,6 +140,12 @@ class Retriever:
                     gate_depth = max(depth, options.gate_docs)
                     lexical_docs = [d for d, _ in lexical_index.search_documents(query, top_k=gate_depth)]
         qv = embedding.result() if embedding is not None else None
+        # The global dense search does not depend on the gate: it runs beside it (a second store connection).
+        global_dense = None
+        if qv is not None and (not options.gate or options.fallback):
+            global_dense = self._background.submit(
+                self.store.search_chunks, kb, qv, top_k=depth, filters=options.filters
+            )
 
         gate_scores: dict[str, float] = {}
         if options.gate:
@@ -154,7 +161,9 @@ class Retriever:
                 lists = []
                 if gated_ids:
                     lists += self.store.search_chunks(kb, qv, top_k=depth, doc_ids=gated_ids, filters=options.filters)
-                if global_search:
+                if global_dense is not None:
+                    lists += global_dense.result()
+                elif global_search:  # no fallback asked for, but the gate found nothing
                     lists += self.store.search_chunks(kb, qv, top_k=depth, filters=options.filters)
                 dense = _merge_by_score(lists)
         if use_lexical and lexical_index is not None:
