@@ -81,7 +81,8 @@ def resolve_dtype(device: str, *, fp16: bool, cpu_bf16: CpuBf16) -> Any:
 
 
 class SentenceTransformerEmbedder:
-    """Loads once (in ``__init__``); encode is thread-safe enough for one process's ingest and queries."""
+    """Loads once (in ``__init__``). Loading and every forward pass run on the process's model thread
+    (``embeddings.runner``), whichever thread calls."""
 
     def __init__(
         self,
