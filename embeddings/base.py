@@ -38,7 +38,7 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
 
 _MEMO_CHARS = 2_000  # memoised texts: at most this long (≈ 8 MB for a full memo)
 _MEMO_SIZE = 4_096
-_WORD_MEMO_SIZE = 65_536  # distinct words of a corpus (a few MB)
+_WORD_MEMO_SIZE = 65_536  # distinct words (shorter than _BY_WORD_MIN_CHARS) of a corpus: a few MB
 _BY_WORD_MIN_CHARS = 64  # shorter texts are cheaper to count whole
 
 
@@ -70,7 +70,13 @@ class TokenCounter:
         """Tokens in ``text``. Short texts are memoised: the chunker's splitter measures the same pieces again as it
         merges them (half of its calls on SciFact, 16 % of the chunking and summarising time)."""
         if self.by_word and len(text) >= _BY_WORD_MIN_CHARS:
-            return sum(self._word(word) for word in text.split(" "))
+            # Words memoised; a long run without spaces (Chinese) is counted as a text of its own.
+            return sum(
+                self._word(word) if len(word) < _BY_WORD_MIN_CHARS else self._whole(word) for word in text.split(" ")
+            )
+        return self._whole(text)
+
+    def _whole(self, text: str) -> int:
         if len(text) <= _MEMO_CHARS:
             return self._memo(text)
         return self._count(text)
