@@ -125,6 +125,7 @@ class Retriever:
         use_dense = options.mode in ("dense", "hybrid")
         use_lexical = options.mode in ("lexical", "hybrid")
         depth = max(options.candidates, options.top_k, options.rerank_candidates)
+        gate_depth = max(depth, options.gate_docs)  # both of the gate's document rankings
 
         embedding = self._background.submit(self._embed, embedder, query, timer) if use_dense else None
         lexical_index = None
@@ -137,7 +138,6 @@ class Retriever:
                 lexical_global = lexical_index.search(query, top_k=depth, filters=options.filters)
             if options.gate:
                 with timer("gate"):
-                    gate_depth = max(depth, options.gate_docs)
                     lexical_docs = [d for d, _ in lexical_index.search_documents(query, top_k=gate_depth)]
         qv = embedding.result() if embedding is not None else None
         # The global dense search does not depend on the gate: it runs beside it (a second store connection).
@@ -150,7 +150,9 @@ class Retriever:
         gate_scores: dict[str, float] = {}
         if options.gate:
             with timer("gate"):
-                trace.gated, gate_scores = self._gate(kb, qv, lexical_docs if use_lexical else None, depth, options)
+                trace.gated, gate_scores = self._gate(
+                    kb, qv, lexical_docs if use_lexical else None, gate_depth, options
+                )
 
         dense: list[ScoredChunk] = []
         lexical: list[ScoredChunk] = []
@@ -204,7 +206,6 @@ class Retriever:
         Returns the top N documents and the fused score of every document either ranking reached."""
         rankings: list[list[str]] = []
         docs: dict[str, ScoredDocument] = {}
-        depth = max(depth, options.gate_docs)
         if qv is not None:
             dense_docs = self.store.search_documents(kb, qv, top_k=depth)[0]
             docs.update((d.document.id, d) for d in dense_docs)
