@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     pg_dsn: SecretStr | None = Field(
         default=None, description="PostgreSQL DSN; default: an embedded PostgreSQL (pgserver) in data_dir."
     )
+    pg_hnsw_min_rows: int = Field(
+        default=10_000,
+        ge=0,
+        description="A KB's vectors are searched exactly until a table holds this many rows; then an HNSW index is "
+        "built in one go at the end of an ingest.",
+    )
 
     embedding_backend: Literal["sentence-transformers", "openai"] = "sentence-transformers"
     embedding_model: str = Field(

@@ -25,10 +25,10 @@ def open_store(settings: Settings) -> VectorStore:
     from stores.pgvector import PgvectorStore
 
     if settings.pg_dsn is not None:
-        return PgvectorStore(settings.pg_dsn.get_secret_value())
+        return PgvectorStore(settings.pg_dsn.get_secret_value(), hnsw_min_rows=settings.pg_hnsw_min_rows)
     from stores.embedded_pg import start_embedded_postgres
 
     key = str(settings.pgserver_dir.resolve())
     if key not in _EMBEDDED:
         _EMBEDDED[key] = start_embedded_postgres(settings.pgserver_dir.resolve())
-    return PgvectorStore(_EMBEDDED[key].get_uri())
+    return PgvectorStore(_EMBEDDED[key].get_uri(), hnsw_min_rows=settings.pg_hnsw_min_rows)
