@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
 
 from core.records import Chunk, ParsedDocument
 
@@ -63,32 +61,52 @@ class ExtractiveSummarizer:
 
     @staticmethod
     def _rank(sentences: list[str]) -> list[int]:
-        """Sentence indices, most central first: TF-IDF (sublinear tf) cosine to the document's mean vector."""
-        if len(sentences) < 2:
-            return list(range(len(sentences)))
-        counts = _term_counts(sentences)
-        if counts.nnz == 0:  # nothing but punctuation
-            return list(range(len(sentences)))
-        matrix = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
-        centroid = np.asarray(matrix.mean(axis=0)).ravel()
-        scores = matrix @ centroid
+        """Sentence indices, most central first: TF-IDF cosine to the document's mean vector (scikit-learn's
+        ``TfidfTransformer(sublinear_tf=True)`` weighting: tf 1 + ln(count), smoothed idf, rows of unit length)."""
+        n = len(sentences)
+        if n < 2:
+            return list(range(n))
+        rows, terms, counts = _term_counts(sentences)
+        if len(counts) == 0:  # nothing but punctuation
+            return list(range(n))
+        df = np.bincount(terms)
+        weights = (np.log(counts) + 1.0) * (np.log((1.0 + n) / (1.0 + df)) + 1.0)[terms]
+        weights /= np.sqrt(np.bincount(rows, weights * weights, minlength=n))[rows]
+        centroid = np.bincount(terms, weights) / n
+        scores = np.bincount(rows, weights * centroid[terms], minlength=n)
         return list(np.argsort(-scores, kind="stable"))
 
 
-# Character 2–3-grams within word boundaries (scikit-learn's ``char_wb``), lowercased: language-agnostic, so Chinese
-# needs no segmenter. On SciFact they make better summaries than words (two-stage + rerank nDCG@10 0.742 vs 0.739).
-_terms = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)).build_analyzer()
+# Character 2–3-grams within word boundaries, lowercased, exactly as scikit-learn's ``char_wb`` analyzer cuts them:
+# language-agnostic, so Chinese needs no segmenter. On SciFact they make better summaries than words (two-stage +
+# rerank nDCG@10 0.742 vs 0.739).
+_SPACE = 32
 
 
-def _term_counts(sentences: Sequence[str]) -> sp.csr_matrix:
-    """Sentence × term counts. Built directly: a per-document ``CountVectorizer`` costs more in set-up than in work
-    (this and the TF-IDF weighting run once per multi-chunk document, beside the embedding model)."""
-    vocabulary: dict[str, int] = {}
-    indices: list[int] = []
-    indptr = [0]
-    for sentence in sentences:
-        indices.extend(vocabulary.setdefault(term, len(vocabulary)) for term in _terms(sentence))
-        indptr.append(len(indices))
-    matrix = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(sentences), max(1, len(vocabulary))))
-    matrix.sum_duplicates()
-    return matrix
+def _term_counts(sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sentence, term, count) for every term of every sentence, ordered by sentence then term.
+
+    Vectorised over the document: its words, lowercased and padded with a space each side as ``char_wb`` pads them,
+    are laid end to end as code points; an n-gram belongs to one word exactly when it holds no two adjacent spaces
+    (a word has none inside, and two padded words meet at two). Each n-gram is packed into one integer (21 bits per
+    code point, the top bit marking bigrams). Ranking the 5,183 SciFact abstracts' sentences took 6.8 s of CPU with
+    scikit-learn's analyzer and ``TfidfTransformer`` (their per-call set-up outweighs the work on a document of ten
+    sentences) and takes 1.0 s so; the counts are the same, and the order differs only between sentences whose
+    scores tie exactly."""
+    padded = [" " + "  ".join(words) + " " if (words := s.lower().split()) else "" for s in sentences]
+    chars = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(chars) < 2:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    sentence = np.repeat(np.arange(len(sentences)), [len(p) for p in padded])
+    space = chars == _SPACE
+    bigram_ok = ~(space[:-1] & space[1:])
+    trigram_ok = bigram_ok[:-1] & bigram_ok[1:]
+    shift = np.uint64(21)
+    bigrams = (np.uint64(1) << np.uint64(63)) | (chars[:-1] << shift) | chars[1:]
+    trigrams = (chars[:-2] << (shift + shift)) | (chars[1:-1] << shift) | chars[2:]
+    grams = np.concatenate([bigrams[bigram_ok], trigrams[trigram_ok]])
+    owners = np.concatenate([sentence[:-1][bigram_ok], sentence[:-2][trigram_ok]])
+    vocabulary, terms = np.unique(grams, return_inverse=True)
+    pairs, counts = np.unique(owners * len(vocabulary) + terms.ravel(), return_counts=True)
+    return pairs // len(vocabulary), pairs % len(vocabulary), counts
