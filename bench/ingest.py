@@ -132,7 +132,12 @@ def llamaindex_ingest(items: list[SourceItem], settings: Settings, backend: str,
         tokenizer=lambda text: tokenizer.encode(text, add_special_tokens=False),
     )
     docs = [LIDocument(text=item.text or "", doc_id=item.name) for item in items]
-    dim = embed._model.get_sentence_embedding_dimension()
+    model = embed._model
+    dim = (
+        model.get_embedding_dimension()
+        if hasattr(model, "get_embedding_dimension")
+        else model.get_sentence_embedding_dimension()
+    )
     with tempfile.TemporaryDirectory() as tmp, llamaindex_store(backend, Path(tmp), dim) as (store, count):
         start = time.perf_counter()
         VectorStoreIndex.from_documents(

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     )
     milvus_token: SecretStr | None = None
     milvus_index_type: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "HNSW"
+    milvus_lite_process: bool = Field(
+        default=True,
+        description="Run the embedded Milvus Lite in a child process (true) or in this process's threads, where its "
+        "pure-Python engine competes for the GIL with the API and the models.",
+    )
     pg_dsn: SecretStr | None = Field(
         default=None, description="PostgreSQL DSN; default: an embedded PostgreSQL (pgserver) in data_dir."
     )

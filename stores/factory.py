@@ -20,7 +20,9 @@ def open_store(settings: Settings) -> VectorStore:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             uri = str(settings.milvus_lite_path.resolve())
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-        return MilvusStore(uri, token=token, index_type=settings.milvus_index_type)
+        return MilvusStore(
+            uri, token=token, index_type=settings.milvus_index_type, lite_process=settings.milvus_lite_process
+        )
 
     from stores.pgvector import PgvectorStore
 

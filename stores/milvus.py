@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +26,7 @@ from core.records import (
     kb_key,
 )
 from stores.base import Filters
+from stores.embedded_milvus import EmbeddedMilvus, start_embedded_milvus
 from stores.serialize import (
     DOC_FIELDS,
     doc_from_row,
@@ -48,22 +50,27 @@ DOC_OUTPUT = list(DOC_FIELDS)
 class MilvusStore:
     """Vector store over pymilvus' MilvusClient; collections use Strong consistency so reads see writes."""
 
-    # Milvus Lite runs one embedded server per database file and process; it is stopped (releasing the file for
-    # other processes) when the last store on that file closes.
+    # Milvus Lite runs one embedded server per database file and process (a child process by default, see
+    # ``stores.embedded_milvus``); it is stopped (releasing the file for other processes) when the last store on
+    # that file closes.
     _lite_users: ClassVar[dict[str, int]] = {}
+    _lite_servers: ClassVar[dict[str, EmbeddedMilvus]] = {}
     _lite_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, uri: str, *, token: str | None = None, index_type: str = "HNSW") -> None:
+    def __init__(
+        self, uri: str, *, token: str | None = None, index_type: str = "HNSW", lite_process: bool = True
+    ) -> None:
         self.uri = uri
         self.index_type = index_type
         self._lite = None if "://" in uri else os.path.abspath(uri)
-        try:
-            self.client = MilvusClient(uri=uri, token=token or "")
-        except Exception as exc:  # pymilvus raises several unrelated types on connection failure
-            raise StoreError(f"cannot open Milvus at {uri}: {exc}") from exc
-        if self._lite is not None:
-            with self._lite_lock:
-                self._lite_users[self._lite] = self._lite_users.get(self._lite, 0) + 1
+        with self._lite_lock:
+            connect_to = self._join_lite(lite_process) if self._lite is not None else uri
+            try:
+                self.client = MilvusClient(uri=connect_to, token=token or "")
+            except Exception as exc:  # pymilvus raises several unrelated types on connection failure
+                if self._lite is not None:
+                    self._leave_lite()
+                raise StoreError(f"cannot open Milvus at {uri}: {exc}") from exc
         # Milvus Lite serialises access to one file; concurrent calls from threads must not interleave.
         self._lock = threading.RLock()
         self._loaded: set[str] = set()
@@ -436,15 +443,42 @@ class MilvusStore:
 
     def close(self) -> None:
         self.client.close()
-        if self._lite is None:
-            return
-        with self._lite_lock:
-            users = self._lite_users[self._lite] = self._lite_users.get(self._lite, 1) - 1
-            if users <= 0:
-                del self._lite_users[self._lite]
-                from milvus_lite.server_manager import server_manager_instance
+        if self._lite is not None:
+            with self._lite_lock:
+                self._leave_lite()
 
-                server_manager_instance.release_server(self._lite)
+    # Both with ``_lite_lock`` held.
+    def _join_lite(self, in_child: bool) -> str:
+        """The URI to reach this file's Milvus Lite: its child-process server (started by the first user), or the
+        file itself for pymilvus' in-process server."""
+        assert self._lite is not None
+        first = self._lite not in self._lite_users
+        self._lite_users[self._lite] = self._lite_users.get(self._lite, 0) + 1
+        if self._lite in self._lite_servers:
+            return self._lite_servers[self._lite].uri
+        if not in_child or not first:  # this process already serves the file in its own threads
+            return self._lite
+        try:
+            server = start_embedded_milvus(Path(self._lite))
+        except StoreError:
+            self._leave_lite()
+            raise
+        self._lite_servers[self._lite] = server
+        return server.uri
+
+    def _leave_lite(self) -> None:
+        assert self._lite is not None
+        users = self._lite_users[self._lite] = self._lite_users.get(self._lite, 1) - 1
+        if users > 0:
+            return
+        del self._lite_users[self._lite]
+        server = self._lite_servers.pop(self._lite, None)
+        if server is not None:
+            server.stop()
+            return
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(self._lite)
 
 
 def _bind(expr: str, params: dict[str, Any]) -> str:

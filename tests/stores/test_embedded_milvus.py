@@ -1,0 +1,88 @@
+"""The embedded Milvus Lite runs in a child process: shared by the stores on one file, stopped with the last of them
+or with its parent, and a failed start is a clear StoreError."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import StoreError
+from core.records import KnowledgeBase
+from embeddings.sentence import SentenceTransformerEmbedder
+from stores.embedded_milvus import start_embedded_milvus
+from stores.milvus import MilvusStore
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stores_on_one_file_share_a_child_server_that_stops_with_the_last(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    path = str(tmp_path / "milvus.db")
+    first, second = MilvusStore(path), MilvusStore(path)
+    server = MilvusStore._lite_servers[os.path.abspath(path)]
+    assert first.client is not second.client and server.process.pid != os.getpid()
+    first.create_kb(KnowledgeBase(name="shared", embedding=embedder.info))
+    assert [kb.name for kb in second.list_kbs()] == ["shared"]
+    first.close()
+    assert server.process.poll() is None  # the second store still uses it
+    second.close()
+    assert server.process.poll() is not None and os.path.abspath(path) not in MilvusStore._lite_servers
+    reopened = MilvusStore(path)  # the file was released, and kept its data
+    try:
+        assert [kb.name for kb in reopened.list_kbs()] == ["shared"]
+    finally:
+        reopened.close()
+
+
+def test_in_process_mode_still_works(tmp_path: Path) -> None:
+    store = MilvusStore(str(tmp_path / "milvus.db"), lite_process=False)
+    try:
+        assert os.path.abspath(str(tmp_path / "milvus.db")) not in MilvusStore._lite_servers
+        assert store.list_kbs() == []
+    finally:
+        store.close()
+
+
+def test_a_failed_start_is_a_store_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file.db"
+    not_a_directory.write_text("not a Milvus Lite directory")
+    with pytest.raises(StoreError, match="cannot start Milvus Lite"):
+        start_embedded_milvus(not_a_directory, lock_wait_s=0.5)
+
+
+def test_the_child_server_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    path = str(tmp_path / "milvus.db")
+    script = (
+        "import sys, time; from stores.milvus import MilvusStore; s = MilvusStore(sys.argv[1]); "
+        "print(MilvusStore._lite_servers[sys.argv[1]].process.pid, flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, os.path.abspath(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())  # type: ignore[union-attr]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child)
+    store = MilvusStore(path)  # the lock was released
+    store.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init in this container) counts as gone.
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" not in status.read_text()
