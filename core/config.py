@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL DSN; default: an embedded PostgreSQL (pgserver) in data_dir."
     )
     pg_hnsw_min_rows: int = Field(
-        default=10_000,
+        default=5_000,
         ge=0,
         description="A KB's vectors are searched exactly until a table holds this many rows; then an HNSW index is "
         "built in one go at the end of an ingest.",

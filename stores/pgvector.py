@@ -25,10 +25,10 @@ from stores.serialize import DOC_FIELDS, doc_from_row, doc_to_row, kb_from_json,
 
 CHUNK_COLUMNS = ("id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start_char", "end_char", "metadata")
 # Below this many rows a table's vectors are searched exactly (a global chunk search: 3.3 ms at 5k chunks, 5.4 ms at
-# 10k, 16 ms at 20k; HNSW 2.0–2.6 ms); from it on, ``seal`` builds an HNSW index in one go. pgvector 0.6 builds HNSW
-# 20× cheaper than it maintains it row by row: 13k vectors cost 1.1 s of server CPU to index at once and 22.8 s
-# inserted one by one into an existing index.
-HNSW_MIN_ROWS = 10_000
+# 10k, 16 ms at 20k, HNSW 2.0–2.6 ms; a document search: 3.5 ms at 7.5k documents, HNSW 1.6 ms); from it on, ``seal``
+# builds an HNSW index in one go. pgvector 0.6 builds HNSW 20× cheaper than it maintains it row by row: 13k vectors
+# cost 1.1 s of server CPU to index at once and 22.8 s inserted one by one into an existing index.
+HNSW_MIN_ROWS = 5_000
 # Room for the in-memory build (about 2 KB per 384-d vector; beyond it pgvector goes on on disk, row by row),
 # within 64 MB – 1 GB.
 HNSW_BUILD_MEMORY_KB_PER_ROW = 4
@@ -301,18 +301,26 @@ class PgvectorStore:
                 yield [_chunk(r) for r in rows]
 
     def seal(self, kb: KnowledgeBase) -> None:
-        """Build the HNSW index of each table (chunks, documents) that has none yet and holds at least
-        ``hnsw_min_rows`` rows, in one go; from then on PostgreSQL maintains it on every insert. Reads go on
-        during the build; writes to that table wait for it."""
+        """After an ingest: refresh each table's planner statistics when its row count moved by a fifth or more
+        since they were taken (right after a first ingest the planner would otherwise still count its documents as
+        unpublished and join chunks to them row by row: 40k chunks, 50 ms instead of 5), and build the HNSW index
+        of a table that has none yet and holds at least ``hnsw_min_rows`` rows, in one go; from then on PostgreSQL
+        maintains it on every insert. Reads go on during a build; writes to that table wait for it."""
         for suffix in ("chunks", "docs"):
             table, index = self._t(kb, suffix), self._index(kb, suffix, "vector")
             with self._tx() as conn:
-                # One builder per KB: a concurrent seal waits here, then finds the index built.
+                # One sealer per KB at a time: a concurrent one waits here, then finds the work done.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"seal:{kb.key}",))
-                if conn.execute("SELECT to_regclass(%s) AS i", (index.as_string(conn),)).fetchone()["i"]:
-                    continue
                 rows = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(table)).fetchone()["n"]
-                if rows < self.hnsw_min_rows:
+                estimate = conn.execute(
+                    "SELECT reltuples AS n FROM pg_class WHERE oid = to_regclass(%s)", (table.as_string(conn),)
+                ).fetchone()["n"]
+                if estimate < 0 or abs(rows - estimate) > 0.2 * max(rows, 1):  # -1: never analysed
+                    conn.execute(sql.SQL("ANALYZE {}").format(table))
+                if (
+                    rows < self.hnsw_min_rows
+                    or conn.execute("SELECT to_regclass(%s) AS i", (index.as_string(conn),)).fetchone()["i"]
+                ):
                     continue
                 low, high = HNSW_BUILD_MEMORY_KB
                 memory = min(high, max(low, rows * HNSW_BUILD_MEMORY_KB_PER_ROW))
@@ -320,11 +328,6 @@ class PgvectorStore:
                 conn.execute(
                     sql.SQL("CREATE INDEX {} ON {} USING hnsw (vector vector_cosine_ops)").format(index, table)
                 )
-        with self._tx() as conn:
-            # Fresh statistics: right after an ingest the planner would otherwise still count its documents as
-            # unpublished, and join chunks to them row by row (40k chunks: 50 ms instead of 5).
-            for suffix in ("docs", "chunks"):
-                conn.execute(sql.SQL("ANALYZE {}").format(self._t(kb, suffix)))
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
         with self._tx() as conn:
@@ -391,9 +394,11 @@ class PgvectorStore:
         return out
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
+        # As for chunks: the nearest ids first, then their rows.
         query = sql.SQL(
-            "SELECT {cols}, 1 - (vector <=> %(q)s) AS score FROM {t} WHERE status = 'ready' "
-            "ORDER BY vector <=> %(q)s LIMIT %(k)s"
+            "WITH top AS (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} WHERE status = 'ready' "
+            "ORDER BY vector <=> %(q)s LIMIT %(k)s) "
+            "SELECT {cols}, 1 - top.distance AS score FROM top JOIN {t} USING (doc_id) ORDER BY top.distance"
         ).format(cols=_doc_cols(), t=self._t(kb, "docs"))
         out = []
         with self._tx() as conn:
