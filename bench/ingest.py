@@ -231,8 +231,8 @@ def main() -> None:
     model = embedder.model  # type: ignore[attr-defined]
     fp32 = plain_model(settings) if str(model.dtype) != "torch.float32" else None
     batch = report["batch_size"] = embedder.batch_size  # type: ignore[attr-defined]
-    # Warm-up, untimed: the process's first large forward passes (memory the allocator has not had yet, kernels
-    # for new shapes) made whichever store ran first about 2 s slower than the same store run second.
+    # Warm-up, untimed, so that the first store's run does not also pay for the process's first large forward
+    # passes (memory the allocator has not handed out yet); the raw encodes and LlamaIndex all run after one.
     embedder.embed_documents([item.text or "" for item in items[:256]])
     for backend in args.backends:
         run = run_pipeline(backend, items, {"summary_vector": args.summary_vector} if args.summary_vector else {})
