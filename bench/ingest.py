@@ -32,7 +32,7 @@ from core.config import Settings  # noqa: E402
 from core.records import text_hash  # noqa: E402
 from embeddings import EmbedderPool  # noqa: E402
 from embeddings.runner import MODEL_THREAD  # noqa: E402
-from embeddings.sentence import resolve_model_path  # noqa: E402
+from embeddings.sentence import embedding_dimension, resolve_model_path  # noqa: E402
 from ingest.pipeline import Ingestor, Outcome  # noqa: E402
 from ingest.sources import SourceItem  # noqa: E402
 from stores import open_store  # noqa: E402
@@ -132,12 +132,7 @@ def llamaindex_ingest(items: list[SourceItem], settings: Settings, backend: str,
         tokenizer=lambda text: tokenizer.encode(text, add_special_tokens=False),
     )
     docs = [LIDocument(text=item.text or "", doc_id=item.name) for item in items]
-    model = embed._model
-    dim = (
-        model.get_embedding_dimension()
-        if hasattr(model, "get_embedding_dimension")
-        else model.get_sentence_embedding_dimension()
-    )
+    dim = embedding_dimension(embed._model)
     with tempfile.TemporaryDirectory() as tmp, llamaindex_store(backend, Path(tmp), dim) as (store, count):
         start = time.perf_counter()
         VectorStoreIndex.from_documents(

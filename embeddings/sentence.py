@@ -51,6 +51,14 @@ def default_batch_size(device: str) -> int:
     return 256 if device.startswith("cuda") else 32
 
 
+def embedding_dimension(model: Any) -> int:
+    """A SentenceTransformer's output dimension, under its current name or (before sentence-transformers 5.x renamed
+    it) the old one."""
+    if hasattr(model, "get_embedding_dimension"):
+        return int(model.get_embedding_dimension())
+    return int(model.get_sentence_embedding_dimension())
+
+
 CpuBf16 = Literal["auto", "on", "off"]
 
 
@@ -119,15 +127,11 @@ class SentenceTransformerEmbedder:
         prompts = getattr(model, "prompts", {}) or {}
         self.query_prompt = "query" if "query" in prompts else None
         self.document_prompt = next((p for p in ("document", "passage") if p in prompts), None)
-        dim = (
-            model.get_embedding_dimension()
-            if hasattr(model, "get_embedding_dimension")
-            else (model.get_sentence_embedding_dimension())
-        )
+        dim = embedding_dimension(model)
         # Room for the special tokens ([CLS]/[SEP] or <s>/</s>) and any prompt prefix.
         prefix = self.count_tokens(prompts.get(self.document_prompt or "", "")) if self.document_prompt else 0
         self._info = EmbeddingModelInfo(
-            name=name, dimension=int(dim), fingerprint=fingerprint, max_tokens=int(model.max_seq_length) - 2 - prefix
+            name=name, dimension=dim, fingerprint=fingerprint, max_tokens=int(model.max_seq_length) - 2 - prefix
         )
 
     @property
