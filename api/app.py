@@ -15,7 +15,7 @@ from core.config import Settings, get_settings
 from embeddings import EmbedderPool
 from generation.factory import build_answerer, build_llm, build_summarizer
 from jobs import JobJournal, JobManager
-from retrieval.factory import build_retriever
+from retrieval.factory import build_rerank_warmer, build_retriever
 from stores import open_store
 from stores.recovery import recover
 
@@ -47,9 +47,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for kb in store.list_kbs():
             recover(store, kb, grace_s=settings.recovery_grace_s)
         app.state.jobs.resume()
+        # Passage vectors of the embedding reranker, computed while the models are idle.
+        warmer = app.state.rerank_warmer = build_rerank_warmer(settings, app.state.retriever)
+        if warmer is not None:
+            warmer.start()
         try:
             yield
         finally:
+            if warmer is not None:
+                warmer.close()
             app.state.jobs.close()
             store.close()
 

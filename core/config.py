@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         default=2.0, gt=0, le=100, description="Weight of the reranker's RRF term; each first-stage signal weighs 1."
     )
     rerank_batch_size: int = Field(default=32, ge=1, le=1024)
+    rerank_precompute: bool = Field(
+        default=True,
+        description="With the 'embedding' reranker: embed every chunk with it in the background while the models are "
+        "idle, and store those vectors beside the chunks (as does any rerank that meets a chunk without one), so a "
+        "rerank embeds only its query (20 candidates on 2 CPU cores: ≈ 45 ms instead of ≈ 330 ms).",
+    )
 
     api_keys: list[ApiKey] = Field(
         default_factory=list,

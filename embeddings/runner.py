@@ -9,15 +9,20 @@ workers sleeping and waking at every parallel region once there are more of them
 Calls that may be coalesced (query embeddings: short, latency-bound) carry a key; those waiting together under the
 same key run as one forward pass, so concurrent searches share it. Others run alone, first come first served;
 callers keep them short (one batch each) so a query never waits behind a whole ingest.
+
+Background work (rerank vectors computed ahead of need) submits inside ``background()`` and runs only when
+``idle_for()`` says no other call has come for a while.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +37,7 @@ class _Job:
     key: Hashable | None = None
     texts: list[str] = field(default_factory=list)
     future: Future[Any] = field(default_factory=Future)
+    background: bool = False
 
 
 class ModelThread:
@@ -40,6 +46,24 @@ class ModelThread:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._local = threading.local()
+        self._activity = threading.Lock()
+        self._foreground = 0  # foreground calls submitted and not finished
+        self._last_foreground = time.monotonic()
+
+    @contextmanager
+    def background(self) -> Iterator[None]:
+        """Calls made by this thread inside the block are background work: they do not count as activity."""
+        self._local.background = True
+        try:
+            yield
+        finally:
+            self._local.background = False
+
+    def idle_for(self) -> float:
+        """Seconds since the last foreground call finished; 0 while one is waiting or running."""
+        with self._activity:
+            return 0.0 if self._foreground else time.monotonic() - self._last_foreground
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()`` on the model thread; its result or its exception."""
@@ -54,6 +78,11 @@ class ModelThread:
         return self._submit(_Job(fn, key, list(texts))).result()  # type: ignore[no-any-return]
 
     def _submit(self, job: _Job) -> Future[Any]:
+        job.background = getattr(self._local, "background", False)
+        if not job.background:
+            with self._activity:
+                self._foreground += 1
+            job.future.add_done_callback(self._finished)
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -61,6 +90,11 @@ class ModelThread:
                     self._thread.start()
         self._jobs.put(job)
         return job.future
+
+    def _finished(self, _: Future[Any]) -> None:
+        with self._activity:
+            self._foreground -= 1
+            self._last_foreground = time.monotonic()
 
     def _loop(self) -> None:
         backlog: deque[_Job] = deque()  # taken off the queue while coalescing, still in arrival order

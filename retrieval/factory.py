@@ -7,7 +7,8 @@ from embeddings.pool import EmbedderPool
 from embeddings.sentence import resolve_device, runs_bf16
 from retrieval.lexical import LexicalIndexes
 from retrieval.pipeline import Retriever
-from retrieval.rerank import Reranker, load_reranker
+from retrieval.rerank import EmbeddingReranker, Reranker, load_reranker
+from retrieval.rerank_warmer import RerankWarmer
 from stores.base import VectorStore
 
 
@@ -39,4 +40,12 @@ def build_retriever(
     settings: Settings, store: VectorStore, embedders: EmbedderPool, *, load_reranker: bool = True
 ) -> Retriever:
     reranker = build_reranker(settings, embedders) if load_reranker else None
-    return Retriever(store, LexicalIndexes(store, settings.data_dir / "lexical"), reranker)
+    lexical = LexicalIndexes(store, settings.data_dir / "lexical")
+    return Retriever(store, lexical, reranker, keep_rerank_vectors=settings.rerank_precompute)
+
+
+def build_rerank_warmer(settings: Settings, retriever: Retriever) -> RerankWarmer | None:
+    """The background warmer of an embedding reranker's stored vectors (not started), where configured."""
+    if not settings.rerank_precompute or not isinstance(retriever.reranker, EmbeddingReranker):
+        return None
+    return RerankWarmer(retriever.store, retriever.reranker)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -15,17 +16,18 @@ import numpy as np
 
 from core.config import Settings
 from core.errors import InvalidInput
-from core.records import KnowledgeBase, ScoredChunk, ScoredDocument
+from core.records import Chunk, KnowledgeBase, ScoredChunk, ScoredDocument, text_hash
 from embeddings.base import Embedder
 from retrieval.fusion import rrf
 from retrieval.lexical import LexicalIndexes
-from retrieval.rerank import Reranker
+from retrieval.rerank import EmbeddingReranker, Reranker
 from stores.base import Filters, VectorStore
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MAX_QUERY_CHARS = 4_000
 _FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TOP_K = 200
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,20 @@ class SearchResult:
 class Retriever:
     """Searches one store; models (embedder per KB, reranker) are loaded by the caller and passed in."""
 
-    def __init__(self, store: VectorStore, lexical: LexicalIndexes, reranker: Reranker | None = None) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        lexical: LexicalIndexes,
+        reranker: Reranker | None = None,
+        *,
+        keep_rerank_vectors: bool = True,
+    ) -> None:
+        """``keep_rerank_vectors``: an embedding reranker's passage vectors computed during a search are stored
+        beside their chunks (in the background), for every later search and process."""
         self.store = store
         self.lexical = lexical
         self.reranker = reranker
+        self.keep_rerank_vectors = keep_rerank_vectors
         # The query embedding (waiting on the model thread) and the global dense search run here, beside the
         # lexical side and the gate on the caller's thread.
         self._background = ThreadPoolExecutor(max_workers=32, thread_name_prefix="search")
@@ -183,7 +195,7 @@ class Retriever:
         hits = candidates
         if options.rerank and self.reranker is not None and candidates:
             with timer("rerank"):
-                hits = self._rerank(query, candidates, options)
+                hits = self._rerank(kb, query, candidates, options)
             if options.trace:
                 trace.reranked = hits[: options.rerank_candidates]
         trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
@@ -219,10 +231,20 @@ class Retriever:
             docs.update((i, ScoredDocument(doc, 0.0)) for i, doc in self.store.get_documents(kb, missing).items())
         return [replace(docs[d], score=fused[d]) for d in order if d in docs], fused
 
-    def _rerank(self, query: str, candidates: list[ScoredChunk], options: SearchOptions) -> list[ScoredChunk]:
+    def _rerank(
+        self, kb: KnowledgeBase, query: str, candidates: list[ScoredChunk], options: SearchOptions
+    ) -> list[ScoredChunk]:
         assert self.reranker is not None
         head, tail = candidates[: options.rerank_candidates], candidates[options.rerank_candidates :]
-        scores = self.reranker.score([query], [[c.chunk.text for c in head]])[0]
+        known: dict[str, np.ndarray] = {}
+        space = self.reranker.space
+        if space is not None:  # passage vectors stored beside the chunks need no forward pass
+            stored = self.store.rerank_vectors(kb, space, [c.chunk.id for c in head])
+            known = {text_hash(c.chunk.text): stored[c.chunk.id] for c in head if c.chunk.id in stored}
+        scores = self.reranker.score([query], [[c.chunk.text for c in head]], known=known)[0]
+        if space is not None and self.keep_rerank_vectors and len(known) < len(head):
+            unstored = [c.chunk for c in head if text_hash(c.chunk.text) not in known]
+            self._background.submit(self._keep_rerank_vectors, kb, space, unstored)
         for c, s in zip(head, scores, strict=True):
             c.stages["rerank"] = float(s)
         by_rerank = sorted(head, key=lambda c: -c.stages["rerank"])
@@ -243,6 +265,16 @@ class Retriever:
         for i, c in enumerate(tail, start=1):
             c.score = floor - i * 1e-6
         return ranked + tail
+
+    def _keep_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: list[Chunk]) -> None:
+        """Store the passage vectors this search computed (now in the reranker's cache)."""
+        if not isinstance(self.reranker, EmbeddingReranker):
+            return
+        try:
+            vectors = self.reranker.passage_vectors([c.text for c in chunks])
+            self.store.put_rerank_vectors(kb, space, chunks, vectors)
+        except Exception:  # a cache that could not be stored is only a slower next rerank
+            log.warning("could not store rerank vectors for knowledge base %r", kb.name, exc_info=True)
 
 
 def validate_query(query: str) -> str:

@@ -5,14 +5,17 @@ Two real implementations:
   model fine-tuned on a knowledge base's own labels), batched, truncated to its maximum length, fp16 on CUDA, bf16
   on CPUs with native bf16 units.
 - ``EmbeddingReranker``: cosine similarity under a second, stronger bi-encoder (the offline default:
-  multilingual-e5-small); passage vectors are cached by text hash, so a passage is embedded once per process.
+  multilingual-e5-small); passage vectors are cached by text hash, so a passage is embedded once per process, and
+  can be stored beside the chunks (``space`` names them; see ``retrieval.rerank_warmer``), so that a rerank embeds
+  only its query.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,9 +32,19 @@ class Reranker(Protocol):
     """Scores (query, passage) pairs; higher is more relevant. Scores compare only within one query."""
 
     name: str
+    # The identity of the passage vectors it reuses (an embedding reranker: its model); None when a (query,
+    # passage) pair can only be scored together (a cross-encoder).
+    space: str | None
 
-    def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """One float32 array per query, aligned with that query's passages; batched across all queries."""
+    def score(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[Sequence[str]],
+        *,
+        known: Mapping[str, np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """One float32 array per query, aligned with that query's passages; batched across all queries. ``known``:
+        passage vectors in this reranker's ``space`` already at hand, keyed by passage text hash."""
 
 
 class CrossEncoderReranker:
@@ -48,6 +61,7 @@ class CrossEncoderReranker:
         from sentence_transformers import CrossEncoder
 
         self.name = model
+        self.space = None
         self.batch_size = batch_size
         device = resolve_device(device)
 
@@ -61,7 +75,13 @@ class CrossEncoderReranker:
 
         self.model = MODEL_THREAD.call(load)
 
-    def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def score(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[Sequence[str]],
+        *,
+        known: Mapping[str, np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         pairs = [(q, p) for q, ps in zip(queries, passages, strict=True) for p in ps]
         if not pairs:
             return [np.zeros(0, dtype=np.float32) for _ in queries]
@@ -77,6 +97,8 @@ class EmbeddingReranker:
     def __init__(self, embedder: Embedder, *, cache_size: int = 200_000) -> None:
         self.embedder = embedder
         self.name = embedder.info.name
+        info = embedder.info
+        self.space = hashlib.sha256(f"{info.name}\0{info.dimension}\0{info.fingerprint}".encode()).hexdigest()[:16]
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -84,10 +106,12 @@ class EmbeddingReranker:
     def has(self, passage: str) -> bool:
         return text_hash(passage) in self._cache
 
-    def passage_vectors(self, passages: Sequence[str]) -> np.ndarray:
+    def passage_vectors(self, passages: Sequence[str], *, known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """One row per passage: from ``known`` (by text hash), from the cache, or embedded now (and cached)."""
+        known = known or {}
         keys = [text_hash(p) for p in passages]
         with self._lock:
-            missing = {k: p for k, p in zip(keys, passages, strict=True) if k not in self._cache}
+            missing = {k: p for k, p in zip(keys, passages, strict=True) if k not in known and k not in self._cache}
         if missing:
             vectors = self.embedder.embed_documents(list(missing.values()))
             with self._lock:
@@ -96,7 +120,7 @@ class EmbeddingReranker:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         with self._lock:
-            found = [self._cache.get(k) for k in keys]
+            found = [known[k] if k in known else self._cache.get(k) for k in keys]
         # An entry evicted between the two steps (a tiny cache under load) is embedded again.
         for i, vector in enumerate(found):
             if vector is None:
@@ -124,11 +148,17 @@ class EmbeddingReranker:
             self._cache.update(zip(keys, vectors, strict=True))
         return len(keys)
 
-    def score(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def score(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[Sequence[str]],
+        *,
+        known: Mapping[str, np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         if not queries:
             return []
         q = self.embedder.embed_queries(list(queries))
-        p = self.passage_vectors([x for ps in passages for x in ps])
+        p = self.passage_vectors([x for ps in passages for x in ps], known=known)
         blocks = _split(p, [len(ps) for ps in passages])
         return [block @ q[i] for i, block in enumerate(blocks)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -10,6 +11,15 @@ import numpy as np
 from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument
 
 Filters = dict[str, Any]
+
+_SPACE = re.compile(r"[0-9a-z]{1,16}")
+
+
+def check_space(space: str) -> str:
+    """A rerank vector space names tables and collections: 1-16 lowercase letters or digits."""
+    if not isinstance(space, str) or not _SPACE.fullmatch(space):
+        raise ValueError(f"rerank vector space must be 1-16 lowercase letters or digits, got {space!r}")
+    return space
 
 
 class VectorStore(Protocol):
@@ -83,6 +93,14 @@ class VectorStore(Protocol):
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of chunks whose text hash is among ``hashes`` (so unchanged text is never re-embedded)."""
+
+    def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of a second model (an embedding reranker's passage vectors; ``space`` names the model)
+        for those of ``chunk_ids`` that have one, keyed by chunk id."""
+
+    def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Store one vector per chunk in ``space``. A vector goes when its chunk goes (document deleted or replaced,
+        knowledge base dropped); chunks that are no longer stored are skipped."""
 
     def search_chunks(
         self,

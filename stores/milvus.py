@@ -25,7 +25,7 @@ from core.records import (
     ScoredDocument,
     kb_key,
 )
-from stores.base import Filters
+from stores.base import Filters, check_space
 from stores.embedded_milvus import EmbeddedMilvus, start_embedded_milvus
 from stores.serialize import (
     DOC_FIELDS,
@@ -164,6 +164,10 @@ class MilvusStore:
         rows = self.client.query(REGISTRY, filter='key != ""', output_fields=["info"], limit=QUERY_PAGE)
         return sorted((kb_from_json(r["info"]) for r in rows), key=lambda kb: kb.name)
 
+    def _rr_collections(self, kb: KnowledgeBase) -> list[str]:
+        prefix = f"kb_{kb.key}_rr_"
+        return [name for name in self.client.list_collections() if name.startswith(prefix)]
+
     def drop_kb(self, name: str) -> None:
         kb = self.get_kb(name)
         with self._lock:
@@ -171,6 +175,9 @@ class MilvusStore:
             self.client.delete(REGISTRY, ids=[kb.key])
             for suffix in ("docs", "chunks"):
                 self.client.drop_collection(f"kb_{kb.key}_{suffix}")
+            for collection in self._rr_collections(kb):
+                self.client.drop_collection(collection)
+                self._loaded.discard(collection)
                 self._loaded.discard(f"kb_{kb.key}_{suffix}")
 
     # -- documents --------------------------------------------------------------------------------
@@ -323,6 +330,9 @@ class MilvusStore:
 
     def _remove(self, kb: KnowledgeBase, doc_ids: list[str]) -> None:
         # Chunks before the rows: a crash in between leaves DELETING rows that recovery finishes.
+        for collection in self._rr_collections(kb):
+            self._ensure_loaded(collection)
+            self.client.delete(collection, filter=_bind("doc_id in {d}", {"d": doc_ids}))
         self.client.delete(self._chunks(kb), filter=_bind("doc_id in {d}", {"d": doc_ids}))
         self.client.delete(self._docs(kb), ids=doc_ids)
 
@@ -378,6 +388,55 @@ class MilvusStore:
             for r in rows:
                 found[r["chunk_hash"]] = np.asarray(r["vector"], dtype=np.float32)
         return found
+
+    # -- rerank vectors ---------------------------------------------------------------------------
+    # One collection per knowledge base and space, created by the first write; ``_remove`` deletes a document's
+    # vectors with its chunks.
+    def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        collection = f"kb_{kb.key}_rr_{check_space(space)}"
+        found: dict[str, np.ndarray] = {}
+        ids = list(dict.fromkeys(chunk_ids))
+        try:
+            self._ensure_loaded(collection)
+            for i in range(0, len(ids), IN_BATCH):
+                for r in self.client.get(collection, ids=ids[i : i + IN_BATCH], output_fields=["id", "vector"]):
+                    found[r["id"]] = np.asarray(r["vector"], dtype=np.float32)
+        except MilvusException:
+            if self.client.has_collection(collection):
+                raise
+            self._loaded.discard(collection)
+            return {}  # nothing stored in this space yet
+        return found
+
+    def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise StoreError(f"{len(chunks)} chunks but {len(vectors)} rerank vectors")
+        if not chunks:
+            return
+        collection = f"kb_{kb.key}_rr_{check_space(space)}"
+        vectors = np.asarray(vectors, dtype=np.float32)
+        with self._lock:
+            if not self.client.has_collection(collection):
+                self.get_kb(kb.name)  # KnowledgeBaseNotFound once it is dropped
+                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
+                schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=vectors.shape[1])
+                index = self.client.prepare_index_params()
+                index.add_index("vector", index_type="FLAT", metric_type="COSINE")  # read by id, never searched
+                index.add_index("doc_id", index_type="INVERTED")
+                self.client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong")
+            self._ensure_loaded(collection)
+            self.client.upsert(
+                collection,
+                [{"id": c.id, "doc_id": c.doc_id, "vector": v.tolist()} for c, v in zip(chunks, vectors, strict=True)],
+            )
+            # Milvus has no foreign keys: drop the vectors of documents removed meanwhile.
+            doc_ids = list({c.doc_id for c in chunks})
+            live = self.get_documents(kb, doc_ids)
+            gone = [d for d in doc_ids if d not in live or live[d].status == DocStatus.DELETING]
+            if gone:
+                self.client.delete(collection, filter=_bind("doc_id in {d}", {"d": gone}))
 
     # -- search -----------------------------------------------------------------------------------
     def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
 from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument, kb_key
-from stores.base import Filters
+from stores.base import Filters, check_space
 from stores.serialize import DOC_FIELDS, doc_from_row, doc_to_row, kb_from_json, kb_to_json, page_in, page_out
 
 CHUNK_COLUMNS = ("id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start_char", "end_char", "metadata")
@@ -41,6 +41,7 @@ class PgvectorStore:
     def __init__(self, dsn: str, *, pool_size: int = 8, hnsw_min_rows: int = HNSW_MIN_ROWS) -> None:
         self.dsn = dsn
         self.hnsw_min_rows = hnsw_min_rows
+        self._rr_tables: set[str] = set()  # rerank vector tables known to exist
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -132,6 +133,12 @@ class PgvectorStore:
     def drop_kb(self, name: str) -> None:
         kb = self.get_kb(name)
         with self._tx() as conn:
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, %s)",
+                (f"kb_{kb.key}_rr_",),
+            ).fetchall():
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(row["tablename"])))
+                self._rr_tables.discard(row["tablename"])
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "chunks")))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "docs")))
             conn.execute("DELETE FROM kb_registry WHERE key = %s", (kb.key,))
@@ -345,6 +352,57 @@ class PgvectorStore:
                 (list(set(hashes)),),
             ).fetchall()
         return {r["chunk_hash"]: _as_array(r["vector"]) for r in rows}
+
+    # -- rerank vectors ---------------------------------------------------------------------------
+    # One table per knowledge base and space, created by the first write: rows reference their chunk, so every
+    # path that deletes chunks (document deleted or replaced, recovery) deletes their vectors in the same step.
+    def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        table = self._t(kb, f"rr_{check_space(space)}")
+        try:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    sql.SQL("SELECT id, vector FROM {} WHERE id = ANY(%s)").format(table), (list(chunk_ids),)
+                ).fetchall()
+        except psycopg.errors.UndefinedTable:  # nothing stored in this space yet
+            return {}
+        return {r["id"]: _as_array(r["vector"]) for r in rows}
+
+    def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        if len(chunks) != len(vectors):
+            raise StoreError(f"{len(chunks)} chunks but {len(vectors)} rerank vectors")
+        name = f"kb_{kb.key}_rr_{check_space(space)}"
+        table = sql.Identifier(name)
+        insert = sql.SQL(
+            "INSERT INTO {rr} (id, vector) SELECT c.id, %s FROM {c} c WHERE c.id = %s "
+            "ON CONFLICT (id) DO UPDATE SET vector = EXCLUDED.vector"
+        ).format(rr=table, c=self._t(kb, "chunks"))
+        rows = [(np.asarray(v, dtype=np.float32), c.id) for c, v in zip(chunks, vectors, strict=True)]
+        for attempt in range(3):
+            try:
+                with self._tx() as conn:
+                    if name not in self._rr_tables:
+                        self._create_rr_table(conn, kb, table)
+                    conn.cursor().executemany(insert, rows)
+                self._rr_tables.add(name)
+                return
+            except psycopg.errors.ForeignKeyViolation:
+                # A chunk was deleted between the existence check and the insert: the next try skips it.
+                if attempt == 2:
+                    raise
+            except psycopg.errors.UndefinedTable as exc:
+                if name not in self._rr_tables:  # the chunks table is gone: so is the knowledge base
+                    raise KnowledgeBaseNotFound(kb.name) from exc
+                self._rr_tables.discard(name)  # dropped by another process: create it again
+
+    def _create_rr_table(self, conn: psycopg.Connection[Any], kb: KnowledgeBase, table: sql.Identifier) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))  # one creator at a time
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {rr} (id text PRIMARY KEY REFERENCES {c}(id) ON DELETE CASCADE, "
+                "vector vector NOT NULL)"
+            ).format(rr=table, c=self._t(kb, "chunks"))
+        )
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN vector SET STORAGE MAIN").format(table))
 
     # -- search -----------------------------------------------------------------------------------
     def search_chunks(

@@ -167,3 +167,48 @@ def test_iter_chunks_revision_and_seal(store: VectorStore, kb: KnowledgeBase) ->
     store.delete_document(kb, "doc-a")
     assert store.kb_revision(kb) != after_publish
     assert [c for b in store.iter_chunks(kb) for c in b] == []
+
+
+def test_rerank_vectors_live_and_die_with_their_chunks(store: VectorStore, kb: KnowledgeBase) -> None:
+    _, a = _add(store, kb, "doc-a", 1)
+    _, b = _add(store, kb, "doc-b", 2)
+    assert store.rerank_vectors(kb, "e5small", [c.id for c in a]) == {}  # nothing stored in that space yet
+    second = np.stack([_vec(16, 500 + i) for i in range(6)])  # another model: its own dimension
+    store.put_rerank_vectors(kb, "e5small", [*a, *b], second)
+    store.put_rerank_vectors(kb, "e5small", a[:1], second[1:2])  # overwrites
+    found = store.rerank_vectors(kb, "e5small", [a[0].id, b[2].id, "doc-z:0"])
+    assert set(found) == {a[0].id, b[2].id}
+    np.testing.assert_allclose(found[a[0].id], second[1], atol=1e-6)
+    np.testing.assert_allclose(found[b[2].id], second[5], atol=1e-6)
+    assert store.rerank_vectors(kb, "othermodel", [a[0].id]) == {}
+
+    store.delete_document(kb, "doc-a")
+    assert set(store.rerank_vectors(kb, "e5small", [c.id for c in [*a, *b]])) == {c.id for c in b}
+    # A document replaced by a new version takes its vectors along.
+    dim = kb.embedding.dimension
+    new = _doc("doc-b2", "doc-b.txt", dim, 3)
+    store.put_documents(kb, [new])
+    store.add_chunks(kb, _chunks("doc-b2", dim, 3))
+    store.publish_documents(kb, [new], replaces={"doc-b2": "doc-b"})
+    assert store.rerank_vectors(kb, "e5small", [c.id for c in b]) == {}
+    # Vectors for chunks that are gone are skipped, not stored.
+    store.put_rerank_vectors(kb, "e5small", a, second[:3])
+    assert store.rerank_vectors(kb, "e5small", [c.id for c in a]) == {}
+    with pytest.raises(ValueError, match="lowercase letters or digits"):
+        store.rerank_vectors(kb, "x; DROP TABLE", [])
+
+
+def test_drop_removes_rerank_vectors(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
+    kb = KnowledgeBase(name="rerank drop", embedding=embedder.info)
+    store.create_kb(kb)
+    _, chunks = _add(store, kb, "doc-a", 1)
+    store.put_rerank_vectors(kb, "e5small", chunks, np.stack([_vec(16, i) for i in range(3)]))
+    store.drop_kb(kb.name)
+    store.create_kb(kb)
+    _add(store, kb, "doc-a", 1)
+    assert store.rerank_vectors(kb, "e5small", [c.id for c in chunks]) == {}
+    with pytest.raises(KnowledgeBaseNotFound):
+        store.put_rerank_vectors(
+            KnowledgeBase(name="never created", embedding=embedder.info), "e5small", chunks[:1], chunks[0].vector[None]
+        )
+    store.drop_kb(kb.name)
