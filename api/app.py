@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if warmer is not None:
                 warmer.close()
             app.state.jobs.close()
+            app.state.retriever.close()
             store.close()
 
     app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -140,6 +140,10 @@ class Retriever:
         gate_depth = max(depth, options.gate_docs)  # both of the gate's document rankings
 
         embedding = self._background.submit(self._embed, embedder, query, timer) if use_dense else None
+        # An embedding reranker's query vector is computed on the model thread while the stores are searched.
+        rerank_query = None
+        if options.rerank and isinstance(self.reranker, EmbeddingReranker):
+            rerank_query = self._background.submit(self.reranker.embed_queries, [query])
         lexical_index = None
         lexical_global: list[ScoredChunk] = []
         lexical_docs: list[str] = []
@@ -195,11 +199,15 @@ class Retriever:
         hits = candidates
         if options.rerank and self.reranker is not None and candidates:
             with timer("rerank"):
-                hits = self._rerank(kb, query, candidates, options)
+                hits = self._rerank(kb, query, candidates, options, rerank_query)
             if options.trace:
                 trace.reranked = hits[: options.rerank_candidates]
         trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
         return SearchResult(query=query, hits=hits[: options.top_k], trace=trace)
+
+    def close(self) -> None:
+        """Wait for background work (rerank vectors being stored) to finish."""
+        self._background.shutdown(wait=True)
 
     @staticmethod
     def _embed(embedder: Embedder, query: str, timer: _Timer) -> np.ndarray:
@@ -232,7 +240,12 @@ class Retriever:
         return [replace(docs[d], score=fused[d]) for d in order if d in docs], fused
 
     def _rerank(
-        self, kb: KnowledgeBase, query: str, candidates: list[ScoredChunk], options: SearchOptions
+        self,
+        kb: KnowledgeBase,
+        query: str,
+        candidates: list[ScoredChunk],
+        options: SearchOptions,
+        query_vector: Future[np.ndarray] | None = None,
     ) -> list[ScoredChunk]:
         assert self.reranker is not None
         head, tail = candidates[: options.rerank_candidates], candidates[options.rerank_candidates :]
@@ -241,7 +254,11 @@ class Retriever:
         if space is not None:  # passage vectors stored beside the chunks need no forward pass
             stored = self.store.rerank_vectors(kb, space, [c.chunk.id for c in head])
             known = {text_hash(c.chunk.text): stored[c.chunk.id] for c in head if c.chunk.id in stored}
-        scores = self.reranker.score([query], [[c.chunk.text for c in head]], known=known)[0]
+        texts = [[c.chunk.text for c in head]]
+        if isinstance(self.reranker, EmbeddingReranker) and query_vector is not None:
+            scores = self.reranker.score([query], texts, known=known, query_vectors=query_vector.result())[0]
+        else:
+            scores = self.reranker.score([query], texts, known=known)[0]
         if space is not None and self.keep_rerank_vectors and len(known) < len(head):
             unstored = [c.chunk for c in head if text_hash(c.chunk.text) not in known]
             self._background.submit(self._keep_rerank_vectors, kb, space, unstored)

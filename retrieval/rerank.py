@@ -103,6 +103,9 @@ class EmbeddingReranker:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed_queries(list(queries))
+
     def has(self, passage: str) -> bool:
         return text_hash(passage) in self._cache
 
@@ -154,10 +157,12 @@ class EmbeddingReranker:
         passages: Sequence[Sequence[str]],
         *,
         known: Mapping[str, np.ndarray] | None = None,
+        query_vectors: np.ndarray | None = None,
     ) -> list[np.ndarray]:
+        """``query_vectors``: the queries already embedded with this reranker's model (``embed_queries``)."""
         if not queries:
             return []
-        q = self.embedder.embed_queries(list(queries))
+        q = self.embed_queries(queries) if query_vectors is None else query_vectors
         p = self.passage_vectors([x for ps in passages for x in ps], known=known)
         blocks = _split(p, [len(ps) for ps in passages])
         return [block @ q[i] for i, block in enumerate(blocks)]

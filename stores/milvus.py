@@ -173,12 +173,9 @@ class MilvusStore:
         with self._lock:
             # Registry row first: a half-dropped knowledge base is invisible rather than half-usable.
             self.client.delete(REGISTRY, ids=[kb.key])
-            for suffix in ("docs", "chunks"):
-                self.client.drop_collection(f"kb_{kb.key}_{suffix}")
-            for collection in self._rr_collections(kb):
+            for collection in [f"kb_{kb.key}_docs", f"kb_{kb.key}_chunks", *self._rr_collections(kb)]:
                 self.client.drop_collection(collection)
                 self._loaded.discard(collection)
-                self._loaded.discard(f"kb_{kb.key}_{suffix}")
 
     # -- documents --------------------------------------------------------------------------------
     def _docs(self, kb: KnowledgeBase) -> str:

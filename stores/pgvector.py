@@ -133,6 +133,8 @@ class PgvectorStore:
     def drop_kb(self, name: str) -> None:
         kb = self.get_kb(name)
         with self._tx() as conn:
+            # Under the lock that creates rerank vector tables: none appears between this listing and the drops.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))
             for row in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, %s)",
                 (f"kb_{kb.key}_rr_",),

@@ -54,6 +54,8 @@ def test_query_benchmark_per_stage_http_and_llamaindex() -> None:
         assert (
             row["rerank_20"]["stages_ms"]["rerank"]["p50"] > 0
             and row["rerank_20_warm"]["stages_ms"]["rerank"]["p50"] > 0
+            and row["rerank_20_stored"]["stages_ms"]["rerank"]["p50"] > 0
+            and row["rerank_20_stored"]["check"]["embedded_at_query_time"] == 0
         )
         assert row["http"]["errors"] == 0 and row["http"]["qps"] > 0
     assert size["llamaindex"]["end_to_end_ms"]["p50"] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from itertools import pairwise
 
 import numpy as np
@@ -212,3 +214,32 @@ def test_drop_removes_rerank_vectors(store: VectorStore, embedder) -> None:  # t
             KnowledgeBase(name="never created", embedding=embedder.info), "e5small", chunks[:1], chunks[0].vector[None]
         )
     store.drop_kb(kb.name)
+
+
+def test_rerank_vectors_written_while_the_kb_is_dropped_leave_nothing(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
+    kb = KnowledgeBase(name="rerank race", embedding=embedder.info)
+    second = np.stack([_vec(16, i) for i in range(3)])
+    for attempt in range(4):
+        store.create_kb(kb)
+        _, chunks = _add(store, kb, "doc-a", 1)
+        errors: list[BaseException] = []
+
+        def write(chunks: list[Chunk] = chunks, errors: list[BaseException] = errors) -> None:
+            try:
+                for _ in range(50):
+                    store.put_rerank_vectors(kb, "race", chunks, second)
+            except KnowledgeBaseNotFound:
+                return
+            except BaseException as exc:  # anything else is a bug
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.02 * attempt)
+        store.drop_kb(kb.name)
+        writer.join()
+        assert errors == []
+        store.create_kb(kb)  # the same name and chunk ids again: no vector may survive the drop
+        _add(store, kb, "doc-a", 1)
+        assert store.rerank_vectors(kb, "race", [c.id for c in chunks]) == {}
+        store.drop_kb(kb.name)
