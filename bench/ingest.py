@@ -29,13 +29,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from catalog import Catalog  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.records import text_hash  # noqa: E402
+from core.records import KnowledgeBase, text_hash  # noqa: E402
 from embeddings import EmbedderPool  # noqa: E402
 from embeddings.runner import MODEL_THREAD  # noqa: E402
 from embeddings.sentence import embedding_dimension, resolve_model_path  # noqa: E402
 from ingest.pipeline import Ingestor, Outcome  # noqa: E402
 from ingest.sources import SourceItem  # noqa: E402
-from stores import open_store  # noqa: E402
+from retrieval.rerank import EmbeddingReranker  # noqa: E402
+from retrieval.rerank_warmer import RerankWarmer  # noqa: E402
+from stores import VectorStore, open_store  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
 
@@ -52,11 +54,12 @@ def load_corpus(path: Path, limit: int | None) -> list[SourceItem]:
     return items
 
 
-def run_pipeline(backend: str, items: list[SourceItem], settings_kw: dict) -> dict:
+def run_pipeline(backend: str, items: list[SourceItem], settings_kw: dict, *, rerank_vectors: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), backend=backend, **settings_kw)
         store = open_store(settings)
-        catalog = Catalog(store, EmbedderPool(settings))
+        pool = EmbedderPool(settings)
+        catalog = Catalog(store, pool)
         kb = catalog.create("bench")
         _, embedder = catalog.open("bench")
         ingestor = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder)
@@ -66,8 +69,10 @@ def run_pipeline(backend: str, items: list[SourceItem], settings_kw: dict) -> di
         chunks = store.count_chunks(kb)
         ready = sum(r.outcome == Outcome.ADDED for r in results)
         texts, model_texts = model_work(ingestor, items, settings.summary_vector)
+        warmed = warm_rerank_vectors(store, kb, pool.get(settings.rerank_model)) if rerank_vectors else None
         store.close()
     return {
+        **({"rerank_vectors": warmed} if warmed else {}),
         "backend": backend,
         "seconds": seconds,
         "docs": ready,
@@ -76,6 +81,31 @@ def run_pipeline(backend: str, items: list[SourceItem], settings_kw: dict) -> di
         "chunks_per_s": chunks / seconds,
         "_texts": texts,
         "_model_texts": model_texts,
+    }
+
+
+def warm_rerank_vectors(store: VectorStore, kb: KnowledgeBase, reranker_model: Any) -> dict:
+    """After the ingest: the time the service's background warmer needs to store the embedding reranker's vector
+    of every chunk (without waiting for idle models), against that model's raw encode of the same texts."""
+    warmer = RerankWarmer(store, EmbeddingReranker(reranker_model))
+    start = time.perf_counter()
+    stored = warmer.warm(kb, wait_idle=False)
+    seconds = time.perf_counter() - start
+    texts = [c.text for batch in store.iter_chunks(kb) for c in batch]
+    model = reranker_model.model
+    prompt = reranker_model.document_prompt
+    start = time.perf_counter()
+    MODEL_THREAD.call(
+        lambda: model.encode(texts, batch_size=warmer.batch_size, prompt_name=prompt, show_progress_bar=False)
+    )
+    raw = time.perf_counter() - start
+    return {
+        "model": reranker_model.info.name,
+        "chunks": stored,
+        "seconds": seconds,
+        "chunks_per_s": stored / seconds,
+        "raw_chunks_per_s": len(texts) / raw,
+        "ratio_to_raw": raw / seconds,
     }
 
 
@@ -195,16 +225,19 @@ def llamaindex_store(backend: str, tmp: Path, dim: int) -> Iterator[tuple[Any, C
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="BEIR corpus.jsonl")
-    parser.add_argument("--quick", action="store_true", help="first 300 documents only")
+    parser.add_argument("--quick", action="store_true", help="first 300 documents only (unless --limit)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--backends", nargs="+", default=["milvus", "pgvector"])
     parser.add_argument("--summary-vector", choices=["embed", "chunk-mean"], default=None)
     parser.add_argument("--llamaindex", action="store_true", help="also ingest through LlamaIndex (same run)")
+    parser.add_argument(
+        "--rerank-vectors", action="store_true", help="also time the warmer storing the e5 reranker's vectors"
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
     if not args.corpus.is_file():
         sys.exit(f"corpus not found: {args.corpus} (the shared evaluation data)")
-    items = load_corpus(args.corpus, 300 if args.quick else args.limit)
+    items = load_corpus(args.corpus, args.limit if args.limit is not None else 300 if args.quick else None)
     settings = Settings()
     import torch
 
@@ -230,7 +263,8 @@ def main() -> None:
     # passes (memory the allocator has not handed out yet); the raw encodes and LlamaIndex all run after one.
     embedder.embed_documents([item.text or "" for item in items[:256]])
     for backend in args.backends:
-        run = run_pipeline(backend, items, {"summary_vector": args.summary_vector} if args.summary_vector else {})
+        options = {"summary_vector": args.summary_vector} if args.summary_vector else {}
+        run = run_pipeline(backend, items, options, rerank_vectors=args.rerank_vectors)
         texts, model_texts = run.pop("_texts"), run.pop("_model_texts")
         raw = raw_encode(texts, model, batch)  # measured right after, on the same chunk texts
         run["raw_encode_chunks_per_s"] = raw["chunks_per_s"]

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -140,10 +140,11 @@ class Retriever:
         gate_depth = max(depth, options.gate_docs)  # both of the gate's document rankings
 
         embedding = self._background.submit(self._embed, embedder, query, timer) if use_dense else None
-        # An embedding reranker's query vector is computed on the model thread while the stores are searched.
+        # An embedding reranker's query vector is computed on the model thread while the stores are searched,
+        # after the first-stage query vector, which the searches wait for.
         rerank_query = None
         if options.rerank and isinstance(self.reranker, EmbeddingReranker):
-            rerank_query = self._background.submit(self.reranker.embed_queries, [query])
+            rerank_query = self._background.submit(self._embed_rerank_query, self.reranker, query, embedding)
         lexical_index = None
         lexical_global: list[ScoredChunk] = []
         lexical_docs: list[str] = []
@@ -208,6 +209,12 @@ class Retriever:
     def close(self) -> None:
         """Wait for background work (rerank vectors being stored) to finish."""
         self._background.shutdown(wait=True)
+
+    @staticmethod
+    def _embed_rerank_query(reranker: EmbeddingReranker, query: str, after: Future[np.ndarray] | None) -> np.ndarray:
+        if after is not None:
+            wait([after])
+        return reranker.embed_queries([query])
 
     @staticmethod
     def _embed(embedder: Embedder, query: str, timer: _Timer) -> np.ndarray:

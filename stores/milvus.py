@@ -393,6 +393,8 @@ class MilvusStore:
         collection = f"kb_{kb.key}_rr_{check_space(space)}"
         found: dict[str, np.ndarray] = {}
         ids = list(dict.fromkeys(chunk_ids))
+        if collection not in self._loaded and not self.client.has_collection(collection):
+            return {}  # nothing stored in this space yet
         try:
             self._ensure_loaded(collection)
             for i in range(0, len(ids), IN_BATCH):
@@ -401,8 +403,8 @@ class MilvusStore:
         except MilvusException:
             if self.client.has_collection(collection):
                 raise
-            self._loaded.discard(collection)
-            return {}  # nothing stored in this space yet
+            self._loaded.discard(collection)  # dropped by another process
+            return {}
         return found
 
     def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:

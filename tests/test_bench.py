@@ -44,6 +44,14 @@ def test_ingest_benchmark_against_raw_model_and_llamaindex() -> None:
         assert theirs["our_speedup"] > 0
 
 
+def test_ingest_benchmark_times_the_rerank_vector_warmer() -> None:
+    report = bench("ingest.py", "--limit", "20", "--backends", "milvus", "--rerank-vectors")
+    [run] = report["runs"]
+    warmed = run["rerank_vectors"]
+    assert run["docs"] == 20 and warmed["chunks"] == run["chunks"]  # every chunk got its reranker vector
+    assert warmed["chunks_per_s"] > 0 and warmed["ratio_to_raw"] > 0 and "e5" in warmed["model"]
+
+
 def test_query_benchmark_per_stage_http_and_llamaindex() -> None:
     report = bench("query.py", "--http-seconds", "2", "--clients", "4", "--queries", "20", "--no-index-types")
     [size] = report["sizes"]
