@@ -28,7 +28,7 @@ class RerankWarmer:
         *,
         batch_size: int = 8,
         idle_s: float = 1.0,
-        interval_s: float = 30.0,
+        interval_s: float = 5.0,
         pass_limit: int = 2_048,
         model_thread: ModelThread = MODEL_THREAD,
     ) -> None:
@@ -87,6 +87,7 @@ class RerankWarmer:
             if not missing:
                 self._covered[kb.name] = revision
                 break
+            missing.sort(key=lambda c: len(c.text))  # batches of similar lengths: little padding
             for start in range(0, len(missing), self.batch_size):
                 if wait_idle and not self._wait_idle():
                     return stored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from core.config import Settings
 from ingest.pipeline import Ingestor
 from ingest.sources import SourceItem
 from retrieval.factory import rerank_kind
+from tests.api.test_documents import wait
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +74,29 @@ def test_search_filters_and_errors(client: TestClient) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "knowledge base 'nope' does not exist"
     malformed = client.post(URL, content=b"{not json", headers={"content-type": "application/json"})
     assert malformed.status_code == 422
+
+
+def test_the_service_stores_rerank_vectors_in_the_background(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # An embedding reranker (the packaged MiniLM as the second model: fast): once the models have been idle, the
+    # lifespan's warmer stores a vector for every chunk, and a rerank then finds them all.
+    settings = Settings(
+        data_dir=tmp_path, chunk_size=32, chunk_overlap=4, rerank_backend="embedding", rerank_model="all-MiniLM-L6-v2"
+    )
+    with TestClient(create_app(settings)) as c:
+        assert c.post("/v1/knowledge-bases", json={"name": "warm"}).status_code == 201
+        files = {"files": ("pumps.md", b"# Pumps\n\nCentrifugal pumps move water with a spinning impeller. " * 6)}
+        r = c.post("/v1/knowledge-bases/warm/documents", files=files)
+        assert r.status_code == 202, r.text
+        wait(c, r.json()["jobs"][0]["id"])
+        app = c.app
+        store, reranker = app.state.store, app.state.retriever.reranker  # type: ignore[attr-defined]
+        kb = store.get_kb("warm")
+        ids = [ch.id for batch in store.iter_chunks(kb) for ch in batch]
+        assert len(ids) > 1
+        deadline = time.monotonic() + 60
+        while len(store.rerank_vectors(kb, reranker.space, ids)) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(store.rerank_vectors(kb, reranker.space, ids)) == set(ids)
+        hits = c.post("/v1/knowledge-bases/warm/search", json={"query": "impeller", "trace": True}).json()
+        reranked = hits["trace"]["reranked"]
+        assert reranked and not any(reranker.has(h["text"]) for h in reranked)  # nothing embedded for the rerank
