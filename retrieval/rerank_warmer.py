@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
+import numpy as np
+
 from core.errors import KnowledgeBaseNotFound
 from core.records import Chunk, KnowledgeBase
 from embeddings.runner import MODEL_THREAD, ModelThread
@@ -26,18 +28,21 @@ class RerankWarmer:
         store: VectorStore,
         reranker: EmbeddingReranker,
         *,
-        batch_size: int = 8,
+        batch_size: int = 4,
+        write_size: int = 32,
         idle_s: float = 1.0,
         interval_s: float = 5.0,
         pass_limit: int = 2_048,
         model_thread: ModelThread = MODEL_THREAD,
     ) -> None:
         """``batch_size``: passages per forward pass (a search arriving meanwhile waits for at most one);
+        ``write_size``: vectors per store write;
         ``idle_s``: each batch waits until no other model call has come for this long; ``interval_s``: pause between
         sweeps over the knowledge bases; ``pass_limit``: chunks without a vector collected per pass over a KB."""
         self.store = store
         self.reranker = reranker
         self.batch_size = batch_size
+        self.write_size = write_size
         self.idle_s = idle_s
         self.interval_s = interval_s
         self.pass_limit = pass_limit
@@ -88,17 +93,29 @@ class RerankWarmer:
                 self._covered[kb.name] = revision
                 break
             missing.sort(key=lambda c: len(c.text))  # batches of similar lengths: little padding
-            for start in range(0, len(missing), self.batch_size):
-                if wait_idle and not self._wait_idle():
+            # Embedded a batch at a time, stored a few batches at a time (fewer store round trips).
+            for start in range(0, len(missing), self.write_size):
+                part = missing[start : start + self.write_size]
+                vectors = self._embed(part, wait_idle)
+                self.store.put_rerank_vectors(kb, self.reranker.space, part[: len(vectors)], vectors)
+                stored += len(vectors)
+                if len(vectors) < len(part):  # stopping
                     return stored
-                batch = missing[start : start + self.batch_size]
-                with self.model_thread.background():
-                    vectors = self.reranker.embedder.embed_documents([c.text for c in batch])
-                self.store.put_rerank_vectors(kb, self.reranker.space, batch, vectors)
-                stored += len(batch)
         if stored:
             log.info("rerank warmer: stored %d vectors for knowledge base %r", stored, kb.name)
         return stored
+
+    def _embed(self, chunks: list[Chunk], wait_idle: bool) -> np.ndarray:
+        """Vectors of the first chunks, one batch at a time, each after the models have been idle; fewer rows than
+        chunks once the warmer is stopping."""
+        vectors = [np.zeros((0, self.reranker.embedder.info.dimension), dtype=np.float32)]
+        for i in range(0, len(chunks), self.batch_size):
+            if wait_idle and not self._wait_idle():
+                break
+            with self.model_thread.background():
+                texts = [c.text for c in chunks[i : i + self.batch_size]]
+                vectors.append(self.reranker.embedder.embed_documents(texts))
+        return np.concatenate(vectors)
 
     def _missing(self, kb: KnowledgeBase) -> list[Chunk]:
         """Up to ``pass_limit`` READY chunks without a vector, read in one pass that ends before any embedding."""

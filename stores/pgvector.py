@@ -372,6 +372,8 @@ class PgvectorStore:
     def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):
             raise StoreError(f"{len(chunks)} chunks but {len(vectors)} rerank vectors")
+        if not chunks:
+            return
         name = f"kb_{kb.key}_rr_{check_space(space)}"
         table = sql.Identifier(name)
         insert = sql.SQL(
