@@ -3,7 +3,9 @@ the raw ``SentenceTransformer.encode`` rate on the same chunk texts, measured in
 - ``ratio_to_raw``: pipeline chunks/s ÷ raw encode chunks/s (same model object, device and precision);
 - ``model_time_share``: raw encode time of every text the pipeline embeds (chunks and summaries) ÷ pipeline time,
   i.e. 1 − the pipeline's overhead beyond the model;
-- ``ratio_to_raw_fp32`` (when the pipeline runs in bf16/fp16): against a plainly loaded fp32 SentenceTransformer.
+- ``ratio_to_raw_fp32`` (when the pipeline runs in bf16/fp16): against a plainly loaded fp32 SentenceTransformer;
+- ``rerank_vectors`` (``--rerank-vectors``): the background warmer storing the e5 reranker's vector of every
+  ingested chunk, against that model's raw encode of the same texts.
 
     python bench/ingest.py --json              # SciFact dev corpus (5,183 abstracts), both stores
     python bench/ingest.py --quick --json      # first 300 abstracts: a smoke test

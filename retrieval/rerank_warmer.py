@@ -1,6 +1,7 @@
 """Rerank vectors ahead of need: an embedding reranker's passage vectors for every READY chunk, computed in the
 background while the models are idle and stored beside the chunks (``VectorStore.put_rerank_vectors``). A rerank
-then embeds only its query: 20 candidates took 40–50 ms instead of 300–370 ms on 2 CPU cores (docs/BENCHMARKS.md).
+then embeds only its query: on 2 CPU cores, a search with a rerank of 20 took 49–52 ms instead of 365–375 ms on
+pgvector (docs/BENCHMARKS.md).
 
 A search that meets chunks without stored vectors embeds them and stores them too (``Retriever``); the warmer covers
 the rest, one knowledge base at a time, and skips a knowledge base whose revision has not moved since it was

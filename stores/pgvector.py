@@ -397,6 +397,7 @@ class PgvectorStore:
                 if name not in self._rr_tables:  # the chunks table is gone: so is the knowledge base
                     raise KnowledgeBaseNotFound(kb.name) from exc
                 self._rr_tables.discard(name)  # dropped by another process: create it again
+        raise StoreError(f"could not store rerank vectors for knowledge base {kb.name!r}")
 
     def _create_rr_table(self, conn: psycopg.Connection[Any], kb: KnowledgeBase, table: sql.Identifier) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))  # one creator at a time

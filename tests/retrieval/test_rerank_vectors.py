@@ -79,8 +79,8 @@ def test_warmer_fills_every_chunk_and_a_rerank_then_embeds_only_its_query(
     warmer = RerankWarmer(store, reranker, batch_size=3, pass_limit=4)  # several passes, several batches
     ids = _all_ids(store, kb)
     assert len(ids) > 4
-    assert warmer.run_once(wait_idle=False) == len(ids) == counting.passages
-    assert warmer.run_once(wait_idle=False) == 0  # the revision has not moved: nothing is read again
+    assert warmer.warm(kb, wait_idle=False) == len(ids) == counting.passages
+    assert warmer.warm(kb, wait_idle=False) == 0  # the revision has not moved: nothing is read again
     stored = store.rerank_vectors(kb, reranker.space, ids)
     assert set(stored) == set(ids)
     texts = {c.id: c.text for batch in store.iter_chunks(kb) for c in batch}
@@ -101,7 +101,7 @@ def test_warmer_fills_every_chunk_and_a_rerank_then_embeds_only_its_query(
     # A new document moves the revision: only its chunks are embedded. A deleted one takes its vectors along.
     _ingest(store, kb, embedder, {"pumps.md": "# Pumps\n\nCentrifugal pumps move water with a spinning impeller."})
     before = counting.passages
-    added = warmer.run_once(wait_idle=False)
+    added = warmer.warm(kb, wait_idle=False)
     assert added == counting.passages - before == len(_all_ids(store, kb)) - len(ids) > 0
     bread = next(d for d in store.list_documents(kb) if d.source == "bread.md")
     bread_ids = [c.id for batch in store.iter_chunks(kb) for c in batch if c.doc_id == bread.id]
@@ -128,7 +128,7 @@ def test_a_search_stores_the_vectors_it_computed(
     assert store.rerank_vectors(kb, reranker.space, list(others)) == {}  # only what the search embedded
     counting = CountingEmbedder(embedder)
     warmer = RerankWarmer(store, EmbeddingReranker(counting))
-    assert warmer.run_once(wait_idle=False) == len(others) == counting.passages
+    assert warmer.warm(kb, wait_idle=False) == len(others) == counting.passages
 
 
 @pytest.mark.unit
