@@ -80,7 +80,7 @@ def test_warmer_fills_every_chunk_and_a_rerank_then_embeds_only_its_query(
     ids = _all_ids(store, kb)
     assert len(ids) > 4
     assert warmer.warm(kb, wait_idle=False) == len(ids) == counting.passages
-    assert warmer.warm(kb, wait_idle=False) == 0  # the revision has not moved: nothing is read again
+    assert warmer.warm(kb, wait_idle=False) == 0  # the revision has not moved: nothing to do
     stored = store.rerank_vectors(kb, reranker.space, ids)
     assert set(stored) == set(ids)
     texts = {c.id: c.text for batch in store.iter_chunks(kb) for c in batch}
