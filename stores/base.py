@@ -22,6 +22,16 @@ def check_space(space: str) -> str:
     return space
 
 
+def rerank_prefix(kb: KnowledgeBase) -> str:
+    """The common start of the names of a knowledge base's rerank vector tables (collections), one per space."""
+    return f"kb_{kb.key}_rr_"
+
+
+def rerank_table(kb: KnowledgeBase, space: str) -> str:
+    """The table (collection) of ``kb``'s rerank vectors in ``space``."""
+    return rerank_prefix(kb) + check_space(space)
+
+
 class VectorStore(Protocol):
     """Per knowledge base: a document collection (metadata + summary vector) and a chunk collection.
 

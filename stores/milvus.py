@@ -25,7 +25,7 @@ from core.records import (
     ScoredDocument,
     kb_key,
 )
-from stores.base import Filters, check_space
+from stores.base import Filters, rerank_prefix, rerank_table
 from stores.embedded_milvus import EmbeddedMilvus, start_embedded_milvus
 from stores.serialize import (
     DOC_FIELDS,
@@ -165,8 +165,7 @@ class MilvusStore:
         return sorted((kb_from_json(r["info"]) for r in rows), key=lambda kb: kb.name)
 
     def _rr_collections(self, kb: KnowledgeBase) -> list[str]:
-        prefix = f"kb_{kb.key}_rr_"
-        return [name for name in self.client.list_collections() if name.startswith(prefix)]
+        return [name for name in self.client.list_collections() if name.startswith(rerank_prefix(kb))]
 
     def drop_kb(self, name: str) -> None:
         kb = self.get_kb(name)
@@ -390,7 +389,7 @@ class MilvusStore:
     # One collection per knowledge base and space, created by the first write; ``_remove`` deletes a document's
     # vectors with its chunks.
     def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        collection = f"kb_{kb.key}_rr_{check_space(space)}"
+        collection = rerank_table(kb, space)
         found: dict[str, np.ndarray] = {}
         ids = list(dict.fromkeys(chunk_ids))
         if collection not in self._loaded and not self.client.has_collection(collection):
@@ -412,19 +411,12 @@ class MilvusStore:
             raise StoreError(f"{len(chunks)} chunks but {len(vectors)} rerank vectors")
         if not chunks:
             return
-        collection = f"kb_{kb.key}_rr_{check_space(space)}"
+        collection = rerank_table(kb, space)
         vectors = np.asarray(vectors, dtype=np.float32)
         with self._lock:
             if not self.client.has_collection(collection):
                 self.get_kb(kb.name)  # KnowledgeBaseNotFound once it is dropped
-                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
-                schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
-                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=vectors.shape[1])
-                index = self.client.prepare_index_params()
-                index.add_index("vector", index_type="FLAT", metric_type="COSINE")  # read by id, never searched
-                index.add_index("doc_id", index_type="INVERTED")
-                self.client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong")
+                self._create_rr_collection(collection, vectors.shape[1])
             self._ensure_loaded(collection)
             self.client.upsert(
                 collection,
@@ -436,6 +428,16 @@ class MilvusStore:
             gone = [d for d in doc_ids if d not in live or live[d].status == DocStatus.DELETING]
             if gone:
                 self.client.delete(collection, filter=_bind("doc_id in {d}", {"d": gone}))
+
+    def _create_rr_collection(self, name: str, dim: int) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=128)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="COSINE")  # read by id, never searched
+        index.add_index("doc_id", index_type="INVERTED")
+        self.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
 
     # -- search -----------------------------------------------------------------------------------
     def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:

@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
 from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument, kb_key
-from stores.base import Filters, check_space
+from stores.base import Filters, rerank_prefix, rerank_table
 from stores.serialize import DOC_FIELDS, doc_from_row, doc_to_row, kb_from_json, kb_to_json, page_in, page_out
 
 CHUNK_COLUMNS = ("id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start_char", "end_char", "metadata")
@@ -134,10 +134,10 @@ class PgvectorStore:
         kb = self.get_kb(name)
         with self._tx() as conn:
             # Under the lock that creates rerank vector tables: none appears between this listing and the drops.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))
+            _lock_rerank_tables(conn, kb)
             for row in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, %s)",
-                (f"kb_{kb.key}_rr_",),
+                (rerank_prefix(kb),),
             ).fetchall():
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(row["tablename"])))
                 self._rr_tables.discard(row["tablename"])
@@ -359,7 +359,7 @@ class PgvectorStore:
     # One table per knowledge base and space, created by the first write: rows reference their chunk, so every
     # path that deletes chunks (document deleted or replaced, recovery) deletes their vectors in the same step.
     def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        table = self._t(kb, f"rr_{check_space(space)}")
+        table = sql.Identifier(rerank_table(kb, space))
         try:
             with self._tx() as conn:
                 rows = conn.execute(
@@ -374,7 +374,7 @@ class PgvectorStore:
             raise StoreError(f"{len(chunks)} chunks but {len(vectors)} rerank vectors")
         if not chunks:
             return
-        name = f"kb_{kb.key}_rr_{check_space(space)}"
+        name = rerank_table(kb, space)
         table = sql.Identifier(name)
         insert = sql.SQL(
             "INSERT INTO {rr} (id, vector) SELECT c.id, %s FROM {c} c WHERE c.id = %s "
@@ -400,7 +400,7 @@ class PgvectorStore:
         raise StoreError(f"could not store rerank vectors for knowledge base {kb.name!r}")
 
     def _create_rr_table(self, conn: psycopg.Connection[Any], kb: KnowledgeBase, table: sql.Identifier) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))  # one creator at a time
+        _lock_rerank_tables(conn, kb)  # one creator at a time
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {rr} (id text PRIMARY KEY REFERENCES {c}(id) ON DELETE CASCADE, "
@@ -498,6 +498,11 @@ def _doc_where(status: DocStatus | None, source: str | None) -> tuple[sql.Compos
         clauses.append(sql.SQL("source = %s"))
         params.append(source)
     return sql.SQL(" AND ").join(clauses), params
+
+
+def _lock_rerank_tables(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
+    """Until the transaction ends: no other transaction creates or drops ``kb``'s rerank vector tables."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))
 
 
 def _bump_revision(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
