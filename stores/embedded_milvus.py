@@ -20,11 +20,17 @@ from typing import IO
 from core.errors import StoreError
 
 START_TIMEOUT_S = 60.0
-# Run by the child's interpreter. Another process's server may still be letting go of the directory's lock (a
-# previous user that has just closed or died): retry for a while. Then serve until stdin closes.
+SPEEDUPS = Path(__file__).resolve().with_name("milvus_lite_speedups.py")
+# Run by the child's interpreter. It loads the engine's speedups from their file (the ``stores`` package would import
+# both stores' clients). Another process's server may still be letting go of the directory's lock (a previous user
+# that has just closed or died): retry for a while. Then serve until stdin closes.
 _CHILD = """
-import sys, time
+import importlib.util, sys, time
 from milvus_lite.adapter.grpc.server import start_server_in_thread
+spec = importlib.util.spec_from_file_location("milvus_lite_speedups", sys.argv[3])
+speedups = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(speedups)
+speedups.install()
 deadline = time.monotonic() + float(sys.argv[2])
 while True:
     try:
@@ -64,7 +70,7 @@ def start_embedded_milvus(path: Path, *, lock_wait_s: float = 15.0) -> EmbeddedM
     """Start a Milvus Lite server on ``path`` (a directory, created if missing) in a child process."""
     path.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), str(lock_wait_s)],
+        [sys.executable, "-c", _CHILD, str(path), str(lock_wait_s), str(SPEEDUPS)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

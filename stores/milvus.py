@@ -25,6 +25,7 @@ from core.records import (
     ScoredDocument,
     kb_key,
 )
+from stores import milvus_lite_speedups
 from stores.base import Filters, rerank_prefix, rerank_table
 from stores.embedded_milvus import EmbeddedMilvus, start_embedded_milvus
 from stores.serialize import (
@@ -517,6 +518,7 @@ class MilvusStore:
         if self._lite in self._lite_servers:
             return self._lite_servers[self._lite].uri
         if not in_child or not first:  # this process already serves the file in its own threads
+            milvus_lite_speedups.install()
             return self._lite
         try:
             server = start_embedded_milvus(Path(self._lite))
