@@ -23,14 +23,17 @@ START_TIMEOUT_S = 60.0
 SPEEDUPS = Path(__file__).resolve().with_name("milvus_lite_speedups.py")
 # Run by the child's interpreter. It loads the engine's speedups from their file (the ``stores`` package would import
 # both stores' clients). Another process's server may still be letting go of the directory's lock (a previous user
-# that has just closed or died): retry for a while. Then serve until stdin closes.
+# that has just closed or died): retry for a while. Then print the port and whether the speedups are in, and serve
+# until stdin closes.
 _CHILD = """
 import importlib.util, sys, time
 from milvus_lite.adapter.grpc.server import start_server_in_thread
-spec = importlib.util.spec_from_file_location("milvus_lite_speedups", sys.argv[3])
-speedups = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(speedups)
-speedups.install()
+speedups_in = False
+if sys.argv[3]:
+    spec = importlib.util.spec_from_file_location("milvus_lite_speedups", sys.argv[3])
+    speedups = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speedups)
+    speedups_in = speedups.install()
 deadline = time.monotonic() + float(sys.argv[2])
 while True:
     try:
@@ -40,7 +43,7 @@ while True:
         if time.monotonic() > deadline:
             raise
         time.sleep(0.2)
-print(port, flush=True)
+print(port, int(speedups_in), flush=True)
 sys.stdin.read()
 server.stop(grace=2).wait()
 db.close()
@@ -54,6 +57,7 @@ class EmbeddedMilvus:
     path: Path
     process: subprocess.Popen[str]
     uri: str
+    speedups: bool = False  # whether the child runs with ``stores.milvus_lite_speedups`` installed
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Ask the child to finish (drain, close the database, release its lock) and wait; kill it if it hangs."""
@@ -66,11 +70,12 @@ class EmbeddedMilvus:
                 self.process.wait()
 
 
-def start_embedded_milvus(path: Path, *, lock_wait_s: float = 15.0) -> EmbeddedMilvus:
-    """Start a Milvus Lite server on ``path`` (a directory, created if missing) in a child process."""
+def start_embedded_milvus(path: Path, *, lock_wait_s: float = 15.0, speedups: bool = True) -> EmbeddedMilvus:
+    """Start a Milvus Lite server on ``path`` (a directory, created if missing) in a child process, with
+    ``stores.milvus_lite_speedups`` installed unless ``speedups`` is false."""
     path.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), str(lock_wait_s), str(SPEEDUPS)],
+        [sys.executable, "-c", _CHILD, str(path), str(lock_wait_s), str(SPEEDUPS) if speedups else ""],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -82,20 +87,20 @@ def start_embedded_milvus(path: Path, *, lock_wait_s: float = 15.0) -> EmbeddedM
     stderr = threading.Thread(target=_read, args=(process.stderr, None, errors), daemon=True)
     stderr.start()
     try:
-        port = first.get(timeout=START_TIMEOUT_S).strip()
+        port, _, speedups_in = first.get(timeout=START_TIMEOUT_S).strip().partition(" ")
     except queue.Empty:
-        port = ""
+        port, speedups_in = "", ""
     if not port.isdigit():
         EmbeddedMilvus(path, process, "").stop(timeout_s=2)
         stderr.join(timeout=2)
         detail = "".join(errors).strip().splitlines()[-1:] or ["no answer"]
         raise StoreError(f"cannot start Milvus Lite on {path}: {detail[0]}")
-    return EmbeddedMilvus(path, process, f"http://127.0.0.1:{port}")
+    return EmbeddedMilvus(path, process, f"http://127.0.0.1:{port}", speedups=speedups_in == "1")
 
 
 def _read(stream: IO[str] | None, first_line: Callable[[str], None] | None, tail: list[str]) -> None:
     """Keep one of the child's pipes flowing (a full pipe would block it) until it closes: hand on the first line
-    (stdout: the port), keep the last lines (stderr: why a start failed)."""
+    (stdout: the port and whether the speedups are in), keep the last lines (stderr: why a start failed)."""
     assert stream is not None
     with stream:
         for line in stream:

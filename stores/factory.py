@@ -21,7 +21,11 @@ def open_store(settings: Settings) -> VectorStore:
             uri = str(settings.milvus_lite_path.resolve())
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         return MilvusStore(
-            uri, token=token, index_type=settings.milvus_index_type, lite_process=settings.milvus_lite_process
+            uri,
+            token=token,
+            index_type=settings.milvus_index_type,
+            lite_process=settings.milvus_lite_process,
+            lite_speedups=settings.milvus_lite_speedups,
         )
 
     from stores.pgvector import PgvectorStore

@@ -59,13 +59,19 @@ class MilvusStore:
     _lite_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
-        self, uri: str, *, token: str | None = None, index_type: str = "HNSW", lite_process: bool = True
+        self,
+        uri: str,
+        *,
+        token: str | None = None,
+        index_type: str = "HNSW",
+        lite_process: bool = True,
+        lite_speedups: bool = True,
     ) -> None:
         self.uri = uri
         self.index_type = index_type
         self._lite = None if "://" in uri else os.path.abspath(uri)
         with self._lite_lock:
-            connect_to = self._join_lite(lite_process) if self._lite is not None else uri
+            connect_to = self._join_lite(lite_process, lite_speedups) if self._lite is not None else uri
             try:
                 self.client = MilvusClient(uri=connect_to, token=token or "")
             except Exception as exc:  # pymilvus raises several unrelated types on connection failure
@@ -509,19 +515,21 @@ class MilvusStore:
                 self._leave_lite()
 
     # Both with ``_lite_lock`` held.
-    def _join_lite(self, in_child: bool) -> str:
+    def _join_lite(self, in_child: bool, speedups: bool) -> str:
         """The URI to reach this file's Milvus Lite: its child-process server (started by the first user), or the
-        file itself for pymilvus' in-process server."""
+        file itself for pymilvus' in-process server. The first user decides on ``stores.milvus_lite_speedups``; in
+        this process they stay once installed."""
         assert self._lite is not None
         first = self._lite not in self._lite_users
         self._lite_users[self._lite] = self._lite_users.get(self._lite, 0) + 1
         if self._lite in self._lite_servers:
             return self._lite_servers[self._lite].uri
         if not in_child or not first:  # this process already serves the file in its own threads
-            milvus_lite_speedups.install()
+            if speedups:
+                milvus_lite_speedups.install()
             return self._lite
         try:
-            server = start_embedded_milvus(Path(self._lite))
+            server = start_embedded_milvus(Path(self._lite), speedups=speedups)
         except StoreError:
             self._leave_lite()
             raise

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
 from core.errors import StoreError
 from core.records import KnowledgeBase
 from embeddings.sentence import SentenceTransformerEmbedder
+from stores import milvus_lite_speedups, open_store
 from stores.embedded_milvus import start_embedded_milvus
 from stores.milvus import MilvusStore
 
@@ -40,6 +42,24 @@ def test_stores_on_one_file_share_a_child_server_that_stops_with_the_last(
         assert [kb.name for kb in reopened.list_kbs()] == ["shared"]
     finally:
         reopened.close()
+
+
+def test_the_child_runs_the_engine_speedups_unless_they_are_turned_off(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    import milvus_lite
+
+    supported = milvus_lite.__version__ in milvus_lite_speedups.SUPPORTED
+    for speedups in (True, False):
+        store = open_store(Settings(data_dir=tmp_path, backend="milvus", milvus_lite_speedups=speedups))
+        try:
+            server = MilvusStore._lite_servers[str((tmp_path / "milvus.db").resolve())]
+            assert server.speedups is (speedups and supported)
+            if speedups:
+                store.create_kb(KnowledgeBase(name="either", embedding=embedder.info))
+            assert [kb.name for kb in store.list_kbs()] == ["either"]  # the same data, read either way
+        finally:
+            store.close()
 
 
 def test_in_process_mode_still_works(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def observe(client: MilvusClient, queries: np.ndarray) -> list[Any]:
     for q in queries:
         for expr in ("", "doc in [1, 3, 5]", "version >= 1"):
             hits = client.search(NAME, data=[q.tolist()], limit=25, filter=expr, output_fields=["doc", "version"])
-            out.append([(h["pk"], round(h["distance"], 5), h["entity"]["doc"], h["entity"]["version"]) for h in hits[0]])
+            out.append([(h["pk"], round(h["distance"], 5), *_doc_version(h["entity"])) for h in hits[0]])
     for expr in ("doc in [0, 2]", 'pk != ""'):
         found = client.query(NAME, filter=expr, output_fields=["pk", "doc", "version"], limit=16_384)
         out.append(sorted((r["pk"], r["doc"], r["version"]) for r in found))
@@ -76,6 +76,10 @@ def observe(client: MilvusClient, queries: np.ndarray) -> list[Any]:
     got = client.get(NAME, ids=[f"p{k:04d}" for k in range(0, 460, 3)], output_fields=["version"])
     out.append(sorted((r["pk"], r["version"]) for r in got))
     return out
+
+
+def _doc_version(entity: dict[str, Any]) -> tuple[int, int]:
+    return entity["doc"], entity["version"]
 
 
 def same_as_engine(client: MilvusClient, queries: np.ndarray) -> list[Any]:
