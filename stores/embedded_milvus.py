@@ -2,8 +2,9 @@
 
 Milvus Lite 3 is a pure-Python engine behind a local gRPC server. In-process, its searches and writes hold this
 process's GIL while they walk their segments row by row, stalling the API's threads and the model thread; in a
-child process they run beside them (10k chunks, 16 HTTP clients: 19.8 → 26.9 searches/s). The child serves one
-data directory on a free loopback port, and exits when its parent closes its stdin, or dies.
+child process they run beside them (10k chunks, 16 HTTP clients: 19.8 → 26.9 searches/s). The child
+(``stores/milvus_lite_server.py``) serves one data directory on a free loopback port, with the engine speedups of
+``stores.milvus_lite_speedups`` unless asked not to, and exits when its parent closes its stdin, or dies.
 """
 
 from __future__ import annotations
@@ -20,34 +21,7 @@ from typing import IO
 from core.errors import StoreError
 
 START_TIMEOUT_S = 60.0
-SPEEDUPS = Path(__file__).resolve().with_name("milvus_lite_speedups.py")
-# Run by the child's interpreter. It loads the engine's speedups from their file (the ``stores`` package would import
-# both stores' clients). Another process's server may still be letting go of the directory's lock (a previous user
-# that has just closed or died): retry for a while. Then print the port and whether the speedups are in, and serve
-# until stdin closes.
-_CHILD = """
-import importlib.util, sys, time
-from milvus_lite.adapter.grpc.server import start_server_in_thread
-speedups_in = False
-if sys.argv[3]:
-    spec = importlib.util.spec_from_file_location("milvus_lite_speedups", sys.argv[3])
-    speedups = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speedups)
-    speedups_in = speedups.install()
-deadline = time.monotonic() + float(sys.argv[2])
-while True:
-    try:
-        server, db, port = start_server_in_thread(sys.argv[1], host="127.0.0.1", port=0)
-        break
-    except Exception:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.2)
-print(port, int(speedups_in), flush=True)
-sys.stdin.read()
-server.stop(grace=2).wait()
-db.close()
-"""
+SERVER = Path(__file__).resolve().with_name("milvus_lite_server.py")  # the child's program
 
 
 @dataclass
@@ -75,7 +49,7 @@ def start_embedded_milvus(path: Path, *, lock_wait_s: float = 15.0, speedups: bo
     ``stores.milvus_lite_speedups`` installed unless ``speedups`` is false."""
     path.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), str(lock_wait_s), str(SPEEDUPS) if speedups else ""],
+        [sys.executable, "-P", str(SERVER), str(path), str(lock_wait_s), "1" if speedups else "0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
