@@ -1,4 +1,4 @@
-"""Milvus Lite 3.2's searches and queries without their walk over every row in Python.
+"""Milvus Lite 3.2.2's searches and queries without their walk over every row in Python.
 
 Before each search or query, Milvus Lite decides which rows are live: the newest version of their primary key, and
 not deleted. Its code (``milvus_lite.search.executor_indexed`` and ``milvus_lite.search.bitmap``) does it with a
@@ -9,12 +9,15 @@ Keys are unique inside a segment (its ``pk_to_row`` map says so) and inside the 
 when its key is also in another source, or has a tombstone. This module finds those keys with set intersections,
 which run in C over the smaller side, and marks every other row live. Where a source holds a key twice, it hands the
 call to Milvus Lite's own code. The engine's other steps (filter masks, the per-segment index search, the merge and
-the projection) are kept as they are; ``execute_search_with_index`` follows the engine's function line for line
-except for the live masks. ``tests/stores/test_milvus_lite_speedups.py`` checks that the results equal the engine's
-own, on data with upserts, deletes, flushes and filters.
+the projection) are kept as they are: ``execute_search_with_index`` follows the engine's function step for step,
+except for the live masks. Queries skip two more walks: before filtering, the engine copies every vector of the
+collection into one array that queries never read, and builds one tuple per row to find the passing rows' records
+by (here, only the passing rows' are computed). ``tests/stores/test_milvus_lite_speedups.py`` checks that the
+results equal the engine's own, on data with upserts, deletes, flushes and filters.
 
-``install()`` patches the engine in this process; it does nothing for Milvus Lite versions other than 3.2, whose
-internals it has not been checked against.
+``install()`` patches the engine in this process (the embedded server's child process calls it,
+``stores/milvus_lite_server.py``; ``KB_MILVUS_LITE_SPEEDUPS=false`` leaves it out). It does nothing for Milvus Lite
+versions other than those in ``SUPPORTED``, whose internals it has been checked against.
 """
 
 from __future__ import annotations
@@ -176,9 +179,7 @@ class _RowRefs(Sequence):
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def __getitem__(self, i: Any) -> Any:  # an int: the engine reads one reference at a time
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
