@@ -124,7 +124,7 @@ class RerankWarmer:
         batches = self.store.iter_chunks(kb)
         try:
             for batch in batches:
-                have = self.store.rerank_vectors(kb, self.reranker.space, [c.id for c in batch])
+                have = self.store.rerank_vector_ids(kb, self.reranker.space, [c.id for c in batch])
                 missing += [c for c in batch if c.id not in have]
                 if len(missing) >= self.pass_limit:
                     break

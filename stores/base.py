@@ -108,6 +108,9 @@ class VectorStore(Protocol):
         """Stored vectors of a second model (an embedding reranker's passage vectors; ``space`` names the model)
         for those of ``chunk_ids`` that have one, keyed by chunk id."""
 
+    def rerank_vector_ids(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> set[str]:
+        """Those of ``chunk_ids`` that have a vector in ``space``, without reading the vectors."""
+
     def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Store one vector per chunk in ``space``. A vector goes when its chunk goes (document deleted or replaced,
         knowledge base dropped); chunks that are no longer stored are skipped."""

@@ -396,22 +396,28 @@ class MilvusStore:
     # One collection per knowledge base and space, created by the first write; ``_remove`` deletes a document's
     # vectors with its chunks.
     def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        rows = self._rerank_rows(kb, space, chunk_ids, ["id", "vector"])
+        return {r["id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+    def rerank_vector_ids(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> set[str]:
+        return {r["id"] for r in self._rerank_rows(kb, space, chunk_ids, ["id"])}
+
+    def _rerank_rows(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str], fields: list[str]) -> list[Any]:
         collection = rerank_table(kb, space)
-        found: dict[str, np.ndarray] = {}
         ids = list(dict.fromkeys(chunk_ids))
         if collection not in self._loaded and not self.client.has_collection(collection):
-            return {}  # nothing stored in this space yet
+            return []  # nothing stored in this space yet
+        rows: list[Any] = []
         try:
             self._ensure_loaded(collection)
             for i in range(0, len(ids), IN_BATCH):
-                for r in self.client.get(collection, ids=ids[i : i + IN_BATCH], output_fields=["id", "vector"]):
-                    found[r["id"]] = np.asarray(r["vector"], dtype=np.float32)
+                rows += self.client.get(collection, ids=ids[i : i + IN_BATCH], output_fields=fields)
         except MilvusException:
             if self.client.has_collection(collection):
                 raise
             self._loaded.discard(collection)  # dropped by another process
-            return {}
-        return found
+            return []
+        return rows
 
     def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):

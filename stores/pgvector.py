@@ -359,15 +359,21 @@ class PgvectorStore:
     # One table per knowledge base and space, created by the first write: rows reference their chunk, so every
     # path that deletes chunks (document deleted or replaced, recovery) deletes their vectors in the same step.
     def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {r["id"]: _as_array(r["vector"]) for r in self._rerank_rows(kb, space, chunk_ids, "id, vector")}
+
+    def rerank_vector_ids(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> set[str]:
+        return {r["id"] for r in self._rerank_rows(kb, space, chunk_ids, "id")}
+
+    def _rerank_rows(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str], columns: str) -> list[Any]:
         table = sql.Identifier(rerank_table(kb, space))
         try:
             with self._tx() as conn:
-                rows = conn.execute(
-                    sql.SQL("SELECT id, vector FROM {} WHERE id = ANY(%s)").format(table), (list(chunk_ids),)
+                return conn.execute(
+                    sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(sql.SQL(columns), table),
+                    (list(chunk_ids),),
                 ).fetchall()
         except psycopg.errors.UndefinedTable:  # nothing stored in this space yet
-            return {}
-        return {r["id"]: _as_array(r["vector"]) for r in rows}
+            return []
 
     def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         if len(chunks) != len(vectors):

@@ -175,17 +175,21 @@ def test_rerank_vectors_live_and_die_with_their_chunks(store: VectorStore, kb: K
     _, a = _add(store, kb, "doc-a", 1)
     _, b = _add(store, kb, "doc-b", 2)
     assert store.rerank_vectors(kb, "e5small", [c.id for c in a]) == {}  # nothing stored in that space yet
+    assert store.rerank_vector_ids(kb, "e5small", [c.id for c in a]) == set()
     second = np.stack([_vec(16, 500 + i) for i in range(6)])  # another model: its own dimension
     store.put_rerank_vectors(kb, "e5small", [*a, *b], second)
     store.put_rerank_vectors(kb, "e5small", a[:1], second[1:2])  # overwrites
     found = store.rerank_vectors(kb, "e5small", [a[0].id, b[2].id, "doc-z:0"])
     assert set(found) == {a[0].id, b[2].id}
+    assert store.rerank_vector_ids(kb, "e5small", [a[0].id, b[2].id, "doc-z:0"]) == {a[0].id, b[2].id}
     np.testing.assert_allclose(found[a[0].id], second[1], atol=1e-6)
     np.testing.assert_allclose(found[b[2].id], second[5], atol=1e-6)
     assert store.rerank_vectors(kb, "othermodel", [a[0].id]) == {}
+    assert store.rerank_vector_ids(kb, "othermodel", [a[0].id]) == set()
 
     store.delete_document(kb, "doc-a")
     assert set(store.rerank_vectors(kb, "e5small", [c.id for c in [*a, *b]])) == {c.id for c in b}
+    assert store.rerank_vector_ids(kb, "e5small", [c.id for c in [*a, *b]]) == {c.id for c in b}
     # A document replaced by a new version takes its vectors along.
     dim = kb.embedding.dimension
     new = _doc("doc-b2", "doc-b.txt", dim, 3)
@@ -198,6 +202,8 @@ def test_rerank_vectors_live_and_die_with_their_chunks(store: VectorStore, kb: K
     assert store.rerank_vectors(kb, "e5small", [c.id for c in a]) == {}
     with pytest.raises(ValueError, match="lowercase letters or digits"):
         store.rerank_vectors(kb, "x; DROP TABLE", [])
+    with pytest.raises(ValueError, match="lowercase letters or digits"):
+        store.rerank_vector_ids(kb, "x; DROP TABLE", [])
 
 
 def test_drop_removes_rerank_vectors(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
