@@ -7,9 +7,10 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
@@ -39,6 +40,7 @@ from stores.serialize import (
     truncate_utf8,
 )
 
+T = TypeVar("T")
 REGISTRY = "kb_registry"
 TEXT_BYTES = 65_535
 SHORT_BYTES = 2_048
@@ -57,6 +59,11 @@ class MilvusStore:
     _lite_users: ClassVar[dict[str, int]] = {}
     _lite_servers: ClassVar[dict[str, EmbeddedMilvus]] = {}
     _lite_lock: ClassVar[threading.Lock] = threading.Lock()
+    # What searches read about a knowledge base besides its vectors (its hidden documents, its revision), per
+    # Milvus Lite file: valid while the file's write count (bumped after every document or registry write through a
+    # store of this process, the only one that can reach the file) is the one it was read at.
+    _lite_writes: ClassVar[dict[str, int]] = {}
+    _lite_reads: ClassVar[dict[tuple[str, str, str], tuple[int, Any]]] = {}
 
     def __init__(
         self,
@@ -83,6 +90,30 @@ class MilvusStore:
         self._loaded: set[str] = set()
         self._ensure_registry()
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock for a write of documents or of the registry; what was read before it is stale after."""
+        try:
+            with self._lock:
+                yield
+        finally:
+            if self._lite is not None:
+                with self._lite_lock:
+                    self._lite_writes[self._lite] = self._lite_writes.get(self._lite, 0) + 1
+
+    def _lite_cached(self, kb: KnowledgeBase, what: str, read: Callable[[], T]) -> T:
+        """``read()``, or on Milvus Lite its value from an earlier call with no write since."""
+        if self._lite is None:
+            return read()
+        key = (self._lite, kb.key, what)
+        writes = self._lite_writes.get(self._lite, 0)
+        known = self._lite_reads.get(key)
+        if known is not None and known[0] == writes:
+            return cast(T, known[1])
+        value = read()
+        self._lite_reads[key] = (writes, value)  # a write meanwhile has moved the count past ``writes``
+        return value
+
     # -- knowledge bases -------------------------------------------------------------------------
     def _ensure_loaded(self, collection: str) -> str:
         """Collections come back 'released' when a process reopens the data; load each once per process."""
@@ -105,7 +136,7 @@ class MilvusStore:
         self.client.create_collection(REGISTRY, schema=schema, index_params=index, consistency_level="Strong")
 
     def create_kb(self, kb: KnowledgeBase) -> None:
-        with self._lock:
+        with self._writing():
             if self.client.get(REGISTRY, ids=[kb.key]):
                 raise KnowledgeBaseExists(kb.name)
             dim = kb.embedding.dimension
@@ -176,7 +207,7 @@ class MilvusStore:
 
     def drop_kb(self, name: str) -> None:
         kb = self.get_kb(name)
-        with self._lock:
+        with self._writing():
             # Registry row first: a half-dropped knowledge base is invisible rather than half-usable.
             self.client.delete(REGISTRY, ids=[kb.key])
             for collection in [f"kb_{kb.key}_docs", f"kb_{kb.key}_chunks", *self._rr_collections(kb)]:
@@ -207,7 +238,7 @@ class MilvusStore:
 
     def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
         if docs:
-            with self._lock:
+            with self._writing():
                 self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in docs])
 
     def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
@@ -313,7 +344,7 @@ class MilvusStore:
         old_docs = list(self.get_documents(kb, list((replaces or {}).values())).values())
         for old in old_docs:
             old.status, old.updated_at = DocStatus.DELETING, now
-        with self._lock:
+        with self._writing():
             # One upsert flips new and old rows together: searches see either the old version or the new one.
             self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*docs, *old_docs]])
             if old_docs:
@@ -324,7 +355,7 @@ class MilvusStore:
         doc = self.get_document(kb, doc_id)
         if doc is None:
             raise DocumentNotFound(kb.name, doc_id)
-        with self._lock:
+        with self._writing():
             doc.status = DocStatus.DELETING
             doc.updated_at = time.time()
             self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
@@ -363,10 +394,14 @@ class MilvusStore:
             self.client.flush(self._docs(kb))
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
-        rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
-        if not rows:
+        def read() -> str | None:
+            rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
+            return str(json.loads(rows[0]["info"]).get("revision", "")) if rows else None
+
+        revision = self._lite_cached(kb, "revision", read)
+        if revision is None:
             raise KnowledgeBaseNotFound(kb.name)
-        return str(json.loads(rows[0]["info"]).get("revision", ""))
+        return revision
 
     def _bump_revision(self, kb: KnowledgeBase) -> None:
         rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
@@ -454,13 +489,16 @@ class MilvusStore:
 
     # -- search -----------------------------------------------------------------------------------
     def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:
-        rows = self.client.query(
-            self._docs(kb),
-            filter=_bind("status != {s}", {"s": str(DocStatus.READY)}),
-            output_fields=["doc_id"],
-            limit=QUERY_PAGE,
-        )
-        return [r["doc_id"] for r in rows]
+        def read() -> tuple[str, ...]:
+            rows = self.client.query(
+                self._docs(kb),
+                filter=_bind("status != {s}", {"s": str(DocStatus.READY)}),
+                output_fields=["doc_id"],
+                limit=QUERY_PAGE,
+            )
+            return tuple(r["doc_id"] for r in rows)
+
+        return list(self._lite_cached(kb, "hidden", read))
 
     def search_chunks(
         self,
@@ -548,6 +586,9 @@ class MilvusStore:
         if users > 0:
             return
         del self._lite_users[self._lite]
+        self._lite_writes.pop(self._lite, None)  # another process may write the file before it is opened again
+        for key in [k for k in self._lite_reads if k[0] == self._lite]:
+            del self._lite_reads[key]
         server = self._lite_servers.pop(self._lite, None)
         if server is not None:
             server.stop()

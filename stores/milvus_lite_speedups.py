@@ -22,13 +22,16 @@ versions other than those in ``SUPPORTED``, whose internals it has been checked 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -103,22 +106,55 @@ def _row_index(pks: Sequence[Any], known: Mapping[Any, int] | None = None) -> di
     return dict(zip(pks, range(len(pks)), strict=True))
 
 
+_SharedEntry = tuple["weakref.ref[np.ndarray]", "weakref.ref[np.ndarray]", frozenset[Any]]
+_shared_keys: dict[tuple[int, int], _SharedEntry] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_segment_keys(
+    seqs: np.ndarray, index: Mapping[Any, int], other_seqs: np.ndarray, other: Mapping[Any, int]
+) -> frozenset[Any]:
+    """The keys two flushed segments share, computed once per pair. A segment is known by its sequence-number
+    array, which lives as long as the segment does (held weakly here: a segment that compaction replaced takes
+    its entries along)."""
+    key = (id(seqs), id(other_seqs))
+    entry = _shared_keys.get(key)
+    if entry is not None and entry[0]() is seqs and entry[1]() is other_seqs:
+        return entry[2]
+    shared = frozenset(index.keys() & other.keys())
+
+    def forget(_: object, key: tuple[int, int] = key) -> None:
+        with _shared_lock:
+            _shared_keys.pop(key, None)
+
+    with _shared_lock:
+        _shared_keys[key] = (weakref.ref(seqs, forget), weakref.ref(other_seqs, forget), shared)
+    return shared
+
+
 def live_masks(
     sources: Sequence[tuple[Sequence[Any], np.ndarray, Mapping[Any, int]]],
     tombstones: Mapping[Any, int],
     memtable_tombstones: Mapping[Any, Any],
+    *,
+    segments: int = 0,
 ) -> list[np.ndarray] | None:
     """For each source (its keys, their sequence numbers, key -> row), which rows are live: the row holds the
     highest sequence number of its key among all sources, and no tombstone of its key has a higher one.
     ``tombstones`` maps key -> delete sequence; ``memtable_tombstones`` key -> (delete sequence, partition).
-    None when a source holds a key twice (the caller then uses the engine's own code)."""
+    The first ``segments`` sources are flushed segments, which never change: the keys two of them share are
+    remembered. None when a source holds a key twice (the caller then uses the engine's own code)."""
     if any(len(index) != len(pks) for pks, _, index in sources):
         return None
     masks = [np.ones(len(pks), dtype=bool) for pks, _, _ in sources]
     shared: set[Any] = set()
-    for i, (_, _, index) in enumerate(sources):
-        for _, _, other in sources[i + 1 :]:
-            shared.update(index.keys() & other.keys())
+    for i, (_, seqs, index) in enumerate(sources):
+        for j in range(i + 1, len(sources)):
+            other_seqs, other = sources[j][1], sources[j][2]
+            if j < segments:
+                shared.update(_shared_segment_keys(seqs, index, other_seqs, other))
+            else:
+                shared.update(index.keys() & other.keys())
     for key in shared:
         rows = [(int(seqs[index[key]]), s, index[key]) for s, (_, seqs, index) in enumerate(sources) if key in index]
         newest = max(seq for seq, _, _ in rows)
@@ -148,8 +184,11 @@ def build_valid_mask(
     if n == 0 or all_seqs.shape[0] != n or (filter_mask is not None and filter_mask.shape[0] != n):
         return _originals["mask"](all_pks, all_seqs, delta_index, filter_mask=filter_mask, memtable=memtable)
     mt_deletes = memtable.delete_index_snapshot() if memtable is not None else {}
-    sources = all_pks.sources if isinstance(all_pks, _Keys) else [(all_pks, all_seqs, _row_index(all_pks))]
-    masks = live_masks(sources, delta_index._map, mt_deletes)
+    if isinstance(all_pks, _Keys):
+        sources, segments = all_pks.sources, all_pks.segments
+    else:
+        sources, segments = [(all_pks, all_seqs, _row_index(all_pks))], 0
+    masks = live_masks(sources, delta_index._map, mt_deletes, segments=segments)
     if masks is None:
         return _originals["mask"](all_pks, all_seqs, delta_index, filter_mask=filter_mask, memtable=memtable)
     mask = np.concatenate(masks)
@@ -166,6 +205,7 @@ class _Keys(list):
     map for ``build_valid_mask``."""
 
     sources: list[tuple[Sequence[Any], np.ndarray, Mapping[Any, int]]]
+    segments: int  # the first sources that are flushed segments (the memtable's keys come last)
 
 
 class _RowRefs(Sequence):
@@ -216,6 +256,7 @@ def assemble_candidates(
         parts.append((seg, range(seg.num_rows)))
         if filter_compiled is not None:
             filters.append(evaluate_segment_filter(seg, filter_compiled, indexed_filter_plan))
+    keys.segments = len(keys.sources)
     mt_pks, mt_seqs, _, mt_row_refs, mt_table = memtable.to_search_snapshot(
         vector_field=None, partition_names=partition_names, include_table=filter_compiled is not None
     )
@@ -292,7 +333,7 @@ def execute_search_with_index(
     sources = [(seg.pks, seg.seqs, _row_index(seg.pks, seg.pk_to_row)) for seg in in_scope]
     if mt_pks:
         sources.append((mt_pks, mt_seqs, _row_index(mt_pks)))
-    masks = live_masks(sources, delta_index._map, memtable.delete_index_snapshot())
+    masks = live_masks(sources, delta_index._map, memtable.delete_index_snapshot(), segments=len(in_scope))
     if masks is None:
         return _originals["search"](**args)
 
@@ -344,19 +385,63 @@ def execute_search_with_index(
         def project(record: dict) -> dict:
             return {k: record[k] for k in keep if k in record}
 
-    def materialize(source: int, local_id: int) -> dict:
-        if source < len(in_scope):
-            return in_scope[source].row_to_dict(local_id)
-        batch_idx, row_idx = mt_row_refs[local_id]
-        return memtable.materialize_row(batch_idx, row_idx)
-
-    results: list[list[dict]] = []
+    winners = []
     for found in candidates:
         found.sort()  # (distance, source, local id): ties resolved as the engine does
+        winners.append(found[:top_k])
+    # The searched vector is left out of the records unless asked for: the projection would drop it anyway.
+    wants_vector = output_fields is None or "*" in output_fields or vector_field in output_fields
+    records = _records(
+        [(source, local_id) for found in winners for _, source, local_id in found],
+        in_scope,
+        lambda ref: memtable.materialize_row(*mt_row_refs[ref]),
+        skip=() if wants_vector else (vector_field,),
+    )
+    results: list[list[dict]] = []
+    for found in winners:
         hits = []
-        for dist, source, local_id in found[:top_k]:
-            record = materialize(source, local_id)
+        for dist, source, local_id in found:
+            record = records[source, local_id]
             pk = record[pk_field] if pk_field in record else sources[source][0][local_id]
             hits.append({"id": pk, "distance": dist, "entity": project(record)})
         results.append(hits)
     return results
+
+
+def _records(
+    refs: Sequence[tuple[int, int]],
+    segments: Sequence[Any],
+    memtable_row: Callable[[int], dict],
+    *,
+    skip: Sequence[str],
+) -> dict[tuple[int, int], dict]:
+    """The rows at ``refs`` ((source, row); sources past ``segments`` are the memtable's), as
+    ``Segment.row_to_dict`` gives them, less the columns in ``skip``. The engine reads a row one cell at a time,
+    its vector as a list of Python floats; here each segment's rows come with one ``take``."""
+    by_source: dict[int, list[int]] = {}
+    for source, row in refs:
+        by_source.setdefault(source, []).append(row)
+    records: dict[tuple[int, int], dict] = {}
+    for source, rows in by_source.items():
+        rows = list(dict.fromkeys(rows))
+        if source >= len(segments):
+            records.update(((source, row), memtable_row(row)) for row in rows)
+            continue
+        table = segments[source].table
+        names = [name for name in table.schema.names if name != "_seq" and name not in skip]
+        taken = table.select(names).take(pa.array(rows, type=pa.int64())).to_pylist()
+        records.update(((source, row), _with_dynamic_fields(record)) for row, record in zip(rows, taken, strict=True))
+    return records
+
+
+def _with_dynamic_fields(record: dict) -> dict:
+    """Unpack the ``$meta`` column into the record, as ``Segment.row_to_dict`` does."""
+    meta = record.get("$meta")
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            return record
+    if isinstance(meta, dict):
+        record.update(meta)
+    return record

@@ -12,6 +12,8 @@ import pytest
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
 from core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash
 from stores.base import VectorStore
+from stores.milvus import MilvusStore
+from stores.pgvector import PgvectorStore
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +171,41 @@ def test_iter_chunks_revision_and_seal(store: VectorStore, kb: KnowledgeBase) ->
     store.delete_document(kb, "doc-a")
     assert store.kb_revision(kb) != after_publish
     assert [c for b in store.iter_chunks(kb) for c in b] == []
+
+
+def _another_store(store: VectorStore) -> VectorStore:
+    """A second store object on the same data (Milvus Lite: the same file, served by the same child)."""
+    if isinstance(store, MilvusStore):
+        return MilvusStore(store.uri)
+    assert isinstance(store, PgvectorStore)
+    return PgvectorStore(store.dsn)
+
+
+def test_a_second_store_on_the_same_data_sees_each_write_at_once(store: VectorStore, kb: KnowledgeBase) -> None:
+    """What a store remembers between searches (Milvus Lite: the hidden documents, the revision) never outlives a
+    write through another store object."""
+    reader = _another_store(store)
+    try:
+        doc, chunks = _add(store, kb, "doc-a", 1, publish=False)
+        query = chunks[0].vector[None, :]
+        revision = reader.kb_revision(kb)
+        assert reader.search_chunks(kb, query, top_k=5) == [[]]
+        store.publish_documents(kb, [doc])
+        assert [h.chunk.id for h in reader.search_chunks(kb, query, top_k=5)[0]][0] == "doc-a:0"
+        assert reader.kb_revision(kb) != revision
+        revision = reader.kb_revision(kb)
+        store.delete_document(kb, "doc-a")
+        assert reader.search_chunks(kb, query, top_k=5) == [[]] and reader.kb_revision(kb) != revision
+        _add(store, kb, "doc-b", 2)
+        store.drop_kb(kb.name)
+        with pytest.raises(KnowledgeBaseNotFound):
+            reader.kb_revision(kb)
+        store.create_kb(kb)  # the same name again: nothing of the dropped one shows
+        _add(store, kb, "doc-c", 3, publish=False)
+        assert reader.search_chunks(kb, query, top_k=5) == [[]]
+        assert reader.kb_revision(kb) == ""
+    finally:
+        reader.close()
 
 
 def test_rerank_vectors_live_and_die_with_their_chunks(store: VectorStore, kb: KnowledgeBase) -> None:

@@ -47,8 +47,8 @@ def masks_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int | None]]:
     made: list[tuple[int, int | None]] = []
     real = milvus_lite_speedups.live_masks
 
-    def spy(sources: Any, *args: Any) -> Any:
-        masks = real(sources, *args)
+    def spy(sources: Any, *args: Any, **kwargs: Any) -> Any:
+        masks = real(sources, *args, **kwargs)
         made.append((len(sources), None if masks is None else sum(int((~m).sum()) for m in masks)))
         return masks
 
@@ -69,6 +69,10 @@ def observe(client: MilvusClient, queries: np.ndarray) -> list[Any]:
         for expr in ("", "doc in [1, 3, 5]", "version >= 1"):
             hits = client.search(NAME, data=[q.tolist()], limit=25, filter=expr, output_fields=["doc", "version"])
             out.append([(h["pk"], round(h["distance"], 5), *_doc_version(h["entity"])) for h in hits[0]])
+        # Records read with and without the vector column, and with every field.
+        for fields in (["vector", "doc"], ["*"], None):
+            hits = client.search(NAME, data=[q.tolist()], limit=5, filter="version >= 1", output_fields=fields)
+            out.append([(h["pk"], _rounded(h["entity"])) for h in hits[0]])
     for expr in ("doc in [0, 2]", 'pk != ""'):
         found = client.query(NAME, filter=expr, output_fields=["pk", "doc", "version"], limit=16_384)
         out.append(sorted((r["pk"], r["doc"], r["version"]) for r in found))
@@ -76,6 +80,10 @@ def observe(client: MilvusClient, queries: np.ndarray) -> list[Any]:
     got = client.get(NAME, ids=[f"p{k:04d}" for k in range(0, 460, 3)], output_fields=["version"])
     out.append(sorted((r["pk"], r["version"]) for r in got))
     return out
+
+
+def _rounded(entity: dict[str, Any]) -> dict[str, Any]:
+    return {k: [round(x, 5) for x in v] if k == "vector" else v for k, v in entity.items()}
 
 
 def _doc_version(entity: dict[str, Any]) -> tuple[int, int]:
@@ -136,3 +144,17 @@ def test_only_the_versions_it_was_written_for_are_patched(monkeypatch: pytest.Mo
     monkeypatch.setattr(milvus_lite_speedups, "_installed", False)
     monkeypatch.setattr(milvus_lite, "__version__", "9.0.0")
     assert milvus_lite_speedups.install() is False and not milvus_lite_speedups.installed()
+
+
+def test_keys_shared_by_two_segments_are_remembered_while_both_live() -> None:
+    """Flushed segments never change: the keys two share are computed once, and forgotten when one is gone."""
+    a_keys, b_keys = {"x": 0, "y": 1}, {"y": 0, "z": 1}
+    a_seqs, b_seqs = np.array([1, 2], dtype=np.uint64), np.array([3, 4], dtype=np.uint64)
+    first = milvus_lite_speedups._shared_segment_keys(a_seqs, a_keys, b_seqs, b_keys)
+    assert first == {"y"}
+    b_keys["x"] = 2  # not something a segment does; shows that the pair's answer is reused
+    assert milvus_lite_speedups._shared_segment_keys(a_seqs, a_keys, b_seqs, b_keys) is first
+    entry = (id(a_seqs), id(b_seqs))
+    assert entry in milvus_lite_speedups._shared_keys
+    del b_seqs  # the segment (here its sequence numbers) is gone
+    assert entry not in milvus_lite_speedups._shared_keys
