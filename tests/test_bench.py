@@ -66,4 +66,7 @@ def test_query_benchmark_per_stage_http_and_llamaindex() -> None:
             and row["rerank_20_stored"]["check"]["embedded_at_query_time"] == 0
         )
         assert row["http"]["errors"] == 0 and row["http"]["qps"] > 0
+        if not report["machine"]["cuda"]:  # on the CPU, queries go through ONNX Runtime, and PyTorch in the same run
+            assert row["onnx_over_torch_queries_p50"]["embed_stage"] > 0
+            assert set(row["no_rerank_torch_queries"]["stages_ms"]) == set(row["no_rerank"]["stages_ms"])
     assert size["llamaindex"]["end_to_end_ms"]["p50"] > 0
