@@ -92,7 +92,7 @@ class SearchOptions:
 
 @dataclass
 class SearchTrace:
-    gated: list[ScoredDocument] = field(default_factory=list)
+    gated: list[ScoredDocument] = field(default_factory=list)  # filled in a trace (SearchOptions.trace)
     candidates: list[ScoredChunk] = field(default_factory=list)  # fused, before rerank
     reranked: list[ScoredChunk] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -165,15 +165,15 @@ class Retriever:
             )
 
         gate_scores: dict[str, float] = {}
+        gated_ids: list[str] = []
         if options.gate:
             with timer("gate"):
-                trace.gated, gate_scores = self._gate(
+                gated_ids, gate_scores, trace.gated = self._gate(
                     kb, qv, lexical_docs if use_lexical else None, gate_depth, options
                 )
 
         dense: list[ScoredChunk] = []
         lexical: list[ScoredChunk] = []
-        gated_ids = [d.document.id for d in trace.gated]
         global_search = not options.gate or options.fallback or not gated_ids
         if use_dense and qv is not None:
             with timer("dense"):
@@ -228,23 +228,21 @@ class Retriever:
         lexical_docs: list[str] | None,
         depth: int,
         options: SearchOptions,
-    ) -> tuple[list[ScoredDocument], dict[str, float]]:
+    ) -> tuple[list[str], dict[str, float], list[ScoredDocument]]:
         """Stage 1: documents ranked by summary similarity (dense) and by BM25 over their whole text (given), fused.
-        Returns the top N documents and the fused score of every document either ranking reached."""
+        Returns the ids of the top N documents, the fused score of every document either ranking reached, and (in a
+        trace only: the search itself needs the ids) the top N documents themselves."""
         rankings: list[list[str]] = []
-        docs: dict[str, ScoredDocument] = {}
         if qv is not None:
-            dense_docs = self.store.search_documents(kb, qv, top_k=depth)[0]
-            docs.update((d.document.id, d) for d in dense_docs)
-            rankings.append([d.document.id for d in dense_docs])
+            rankings.append([d for d, _ in self.store.search_documents(kb, qv, top_k=depth)[0]])
         if lexical_docs is not None:
             rankings.append(lexical_docs)
         fused = rrf(rankings, k=options.rrf_k)
         order = sorted(fused, key=lambda d: -fused[d])[: options.gate_docs]
-        missing = [d for d in order if d not in docs]
-        if missing:
-            docs.update((i, ScoredDocument(doc, 0.0)) for i, doc in self.store.get_documents(kb, missing).items())
-        return [replace(docs[d], score=fused[d]) for d in order if d in docs], fused
+        if not options.trace:
+            return order, fused, []
+        docs = self.store.get_documents(kb, order)
+        return order, fused, [ScoredDocument(docs[d], fused[d]) for d in order if d in docs]
 
     def _rerank(
         self,

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument
+from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk
 
 Filters = dict[str, Any]
 
@@ -126,8 +126,9 @@ class VectorStore(Protocol):
     ) -> list[list[ScoredChunk]]:
         """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
 
-    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
-        """Rank READY documents by the similarity of their summary vectors; one list per query row."""
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
+        """Rank READY documents by the similarity of their summary vectors: (document id, score) pairs, one list per
+        query row (``get_documents`` reads the documents themselves)."""
 
     def ping(self) -> None:
         """Raise StoreError when the store cannot be reached."""

@@ -23,7 +23,6 @@ from core.records import (
     Document,
     KnowledgeBase,
     ScoredChunk,
-    ScoredDocument,
     kb_key,
 )
 from stores import milvus_lite_speedups
@@ -534,17 +533,17 @@ class MilvusStore:
         )
         return [[_scored_chunk(hit) for hit in hits] for hits in res]
 
-    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
         res = self.client.search(
             self._docs(kb),
             data=np.asarray(queries, dtype=np.float32).tolist(),
             anns_field="vector",
             limit=top_k,
             filter=_bind("status == {s}", {"s": str(DocStatus.READY)}),
-            output_fields=DOC_OUTPUT,
+            output_fields=["doc_id"],
             search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
         )
-        return [[ScoredDocument(doc_from_row(h["entity"]), float(h["distance"])) for h in hits] for hits in res]
+        return [[(h["entity"]["doc_id"], float(h["distance"])) for h in hits] for hits in res]
 
     def ping(self) -> None:
         try:

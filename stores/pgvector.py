@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
-from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, ScoredDocument, kb_key
+from core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
 from stores.base import Filters, rerank_prefix, rerank_table
 from stores.serialize import DOC_FIELDS, doc_from_row, doc_to_row, kb_from_json, kb_to_json, page_in, page_out
 
@@ -462,19 +462,17 @@ class PgvectorStore:
                 out.append([_scored_chunk(r) for r in rows])
         return out
 
-    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[ScoredDocument]]:
-        # As for chunks: the nearest ids first, then their rows.
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
         query = sql.SQL(
-            "WITH top AS (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} WHERE status = 'ready' "
-            "ORDER BY vector <=> %(q)s LIMIT %(k)s) "
-            "SELECT {cols}, 1 - top.distance AS score FROM top JOIN {t} USING (doc_id) ORDER BY top.distance"
-        ).format(cols=_doc_cols(), t=self._t(kb, "docs"))
+            "SELECT doc_id, 1 - (vector <=> %(q)s) AS score FROM {t} WHERE status = 'ready' "
+            "ORDER BY vector <=> %(q)s LIMIT %(k)s"
+        ).format(t=self._t(kb, "docs"))
         out = []
         with self._tx() as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
             for q in np.asarray(queries, dtype=np.float32):
                 rows = conn.execute(query, {"q": q, "k": top_k}).fetchall()
-                out.append([ScoredDocument(doc_from_row(r), float(r["score"])) for r in rows])
+                out.append([(r["doc_id"], float(r["score"])) for r in rows])
         return out
 
     def ping(self) -> None:

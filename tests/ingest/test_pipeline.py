@@ -139,4 +139,4 @@ def test_chunk_mean_summary_vectors_cost_no_model_work(store: VectorStore, kb: K
     chunks = [c for batch in store.iter_chunks(kb) for c in batch]
     mean = np.mean(embedder.embed_documents([c.text for c in chunks]), axis=0)
     [[best]] = store.search_documents(kb, (mean / np.linalg.norm(mean))[None, :].astype(np.float32), top_k=1)
-    assert best.document.id == result.doc_id and best.score == pytest.approx(1.0, abs=1e-3)
+    assert best[0] == result.doc_id and best[1] == pytest.approx(1.0, abs=1e-3)

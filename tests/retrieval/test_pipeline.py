@@ -4,6 +4,7 @@ reranking (a real second embedding model and the CrossEncoder plumbing), traces 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,23 @@ def test_hits_carry_provenance_stage_scores_and_trace(loaded: Retriever, kb: Kno
     assert result.trace.gated[0].document.source == "volcano.md"
     assert {"embed", "lexical", "gate", "dense", "fusion", "total"} <= set(result.trace.timings_ms)
     assert result.trace.candidates and result.trace.reranked == []
+
+
+def test_gated_documents_are_read_from_the_store_only_for_a_trace(
+    loaded: Retriever, kb: KnowledgeBase, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """In lexical mode every gated document comes from BM25, which knows ids only: the documents themselves are
+    read (one more store call) only when a trace shows them."""
+    reads: list[list[str]] = []
+    real = loaded.store.get_documents
+    monkeypatch.setattr(loaded.store, "get_documents", lambda kb, ids: reads.append(list(ids)) or real(kb, ids))
+    options = SearchOptions(top_k=3, mode="lexical", gate=True, gate_docs=2, rerank=False)
+    plain = loaded.search(kb, embedder, "volcanic ash and lava", options)
+    assert reads == [] and plain.trace.gated == [] and _sources(plain)[0] == "volcano.md"
+    traced = loaded.search(kb, embedder, "volcanic ash and lava", replace(options, trace=True))
+    assert len(reads) == 1 and [d.document.source for d in traced.trace.gated][0] == "volcano.md"
+    assert [h.chunk.id for h in traced.hits] == [h.chunk.id for h in plain.hits]
+    assert traced.trace.gated[0].score == plain.hits[0].stages["gate"]
 
 
 def test_strict_gate_only_returns_gated_documents_and_fallback_widens(

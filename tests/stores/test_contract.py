@@ -102,7 +102,10 @@ def test_search_restricted_to_documents_and_metadata(store: VectorStore, kb: Kno
     both = store.search_chunks(kb, query, top_k=10, filters={"lang": ["zh", "en"]})[0]
     assert len(both) == 6
     docs = store.search_documents(kb, np.vstack([b_chunks[0].vector, b_chunks[1].vector]), top_k=2)
-    assert len(docs) == 2 and {d.document.id for d in docs[0]} == {"doc-a", "doc-b"}
+    assert len(docs) == 2 and {d for d, _ in docs[0]} == {"doc-a", "doc-b"}
+    [ranked] = store.search_documents(kb, _vec(kb.embedding.dimension, 2)[None, :], top_k=5)  # doc-b's summary
+    assert ranked[0][0] == "doc-b" and ranked[0][1] == pytest.approx(1.0, abs=1e-4)
+    assert [d for d, _ in ranked] == ["doc-b", "doc-a"] and ranked[0][1] > ranked[1][1]
 
 
 def test_replace_is_atomic_and_leaves_no_old_chunks(store: VectorStore, kb: KnowledgeBase) -> None:
