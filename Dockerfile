@@ -5,7 +5,8 @@ ARG BASE=python:3.11-slim
 FROM ${BASE}
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /app
-ENV PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 PIP_BREAK_SYSTEM_PACKAGES=1 KB_DATA_DIR=/data
+# Models built or exported here (the offline e5, the ONNX query encoders) live in the data volume, across restarts.
+ENV PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1 PIP_BREAK_SYSTEM_PACKAGES=1 KB_DATA_DIR=/data KB_MODEL_CACHE=/data/models
 RUN if ! command -v pip >/dev/null; then apt-get update && apt-get install -y --no-install-recommends python3-pip \
         && ln -s /usr/bin/python3 /usr/bin/python && rm -rf /var/lib/apt/lists/*; fi
 RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX}
