@@ -94,7 +94,7 @@ def test_the_service_stores_rerank_vectors_in_the_background(tmp_path) -> None: 
         ids = [ch.id for batch in store.iter_chunks(kb) for ch in batch]
         assert len(ids) > 1
         deadline = time.monotonic() + 60
-        while len(store.rerank_vectors(kb, reranker.space, ids)) < len(ids) and time.monotonic() < deadline:
+        while len(store.rerank_vector_ids(kb, reranker.space, ids)) < len(ids) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert set(store.rerank_vectors(kb, reranker.space, ids)) == set(ids)
         hits = c.post("/v1/knowledge-bases/warm/search", json={"query": "impeller", "trace": True}).json()
