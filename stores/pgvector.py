@@ -464,8 +464,8 @@ class PgvectorStore:
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
         query = sql.SQL(
-            "SELECT doc_id, 1 - (vector <=> %(q)s) AS score FROM {t} WHERE status = 'ready' "
-            "ORDER BY vector <=> %(q)s LIMIT %(k)s"
+            "SELECT doc_id, 1 - distance AS score FROM (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} "
+            "WHERE status = 'ready' ORDER BY vector <=> %(q)s LIMIT %(k)s) top ORDER BY distance"
         ).format(t=self._t(kb, "docs"))
         out = []
         with self._tx() as conn:
