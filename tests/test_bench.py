@@ -59,6 +59,7 @@ def test_query_benchmark_per_stage_http_and_llamaindex() -> None:
     for backend in ("milvus", "pgvector"):
         row = size["stores"][backend]
         assert {"embed", "gate", "dense", "lexical", "fusion", "total"} <= set(row["no_rerank"]["stages_ms"])
+        assert {"embed", "dense", "total"} <= set(row["dense_only"]["stages_ms"])
         assert (
             row["rerank_20"]["stages_ms"]["rerank"]["p50"] > 0
             and row["rerank_20_warm"]["stages_ms"]["rerank"]["p50"] > 0
