@@ -79,6 +79,7 @@ class LexicalIndex:
     doc_bm25: Any = None  # bm25s.BM25 over documents
     # The last query's chunk scores: a search scores the same query globally and inside the gate.
     _last: tuple[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+    by_id: dict[str, Chunk] = field(init=False, repr=False, compare=False)  # chunks by id, for dense hits
 
     @classmethod
     def build(cls, chunks: list[Chunk], revision: str) -> LexicalIndex:
@@ -95,6 +96,9 @@ class LexicalIndex:
         doc_bm25 = bm25s.BM25()
         doc_bm25.index(list(by_doc.values()), show_progress=False)
         return cls(revision, chunks, bm25, list(by_doc), doc_bm25)
+
+    def __post_init__(self) -> None:
+        self.by_id = {c.id: c for c in self.chunks}
 
     def entries(self, doc_id: str) -> int:
         """How many indexed chunks belong to ``doc_id`` (0 once it is deleted)."""

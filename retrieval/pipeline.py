@@ -19,7 +19,7 @@ from core.errors import InvalidInput
 from core.records import Chunk, KnowledgeBase, ScoredChunk, ScoredDocument, text_hash
 from embeddings.base import Embedder
 from retrieval.fusion import rrf
-from retrieval.lexical import LexicalIndexes
+from retrieval.lexical import LexicalIndex, LexicalIndexes
 from retrieval.rerank import EmbeddingReranker, Reranker
 from stores.base import Filters, VectorStore
 
@@ -161,7 +161,7 @@ class Retriever:
         global_dense = None
         if qv is not None and (not options.gate or options.fallback):
             global_dense = self._background.submit(
-                self.store.search_chunks, kb, qv, top_k=depth, filters=options.filters
+                self._search_chunks, kb, qv, lexical_index, top_k=depth, filters=options.filters
             )
 
         gate_scores: dict[str, float] = {}
@@ -179,11 +179,15 @@ class Retriever:
             with timer("dense"):
                 lists = []
                 if gated_ids:
-                    lists += self.store.search_chunks(kb, qv, top_k=depth, doc_ids=gated_ids, filters=options.filters)
+                    lists.append(
+                        self._search_chunks(
+                            kb, qv, lexical_index, top_k=depth, doc_ids=gated_ids, filters=options.filters
+                        )
+                    )
                 if global_dense is not None:
-                    lists += global_dense.result()
+                    lists.append(global_dense.result())
                 elif global_search:  # no fallback asked for, but the gate found nothing
-                    lists += self.store.search_chunks(kb, qv, top_k=depth, filters=options.filters)
+                    lists.append(self._search_chunks(kb, qv, lexical_index, top_k=depth, filters=options.filters))
                 dense = _merge_by_score(lists)
         if use_lexical and lexical_index is not None:
             with timer("lexical"):
@@ -209,6 +213,31 @@ class Retriever:
     def close(self) -> None:
         """Wait for background work (rerank vectors being stored) to finish."""
         self._background.shutdown(wait=True)
+
+    def _search_chunks(
+        self,
+        kb: KnowledgeBase,
+        qv: np.ndarray,
+        index: LexicalIndex | None,
+        *,
+        top_k: int,
+        doc_ids: list[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[ScoredChunk]:
+        """One dense chunk search. With the lexical index at hand (it holds every READY chunk) the store sends ids
+        and scores only, and the chunks come from the index; the store reads those the index lacks (published after
+        it was taken). A hit whose chunk has gone meanwhile is left out."""
+        if index is None:
+            return self.store.search_chunks(kb, qv, top_k=top_k, doc_ids=doc_ids, filters=filters)[0]
+        ranked = self.store.search_chunk_ids(kb, qv, top_k=top_k, doc_ids=doc_ids, filters=filters)[0]
+        chunks = {cid: c for cid, _ in ranked if (c := index.by_id.get(cid)) is not None}
+        if len(chunks) < len(ranked):
+            chunks.update(self.store.get_chunks(kb, [cid for cid, _ in ranked if cid not in chunks]))
+        return [
+            ScoredChunk(c, score, source=c.metadata.get("source", ""))
+            for cid, score in ranked
+            if (c := chunks.get(cid)) is not None
+        ]
 
     @staticmethod
     def _embed_rerank_query(reranker: EmbeddingReranker, query: str, after: Future[np.ndarray] | None) -> np.ndarray:

@@ -93,6 +93,9 @@ class VectorStore(Protocol):
     def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
         """Every chunk of READY documents, without vectors, in batches of at most ``batch_size``."""
 
+    def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """Those of ``chunk_ids`` that are chunks of READY documents, without vectors, keyed by id."""
+
     def seal(self, kb: KnowledgeBase) -> None:
         """Make recent writes fast to search (Milvus seals and indexes growing segments, which are otherwise
         searched by brute force); a no-op where writes are indexed at once."""
@@ -125,6 +128,18 @@ class VectorStore(Protocol):
         filters: Filters | None = None,
     ) -> list[list[ScoredChunk]]:
         """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
+
+    def search_chunk_ids(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """``search_chunks``' rankings as (chunk id, score) pairs, without reading the chunks: for a caller that
+        holds them already (the lexical index holds every READY chunk; ``get_chunks`` reads any it lacks)."""
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
         """Rank READY documents by the similarity of their summary vectors: (document id, score) pairs, one list per

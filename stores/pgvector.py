@@ -298,16 +298,20 @@ class PgvectorStore:
     def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
         query = sql.SQL(
             "SELECT {cols} FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id WHERE d.status = 'ready' ORDER BY c.id"
-        ).format(
-            cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(col) for col in CHUNK_COLUMNS),
-            c=self._t(kb, "chunks"),
-            d=self._t(kb, "docs"),
-        )
+        ).format(cols=_chunk_cols(), c=self._t(kb, "chunks"), d=self._t(kb, "docs"))
         # A server-side cursor streams the rows: the whole table never sits in memory at once.
         with self._tx() as conn, conn.cursor(name=f"chunks_{uuid.uuid4().hex}") as cur:
             cur.execute(query)
             while rows := cur.fetchmany(batch_size):
                 yield [_chunk(r) for r in rows]
+
+    def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        query = sql.SQL(
+            "SELECT {cols} FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id WHERE d.status = 'ready' AND c.id = ANY(%s)"
+        ).format(cols=_chunk_cols(), c=self._t(kb, "chunks"), d=self._t(kb, "docs"))
+        with self._tx() as conn:
+            rows = conn.execute(query, (list(dict.fromkeys(chunk_ids)),)).fetchall()
+        return {r["id"]: _chunk(r) for r in rows}
 
     def seal(self, kb: KnowledgeBase) -> None:
         """After an ingest: refresh each table's planner statistics when its row count moved by a fifth or more
@@ -425,6 +429,41 @@ class PgvectorStore:
         doc_ids: Sequence[str] | None = None,
         filters: Filters | None = None,
     ) -> list[list[ScoredChunk]]:
+        # The nearest ids first, then their rows: sorting only (id, distance) keeps an exact scan cheap.
+        rows = self._search_chunks(
+            kb,
+            queries,
+            "SELECT {cols}, 1 - top.distance AS score FROM top JOIN {c} c ON c.id = top.id ORDER BY top.distance",
+            top_k=top_k,
+            doc_ids=doc_ids,
+            filters=filters,
+        )
+        return [[_scored_chunk(r) for r in hits] for hits in rows]
+
+    def search_chunk_ids(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        select = "SELECT top.id, 1 - top.distance AS score FROM top ORDER BY top.distance"
+        rows = self._search_chunks(kb, queries, select, top_k=top_k, doc_ids=doc_ids, filters=filters)
+        return [[(r["id"], float(r["score"])) for r in hits] for hits in rows]
+
+    def _search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        select: str,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None,
+        filters: Filters | None,
+    ) -> list[list[dict[str, Any]]]:
+        """The rows of ``select`` over ``top``, the ``top_k`` nearest visible chunks (id, distance), per query."""
         clauses: list[sql.Composable] = [sql.SQL("d.status = 'ready'")]
         params: dict[str, Any] = {"k": top_k}
         if doc_ids is not None:
@@ -442,25 +481,19 @@ class PgvectorStore:
         # A restricted search is exact (the "+ 0" keeps the planner off the HNSW index, whose post-filtering
         # would drop matches outside its candidate list); a global one uses HNSW.
         order = sql.SQL("(c.vector <=> %(q)s) + 0" if doc_ids is not None or filters else "c.vector <=> %(q)s")
-        # The nearest ids first, then their rows: sorting only (id, distance) keeps an exact scan cheap.
         query = sql.SQL(
             "WITH top AS (SELECT c.id, c.vector <=> %(q)s AS distance FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id "
-            "WHERE {w} ORDER BY {order} LIMIT %(k)s) "
-            "SELECT {cols}, 1 - top.distance AS score FROM top JOIN {c} c ON c.id = top.id ORDER BY top.distance"
+            "WHERE {w} ORDER BY {order} LIMIT %(k)s) " + select
         ).format(
-            cols=sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(col) for col in CHUNK_COLUMNS),
+            cols=_chunk_cols(),
             c=self._t(kb, "chunks"),
             d=self._t(kb, "docs"),
             w=sql.SQL(" AND ").join(clauses),
             order=order,
         )
-        out = []
         with self._tx() as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
-            for q in np.asarray(queries, dtype=np.float32):
-                rows = conn.execute(query, {**params, "q": q}).fetchall()
-                out.append([_scored_chunk(r) for r in rows])
-        return out
+            return [conn.execute(query, {**params, "q": q}).fetchall() for q in np.asarray(queries, dtype=np.float32)]
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
         query = sql.SQL(
@@ -514,6 +547,10 @@ def _bump_revision(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
         "UPDATE kb_registry SET info = jsonb_set(info, '{revision}', to_jsonb(%s::text)) WHERE key = %s",
         (uuid.uuid4().hex, kb.key),
     )
+
+
+def _chunk_cols() -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("c.") + sql.Identifier(col) for col in CHUNK_COLUMNS)
 
 
 def _scored_chunk(row: dict[str, Any]) -> ScoredChunk:

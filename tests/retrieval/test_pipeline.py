@@ -94,6 +94,34 @@ def test_gated_documents_are_read_from_the_store_only_for_a_trace(
     assert traced.trace.gated[0].score == plain.hits[0].stages["gate"]
 
 
+def test_dense_hits_come_as_ids_and_the_store_reads_chunks_the_lexical_index_lacks(
+    loaded: Retriever, kb: KnowledgeBase, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """With the lexical index at hand the stores send dense hits as ids and scores, and the chunks come from the
+    index; a document published after the index was taken is read from the store. Either way every hit carries the
+    chunk and the dense score the full-row search gives."""
+    stale = loaded.lexical.get(kb)
+    comet = "# Comets\n\nA comet is an icy body that releases gas and dust when it passes close to the Sun."
+    ingestor = Ingestor.from_settings(
+        Settings(chunk_size=48, chunk_overlap=8), store=loaded.store, kb=kb, embedder=embedder
+    )
+    [added] = ingestor.ingest([SourceItem("comet.md", text=comet)])
+    monkeypatch.setattr(loaded.lexical, "get", lambda kb: stale)
+    reads: list[list[str]] = []
+    real = loaded.store.get_chunks
+    monkeypatch.setattr(loaded.store, "get_chunks", lambda kb, ids: reads.append(list(ids)) or real(kb, ids))
+    query = "an icy comet releasing gas near the Sun"
+    result = loaded.search(kb, embedder, query, SearchOptions(top_k=10, gate=False, rerank=False))
+    assert "comet.md" in _sources(result)  # found by the dense side only: the stale index does not know it
+    assert reads and {c for ids in reads for c in ids} == {
+        h.chunk.id for h in result.hits if h.chunk.doc_id == added.doc_id
+    }
+    full = {h.chunk.id: h for h in loaded.store.search_chunks(kb, embedder.embed_queries([query]), top_k=50)[0]}
+    dense = [h for h in result.hits if "dense" in h.stages]
+    assert len(dense) == len(result.hits) and all(h.chunk == full[h.chunk.id].chunk for h in dense)
+    assert [h.stages["dense"] for h in dense] == pytest.approx([full[h.chunk.id].score for h in dense], abs=1e-5)
+
+
 def test_strict_gate_only_returns_gated_documents_and_fallback_widens(
     loaded: Retriever, kb: KnowledgeBase, embedder
 ) -> None:  # type: ignore[no-untyped-def]

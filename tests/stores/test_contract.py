@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from itertools import pairwise
 
 import numpy as np
@@ -106,6 +107,27 @@ def test_search_restricted_to_documents_and_metadata(store: VectorStore, kb: Kno
     [ranked] = store.search_documents(kb, _vec(kb.embedding.dimension, 2)[None, :], top_k=5)  # doc-b's summary
     assert ranked[0][0] == "doc-b" and ranked[0][1] == pytest.approx(1.0, abs=1e-4)
     assert [d for d, _ in ranked] == ["doc-b", "doc-a"] and ranked[0][1] > ranked[1][1]
+
+
+def test_chunk_id_search_ranks_like_the_full_search_and_get_chunks_reads_visible_chunks(
+    store: VectorStore, kb: KnowledgeBase
+) -> None:
+    _, a_chunks = _add(store, kb, "doc-a", 1, lang="en")
+    _add(store, kb, "doc-b", 2, lang="zh")
+    _, hidden = _add(store, kb, "doc-c", 3, publish=False)
+    queries = np.vstack([a_chunks[0].vector, hidden[0].vector])
+    for kwargs in ({}, {"doc_ids": ["doc-b"]}, {"filters": {"lang": "zh"}}):
+        full = store.search_chunks(kb, queries, top_k=4, **kwargs)
+        ids = store.search_chunk_ids(kb, queries, top_k=4, **kwargs)
+        assert len(ids) == 2 and all(len(hits) == 4 or kwargs for hits in ids)
+        for hits, pairs in zip(full, ids, strict=True):
+            assert [h.chunk.id for h in hits] == [cid for cid, _ in pairs]
+            assert [h.score for h in hits] == pytest.approx([score for _, score in pairs], abs=1e-5)
+    assert ids[0][0][0].startswith("doc-b:") and "doc-c:0" not in {cid for hits in ids for cid, _ in hits}
+    read = store.get_chunks(kb, ["doc-a:1", "doc-a:0", "doc-c:0", "nope", "doc-a:1"])
+    expected = {c.id: replace(c, vector=None) for c in a_chunks[:2]}
+    assert read == expected
+    assert store.get_chunks(kb, []) == {}
 
 
 def test_replace_is_atomic_and_leaves_no_old_chunks(store: VectorStore, kb: KnowledgeBase) -> None:
