@@ -11,7 +11,7 @@ import pytest
 from core.config import Settings
 from core.errors import EmbeddingModelUnavailable
 from embeddings import EmbedderPool, onnx_query
-from embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path
+from embeddings.sentence import ONNX_MAX_QUERIES, SentenceTransformerEmbedder, resolve_model_path
 
 pytestmark = pytest.mark.integration
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -36,7 +36,8 @@ def test_onnx_queries_equal_float32_pytorch_and_are_exported_once(cache: Path) -
     assert [p.name for p in cache.iterdir()] == [onnx.onnx_queries.path.name]
     assert onnx.onnx_queries.path.name.startswith(onnx.info.fingerprint)
 
-    a, b = onnx.embed_queries(QUERIES), torch_only.embed_queries(QUERIES)
+    a = np.vstack([onnx.embed_queries(QUERIES[:2]), onnx.embed_queries(QUERIES[2:])])  # padded pairs
+    b = torch_only.embed_queries(QUERIES)
     assert a.shape == b.shape == (4, 384) and a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert np.min(np.sum(a * b, axis=1)) > 0.9999
@@ -50,7 +51,22 @@ def test_onnx_queries_equal_float32_pytorch_and_are_exported_once(cache: Path) -
     written = onnx.onnx_queries.path.stat().st_mtime_ns
     again = SentenceTransformerEmbedder(MINILM, device="cpu", query_runtime="auto")  # bf16 documents, same export
     assert again.onnx_queries is not None and again.onnx_queries.path.stat().st_mtime_ns == written
-    assert np.min(np.sum(again.embed_queries(QUERIES) * a, axis=1)) > 0.9999
+    assert np.min(np.sum(again.embed_queries(QUERIES[:2]) * a[:2], axis=1)) > 0.9999
+
+
+def test_more_queries_than_onnx_serves_best_go_through_pytorch(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime takes calls of up to ONNX_MAX_QUERIES texts; larger ones (a batch of queries, searches arriving
+    together) go through PyTorch, which is faster there."""
+    embedder = SentenceTransformerEmbedder(MINILM, device="cpu", cpu_bf16="off", query_runtime="onnx")
+    assert embedder.onnx_queries is not None and ONNX_MAX_QUERIES == 2
+    calls: list[int] = []
+    real = embedder.onnx_queries.encode
+    monkeypatch.setattr(embedder.onnx_queries, "encode", lambda texts: calls.append(len(texts)) or real(texts))
+    many = embedder.embed_queries(QUERIES)
+    assert calls == []
+    few = np.vstack([embedder.embed_queries(QUERIES[:2]), embedder.embed_queries(QUERIES[2:3])])
+    assert calls == [2, 1]
+    assert np.min(np.sum(many[:3] * few, axis=1)) > 0.9999
 
 
 def test_a_model_with_weights_after_its_transformer_stays_on_pytorch(cache: Path, tmp_path: Path) -> None:
