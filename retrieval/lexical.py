@@ -27,6 +27,9 @@ from stores.base import Filters, VectorStore
 
 log = logging.getLogger(__name__)
 
+# Chunks per store read when an index is built: Milvus Lite sorts a query iterator's remaining rows for each page, and
+# read 100k chunks in 3.2 s this way, 7.0 s 2,000 at a time.
+READ_BATCH = 16_000
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 
@@ -233,7 +236,7 @@ class LexicalIndexes:
                     return index
             except Exception as exc:  # a damaged cache is rebuilt, never fatal
                 log.warning("lexical index cache at %s unreadable (%s); rebuilding", folder, exc)
-        chunks = [c for batch in self.store.iter_chunks(kb) for c in batch]
+        chunks = [c for batch in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in batch]
         index = LexicalIndex.build(chunks, revision)
         index.save(folder)
         return index

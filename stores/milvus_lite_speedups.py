@@ -15,6 +15,11 @@ collection into one array that queries never read, and builds one tuple per row 
 by (here, only the passing rows' are computed). ``tests/stores/test_milvus_lite_speedups.py`` checks that the
 results equal the engine's own, on data with upserts, deletes, flushes and filters.
 
+One more patch: a flush returns once the compaction and index builds it starts in the background are done, as the
+engine's own snapshots wait for them. Until then the flushed rows are searched by brute force and the background
+work holds the engine's GIL: right after a bulk load of 100k chunks, 40 hybrid searches took 129 ms at p50 (then
+22 ms), and reading every chunk for the lexical index took 18 s. ``MilvusStore.seal`` flushes after an ingest.
+
 ``install()`` patches the engine in this process (the embedded server's child process calls it,
 ``stores/milvus_lite_server.py``; ``KB_MILVUS_LITE_SPEEDUPS=false`` leaves it out). It does nothing for Milvus Lite
 versions other than those in ``SUPPORTED``, whose internals it has been checked against.
@@ -22,6 +27,7 @@ versions other than those in ``SUPPORTED``, whose internals it has been checked 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -61,8 +67,10 @@ def install() -> bool:
             search=collection.execute_search_with_index,
             assemble=collection.assemble_candidates,
             mask=bitmap.build_valid_mask,
+            query=collection.Collection.query,
         )
-        _point(execute_search_with_index, assemble_candidates, build_valid_mask)
+        _point(execute_search_with_index, assemble_candidates, build_valid_mask, query)
+        collection.Collection.flush = _flush_then_wait(collection.Collection.flush)
         _installed = True
         return True
 
@@ -77,15 +85,28 @@ def disabled() -> Iterator[None]:
     if not _installed:
         yield
         return
-    _point(_originals["search"], _originals["assemble"], _originals["mask"])
+    _point(_originals["search"], _originals["assemble"], _originals["mask"], _originals["query"])
     try:
         yield
     finally:
-        _point(execute_search_with_index, assemble_candidates, build_valid_mask)
+        _point(execute_search_with_index, assemble_candidates, build_valid_mask, query)
 
 
-def _point(search: Callable[..., Any], assemble: Callable[..., Any], mask: Callable[..., Any]) -> None:
-    """Set the engine's names for the three functions, wherever it looks them up."""
+def _flush_then_wait(flush: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``Collection.flush``, then wait for the engine's background compaction and index builds to finish."""
+
+    @functools.wraps(flush)
+    def flush_then_wait(self: Any) -> None:
+        flush(self)
+        self._wait_for_bg()
+
+    return flush_then_wait
+
+
+def _point(
+    search: Callable[..., Any], assemble: Callable[..., Any], mask: Callable[..., Any], query: Callable[..., Any]
+) -> None:
+    """Set the engine's names for the four functions, wherever it looks them up."""
     import milvus_lite.engine.collection as collection
     import milvus_lite.search.bitmap as bitmap
     import milvus_lite.search.executor as executor
@@ -94,6 +115,7 @@ def _point(search: Callable[..., Any], assemble: Callable[..., Any], mask: Calla
     collection.execute_search_with_index = executor_indexed.execute_search_with_index = search  # by name there
     collection.assemble_candidates = assemble  # only Collection.query calls it
     bitmap.build_valid_mask = executor.build_valid_mask = mask  # Collection.query imports it at each call
+    collection.Collection.query = query  # type: ignore[method-assign]
 
 
 # -- live masks ----------------------------------------------------------------------------------------------------
@@ -406,6 +428,78 @@ def execute_search_with_index(
             hits.append({"id": pk, "distance": dist, "entity": project(record)})
         results.append(hits)
     return results
+
+
+# -- query -----------------------------------------------------------------------------------------------------------
+
+
+def query(
+    self: Any,
+    expr: str | None = None,
+    output_fields: list[str] | None = None,
+    partition_names: list[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    timezone: str | None = None,
+    order_by_pk: bool = False,
+) -> list[dict]:
+    """``milvus_lite.engine.collection.Collection.query``, same arguments and result. Two steps differ: the engine
+    builds each returned row one cell at a time, its vector included (384 Python floats, dropped by the projection
+    unless asked for), where here each segment's rows come with one ``take``; and it orders the live rows by key (a
+    query iterator's pages) with a Python sort over all of them, here one ``argsort``. Reading 100k chunks for the
+    lexical index, 2,000 a page, took 9.5 s."""
+    from milvus_lite.engine.projection import build_projection_plan, project_record
+    from milvus_lite.search.assembler import materialize_record
+
+    if expr is not None and not isinstance(expr, str):
+        raise TypeError("query() expr must be a string or None")
+    self._require_loaded()
+    compiled_filter = self._compile_filter(expr, timezone=timezone) if expr else None
+    projection_plan = build_projection_plan(output_fields, self._schema, api_kind="query")
+    indexed_filter_plan = self._indexed_filter_plan(compiled_filter)
+    seg_snap, delta_snap = self._read_snapshot()
+    all_pks, all_seqs, _, all_rec_sources, filter_mask = assemble_candidates(
+        segments=seg_snap,
+        memtable=self._memtable,
+        vector_field=self._vector_name,
+        partition_names=partition_names,
+        filter_compiled=compiled_filter,
+        indexed_filter_plan=indexed_filter_plan,
+    )
+    if not all_pks:
+        return []
+    mask = build_valid_mask(all_pks, all_seqs, delta_snap, filter_mask=filter_mask, memtable=self._memtable)
+    live = np.flatnonzero(mask)
+    if order_by_pk and len(live):
+        keys = np.asarray([all_pks[i] for i in live])  # unique among live rows
+        live = live[np.argsort(keys, kind="stable")]
+    chosen = [all_rec_sources[int(i)] for i in live[offset : None if limit is None else offset + limit]]
+
+    positions: dict[int, int] = {}  # id(segment) -> its position in ``segments``
+    segments: list[Any] = []
+    for source, ref in chosen:
+        if isinstance(ref, int) and id(source) not in positions:  # a segment's row (the memtable's: (batch, row))
+            positions[id(source)] = len(segments)
+            segments.append(source)
+    wants_vector = output_fields is None or "*" in output_fields or self._vector_name in output_fields
+    records = _records(
+        [(positions[id(source)], ref) for source, ref in chosen if isinstance(ref, int)],
+        segments,
+        _no_memtable_row,
+        skip=() if wants_vector else (self._vector_name,),
+    )
+    return [
+        project_record(
+            records[positions[id(source)], ref] if isinstance(ref, int) else materialize_record((source, ref)),
+            self._schema,
+            projection_plan,
+        )
+        for source, ref in chosen
+    ]
+
+
+def _no_memtable_row(row: int) -> dict:
+    raise AssertionError("memtable rows are materialised by the engine")
 
 
 def _records(

@@ -3,6 +3,7 @@ whose keys live in several segments and the memtable, with tombstones flushed an
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,16 @@ def observe(client: MilvusClient, queries: np.ndarray) -> list[Any]:
     for expr in ("doc in [0, 2]", 'pk != ""'):
         found = client.query(NAME, filter=expr, output_fields=["pk", "doc", "version"], limit=16_384)
         out.append(sorted((r["pk"], r["doc"], r["version"]) for r in found))
+    # Vectors read back, a window of the matches, and a query iterator's pages (ordered by key).
+    with_vectors = client.query(NAME, filter="doc == 4", output_fields=["pk", "vector"], limit=16_384)
+    out.append(sorted((r["pk"], tuple(round(x, 5) for x in r["vector"])) for r in with_vectors))
+    out.append([r["pk"] for r in client.query(NAME, filter="doc >= 2", output_fields=["doc"], offset=7, limit=11)])
+    pages = client.query_iterator(NAME, batch_size=64, filter="version <= 2", output_fields=["doc", "version"])
+    try:
+        while page := pages.next():
+            out.append([(r["pk"], r["doc"], r["version"]) for r in page])
+    finally:
+        pages.close()
     out.append(client.query(NAME, filter='pk != ""', output_fields=["count(*)"])[0]["count(*)"])
     got = client.get(NAME, ids=[f"p{k:04d}" for k in range(0, 460, 3)], output_fields=["version"])
     out.append(sorted((r["pk"], r["version"]) for r in got))
@@ -158,3 +169,26 @@ def test_keys_shared_by_two_segments_are_remembered_while_both_live() -> None:
     assert entry in milvus_lite_speedups._shared_keys
     del b_seqs  # the segment (here its sequence numbers) is gone
     assert entry not in milvus_lite_speedups._shared_keys
+
+
+def test_a_flush_returns_once_the_background_index_builds_it_started_are_done(
+    client: MilvusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until a flushed segment's index is built the engine searches it by brute force: a flush (``seal``) waits for
+    the compaction and index builds it starts in the background."""
+    import milvus_lite.engine.collection as collection
+
+    finished: list[float] = []
+    real = collection.Collection._bg_compact_and_index
+
+    def slow_background_work(self: Any) -> None:
+        time.sleep(0.5)
+        real(self)
+        finished.append(time.monotonic())
+
+    monkeypatch.setattr(collection.Collection, "_bg_compact_and_index", slow_background_work)
+    client.insert(NAME, rows(range(300), 0, np.random.default_rng(3)))
+    client.flush(NAME)
+    returned = time.monotonic()
+    assert finished and finished[-1] <= returned
+    assert client.search(NAME, data=[[1.0] * DIM], limit=3)[0]  # and the collection serves searches
