@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.catalog,
             summarizer_for=lambda embedder: build_summarizer(settings, llm, embedder),
             journal=JobJournal(settings.data_dir / "jobs"),
+            # The lexical index is rebuilt once the uploads into a knowledge base are done, not by its next search.
+            after_ingest=app.state.retriever.lexical.get if settings.search_mode != "dense" else None,
         )
         # After a crash: remove half-written documents, then resume the jobs that were writing them.
         for kb in store.list_kbs():

@@ -227,6 +227,10 @@ class LexicalIndexes:
                 self._indexes[kb.key] = index
         return index
 
+    def cached(self, kb: KnowledgeBase) -> LexicalIndex | None:
+        """The index held in memory for ``kb``, whatever its revision (None when none), without reading the store."""
+        return self._indexes.get(kb.key)
+
     def _load_or_build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
         folder = self.root / kb.key
         if (folder / "chunks.pkl").exists():

@@ -3,6 +3,7 @@ status, identical content as a no-op, listing, replacement, deletion, and clear 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from core.config import Settings
+from ingest.pipeline import Ingestor
 from tests.conftest import DOCUMENTS, needs_shared
 from tests.fixtures import make_docx, make_pdf
 
@@ -180,3 +182,35 @@ def test_unknown_things_are_404(client: TestClient) -> None:
     assert client.post("/v1/knowledge-bases/none/documents", json={"name": "a", "text": "b"}).status_code == 404
     assert client.get(f"{DOCS}/{'0' * 64}").status_code == 404
     assert client.get(DOCS, params={"status": "bogus"}).status_code == 422
+
+
+def test_the_lexical_index_is_rebuilt_once_the_queued_uploads_are_done(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first search after an upload does not rebuild the knowledge base's lexical index: the job manager has it
+    rebuilt once no more uploads into that knowledge base are queued (once for two uploads made together)."""
+    state = client.app.state  # type: ignore[attr-defined]
+    kb = state.catalog.get(KB)
+    gate = threading.Event()
+    real_ingest = Ingestor.ingest
+
+    def gated_ingest(self: Ingestor, *args: Any, **kwargs: Any) -> Any:
+        assert gate.wait(30)
+        return real_ingest(self, *args, **kwargs)
+
+    calls: list[str] = []
+    real_after = state.jobs.after_ingest
+    monkeypatch.setattr(Ingestor, "ingest", gated_ingest)
+    monkeypatch.setattr(state.jobs, "after_ingest", lambda kb: calls.append(kb.name) or real_after(kb))
+    first = client.post(DOCS, json={"name": "pumps.txt", "text": "Centrifugal pumps move water with an impeller."})
+    second = client.post(DOCS, json={"name": "valves.txt", "text": "A gate valve stops the flow of a pipeline."})
+    gate.set()
+    assert [wait(client, r.json()["jobs"][0]["id"])["status"] for r in (first, second)] == ["ready", "ready"]
+    deadline = time.monotonic() + 60
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state.jobs._after_pool.submit(lambda: None).result(60)  # the rebuild has ended
+    assert calls == [KB]
+    index = state.retriever.lexical.cached(kb)
+    assert index is not None and index.revision == state.store.kb_revision(kb)
+    assert {c.metadata["source"] for c in index.chunks} >= {"pumps.txt", "valves.txt"}
