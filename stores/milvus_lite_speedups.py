@@ -473,7 +473,8 @@ def query(
     if order_by_pk and len(live):
         keys = np.asarray([all_pks[i] for i in live])  # unique among live rows
         live = live[np.argsort(keys, kind="stable")]
-    chosen = [all_rec_sources[int(i)] for i in live[offset : None if limit is None else offset + limit]]
+    end = None if limit is None else max(offset + limit, 1)  # the engine stops after its first row at limit 0
+    chosen = [all_rec_sources[int(i)] for i in live[:end][offset:]]
 
     positions: dict[int, int] = {}  # id(segment) -> its position in ``segments``
     segments: list[Any] = []
