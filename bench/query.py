@@ -320,14 +320,24 @@ def llamaindex_queries(pairs: list[tuple[str, str]], vectors: np.ndarray, querie
     return {"end_to_end_ms": percentiles(times)}
 
 
-def bench_size(n: int, args: argparse.Namespace, queries: list[str], embedders: EmbedderPool) -> dict[str, Any]:
+def torch_query_embedder(embedders: EmbedderPool) -> Embedder | None:
+    """The configured model with PyTorch embedding its queries, where the default embedder uses ONNX Runtime."""
+    if getattr(embedders.get(), "onnx_queries", None) is None:
+        return None
+    configured = embedders.settings
+    return SentenceTransformerEmbedder(
+        configured.embedding_model, cpu_bf16=configured.embedding_cpu_bf16, query_runtime="torch"
+    )
+
+
+def bench_size(
+    n: int,
+    args: argparse.Namespace,
+    queries: list[str],
+    embedders: EmbedderPool,
+    torch_queries: Embedder | None,
+) -> dict[str, Any]:
     embedder = embedders.get()
-    torch_queries = None
-    if getattr(embedder, "onnx_queries", None) is not None:
-        configured = embedders.settings
-        torch_queries = SentenceTransformerEmbedder(
-            configured.embedding_model, cpu_bf16=configured.embedding_cpu_bf16, query_runtime="torch"
-        )
     pairs = real_texts(n)
     started = time.perf_counter()
     vectors = cached_vectors([t for _, t in pairs], embedder, args.cache)
@@ -421,11 +431,12 @@ def main() -> None:
     import torch
 
     embedders = EmbedderPool(Settings())
+    torch_queries = torch_query_embedder(embedders)  # loaded once for every size
     report: dict[str, Any] = {
         "machine": {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(), "cpus": os.cpu_count()},
         "model": embedders.get().info.name,
         "queries": len(queries),
-        "sizes": [bench_size(n, args, queries, embedders) for n in sizes],
+        "sizes": [bench_size(n, args, queries, embedders, torch_queries) for n in sizes],
     }
     print(json.dumps(report, indent=2))
     if not args.json:

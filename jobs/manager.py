@@ -139,14 +139,13 @@ class JobManager:
                 last = self._pending[kb] <= 0
                 if last:
                     del self._pending[kb]
-            if last and self.after_ingest is not None:
-                self._after_pool.submit(self._after, kb)
+            hook = self.after_ingest
+            if last and hook is not None:
+                self._after_pool.submit(self._after, hook, kb)
 
-    def _after(self, kb: str) -> None:
-        if self.after_ingest is None:
-            return
+    def _after(self, hook: Callable[[KnowledgeBase], object], kb: str) -> None:
         try:
-            self.after_ingest(self.catalog.get(kb))
+            hook(self.catalog.get(kb))
         except KnowledgeBaseNotFound:  # dropped meanwhile
             pass
         except Exception:  # only a warm-up: the first search does the same work
