@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas import CitationPublic, SamplingFields, SourcePublic, UsagePublic
+from api.schemas import CitationPublic, SamplingFields, SourcePublic, UnsupportedClaimPublic, UsagePublic
 from core.errors import InvalidInput
 from generation.llm import Message
 
@@ -62,6 +62,8 @@ class ChatResponseMessage(BaseModel):
     reasoning_content: str = ""
     citations: list[CitationPublic] | None = None
     sources: list[SourcePublic] | None = None
+    unsupported_claims: list[UnsupportedClaimPublic] | None = None
+    mode: str | None = Field(default=None, description="generated, extractive or no_sources (kb: models only).")
 
 
 class ChatChoice(BaseModel):

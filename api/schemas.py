@@ -174,6 +174,9 @@ class AskRequest(SamplingFields):
     filters: dict[str, Scalar | list[Scalar]] | None = None
     stop: list[str] | None = Field(default=None, max_length=8)
     rewrite: bool | None = Field(default=None, description="Rewrite a follow-up into a standalone query.")
+    answer_mode: Literal["auto", "generated", "extractive"] | None = Field(
+        default=None, description="Who writes the answer (default KB_ANSWER_MODE): the LLM, or quoted sentences."
+    )
 
 
 class ChunkRefPublic(BaseModel):
@@ -187,8 +190,31 @@ class ChunkRefPublic(BaseModel):
 
 
 class CitationPublic(ChunkRefPublic):
-    snippet: str = Field(description="The sentence of the source that best supports the claim.")
+    snippet: str = Field(description="The evidence: chunk text[evidence_start:evidence_end], which supports the claim.")
     inferred: bool = Field(description="Attributed by textual support because the model cited nothing.")
+    status: Literal["verified", "corrected", "inferred"] = Field(
+        description="verified: cited by the model and supported; corrected: moved here from a source that does not "
+        "support the claim; inferred: the model cited nothing, this source supports the claim strongly."
+    )
+    support: float = Field(
+        description="Share of the claim's content in the evidence span (0..1); 0 if a fact is missing."
+    )
+    evidence_start: int = Field(description="Offset of the evidence span in the chunk's text.")
+    evidence_end: int
+    claim: str = Field(description="The claim of the answer that cites this source.")
+
+
+class UnsupportedClaimPublic(BaseModel):
+    text: str
+    start: int = Field(description="Offset in the answer text.")
+    end: int
+
+
+class RemovedCitationPublic(BaseModel):
+    number: int
+    claim: str
+    support: float
+    reason: str
 
 
 class SourcePublic(ChunkRefPublic):
@@ -223,9 +249,12 @@ class AnswerPublic(BaseModel):
     model: str
     reasoning: str
     usage: UsagePublic
-    finish_reason: str
+    finish_reason: str = Field(description="stop, length, or repetition (the degeneration guard cut the answer).")
+    unsupported_claims: list[UnsupportedClaimPublic]
+    removed_citations: list[RemovedCitationPublic]
     invalid_citations: list[int]
     citations_inferred: bool
+    verified: bool
     llm_error: str
     timings_ms: dict[str, float]
 

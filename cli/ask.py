@@ -13,7 +13,8 @@ from rich.markup import escape
 from cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, rt_from, table
 from cli.search import progress_bar
 from core.errors import KBError
-from evaluation.answers import load_rgb, run_rgb
+from evaluation.answers import load_qa, run_answers
+from evaluation.runner import EvalRun
 from generation.answer import Answer
 from generation.factory import ask_options
 from retrieval.pipeline import SearchOptions
@@ -30,6 +31,9 @@ def ask(
     filters: Annotated[str | None, typer.Option(help='JSON object, e.g. \'{"source": "a.pdf"}\'.')] = None,
     history: Annotated[
         str | None, typer.Option(help='Earlier turns as JSON: [{"role": "user", "content": "..."}, ...].')
+    ] = None,
+    answer_mode: Annotated[
+        str | None, typer.Option(help="auto | generated (the LLM writes) | extractive (quoted source sentences).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -51,6 +55,7 @@ def ask(
             sources=sources,
             max_tokens=max_tokens,
             temperature=temperature,
+            answer_mode=answer_mode,
         )
         for event in rt.answerer.stream(knowledge_base, embedder, question, history=turns, options=options):
             if isinstance(event, Answer):
@@ -68,46 +73,65 @@ def ask(
         sys.stdout.write("\n")
     else:
         out_console.print(escape(answer.text), highlight=False)
-    if answer.mode == "extractive":
-        err_console.print(f"[yellow]extractive answer[/yellow] (no model answered: {escape(answer.llm_error)})")
+    if answer.mode == "extractive" and answer.llm_error:
+        err_console.print(f"[yellow]extractive answer[/yellow] ({escape(answer.llm_error)})")
+    if answer.finish_reason == "repetition":
+        err_console.print("[yellow]the answer started repeating itself and was cut at its last good sentence[/yellow]")
+    for claim in answer.unsupported_claims:
+        err_console.print(f"[yellow]unsupported by the sources:[/yellow] {escape(claim.text)}")
+    shown: set[int] = set()
     if answer.citations:
         out_console.print("\n[bold]Sources[/bold]")
-        for c in answer.citations:
-            where = ", ".join(str(p) for p in (c.source, f"p. {c.page}" if c.page else "", c.section) if p)
-            out_console.print(f"[{c.number}] {escape(where)}: “{escape(c.snippet)}”", highlight=False)
-    if answer.invalid_citations:
-        err_console.print(f"dropped citations to sources that do not exist: {answer.invalid_citations}")
+    for c in answer.citations:
+        if c.number in shown:
+            continue
+        shown.add(c.number)
+        where = ", ".join(str(p) for p in (c.source, f"p. {c.page}" if c.page else "", c.section) if p)
+        out_console.print(f"[{c.number}] {escape(where)}: “{escape(c.snippet)}”", highlight=False)
 
 
 def eval_answers(
     ctx: typer.Context,
-    dataset_path: Annotated[Path, typer.Argument(help="RGB JSON-lines file (e.g. zh_refine.json) or its folder.")],
+    dataset_path: Annotated[
+        Path, typer.Argument(help="A BEIR folder with answers.jsonl, SQuAD-style JSON (CMRC) or an RGB file/folder.")
+    ],
     output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
     max_questions: Annotated[int | None, typer.Option(help="Evaluate only the first N questions.")] = None,
+    modes: Annotated[
+        str, typer.Option(help="Answer modes, comma-separated: extractive, generated, unverified (the old path).")
+    ] = "extractive,generated",
     embedding_model: Annotated[
-        str, typer.Option(help="Embedding model of the per-question knowledge bases.")
-    ] = "intfloat/multilingual-e5-small",
+        str | None, typer.Option(help="Embedding model of the evaluation knowledge bases (RGB: multilingual-e5-small).")
+    ] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Answer length cap (tokens).")] = None,
+    negatives: Annotated[
+        bool, typer.Option(help="Also ask with only non-gold passages retrievable (where declining is right).")
+    ] = True,
 ) -> None:
-    """Answer quality on RGB: accuracy, refusal rate with only negative passages, latency (per-question KBs)."""
+    """Answer quality per answer mode: EM, F1, citation precision and recall, unsupported claims, refusals,
+    repeated sentences, latency and tokens."""
     rt = rt_from(ctx, False)
-    if not dataset_path.exists():
-        fail(f"no such dataset: {dataset_path}", as_json=False)
     try:
-        items = load_rgb(dataset_path, max_questions)
-        report = run_rgb(
-            items,
-            settings=rt.settings,
-            catalog=rt.catalog,
+        qa = load_qa(dataset_path, max_questions)
+        report = run_answers(
+            qa,
+            run=EvalRun(rt.settings, rt.catalog, rt.retriever),
             answerer=rt.answerer,
+            modes=[m.strip() for m in modes.split(",") if m.strip()],
             embedding_model=embedding_model,
             max_tokens=max_tokens,
+            negatives=negatives,
             progress=progress_bar,
         )
     except (KBError, ValueError, KeyError) as exc:
         fail(str(exc), as_json=False)
+    summary = report.summary
+    names = list(summary)
+    metrics = list(next(iter(summary.values()))) if summary else []
     table(
-        "RGB answers", ["metric", "value"], [[k, "n/a" if v is None else f"{v:.3f}"] for k, v in report.summary.items()]
+        f"answers: {report.dataset}",
+        ["metric", *names],
+        [[m, *("n/a" if summary[n][m] is None else f"{summary[n][m]:.3f}" for n in names)] for m in metrics],
     )
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -189,6 +189,20 @@ class Settings(BaseSettings):
         default=1536, ge=64, description="Token budget for sources and history in a prompt (model tokenizer)."
     )
     ask_top_k: int = Field(default=5, ge=1, le=50, description="Retrieved chunks offered to the model.")
+    answer_mode: Literal["auto", "generated", "extractive"] = Field(
+        default="auto",
+        description="'generated': the LLM writes answers; 'extractive': answers quote the best-supported source "
+        "sentences, each cited (no LLM); 'auto': generated when a capable LLM is configured (an OpenAI-compatible "
+        "server, or a local model other than the packaged 135M one), else extractive. Measured in docs/BENCHMARKS.md.",
+    )
+    answer_unsupported: Literal["mark", "drop"] = Field(
+        default="mark",
+        description="A claim that no source supports: shown and listed in unsupported_claims ('mark'), or left out.",
+    )
+    answer_verify: bool = Field(
+        default=True,
+        description="Verify every claim's citations and stop repeating answers; false only to measure without it.",
+    )
     query_rewrite: bool = Field(
         default=True, description="Rewrite a follow-up question into a standalone query (needs an LLM)."
     )

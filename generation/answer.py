@@ -1,6 +1,9 @@
-"""Ask: retrieve → (rewrite a follow-up) → pack a grounded prompt → generate → check citations. One code path for
-streamed and whole answers; when no model can answer, the retrieved passages come back as a flagged extractive
-answer instead of an error (unless that fallback is switched off)."""
+"""Ask: retrieve → (rewrite a follow-up) → pack a grounded prompt → generate or compose → verify every claim.
+
+One code path for streamed and whole answers: the model's text goes through a ClaimStream, which hands back each
+claim once it is complete and checked (generation.verify), so the streamed text is the final text. Without a
+capable model (or when the model's first claim fails verification, or the model cannot answer) the answer is
+composed from the best-supported source sentences (generation.extractive) and checked the same way."""
 
 from __future__ import annotations
 
@@ -12,13 +15,15 @@ from typing import Literal
 from core.errors import InvalidInput, LLMUnavailable
 from core.records import KnowledgeBase
 from embeddings.base import Embedder
-from generation.citations import ChunkRef, Citation, attribute, cite, resolve_citations
+from generation.citations import ChunkRef, Citation, UnsupportedClaim
+from generation.extractive import compose
 from generation.llm import LLM, Completion, Delta, GenerationParams, Message, Usage
 from generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
+from generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
 from retrieval.pipeline import Retriever, SearchOptions, validate_query
 
 AnswerMode = Literal["generated", "extractive", "no_sources"]
-EXTRACTIVE_SOURCES = 3
+RequestedMode = Literal["auto", "generated", "extractive"]
 MAX_HISTORY_TURNS = 50
 REWRITE_MAX_TOKENS = 64
 
@@ -49,10 +54,13 @@ class Answer:
     model: str = ""
     reasoning: str = ""
     usage: Usage = field(default_factory=Usage)
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # stop | length | repetition (the degeneration guard cut it)
+    unsupported_claims: list[UnsupportedClaim] = field(default_factory=list)
+    removed_citations: list[RemovedCitation] = field(default_factory=list)
     invalid_citations: list[int] = field(default_factory=list)  # numbers the model cited that no source has
     citations_inferred: bool = False
-    llm_error: str = ""  # why the answer is extractive
+    verified: bool = True
+    llm_error: str = ""  # why the answer is extractive when a model was asked for
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -63,17 +71,30 @@ class AskOptions:
     search: SearchOptions | None = None
     rewrite: bool = True
     fallback: bool = True
-    attribute: bool = True  # attribute uncited answers to the sources that support them
+    attribute: bool = True  # cite, for an uncited claim, the source that supports it strongly
+    mode: RequestedMode = "auto"
+    verify: bool = True  # False: the unverified path (markers kept as written, no guard): for comparison only
+    unsupported: UnsupportedPolicy = "mark"
 
 
 class Answerer:
-    """Holds the loaded parts (retriever, LLM or None, prompt builder); thread-safe as they are."""
+    """Holds the loaded parts (retriever, LLM or None, prompt builder); thread-safe as they are. ``generates``:
+    whether ``auto`` asks the model (a capable one is configured) or composes extractive answers."""
 
-    def __init__(self, retriever: Retriever, llm: LLM | None, builder: PromptBuilder, *, llm_error: str = "") -> None:
+    def __init__(
+        self,
+        retriever: Retriever,
+        llm: LLM | None,
+        builder: PromptBuilder,
+        *,
+        llm_error: str = "",
+        generates: bool = True,
+    ) -> None:
         self.retriever = retriever
         self.llm = llm
         self.builder = builder
         self.llm_error = llm_error or ("no language model is configured" if llm is None else "")
+        self.generates = generates and llm is not None
 
     def ask(
         self,
@@ -98,19 +119,20 @@ class Answerer:
         history: Sequence[Message] = (),
         options: AskOptions,
     ) -> Iterator[Delta | Answer]:
-        """Text deltas as the model writes, then the finished Answer (always last)."""
+        """Text deltas (whole checked claims) as the answer is written, then the finished Answer (always last)."""
         question = validate_query(question)
         history = _validate_history(history)
         params = options.params.validate()
         timings: dict[str, float] = {}
         start = time.perf_counter()
 
-        query, llm_error = question, self.llm_error
-        llm = self.llm
-        if history and options.rewrite and llm is not None:
+        llm = self._llm_for(options)
+        llm_error = self.llm_error if options.mode == "generated" else ""
+        query = question
+        if history and options.rewrite and self.llm is not None:
             t = time.perf_counter()
             try:
-                query = self._rewrite(llm, question, history)
+                query = self._rewrite(self.llm, question, history)
             except LLMUnavailable as exc:
                 if not options.fallback:
                     raise
@@ -135,66 +157,108 @@ class Answerer:
             yield replace(base, text=refusal, mode="no_sources", refused=True, timings_ms=timings)
             return
 
-        completion: Completion | None = None
+        verifier = Verifier(
+            prompt.sources, prompt.language, refusal=prompt.refusal, attribute=options.attribute, enabled=options.verify
+        )
         if llm is not None:
             t = time.perf_counter()
-            emitted = False
+            written = _Written(options.unsupported, abandon=options.verify and options.fallback)
             try:
-                for delta in llm.stream(prompt.messages, params):
-                    if delta.completion is not None:
-                        completion = delta.completion
-                        continue
-                    if not emitted:
-                        timings["first_token"] = _ms(t)
-                    emitted = True
-                    yield delta
+                for event in self._generate(llm, prompt, params, verifier, options, written):
+                    if isinstance(event, Delta):
+                        if event.content and "first_token" not in timings:
+                            timings["first_token"] = _ms(t)
+                        yield event
+                    else:
+                        timings["generate"] = _ms(t)
+                        timings["total"] = _ms(start)
+                        yield replace(event, question=question, sources=sources, query=query, timings_ms=timings)
+                        return
             except LLMUnavailable as exc:
-                if emitted or not options.fallback:
+                if written.shown or not options.fallback:
                     raise
                 llm_error = str(exc)
             timings["generate"] = _ms(t)
+            llm_error = llm_error or written.failure
 
-        if completion is None:
-            if not options.fallback:
-                raise LLMUnavailable(llm_error)
-            answer = self._extractive(base, prompt, llm_error)
-            timings["total"] = _ms(start)
-            yield Delta(content=answer.text)
-            yield replace(answer, timings_ms=timings)
-            return
-
-        yield self._finish(base, prompt, completion, options, timings, start)
-
-    def _finish(
-        self,
-        base: Answer,
-        prompt: Prompt,
-        completion: Completion,
-        options: AskOptions,
-        timings: dict[str, float],
-        start: float,
-    ) -> Answer:
-        cited = resolve_citations(completion.text, prompt.sources)
-        refused = is_refusal(cited.text, prompt.refusal)
-        inferred = False
-        if not cited.citations and not refused and options.attribute:
-            attributed = attribute(cited.text, prompt.sources)
-            if attributed.citations:
-                cited = replace(attributed, invalid=cited.invalid)
-                inferred = True
+        t = time.perf_counter()
+        answer = self._extractive(base, prompt, verifier, options, llm_error)
+        timings["compose"] = _ms(t)
         timings["total"] = _ms(start)
+        yield Delta(content=answer.text)
+        yield replace(answer, timings_ms=timings)
+
+    def _llm_for(self, options: AskOptions) -> LLM | None:
+        if options.mode == "extractive":
+            return None
+        if options.mode == "generated":
+            return self.llm
+        return self.llm if self.generates else None
+
+    def _generate(
+        self,
+        llm: LLM,
+        prompt: Prompt,
+        params: GenerationParams,
+        verifier: Verifier,
+        options: AskOptions,
+        written: _Written,
+    ) -> Iterator[Delta | Answer]:
+        """The model's answer, claim by claim as each is checked; ends with the Answer, or returns without one
+        when the answer failed verification before anything was shown (``written.failure`` says why)."""
+        claims = ClaimStream(verifier, guard=options.verify)
+        deltas = llm.stream(prompt.messages, params)
+        completion: Completion | None = None
+        try:
+            for delta in deltas:
+                if delta.completion is not None:
+                    completion = delta.completion
+                    continue
+                if delta.reasoning:
+                    yield Delta(reasoning=delta.reasoning)
+                for text in written.take(claims.feed(delta.content), verified=options.verify):
+                    yield Delta(content=text)
+                if written.failure or claims.stopped:
+                    break
+        finally:
+            close = getattr(deltas, "close", None)
+            if close is not None:
+                close()  # stops the model when the answer ends early (guard, failed verification)
+        if not written.failure:
+            for text in written.take(claims.close(), verified=options.verify):
+                yield Delta(content=text)
+        if written.abandon and (written.failure or not written.shown):
+            written.failure = written.failure or "the model's answer stated nothing its sources support"
+            return
+        finish = "repetition" if claims.stopped else (completion.finish_reason if completion else "stop")
+        yield written.answer(
+            prompt,
+            model=completion.model if completion else llm.name,
+            reasoning=completion.reasoning if completion else "",
+            usage=completion.usage if completion else Usage(),
+            finish_reason=finish,
+            verified=options.verify,
+        )
+
+    def _extractive(
+        self, base: Answer, prompt: Prompt, verifier: Verifier, options: AskOptions, llm_error: str
+    ) -> Answer:
+        text, declined = compose(base.question, prompt.sources, prompt.language)
+        written = _Written(options.unsupported, abandon=False)
+        claims = ClaimStream(verifier, guard=False)
+        written.take(claims.feed(text) + claims.close(), verified=True)
+        if not written.text.strip():  # nothing quotable survived its check: decline rather than show nothing
+            declined = True
+            written.take(ClaimStream(verifier, guard=False).feed(REFUSAL[prompt.language] + "\n"), verified=True)
+        answer = written.answer(prompt, model="", reasoning="", usage=Usage(), finish_reason="stop", verified=True)
         return replace(
-            base,
-            text=cited.text,
-            citations=cited.citations,
-            refused=refused,
-            model=completion.model,
-            reasoning=completion.reasoning,
-            usage=completion.usage,
-            finish_reason=completion.finish_reason,
-            invalid_citations=cited.invalid,
-            citations_inferred=inferred,
-            timings_ms=timings,
+            answer,
+            question=base.question,
+            sources=base.sources,
+            query=base.query,
+            mode="extractive",
+            refused=declined,
+            llm_error=llm_error,
         )
 
     def _rewrite(self, llm: LLM, question: str, history: Sequence[Message]) -> str:
@@ -205,25 +269,101 @@ class Answerer:
         # A small model may ramble or answer instead of rewriting; keep the question then.
         return rewritten if 0 < len(rewritten) <= max(200, 3 * len(question)) else question
 
-    def _extractive(self, base: Answer, prompt: Prompt, llm_error: str) -> Answer:
-        """The strongest passages, numbered and quoted, flagged as not generated."""
-        top = sorted(prompt.sources, key=lambda s: s.rank)[:EXTRACTIVE_SOURCES]
-        lang = prompt.language
-        lines = [
-            "未能生成回答，以下是最相关的资料原文："
-            if lang == "zh"
-            else "No answer could be generated; the most relevant passages:"
-        ]
-        citations = [cite(s, base.question) for s in top]
-        lines.extend(f"[{s.number}] {_excerpt(s.text)}" for s in top)
-        return replace(base, text="\n".join(lines), citations=citations, mode="extractive", llm_error=llm_error)
 
+class _Written:
+    """The answer as shown so far: checked claims joined exactly as they were streamed. Claims that state
+    nothing are held back until the first claim that does, so an answer abandoned at its first (unsupported)
+    claim has shown nothing."""
 
-def is_refusal(text: str, refusal: str) -> bool:
-    """Whether an answer declines for lack of information (the instructed sentence or its usual variants)."""
-    lowered = text.lower()
-    markers = (refusal.lower().rstrip("。."), "信息不足", "do not contain the answer", "does not contain the answer")
-    return any(m in lowered for m in markers)
+    def __init__(self, policy: UnsupportedPolicy, *, abandon: bool) -> None:
+        self.policy = policy
+        self.abandon = abandon  # give up (for the extractive fallback) when the first claim is unsupported
+        self.text = ""
+        self.gap = ""  # whitespace after the last shown claim, shown before the next one
+        self.held: list[CheckedClaim] = []
+        self.shown: list[tuple[CheckedClaim, int, int]] = []
+        self.dropped: list[CheckedClaim] = []
+        self.failure = ""
+
+    def take(self, checked: list[CheckedClaim], *, verified: bool) -> list[str]:
+        out: list[str] = []
+        for claim in checked:
+            if not self.shown and not claim.substantive and not claim.refusal:
+                self.held.append(claim)
+                continue
+            if verified and not claim.supported:
+                if not self.shown and self.abandon:
+                    self.failure = f"its first claim is not supported by the sources: {claim.body[:120]!r}"
+                    return out
+                if self.policy == "drop":
+                    self.dropped.append(claim)
+                    continue
+            for c in [*self.held, claim]:
+                out.extend(self._show(c))
+            self.held = []
+        return out
+
+    def _show(self, claim: CheckedClaim) -> list[str]:
+        body = claim.text.rstrip()
+        if not body.strip():
+            return []
+        if not self.text:
+            body = body.lstrip()
+        piece = self.gap + body if self.text else body
+        start = len(self.text) + len(piece) - len(body)
+        self.text += piece
+        self.gap = claim.text[len(claim.text.rstrip()) :] or " "
+        self.shown.append((claim, start, len(self.text)))
+        return [piece]
+
+    def answer(
+        self, prompt: Prompt, *, model: str, reasoning: str, usage: Usage, finish_reason: str, verified: bool
+    ) -> Answer:
+        by_number = {s.number: s for s in prompt.sources}
+        citations: list[Citation] = []
+        unsupported: list[UnsupportedClaim] = []
+        removed: list[RemovedCitation] = []
+        invalid: list[int] = []
+        for claim, start, end in self.shown:
+            removed.extend(claim.removed)
+            invalid.extend(claim.invalid)
+            for c in claim.citations:
+                source = by_number[c.number]
+                citations.append(
+                    Citation(
+                        **source.where(),
+                        snippet=c.evidence.text,
+                        inferred=c.status == "inferred",
+                        status=c.status,
+                        support=c.evidence.score,
+                        evidence_start=c.evidence.start,
+                        evidence_end=c.evidence.end,
+                        claim=claim.body,
+                    )
+                )
+            if verified and not claim.supported:
+                unsupported.append(UnsupportedClaim(text=self.text[start:end], start=start, end=end))
+        for claim in self.dropped:
+            removed.extend(claim.removed)
+            invalid.extend(claim.invalid)
+        refused = any(claim.refusal for claim, *_ in self.shown) and not citations
+        return Answer(
+            question="",
+            text=self.text,
+            citations=citations,
+            sources=[],
+            mode="generated",
+            refused=refused,
+            model=model,
+            reasoning=reasoning,
+            usage=usage,
+            finish_reason=finish_reason,
+            unsupported_claims=unsupported,
+            removed_citations=removed,
+            invalid_citations=sorted(set(invalid)),
+            citations_inferred=any(c.inferred for c in citations),
+            verified=verified,
+        )
 
 
 def _validate_history(history: Sequence[Message]) -> list[Message]:
@@ -238,11 +378,6 @@ def _validate_history(history: Sequence[Message]) -> list[Message]:
             raise InvalidInput(f"history[{i}].content must be a string")
         out.append({"role": role, "content": content})
     return out
-
-
-def _excerpt(text: str, limit: int = 400) -> str:
-    text = " ".join(line for line in text.split("\n") if not line.startswith("#")).strip() or text
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ms(since: float) -> float:

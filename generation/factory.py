@@ -72,7 +72,15 @@ def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, ll
         max_tokens=settings.max_tokens,
         templates=PromptTemplates(system=settings.prompt_system, user=settings.prompt_user),
     )
-    return Answerer(retriever, llm, builder, llm_error=llm_error)
+    return Answerer(retriever, llm, builder, llm_error=llm_error, generates=is_capable(llm))
+
+
+def is_capable(llm: LLM | None) -> bool:
+    """Whether ``auto`` lets this model write answers: any model but the packaged 135M one, which cannot write
+    Chinese and rarely declines (measured in docs/BENCHMARKS.md); it stays selectable with answer_mode=generated."""
+    from generation.transformers_llm import SMOLLM2_NAMES
+
+    return llm is not None and llm.name not in SMOLLM2_NAMES
 
 
 def generation_params(settings: Settings, given: dict[str, Any]) -> GenerationParams:
@@ -102,6 +110,9 @@ def ask_options(settings: Settings, *, search: SearchOptions | None = None, **ov
         search=search or SearchOptions.from_settings(settings),
         rewrite=given.pop("rewrite", settings.query_rewrite),
         fallback=given.pop("fallback", settings.llm_fallback),
+        mode=given.pop("answer_mode", settings.answer_mode),
+        verify=given.pop("verify", settings.answer_verify),
+        unsupported=given.pop("unsupported", settings.answer_unsupported),
         **given,
     )
 

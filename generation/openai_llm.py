@@ -133,6 +133,8 @@ class OpenAICompatibleLLM:
                     yield piece
         except (openai.APIError, openai.APIConnectionError) as exc:
             raise LLMUnavailable(f"the LLM stream from {self.client.base_url} broke off: {exc}") from exc
+        finally:
+            chunks.close()  # a reader that stops early (guard, failed check, client gone) ends the server's generation
         tail = splitter.flush()
         if tail.content or tail.reasoning:
             yield tail

@@ -92,6 +92,18 @@ class LoopStop:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class Cancelled:
+    """Stops a generation whose reader has gone (a closed stream: the answer ended early, the client left)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersLLM:
     """Loads once (in ``__init__``). Generation is serialised: one model, one request at a time."""
 
@@ -135,13 +147,18 @@ class TransformersLLM:
         )
         return inputs.to(self.device)
 
-    def _generate_kwargs(self, params: GenerationParams, prompt_tokens: int) -> dict[str, Any]:
+    def _generate_kwargs(
+        self, params: GenerationParams, prompt_tokens: int, cancel: threading.Event | None = None
+    ) -> dict[str, Any]:
         from transformers import StoppingCriteriaList
 
+        criteria: list[Any] = [LoopStop(prompt_tokens)]
+        if cancel is not None:
+            criteria.append(Cancelled(cancel))
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
             "pad_token_id": self.tokenizer.eos_token_id,
-            "stopping_criteria": StoppingCriteriaList([LoopStop(prompt_tokens)]),
+            "stopping_criteria": StoppingCriteriaList(criteria),
         }
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature)
@@ -200,13 +217,14 @@ class TransformersLLM:
         prompt_tokens = int(inputs["input_ids"].shape[1])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         result: dict[str, Any] = {}
+        cancel = threading.Event()
 
         def run() -> None:
             try:
                 with torch.inference_mode():
                     self._seed(params)
                     result["output"] = self.model.generate(
-                        **inputs, **self._generate_kwargs(params, prompt_tokens), streamer=streamer
+                        **inputs, **self._generate_kwargs(params, prompt_tokens, cancel), streamer=streamer
                     )
             except Exception as exc:  # surfaced to the consumer below, never lost in the thread
                 result["error"] = exc
@@ -220,18 +238,26 @@ class TransformersLLM:
         splitter = ThinkSplitter()
         raw: list[str] = []
         stop_hit = False
-        for piece in streamer:
-            if stop_hit:
-                continue  # drain the streamer so the generating thread can finish
-            raw.append(piece)
-            text = "".join(raw)
-            cut = min((text.index(s) for s in params.stop if s in text), default=None)
-            if cut is not None:
-                stop_hit = True
-                piece = piece[: max(0, len(piece) - (len(text) - cut))]
-            delta = splitter.feed(piece)
-            if delta.content or delta.reasoning:
-                yield delta
+        try:
+            for piece in streamer:
+                if stop_hit:
+                    continue  # drain the streamer so the generating thread can finish
+                raw.append(piece)
+                text = "".join(raw)
+                cut = min((text.index(s) for s in params.stop if s in text), default=None)
+                if cut is not None:
+                    stop_hit = True
+                    cancel.set()
+                    piece = piece[: max(0, len(piece) - (len(text) - cut))]
+                delta = splitter.feed(piece)
+                if delta.content or delta.reasoning:
+                    yield delta
+        finally:
+            if worker.is_alive():  # closed early by the reader: stop the model and release it
+                cancel.set()
+                for _ in streamer:
+                    pass
+                worker.join()
         worker.join()
         if "error" in result:
             raise LLMUnavailable(f"language model {self._name!r} failed while generating: {result['error']}")

@@ -38,6 +38,7 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
             search=SearchOptions.from_settings(settings, filters=body.filters),
             sources=body.sources,
             rewrite=body.rewrite,
+            answer_mode=body.answer_mode,
             **body.model_dump(include=SAMPLING | {"stop"}),
         )
         events = answerer.stream(

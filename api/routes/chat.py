@@ -116,7 +116,12 @@ def _completion(cid: str, created: int, model: str, final: Answer | Completion) 
     if isinstance(final, Answer):
         public = AnswerPublic.of(final)
         message = ChatResponseMessage(
-            content=public.answer, citations=public.citations, sources=public.sources, reasoning_content=final.reasoning
+            content=public.answer,
+            citations=public.citations,
+            sources=public.sources,
+            unsupported_claims=public.unsupported_claims,
+            mode=public.mode,
+            reasoning_content=final.reasoning,
         )
     else:
         message = ChatResponseMessage(content=final.text, reasoning_content=final.reasoning)
@@ -159,6 +164,8 @@ def _stream(cid: str, created: int, model: str, events: Iterator[Any], *, includ
                 public = AnswerPublic.of(event)
                 extra["citations"] = [c.model_dump() for c in public.citations]
                 extra["sources"] = [s.model_dump() for s in public.sources]
+                extra["unsupported_claims"] = [u.model_dump() for u in public.unsupported_claims]
+                extra["mode"] = public.mode
             yield chunk({}, event.finish_reason, **extra)
             if include_usage:
                 yield chunk(None, usage=UsagePublic.of(event.usage).model_dump())

@@ -8,10 +8,11 @@ import pytest
 from core.config import Settings
 from core.errors import InvalidInput
 from core.records import Chunk, ScoredChunk
-from generation.answer import _validate_history, is_refusal
-from generation.citations import attribute, resolve_citations
+from generation.answer import _validate_history
+from generation.extractive import compose
 from generation.llm import GenerationParams, ThinkSplitter, split_thinking
 from generation.prompt import REFUSAL, PromptBuilder, PromptTemplates, detect_language, edges_first
+from generation.verify import ClaimStream, Verifier, is_refusal
 
 pytestmark = pytest.mark.unit
 
@@ -89,37 +90,112 @@ def test_templates_can_be_overridden_and_are_checked() -> None:
         Settings(prompt_user="nothing")
 
 
-def test_citations_are_checked_against_the_sources() -> None:
+def _checked(text: str, sources, lang: str = "en", **kw: object) -> list:  # type: ignore[no-untyped-def]
+    stream = ClaimStream(Verifier(sources, lang, refusal=REFUSAL[lang], **kw))  # type: ignore[arg-type]
+    out = []
+    for i in range(0, len(text), 3):  # as a model streams it: a few characters at a time
+        out += stream.feed(text[i : i + 3])
+    return out + stream.close()
+
+
+def test_citations_are_checked_claim_by_claim_against_the_sources() -> None:
     prompt = builder().build(
-        "q", [hit(1, "Paris is in France. It is big."), hit(2, "Rome is in Italy.")], max_tokens=None
+        "q", [hit(1, "Paris is in France. It is big."), hit(2, "Rome is the capital of Italy.")], max_tokens=None
     )
-    cited = resolve_citations(
-        "Paris is in France [1]. Rome is in Italy [2, 7]. Madrid is in Spain [9].", prompt.sources
+    claims = _checked(
+        "Paris is in France [1]. Rome is the capital of Italy [2, 7]. Madrid is in Spain [9].", prompt.sources
     )
-    assert cited.text == "Paris is in France [1]. Rome is in Italy [2]. Madrid is in Spain."
-    assert cited.invalid == [7, 9]
-    by_number = {c.number: c for c in cited.citations}
-    assert by_number[1].source == "file1.pdf" and by_number[1].snippet == "Paris is in France."
-    assert by_number[2].doc_id == "d2" and by_number[2].page == 2 and not by_number[2].inferred
-    zh = resolve_citations("北京是首都【1】，上海很大[1，2]。", prompt.sources)
-    assert zh.text == "北京是首都[1]，上海很大[1][2]。" and [c.number for c in zh.citations] == [1, 2]
+    assert [c.text.strip() for c in claims] == [
+        "Paris is in France [1].",
+        "Rome is the capital of Italy [2].",
+        "Madrid is in Spain.",
+    ]
+    assert claims[1].invalid == [7] and claims[2].invalid == [9]
+    first = claims[0].citations[0]
+    assert (first.number, first.status, first.evidence.score) == (1, "verified", 1.0)
+    assert prompt.sources[0].text[first.evidence.start : first.evidence.end] == "Paris is in France."
+    assert not claims[2].supported  # Madrid: in no source
 
 
-def test_uncited_sentences_are_attributed_by_textual_support() -> None:
+def test_a_claim_cited_to_an_unrelated_source_is_corrected_and_a_wrong_number_is_caught() -> None:
+    faq = hit(1, "# FAQ\nThe warranty lasts 5 years from the date of purchase. Repairs are free.")
+    paper = hit(2, "LayoutParser is a unified toolkit for deep learning based document image analysis.")
+    prompt = builder().build("How long is the warranty?", [faq, paper], max_tokens=None)
+    number = {s.hit.chunk.id: s.number for s in prompt.sources}
+    right, wrong = number["d1:0"], number["d2:0"]
+    claims = _checked(f"The warranty lasts 5 years [{wrong}]. The warranty lasts 7 years [{right}].", prompt.sources)
+    corrected, seven = claims
+    assert corrected.text.strip() == f"The warranty lasts 5 years [{right}]."
+    assert corrected.citations[0].status == "corrected"
+    assert corrected.citations[0].evidence.text == "The warranty lasts 5 years from the date of purchase."
+    assert corrected.removed[0].number == wrong
+    assert seven.text.strip() == "The warranty lasts 7 years." and not seven.supported
+    assert "does not contain 7" in seven.removed[0].reason
+
+
+def test_markers_go_to_claim_ends_never_inside_abbreviations_or_numbers() -> None:
+    prompt = builder().build(
+        "q", [hit(1, "NIKE, Inc. revenues were $51.2 billion in fiscal 2023. See p. 34.")], max_tokens=None
+    )
+    claims = _checked("NIKE revenues were $51.2 billion in fiscal 2023 [1], see p. 34.", prompt.sources)
+    assert [c.text for c in claims] == ["NIKE revenues were $51.2 billion in fiscal 2023, see p. 34 [1]."]
+
+
+def test_uncited_claims_are_attributed_only_where_support_is_strong() -> None:
     prompt = builder().build(
         "q", [hit(1, "The tower was completed in 1889 in Paris."), hit(2, "Bread rises.")], max_tokens=None
     )
-    out = attribute("The tower was completed in 1889. Bananas are yellow fruit.", prompt.sources)
-    assert out.text == "The tower was completed in 1889 [1]. Bananas are yellow fruit."
-    assert [(c.number, c.inferred) for c in out.citations] == [(1, True)]
+    claims = _checked("The tower was completed in 1889. Bananas are yellow fruit.", prompt.sources)
+    assert (
+        claims[0].text.strip() == "The tower was completed in 1889 [1]." and claims[0].citations[0].status == "inferred"
+    )
+    assert claims[1].text == "Bananas are yellow fruit." and not claims[1].supported
     zh_prompt = builder().build("q", [hit(1, "大熊猫主要栖息在四川的山区，以竹子为食。")], max_tokens=None)
-    assert attribute("大熊猫以竹子为食。", zh_prompt.sources).text == "大熊猫以竹子为食[1]。"
+    assert [c.text for c in _checked("大熊猫以竹子为食。", zh_prompt.sources, "zh")] == ["大熊猫以竹子为食[1]。"]
+    zh = _checked("大熊猫栖息在四川的山区【1】。", zh_prompt.sources, "zh")
+    assert zh[0].text == "大熊猫栖息在四川的山区[1]。" and zh[0].citations[0].status == "verified"
+
+
+def test_repeating_answers_are_cut_at_the_last_good_sentence() -> None:
+    prompt = builder().build(
+        "q", [hit(1, "保修期为两年。"), hit(2, "See p. 34 and p. 35 for the pump.")], max_tokens=None
+    )
+    zh = ClaimStream(Verifier(prompt.sources, "zh", refusal=REFUSAL["zh"]))
+    out = zh.feed("保修期为两年。没有问题。没有问题。没有问题。") + zh.close()
+    assert [c.body for c in out] == ["保修期为两年。", "没有问题。"] and "repeated" in zh.stopped
+    loop = ClaimStream(Verifier(prompt.sources, "en", refusal=REFUSAL["en"]))
+    got = []
+    text = "The pump is described on p [2]. " + " · ".join(f"p [2]. {n}" for n in range(34, 80))
+    for i in range(0, len(text), 4):
+        got += loop.feed(text[i : i + 4])
+        if loop.stopped:
+            break
+    assert loop.stopped and len(got) < 10
+    lines = ClaimStream(Verifier(prompt.sources, "zh", refusal=REFUSAL["zh"]))
+    out = lines.feed("1. 说明：\n\n保修期多长？\n\n保修期多长？\n\n保修期多长？") + lines.close()
+    assert [c.body for c in out] == ["1. 说明：", "保修期多长？"]
 
 
 def test_refusals_are_recognised() -> None:
     assert is_refusal("The sources do not contain the answer.", REFUSAL["en"])
     assert is_refusal("信息不足，无法回答。", REFUSAL["zh"])
     assert not is_refusal("It opened in 1889 [1].", REFUSAL["en"])
+
+
+def test_the_extractive_composer_quotes_cited_sentences_or_declines() -> None:
+    prompt = builder().build(
+        "How long is the warranty?",
+        [hit(1, "The warranty lasts 5 years from the date of purchase. Shipping is free."), hit(2, "Bread rises.")],
+        max_tokens=None,
+    )
+    text, declined = compose("How long is the warranty?", prompt.sources, "en")
+    assert (
+        not declined
+        and text == "According to the sources:\n- The warranty lasts 5 years from the date of purchase. [1]"
+    )
+    assert compose("Who founded Microsoft?", prompt.sources, "en") == (REFUSAL["en"], True)
+    zh = builder().build("保修期多长？", [hit(1, "保修期为两年。如需维修，请联系客服。")], max_tokens=None)
+    assert compose("保修期多长？", zh.sources, "zh") == ("根据资料：\n- 保修期为两年。 [1]", False)
 
 
 def test_thinking_is_kept_apart_even_when_tags_are_split_across_pieces() -> None:
