@@ -14,6 +14,8 @@ from generation.llm import Usage
 from jobs import Job
 from retrieval.pipeline import SearchOptions, SearchResult
 
+SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
+
 
 class KnowledgeBaseCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)

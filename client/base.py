@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from api.schemas import DocumentPublic, KnowledgeBasePublic, SearchResponse
+from api.schemas import AnswerPublic, DocumentPublic, KnowledgeBasePublic, SearchResponse
 
 Scalar = str | int | float | bool
 
@@ -54,5 +54,9 @@ class KBClient(Protocol):
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         """Options as in ``POST /v1/knowledge-bases/{kb}/search``: top_k, mode, gate, rerank, filters, trace."""
+
+    def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
+        """A cited, verified answer (the fields of POST /v1/knowledge-bases/{kb}/ask: sources, answer_mode …)."""
+        ...
 
     def close(self) -> None: ...

@@ -12,7 +12,15 @@ from urllib.parse import quote
 
 import httpx
 
-from api.schemas import DocumentPage, DocumentPublic, JobList, JobPublic, KnowledgeBasePublic, SearchResponse
+from api.schemas import (
+    AnswerPublic,
+    DocumentPage,
+    DocumentPublic,
+    JobList,
+    JobPublic,
+    KnowledgeBasePublic,
+    SearchResponse,
+)
 from client.base import ClientError, IngestOutcome, Scalar
 
 PAGE = 1000
@@ -109,6 +117,10 @@ class HTTPClient:
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         body = {"query": query, **{k: v for k, v in options.items() if v is not None}}
         return SearchResponse.model_validate(self._call("POST", f"{_kb(kb)}/search", json=body))
+
+    def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
+        body = {"question": question, **{k: v for k, v in options.items() if v is not None}, "stream": False}
+        return AnswerPublic.model_validate(self._call("POST", f"{_kb(kb)}/ask", json=body))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)

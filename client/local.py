@@ -10,15 +10,25 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.errors import describe_problems, status_of
-from api.schemas import DocumentPublic, KnowledgeBasePublic, SearchRequest, SearchResponse
+from api.schemas import (
+    SAMPLING,
+    AnswerPublic,
+    AskRequest,
+    DocumentPublic,
+    KnowledgeBasePublic,
+    SearchRequest,
+    SearchResponse,
+)
 from client.base import ClientError, IngestOutcome, Scalar
 from client.services import Services
 from core.config import Settings
 from core.errors import KBError
 from evaluation.harness import EvalDataset, EvalReport
 from evaluation.runner import EvalRun, ProgressFactory, no_progress, run_eval
+from generation.factory import ask_options
 from ingest.pipeline import Ingestor, IngestResult
 from ingest.sources import SourceItem
+from retrieval.pipeline import SearchOptions
 
 PAGE = 1000
 
@@ -91,6 +101,23 @@ class LocalClient:
             knowledge_base, embedder = self.services.catalog.open(kb)
             result = self.services.retriever.search(knowledge_base, embedder, body.query, body.options(self.settings))
         return SearchResponse.of(result, trace=body.trace)
+
+    def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
+        with _errors():
+            body = AskRequest(question=question, **options)
+            knowledge_base, embedder = self.services.catalog.open(kb)
+            ask = ask_options(
+                self.settings,
+                search=SearchOptions.from_settings(self.settings, filters=body.filters),
+                sources=body.sources,
+                rewrite=body.rewrite,
+                answer_mode=body.answer_mode,
+                stop=body.stop,
+                **body.model_dump(include=SAMPLING),
+            )
+            history = [m.model_dump() for m in body.history]
+            answer = self.services.answerer.ask(knowledge_base, embedder, body.question, history=history, options=ask)
+        return AnswerPublic.of(answer)
 
     @property
     def eval_run(self) -> EvalRun:

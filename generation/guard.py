@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
 
-from generation.claims import strip_markers
+from generation.claims import Span, open_marker_at_end, sentences, strip_markers
+from generation.llm import Completion, Delta
+from generation.prompt import Language, detect_language
 
 NGRAM = 8
 NGRAM_REPEATS = 3
 NUMBERS_ONLY_REPEATS = 3
+MAX_PENDING_CHARS = 1500  # text without any sentence end this long is passed on as a sentence of its own
 MIN_KEY_CHARS = 4  # shorter sentences ("-", "1.") are too short to call a repeat
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
@@ -72,3 +76,82 @@ class RepetitionGuard:
         if looping is not None:
             self.reason = f"a phrase was repeated {NGRAM_REPEATS} times: {' '.join(looping)[:80]!r}"
         return looping is not None
+
+
+class TextStream:
+    """Streamed text in, complete sentences (or claims: ``split``) out, each once the next one has begun; the
+    guard ends the stream at the first repeat (``stopped`` says why)."""
+
+    def __init__(self, lang: Language, split: Callable[[str, Language], list[Span]], *, guard: bool = True) -> None:
+        self.lang = lang
+        self.split = split
+        self.guard = RepetitionGuard() if guard else None
+        self.pending = ""
+        self.stopped = ""
+
+    def feed(self, piece: str) -> list[str]:
+        if self.stopped:
+            return []
+        self.pending += piece
+        if open_marker_at_end(self.pending):
+            return []
+        spans = self.split(self.pending, self.lang)
+        complete = spans[:-1]
+        if spans and len(spans[-1].text) > MAX_PENDING_CHARS:
+            complete = spans
+        if not complete:
+            if self.guard is not None and self.guard.looping(self.pending):
+                self.stopped, self.pending = self.guard.reason, ""
+            return []
+        self.pending = self.pending[complete[-1].end :]
+        return self._accept([s.text for s in complete])
+
+    def close(self) -> list[str]:
+        if self.stopped:
+            return []
+        rest, self.pending = self.pending, ""
+        return self._accept([s.text for s in self.split(rest, self.lang)])
+
+    def _accept(self, texts: list[str]) -> list[str]:
+        out = []
+        for text in texts:
+            if not text.strip():
+                continue
+            if self.guard is not None and not self.guard.accept(text):
+                self.stopped = self.guard.reason
+                break
+            out.append(text)
+        return out
+
+
+def guarded(deltas: Iterator[Delta], language_of: str) -> Iterator[Delta]:
+    """A plain chat stream through the guard: text passed on sentence by sentence; at a repeat the model is
+    stopped and the completion cut at the last good sentence (``finish_reason`` ``repetition``). The completion's
+    text is always what was streamed."""
+    stream = TextStream(detect_language(language_of), sentences)
+    shown: list[str] = []
+    completion: Completion | None = None
+    try:
+        for delta in deltas:
+            if delta.completion is not None:
+                completion = delta.completion
+                continue
+            if delta.reasoning:
+                yield Delta(reasoning=delta.reasoning)
+            for text in stream.feed(delta.content):
+                shown.append(text)
+                yield Delta(content=text)
+            if stream.stopped:
+                break
+    finally:
+        close = getattr(deltas, "close", None)
+        if close is not None:
+            close()  # stops the model
+    for text in stream.close():
+        shown.append(text)
+        yield Delta(content=text)
+    final = completion or Completion(text="")
+    final.text = "".join(shown)
+    if stream.stopped:
+        final.finish_reason = "repetition"  # type: ignore[assignment]
+    yield Delta(completion=final)

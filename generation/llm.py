@@ -9,7 +9,7 @@ from typing import Literal, Protocol, TypedDict
 from core.errors import InvalidInput
 
 Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "error", "repetition"]
 
 
 class Message(TypedDict):

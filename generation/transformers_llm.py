@@ -237,7 +237,7 @@ class TransformersLLM:
         worker.start()
         splitter = ThinkSplitter()
         raw: list[str] = []
-        stop_hit = False
+        stop_hit = drained = False
         try:
             for piece in streamer:
                 if stop_hit:
@@ -252,8 +252,9 @@ class TransformersLLM:
                 delta = splitter.feed(piece)
                 if delta.content or delta.reasoning:
                     yield delta
+            drained = True
         finally:
-            if worker.is_alive():  # closed early by the reader: stop the model and release it
+            if not drained:  # closed early by the reader: stop the model and release it
                 cancel.set()
                 for _ in streamer:
                     pass

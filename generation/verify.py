@@ -12,21 +12,18 @@ final text are the same string."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from generation.claims import (
-    Span,
     cited_numbers,
     claims,
     list_prefix,
-    open_marker_at_end,
     strip_markers,
     with_markers,
 )
-from generation.guard import RepetitionGuard
+from generation.guard import TextStream
 from generation.prompt import Language, Source
 from generation.support import Evidence, SourceText, is_substantive, support
 
@@ -34,7 +31,6 @@ UnsupportedPolicy = Literal["mark", "drop"]
 CitationStatus = Literal["verified", "corrected", "inferred"]
 MIN_SUPPORT = 0.5  # share of a claim's content terms in the cited source's best window
 STRONG_SUPPORT = 0.7  # what an uncited or wrongly cited claim needs for the service to cite a source itself
-MAX_PENDING_CHARS = 1500  # text without any sentence end this long is checked as a claim of its own
 
 
 @dataclass
@@ -151,51 +147,14 @@ class ClaimStream:
 
     def __init__(self, verifier: Verifier, *, guard: bool = True) -> None:
         self.verifier = verifier
-        self.guard = RepetitionGuard() if guard else None
-        self.pending = ""
-        self.stopped = ""  # why the guard stopped the answer
+        self.texts = TextStream(verifier.lang, claims, guard=guard)
+
+    @property
+    def stopped(self) -> str:
+        return self.texts.stopped
 
     def feed(self, piece: str) -> list[CheckedClaim]:
-        if self.stopped:
-            return []
-        self.pending += piece
-        if open_marker_at_end(self.pending):
-            return []
-        spans = claims(self.pending, self.verifier.lang)
-        complete: list[Span] = spans[:-1]
-        if spans and len(spans[-1].text) > MAX_PENDING_CHARS:
-            complete = spans
-        if not complete:
-            if self.guard is not None and self.guard.looping(self.pending):
-                self.stopped, self.pending = self.guard.reason, ""
-            return []
-        self.pending = self.pending[complete[-1].end :]
-        return self._check([s.text for s in complete])
+        return [self.verifier.check(t) for t in self.texts.feed(piece)]
 
     def close(self) -> list[CheckedClaim]:
-        if self.stopped:
-            return []
-        rest, self.pending = self.pending, ""
-        return self._check([s.text for s in claims(rest, self.verifier.lang)])
-
-    def _check(self, texts: list[str]) -> list[CheckedClaim]:
-        out = []
-        for text in texts:
-            if not text.strip():
-                continue
-            if self.guard is not None and not self.guard.accept(text):
-                self.stopped = self.guard.reason
-                break
-            out.append(self.verifier.check(text))
-        return out
-
-
-def claim_offsets(text: str, claim: str, start: int = 0) -> tuple[int, int]:
-    """Offsets of ``claim`` in the answer ``text`` (searching from ``start``)."""
-    body = claim.strip()
-    at = text.find(body, start)
-    return (at, at + len(body)) if at >= 0 else (-1, -1)
-
-
-def normalise_space(text: str) -> str:
-    return re.sub(r"[ \t]+\n", "\n", text)
+        return [self.verifier.check(t) for t in self.texts.close()]

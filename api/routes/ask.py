@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import AnswererDep, CatalogDep, SettingsDep
 from api.errors import error_body
-from api.schemas import AnswerPublic, AskRequest
+from api.schemas import SAMPLING, AnswerPublic, AskRequest
 from core.errors import KBError
 from generation.answer import Answer
 from generation.factory import ask_options
@@ -53,9 +53,6 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
         answer = await run_in_threadpool(last_event, events)
         return AnswerPublic.of(answer)
     return StreamingResponse(sse(events), media_type="text/event-stream")
-
-
-SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}
 
 
 def _chain(first: Delta | Answer, rest: Iterator[Delta | Answer]) -> Iterator[Delta | Answer]:

@@ -30,11 +30,12 @@ from api.openai_schemas import (
     ModelCard,
     ModelList,
 )
-from api.routes.ask import SAMPLING, _chain, last_event
-from api.schemas import AnswerPublic, UsagePublic
+from api.routes.ask import _chain, last_event
+from api.schemas import SAMPLING, AnswerPublic, UsagePublic
 from core.errors import InvalidInput, KBError
 from generation.answer import Answer
 from generation.factory import ask_options, generation_params, not_none
+from generation.guard import guarded
 from generation.llm import LLM, Completion, Delta, GenerationParams, Message
 from retrieval.pipeline import SearchOptions
 
@@ -102,7 +103,8 @@ async def chat_completions(
 
 
 def _plain_chat(llm: LLM, messages: list[Message], params: GenerationParams) -> Iterator[Delta | Completion]:
-    deltas = llm.stream(messages, params)
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    deltas = guarded(llm.stream(messages, params), question)
     first = next(deltas)  # a server that is down fails here, before any byte is sent
 
     def chain() -> Iterator[Delta | Completion]:

@@ -4,7 +4,10 @@ by the official ``openai`` SDK and by our own OpenAICompatibleLLM client, stream
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,7 @@ from tests.live import live_server
 pytestmark = pytest.mark.integration
 
 KB = "城市 guide"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DOCS = {
     "eiffel.md": "# Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron lattice tower in Paris. It was completed in "
@@ -32,7 +36,9 @@ DOCS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("live"), chunk_size=64, chunk_overlap=8, max_tokens=48)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("live"), chunk_size=64, chunk_overlap=8, max_tokens=48, answer_mode="generated"
+    )
     with live_server(settings) as (url, app):
         kb = app.state.catalog.create(KB)
         _, embedder = app.state.catalog.open(KB)
@@ -153,3 +159,62 @@ def test_follow_ups_are_rewritten_for_retrieval_and_history_reaches_the_model(se
         messages=[*history, {"role": "user", "content": "How tall is it?"}],  # type: ignore[list-item]
     )
     assert response.choices[0].message.content
+
+
+def _sse(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    with client.stream("POST", url, json={**body, "stream": True}) as r:
+        lines = list(r.iter_lines())
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    return "".join(d["content"] for d in data[:-1]), data[-1]
+
+
+@pytest.mark.parametrize("mode", ["generated", "extractive"])
+def test_streamed_and_whole_answers_are_the_same_text_and_citations(server: str, sdk: openai.OpenAI, mode: str) -> None:
+    url = f"{server}/v1/knowledge-bases/{httpx.URL(KB).raw_path.decode()}/ask"
+    body = {"question": "In which year was the Eiffel Tower completed?", "seed": 7, "answer_mode": mode}
+    with httpx.Client(timeout=120) as client:
+        whole = client.post(url, json=body).json()
+        streamed, final = _sse(client, url, body)
+    assert whole["answer"] and streamed == final["answer"] == whole["answer"]
+    assert final["citations"] == whole["citations"] and final["unsupported_claims"] == whole["unsupported_claims"]
+    for c in whole["citations"]:  # every citation quotes its chunk exactly and supports its claim
+        text = next(s["text"] for s in whole["sources"] if s["number"] == c["number"])
+        assert text[c["evidence_start"] : c["evidence_end"]] == c["snippet"] and c["support"] >= 0.5
+        assert f"[{c['number']}]" in whole["answer"]
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", whole["answer"])}
+    assert numbers == {c["number"] for c in whole["citations"]}  # no marker that the citations do not back
+
+    if mode == "generated":  # the chat-completions surface gives the same answer, plain and streamed
+        messages = [{"role": "user", "content": body["question"]}]
+        plain = sdk.chat.completions.create(model=f"kb:{KB}", messages=messages, seed=7)  # type: ignore[arg-type]
+        chunks = list(sdk.chat.completions.create(model=f"kb:{KB}", messages=messages, seed=7, stream=True))  # type: ignore[arg-type]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        last = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+        assert plain.choices[0].message.content == text == whole["answer"]
+        assert (last.model_extra or {})["citations"] == whole["citations"]
+        assert (plain.choices[0].message.model_extra or {})["unsupported_claims"] == whole["unsupported_claims"]
+
+
+def test_a_chinese_question_on_a_multilingual_kb_is_answered_in_chinese_with_the_right_citation(server: str) -> None:
+    name = "净水器"
+    kb = f"{server}/v1/knowledge-bases/{httpx.URL(name).raw_path.decode()}"
+    with httpx.Client(timeout=300) as client:
+        created = client.post(
+            f"{server}/v1/knowledge-bases", json={"name": name, "embedding_model": "intfloat/multilingual-e5-small"}
+        )
+        assert created.status_code == 201, created.text
+        files = [("files", (p.name, p.read_bytes(), "text/markdown")) for p in sorted(EXAMPLES.glob("zh/*.md"))]
+        jobs = client.post(f"{kb}/documents", files=files).json()["jobs"]
+        for job in jobs:
+            for _ in range(600):
+                state = client.get(f"{server}/v1/jobs/{job['id']}").json()
+                if state["status"] in ("ready", "failed"):
+                    break
+                time.sleep(0.2)
+            assert state["status"] == "ready", state
+        body = client.post(f"{kb}/ask", json={"question": "保修期多长？", "answer_mode": "extractive"}).json()
+        assert body["mode"] == "extractive" and body["answer"].startswith("根据资料：") and "两年" in body["answer"]
+        assert body["citations"] and {c["source"] for c in body["citations"]} == {"product-manual.md"}
+        assert "两年" in body["citations"][0]["snippet"]
+        declined = client.post(f"{kb}/ask", json={"question": "净水器的颜色有哪些可选？", "answer_mode": "extractive"})
+        assert declined.json()["refused"] and declined.json()["answer"].startswith("信息不足")

@@ -3,6 +3,7 @@ streaming, citations, refusals without sources, and the extractive fallback when
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from core.errors import LLMUnavailable
 from core.records import KnowledgeBase
 from generation.answer import Answer, Answerer, AskOptions
 from generation.factory import ask_options, build_answerer, build_llm, build_summarizer
+from generation.guard import guarded
 from generation.llm import Delta, GenerationParams
 from generation.openai_llm import OpenAICompatibleLLM
 from generation.summarize import LLMSummarizer
@@ -76,26 +78,70 @@ def test_ask_answers_with_sources_citations_usage_and_timings(
     smollm: TransformersLLM, retriever: Retriever, kb: KnowledgeBase, embedder
 ) -> None:  # type: ignore[no-untyped-def]
     answerer = build_answerer(SETTINGS, retriever, smollm)
-    answer = answerer.ask(kb, embedder, "In which year was the Eiffel Tower completed?", options=options(max_tokens=48))
+    question = "In which year was the Eiffel Tower completed?"
+    answer = answerer.ask(kb, embedder, question, options=options(max_tokens=48, answer_mode="generated"))
     assert answer.mode == "generated" and "1889" in answer.text and not answer.refused
     assert answer.sources[0].source == "eiffel.md" or any(s.source == "eiffel.md" for s in answer.sources[:1])
     assert answer.citations, answer.text
     assert {c.source for c in answer.citations} == {"eiffel.md"} and "1889" in answer.citations[0].snippet
+    chunk_text = next(s.text for s in answer.sources if s.number == answer.citations[0].number)
+    c = answer.citations[0]
+    assert chunk_text[c.evidence_start : c.evidence_end] == c.snippet and c.support >= 0.5 and c.claim
     assert answer.usage.prompt_tokens > 50 and answer.usage.completion_tokens > 0
     assert {"retrieve", "prompt", "first_token", "generate", "total"} <= set(answer.timings_ms)
 
-    events = list(answerer.stream(kb, embedder, "How long should bread dough rise?", options=options(max_tokens=32)))
-    assert isinstance(events[-1], Answer) and all(isinstance(e, Delta) for e in events[:-1]) and len(events) > 3
+    # streamed text == the final text, claim by claim, and the same as the whole answer (greedy decoding)
+    events = list(answerer.stream(kb, embedder, question, options=options(max_tokens=48, answer_mode="generated")))
+    final = events[-1]
+    assert isinstance(final, Answer) and all(isinstance(e, Delta) for e in events[:-1])
+    assert "".join(e.content for e in events[:-1] if isinstance(e, Delta)) == final.text == answer.text
+    assert [(c.number, c.evidence_start) for c in final.citations] == [
+        (c.number, c.evidence_start) for c in answer.citations
+    ]
+
+
+def test_the_offline_default_quotes_cited_sentences_and_declines_what_the_sources_lack(
+    smollm: TransformersLLM, retriever: Retriever, kb: KnowledgeBase, embedder
+) -> None:  # type: ignore[no-untyped-def]
+    answerer = build_answerer(SETTINGS, retriever, smollm)
+    assert not answerer.generates  # the packaged 135M model is not used for answers unless asked for
+    answer = answerer.ask(kb, embedder, "How tall is the Eiffel Tower?", options=options())
+    assert answer.mode == "extractive" and not answer.llm_error and not answer.refused
+    assert answer.text.startswith("According to the sources:") and "330 metres tall [" in answer.text
+    assert {c.source for c in answer.citations} == {"eiffel.md"} and answer.citations[0].support == 1.0
+    assert not answer.unsupported_claims
+    declined = answerer.ask(kb, embedder, "Who won the 1998 football World Cup?", options=options())
+    assert declined.refused and declined.text == "The sources do not contain the answer." and not declined.citations
+
+
+REPEAT = "Repeat after me, many times."
+ECHO = " ".join(["The Eiffel Tower is in Paris [1]."] * 4)  # SmolLM2 answers this with a loop (greedy, measured)
+
+
+def test_a_repeating_model_is_stopped_and_cut_at_its_last_good_sentence(smollm: TransformersLLM) -> None:
+    messages = [{"role": "system", "content": REPEAT}, {"role": "user", "content": ECHO}]
+    params = GenerationParams(max_tokens=200)
+    raw = smollm.complete(messages, params)  # type: ignore[arg-type]
+    said = [s.strip() for s in re.split(r"(?<=[.!?])\s+", raw.text) if s.strip()]
+    assert len(said) > len(set(said))  # unguarded (but for the 20-token verbatim LoopStop) it repeats itself
+    deltas = list(guarded(smollm.stream(messages, params), ECHO))  # type: ignore[arg-type]
+    final = deltas[-1].completion
+    assert final is not None and final.finish_reason == "repetition"
+    assert "".join(d.content for d in deltas[:-1]) == final.text and raw.text.startswith(final.text.strip())
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", final.text) if s.strip()]
+    assert sentences and len(sentences) == len(set(sentences))  # never a repeated sentence
+    assert final.usage.completion_tokens < raw.usage.completion_tokens  # the model was stopped early
 
 
 def test_without_a_model_answers_are_extractive_and_flagged(retriever: Retriever, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
     none = build_answerer(Settings(llm_backend="none"), retriever, None, "the language model is switched off")
-    answer = none.ask(kb, embedder, "how tall is the Eiffel Tower", options=options())
+    answer = none.ask(kb, embedder, "how tall is the Eiffel Tower", options=options(answer_mode="generated"))
     assert answer.mode == "extractive" and "switched off" in answer.llm_error
     assert answer.citations[0].source == "eiffel.md" and "330 metres" in answer.text
 
     down = OpenAICompatibleLLM(model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout_s=5, max_retries=0)
     answerer = build_answerer(SETTINGS, retriever, down)
+    assert answerer.generates  # a server's model writes the answers by default
     answer = answerer.ask(kb, embedder, "how tall is the Eiffel Tower", options=options())
     assert answer.mode == "extractive" and "cannot reach the LLM server at http://127.0.0.1:9/v1" in answer.llm_error
     with pytest.raises(LLMUnavailable, match="cannot reach the LLM server"):

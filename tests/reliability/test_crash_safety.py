@@ -70,7 +70,11 @@ def crash(settings: Settings, operation: str, arg: str) -> None:
     env = {**os.environ, **settings.__dict__["crash_env"], "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.reliability.crash_worker", operation, arg],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     assert "armed" in proc.stdout and "finished" not in proc.stdout

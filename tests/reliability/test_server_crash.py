@@ -34,7 +34,10 @@ DOCS = [
 def start(env: dict[str, str], port: int) -> tuple[subprocess.Popen[bytes], httpx.Client]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "from cli.main import app; app()", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     deadline = time.monotonic() + 180
