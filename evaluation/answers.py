@@ -38,9 +38,10 @@ from evaluation.harness import EvalDataset, load_dataset
 from evaluation.runner import EvalRun, ProgressFactory, no_progress
 from generation.answer import Answer, Answerer, SourceRef
 from generation.claims import cited_numbers, claims, strip_markers
+from generation.extractive import rank_sentences
 from generation.factory import ask_options
 from generation.guard import _key
-from generation.prompt import detect_language
+from generation.prompt import REFUSAL, detect_language
 from generation.support import SourceText, is_substantive, support
 from generation.verify import MIN_SUPPORT, is_refusal
 from ingest.pipeline import Ingestor
@@ -199,7 +200,7 @@ def audit(answer: Answer, gold_sources: set[str]) -> Audit:
             out.degenerate |= key in seen
             seen.add(key)
         body = strip_markers(span.text).strip()
-        if not body or is_refusal(body, "") or not is_substantive(body):
+        if not body or is_refusal(body, REFUSAL[lang]) or not is_substantive(body):
             continue
         out.claims += 1
         supported = False
@@ -361,11 +362,11 @@ def _row(
 ) -> dict[str, Any]:
     answer, latency = _ask(answerer, settings, kb, embedder, item.question, mode, filters, max_tokens)
     checked = audit(answer, item.gold_sources)
-    refused_negative = None
+    refused_negative = negative_score = None
     if negative is not None:
         negative_filters = negative if isinstance(negative, dict) else {"source": negative}
         neg, _ = _ask(answerer, settings, kb, embedder, item.question, mode, negative_filters, max_tokens)
-        refused_negative = neg.refused
+        refused_negative, negative_score = neg.refused, _question_coverage(neg)
     return {
         "id": item.id,
         "mode_requested": mode,
@@ -387,10 +388,17 @@ def _row(
         "degenerate": checked.degenerate,
         "refused": answer.refused,
         "refused_negative": refused_negative,
+        "coverage": _question_coverage(answer),  # the extractive composer's best sentence score (its decline test)
+        "coverage_negative": negative_score,
         "latency_s": latency,
         "prompt_tokens": answer.usage.prompt_tokens,
         "completion_tokens": answer.usage.completion_tokens,
     }
+
+
+def _question_coverage(answer: Answer) -> float:
+    picks = rank_sentences(answer.question, answer.sources, detect_language(answer.question))  # type: ignore[arg-type]
+    return round(picks[0].score, 4) if picks else 0.0
 
 
 def _ask(

@@ -40,6 +40,25 @@ class Pick:
 
 def compose(question: str, sources: Sequence[Source], lang: Language) -> tuple[str, bool]:
     """(answer text with markers, declined)."""
+    picks = rank_sentences(question, sources, lang)
+    if not picks or picks[0].score < DECLINE_BELOW:
+        return REFUSAL[lang], True
+    best = picks[0].score
+    chosen: list[Pick] = []
+    for pick in picks:
+        if len(chosen) == MAX_SENTENCES or pick.score < KEEP_RATIO * best:
+            break
+        got = terms(pick.text)
+        if any(_jaccard(got, terms(c.text)) >= DUPLICATE for c in chosen):
+            continue
+        chosen.append(pick)
+    chosen.sort(key=lambda p: (p.source.rank, p.position))
+    lines = [LEAD_IN[lang]] + [f"- {_clip(p.text)} [{p.source.number}]" for p in chosen]
+    return "\n".join(lines), False
+
+
+def rank_sentences(question: str, sources: Sequence[Source], lang: Language) -> list[Pick]:
+    """The quotable sentences of ``sources``, best first, scored against ``question`` (0..1)."""
     wanted = question_terms(question)
     candidates: list[tuple[Source, int, str, set[str]]] = []
     for source in sorted(sources, key=lambda s: s.rank):
@@ -47,7 +66,7 @@ def compose(question: str, sources: Sequence[Source], lang: Language) -> tuple[s
         spans = [s for s in sentences(text, lang) if _quotable(s.text)]
         candidates.extend((source, i, s.text.strip(), terms(s.text)) for i, s in enumerate(spans))
     if not candidates or not wanted:
-        return REFUSAL[lang], True
+        return []
     df: dict[str, int] = {}
     for *_, got in candidates:
         for t in got & wanted:
@@ -67,20 +86,7 @@ def compose(question: str, sources: Sequence[Source], lang: Language) -> tuple[s
             score *= 0.5
         picks.append(Pick(source, text, score - 0.01 * (source.rank - 1), i))
     picks.sort(key=lambda p: -p.score)
-    best = picks[0].score
-    if best < DECLINE_BELOW:
-        return REFUSAL[lang], True
-    chosen: list[Pick] = []
-    for pick in picks:
-        if len(chosen) == MAX_SENTENCES or pick.score < KEEP_RATIO * best:
-            break
-        got = terms(pick.text)
-        if any(_jaccard(got, terms(c.text)) >= DUPLICATE for c in chosen):
-            continue
-        chosen.append(pick)
-    chosen.sort(key=lambda p: (p.source.rank, p.position))
-    lines = [LEAD_IN[lang]] + [f"- {_clip(p.text)} [{p.source.number}]" for p in chosen]
-    return "\n".join(lines), False
+    return picks
 
 
 def _quotable(sentence: str) -> bool:

@@ -78,9 +78,13 @@ def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, ll
 def is_capable(llm: LLM | None) -> bool:
     """Whether ``auto`` lets this model write answers: any model but the packaged 135M one, which cannot write
     Chinese and rarely declines (measured in docs/BENCHMARKS.md); it stays selectable with answer_mode=generated."""
+    if llm is None:
+        return False
+    if isinstance(llm, OpenAICompatibleLLM):
+        return True  # a server the user configured
     from generation.transformers_llm import SMOLLM2_NAMES
 
-    return llm is not None and llm.name not in SMOLLM2_NAMES
+    return llm.name not in SMOLLM2_NAMES
 
 
 def generation_params(settings: Settings, given: dict[str, Any]) -> GenerationParams:

@@ -30,9 +30,7 @@ _ZH_FUNCTION = frozenset("的了是在和与及或也就都而被把将对为以
 
 @cache
 def _question_words() -> frozenset[str]:
-    words = (
-        "what which who whom whose when where why how does do did is are was were answer source sources"
-    )
+    words = "what which who whom whose when where why how does do did is are was were answer source sources"
     return frozenset(_stemmer().stemWords(words.split()))
 
 
