@@ -58,13 +58,16 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     assert "not valid JSON" in kb(base_args, "search", name, "x", "--filters", "{", code=2)["error"]
     assert kb(base_args, "search", name, " ", code=2)["error"] == "query must not be empty"
 
-    answer = kb(base_args, "ask", name, "What do solar panels make electricity from?", "--max-tokens", "32")
-    assert answer["mode"] == "generated" and answer["text"] and answer["usage"]["completion_tokens"] > 0
-    assert answer["sources"][0]["source"] == "report.pdf"
-    streamed = runner.invoke(
-        app, [*base_args, "ask", name, "What do solar panels make?", "--stream", "--max-tokens", "16"]
-    )
-    assert streamed.exit_code == 0 and streamed.stdout.strip(), streamed.output
+    question = "What do solar panels make electricity from?"
+    answer = kb(base_args, "ask", name, question)  # the offline default: quoted sentences, each cited
+    assert answer["mode"] == "extractive" and answer["citations"] and answer["sources"][0]["source"] == "report.pdf"
+    generated = kb(base_args, "ask", name, question, "--answer-mode", "generated", "--max-tokens", "32")
+    assert generated["text"] and generated["timings_ms"]["generate"] > 0
+    for mode, whole in (("auto", answer), ("generated", generated)):  # streamed == whole, markers included
+        streamed = runner.invoke(
+            app, [*base_args, "ask", name, question, "--stream", "--answer-mode", mode, "--max-tokens", "32"]
+        )
+        assert streamed.exit_code == 0 and streamed.stdout.startswith(whole["text"] + "\n"), streamed.output
     assert "history must be a JSON list" in kb(base_args, "ask", name, "x", "--history", "{}", code=2)["error"]
 
     target = next(d for d in docs if d["source"] == "report.pdf")
