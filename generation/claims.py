@@ -20,6 +20,7 @@ _OPEN_MARKER = re.compile(r"[\[【]\s*[\d\s,，、;]*$")  # a marker not closed 
 _TRAILING = re.compile(r"[\s\"'”’）)]*[。！？!?.;；:：,，]*[\s\"'”’）)]*$")
 _CJK_END = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]$")
 MIN_CLAUSE_CHARS = 12  # word characters each side of an inner marker for it to split a sentence into two claims
+_BLOCK_LINE = re.compile(r"^\s*(?:#|\||[-*•·]\s|\d{1,2}[.)、]\s)")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•·]|\d{1,2}[.)、])\s+")
 
 
@@ -68,14 +69,28 @@ def sentences(text: str, lang: Language) -> list[Span]:
 
 
 def _pieces(text: str, lang: Language) -> list[tuple[int, int]]:
-    """pysbd's sentences of each line (a line break always ends a sentence: headings, list items, table rows)."""
+    """pysbd's sentences of each block. A line break ends a sentence where a block ends (a blank line, a heading,
+    a list item, a table row); inside a paragraph it is a soft wrap, read as a space (offsets are kept)."""
     out: list[tuple[int, int]] = []
-    at = 0
-    for line in text.splitlines(keepends=True):
-        if line.strip():
-            out.extend((at + p.start, at + p.end) for p in _segmenter(lang).segment(line))
-        at += len(line)
+    for start, end in _blocks(text):
+        flat = text[start:end].replace("\n", " ")
+        out.extend((start + p.start, start + p.end) for p in _segmenter(lang).segment(flat))
     return out
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    blocks: list[tuple[int, int]] = []
+    at, start, prev = 0, 0, ""
+    for line in text.splitlines(keepends=True):
+        starts_block = not line.strip() or _BLOCK_LINE.match(line) or _BLOCK_LINE.match(prev) or not prev.strip()
+        if starts_block and at > start:
+            blocks.append((start, at))
+            start = at
+        at += len(line)
+        prev = line
+    if at > start:
+        blocks.append((start, at))
+    return [(a, b) for a, b in blocks if text[a:b].strip()]
 
 
 def claims(text: str, lang: Language) -> list[Span]:
