@@ -22,7 +22,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from ingest.sources import SourceItem
 from retrieval.pipeline import SearchOptions
 
 Gold = list[str | list[str]]  # RGB: every entry must occur; a list entry: any one of its alternatives
+NEGATIVE_POOL = 20  # retrieved passages from which the gold ones are removed for the negatives-only ask
 MODES = {  # name → ask options
     "extractive": {"answer_mode": "extractive"},
     "generated": {"answer_mode": "generated"},
@@ -180,7 +181,8 @@ class Audit:
     """The shown answer re-checked claim by claim against the sources it was given."""
 
     claims: int = 0
-    unsupported: int = 0
+    unsupported: int = 0  # no source given supports it
+    uncited: int = 0
     citations: int = 0
     supported_citations: int = 0
     gold_citations: int = 0
@@ -194,6 +196,13 @@ def audit(answer: Answer, gold_sources: set[str]) -> Audit:
     prepared: dict[int, SourceText] = {}
     out = Audit()
     seen: set[str] = set()
+
+    def _prepared(n: int) -> SourceText:
+        if n not in prepared:
+            text = by_number[n].text
+            prepared[n] = SourceText.of(text[:-1] if text.endswith("…") else text, lang)
+        return prepared[n]
+
     for span in claims(answer.text, lang):
         key = _key(span.text)
         if len(key) >= 4:
@@ -204,19 +213,18 @@ def audit(answer: Answer, gold_sources: set[str]) -> Audit:
             continue
         out.claims += 1
         supported = False
-        for n in cited_numbers(span.text):
-            if n not in by_number:
-                continue
-            if n not in prepared:
-                text = by_number[n].text
-                prepared[n] = SourceText.of(text[:-1] if text.endswith("…") else text, lang)
+        cited = [n for n in cited_numbers(span.text) if n in by_number]
+        for n in cited:
             out.citations += 1
-            ok = support(body, prepared[n]).score >= MIN_SUPPORT
+            ok = support(body, _prepared(n)).score >= MIN_SUPPORT
             out.supported_citations += ok
             supported |= ok
             if by_number[n].source in gold_sources:
                 out.gold_citations += 1
                 out.cites_gold = True
+        if not cited:  # uncited: unsupported only if no source given supports it
+            supported = any(support(body, _prepared(n)).score >= MIN_SUPPORT for n in by_number)
+            out.uncited += 1
         out.unsupported += not supported
     return out
 
@@ -255,6 +263,7 @@ def _summary(df: pd.DataFrame) -> dict[str, float | None]:
         "citation_recall_gold": _mean(answered.loc[answered["gold_known"], "cites_gold"]),
         "unsupported_claim_rate": _ratio(df["unsupported"].sum(), df["claims"].sum()),
         "answers_with_unsupported": _mean(df["unsupported"] > 0),
+        "uncited_claim_rate": _ratio(df["uncited"].sum(), df["claims"].sum()),
         "refusal_rate": _mean(df["refused"]),
         "refusal_rate_negative_only": _mean(df["refused_negative"].dropna().astype(bool)),
         "degenerate_rate": _mean(df["degenerate"]),
@@ -301,10 +310,9 @@ def run_answers(
     else:
         assert qa.dataset is not None
         kb, embedder, _, _ = run.prepare_kb(qa.dataset, embedding_model=embedding_model, progress=progress)
-        everything = list(qa.dataset.corpus)
         with progress("questions", len(qa.items)) as advance:
             for item in qa.items:
-                others = [cid for cid in everything if cid not in item.gold_sources] if negatives else None
+                others = _nearest_negatives(run, kb, embedder, item) if negatives else None
                 for mode in modes:
                     rows.append(_row(item, mode, run.settings, answerer, kb, embedder, None, others, max_tokens))
                 advance(1)
@@ -317,6 +325,16 @@ def run_answers(
         "modes": list(modes),
     }
     return AnswerReport(qa.name, pd.DataFrame(rows), info)
+
+
+def _nearest_negatives(run: EvalRun, kb: KnowledgeBase, embedder: Embedder, item: QAItem) -> list[str]:
+    """The corpus ids of the passages retrieval ranks highest for the question once its gold documents are
+    taken out: what the knowledge base would offer if it lacked the answer (the hardest negatives)."""
+    options = replace(SearchOptions.from_settings(run.settings), top_k=NEGATIVE_POOL)
+    hits = run.retriever.search(kb, embedder, item.question, options).hits
+    return [
+        s for s in dict.fromkeys(str(h.chunk.metadata.get("source", "")) for h in hits) if s not in item.gold_sources
+    ]
 
 
 def _rgb_question(
@@ -381,6 +399,7 @@ def _row(
         "gold_known": bool(item.gold_sources),
         "claims": checked.claims,
         "unsupported": checked.unsupported,
+        "uncited": checked.uncited,
         "citations": checked.citations,
         "supported_citations": checked.supported_citations,
         "gold_citations": checked.gold_citations,

@@ -19,7 +19,7 @@ from generation.support import question_terms, terms
 MAX_SENTENCES = 3
 DECLINE_BELOW = 0.5  # weighted share of the question's terms that the best sentence (and neighbour) must hold
 KEEP_RATIO = 0.8  # further sentences must score this share of the best one
-DUPLICATE = 0.7  # Jaccard overlap of terms above which a sentence repeats one already chosen
+DUPLICATE = 0.7  # share of the shorter sentence's terms in a chosen one above which it repeats that one
 MAX_SENTENCE_CHARS = 600
 LEAD_IN = {"en": "According to the sources:", "zh": "根据资料："}
 _ASKS_NUMBER = re.compile(
@@ -49,7 +49,7 @@ def compose(question: str, sources: Sequence[Source], lang: Language) -> tuple[s
         if len(chosen) == MAX_SENTENCES or pick.score < KEEP_RATIO * best:
             break
         got = terms(pick.text)
-        if any(_jaccard(got, terms(c.text)) >= DUPLICATE for c in chosen):
+        if any(_overlap(got, terms(c.text)) >= DUPLICATE for c in chosen):
             continue
         chosen.append(pick)
     chosen.sort(key=lambda p: (p.source.rank, p.position))
@@ -99,5 +99,6 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_SENTENCE_CHARS else text[: MAX_SENTENCE_CHARS - 1] + "…"
 
 
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def _overlap(a: set[str], b: set[str]) -> float:
+    """Shared terms over the smaller set's: a sentence quoted inside a longer one repeats it."""
+    return len(a & b) / min(len(a), len(b)) if a and b else 1.0
