@@ -26,6 +26,7 @@ from core.errors import KBError
 from evaluation.harness import EvalDataset, EvalReport
 from evaluation.runner import EvalRun, ProgressFactory, no_progress, run_eval
 from generation.factory import ask_options
+from generation.llm import Message
 from ingest.pipeline import Ingestor, IngestResult
 from ingest.sources import SourceItem
 from retrieval.pipeline import SearchOptions
@@ -115,7 +116,7 @@ class LocalClient:
                 stop=body.stop,
                 **body.model_dump(include=SAMPLING),
             )
-            history = [m.model_dump() for m in body.history]
+            history: list[Message] = [{"role": m.role, "content": m.content} for m in body.history]
             answer = self.services.answerer.ask(knowledge_base, embedder, body.question, history=history, options=ask)
         return AnswerPublic.of(answer)
 

@@ -50,7 +50,7 @@ from retrieval.pipeline import SearchOptions
 
 Gold = list[str | list[str]]  # RGB: every entry must occur; a list entry: any one of its alternatives
 NEGATIVE_POOL = 20  # retrieved passages from which the gold ones are removed for the negatives-only ask
-MODES = {  # name → ask options
+MODES: dict[str, dict[str, Any]] = {  # name → ask options
     "extractive": {"answer_mode": "extractive"},
     "generated": {"answer_mode": "generated"},
     "unverified": {"answer_mode": "generated", "verify": False, "fallback": False},
