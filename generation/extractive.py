@@ -61,10 +61,16 @@ def rank_sentences(question: str, sources: Sequence[Source], lang: Language) -> 
     """The quotable sentences of ``sources``, best first, scored against ``question`` (0..1)."""
     wanted = question_terms(question)
     candidates: list[tuple[Source, int, str, set[str]]] = []
+    headings: list[set[str]] = []  # the terms of the heading each candidate stands under
     for source in sorted(sources, key=lambda s: s.rank):
         text = source.text[:-1] if source.text.endswith("…") else source.text
-        spans = [s for s in sentences(text, lang) if _quotable(s.text)]
-        candidates.extend((source, i, s.text.strip(), terms(s.text)) for i, s in enumerate(spans))
+        heading: set[str] = set()
+        for i, span in enumerate(sentences(text, lang)):
+            if span.text.lstrip().startswith("#"):
+                heading = terms(span.text)
+            elif _quotable(span.text):
+                candidates.append((source, i, span.text.strip(), terms(span.text)))
+                headings.append(heading)
     if not candidates or not wanted:
         return []
     df: dict[str, int] = {}
@@ -76,7 +82,7 @@ def rank_sentences(question: str, sources: Sequence[Source], lang: Language) -> 
     asks_number = bool(_ASKS_NUMBER.search(question))
     picks: list[Pick] = []
     for k, (source, i, text, got) in enumerate(candidates):
-        neighbours: set[str] = set()
+        neighbours: set[str] = set(headings[k])  # a neighbour or the heading counts for half
         for j in (k - 1, k + 1):
             if 0 <= j < len(candidates) and candidates[j][0] is source:
                 neighbours |= candidates[j][3]

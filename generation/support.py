@@ -62,7 +62,7 @@ def terms(text: str) -> set[str]:
             out.update(g for g in grams if not (g[0] in _ZH_FUNCTION and g[1] in _ZH_FUNCTION))
             if len(run) == 1:
                 out.add(run)
-        elif run not in _stopwords() and not run.isdigit():
+        elif len(run) > 1 and run not in _stopwords() and not run.isdigit():
             words.append(run)
     if words:
         out.update(_stemmer().stemWords(words))
