@@ -53,6 +53,11 @@ def test_ingest_search_list_delete(client: KBClient, tmp_path: Path) -> None:
     filtered = client.search("手册 one", "pumps valves", filters={"team": "ops", "source": "pumps.md"})
     assert {h.source for h in filtered.hits} == {"pumps.md"}
 
+    answer = client.ask("手册 one", "Which valve lets fluid flow in one direction only?")
+    assert answer.mode == "extractive" and "check valve" in answer.answer and not answer.refused
+    assert answer.citations[0].source == "valves.md" and answer.citations[0].status == "verified"
+    assert client.ask("手册 one", "Who painted the Mona Lisa?").refused
+
     docs = {d.source: d for d in client.documents("手册 one")}
     assert set(docs) == {*TEXTS, "note.html"} and docs["valves.md"].metadata["team"] == "ops"
     client.delete_document("手册 one", docs["valves.md"].id)
@@ -64,6 +69,8 @@ def test_errors_are_the_apis(client: KBClient) -> None:
     cases = [
         (lambda: client.search("no such kb", "x"), 404, "KnowledgeBaseNotFound"),
         (lambda: client.search("手册 one", "x", top_k=0), 422, "ValidationError"),
+        (lambda: client.ask("手册 one", "x", answer_mode="poem"), 422, "ValidationError"),
+        (lambda: client.ask("no such kb", "x"), 404, "KnowledgeBaseNotFound"),
         (lambda: client.delete_document("手册 one", "0" * 64), 404, "DocumentNotFound"),
         (lambda: client.create_kb("手册 one"), 409, "KnowledgeBaseExists"),
     ]
