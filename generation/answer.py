@@ -312,7 +312,7 @@ class _Written:
         piece = self.gap + body if self.text else body
         start = len(self.text) + len(piece) - len(body)
         self.text += piece
-        self.gap = claim.text[len(claim.text.rstrip()) :] or " "
+        self.gap = claim.text[len(claim.text.rstrip()) :]  # "" between Chinese sentences and clauses
         self.shown.append((claim, start, len(self.text)))
         return [piece]
 
