@@ -42,8 +42,8 @@ from generation.extractive import rank_sentences
 from generation.factory import ask_options
 from generation.guard import _key
 from generation.prompt import REFUSAL, detect_language
-from generation.support import SourceText, is_substantive, support
-from generation.verify import MIN_SUPPORT, is_refusal
+from generation.support import is_substantive, support
+from generation.verify import MIN_SUPPORT, Verifier, is_refusal
 from ingest.pipeline import Ingestor
 from ingest.sources import SourceItem
 from retrieval.pipeline import SearchOptions
@@ -193,15 +193,9 @@ class Audit:
 def audit(answer: Answer, gold_sources: set[str]) -> Audit:
     lang = detect_language(answer.question)
     by_number: dict[int, SourceRef] = {s.number: s for s in answer.sources}
-    prepared: dict[int, SourceText] = {}
+    sources = Verifier(answer.sources, lang, refusal=REFUSAL[lang])  # type: ignore[arg-type]  # for .prepared
     out = Audit()
     seen: set[str] = set()
-
-    def _prepared(n: int) -> SourceText:
-        if n not in prepared:
-            text = by_number[n].text
-            prepared[n] = SourceText.of(text[:-1] if text.endswith("…") else text, lang)
-        return prepared[n]
 
     for span in claims(answer.text, lang):
         key = _key(span.text)
@@ -209,21 +203,21 @@ def audit(answer: Answer, gold_sources: set[str]) -> Audit:
             out.degenerate |= key in seen
             seen.add(key)
         body = strip_markers(span.text).strip()
-        if not body or is_refusal(body, REFUSAL[lang]) or not is_substantive(body):
+        if not body or is_refusal(body, sources.refusal) or not is_substantive(body):
             continue
         out.claims += 1
         supported = False
         cited = [n for n in cited_numbers(span.text) if n in by_number]
         for n in cited:
             out.citations += 1
-            ok = support(body, _prepared(n)).score >= MIN_SUPPORT
+            ok = support(body, sources.prepared(n)).score >= MIN_SUPPORT
             out.supported_citations += ok
             supported |= ok
             if by_number[n].source in gold_sources:
                 out.gold_citations += 1
                 out.cites_gold = True
         if not cited:  # uncited: unsupported only if no source given supports it
-            supported = any(support(body, _prepared(n)).score >= MIN_SUPPORT for n in by_number)
+            supported = any(support(body, sources.prepared(n)).score >= MIN_SUPPORT for n in by_number)
             out.uncited += 1
         out.unsupported += not supported
     return out

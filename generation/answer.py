@@ -17,7 +17,7 @@ from core.records import KnowledgeBase
 from embeddings.base import Embedder
 from generation.citations import ChunkRef, Citation, UnsupportedClaim
 from generation.extractive import compose
-from generation.llm import LLM, Completion, Delta, GenerationParams, Message, Usage
+from generation.llm import LLM, Delta, GenerationParams, Message, Usage, drive
 from generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
 from generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
 from retrieval.pipeline import Retriever, SearchOptions, validate_query
@@ -207,23 +207,11 @@ class Answerer:
         """The model's answer, claim by claim as each is checked; ends with the Answer, or returns without one
         when the answer failed verification before anything was shown (``written.failure`` says why)."""
         claims = ClaimStream(verifier, guard=options.verify)
-        deltas = llm.stream(prompt.messages, params)
-        completion: Completion | None = None
-        try:
-            for delta in deltas:
-                if delta.completion is not None:
-                    completion = delta.completion
-                    continue
-                if delta.reasoning:
-                    yield Delta(reasoning=delta.reasoning)
-                for text in written.take(claims.feed(delta.content), verified=options.verify):
-                    yield Delta(content=text)
-                if written.failure or claims.stopped:
-                    break
-        finally:
-            close = getattr(deltas, "close", None)
-            if close is not None:
-                close()  # stops the model when the answer ends early (guard, failed verification)
+        completion = yield from drive(
+            llm.stream(prompt.messages, params),
+            lambda piece: written.take(claims.feed(piece), verified=options.verify),
+            lambda: bool(written.failure or claims.stopped),  # the guard stopped it, or its first claim failed
+        )
         if not written.failure:
             for text in written.take(claims.close(), verified=options.verify):
                 yield Delta(content=text)

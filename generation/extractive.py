@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from generation.claims import list_prefix, sentences
 from generation.prompt import REFUSAL, Language, Source
-from generation.support import question_terms, terms
+from generation.support import question_terms, terms, untrimmed
 
 MAX_SENTENCES = 3
 DECLINE_BELOW = 0.5  # weighted share of the question's terms that the best sentence (and neighbour) must hold
@@ -63,7 +63,7 @@ def rank_sentences(question: str, sources: Sequence[Source], lang: Language) -> 
     candidates: list[tuple[Source, int, str, set[str]]] = []
     headings: list[set[str]] = []  # the terms of the heading each candidate stands under
     for source in sorted(sources, key=lambda s: s.rank):
-        text = source.text[:-1] if source.text.endswith("…") else source.text
+        text = untrimmed(source.text)
         heading: set[str] = set()
         for i, span in enumerate(sentences(text, lang)):
             if span.text.lstrip().startswith("#"):

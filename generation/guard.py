@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from generation.claims import Span, open_marker_at_end, sentences, strip_markers
-from generation.llm import Completion, Delta
+from generation.llm import Completion, Delta, drive
 from generation.prompt import Language, detect_language
 
 NGRAM = 8
@@ -130,23 +130,13 @@ def guarded(deltas: Iterator[Delta], language_of: str) -> Iterator[Delta]:
     text is always what was streamed."""
     stream = TextStream(detect_language(language_of), sentences)
     shown: list[str] = []
-    completion: Completion | None = None
-    try:
-        for delta in deltas:
-            if delta.completion is not None:
-                completion = delta.completion
-                continue
-            if delta.reasoning:
-                yield Delta(reasoning=delta.reasoning)
-            for text in stream.feed(delta.content):
-                shown.append(text)
-                yield Delta(content=text)
-            if stream.stopped:
-                break
-    finally:
-        close = getattr(deltas, "close", None)
-        if close is not None:
-            close()  # stops the model
+
+    def feed(piece: str) -> list[str]:
+        texts = stream.feed(piece)
+        shown.extend(texts)
+        return texts
+
+    completion = yield from drive(deltas, feed, lambda: bool(stream.stopped))
     for text in stream.close():
         shown.append(text)
         yield Delta(content=text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
@@ -95,6 +95,31 @@ class LLM(Protocol):
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Delta]:
         """Generate incrementally; the final Delta carries the whole Completion."""
+
+
+def drive(
+    deltas: Iterator[Delta], feed: Callable[[str], Iterable[str]], done: Callable[[], bool]
+) -> Generator[Delta, None, Completion | None]:
+    """Run a model's stream through ``feed`` (text in, the text to show out), passing reasoning on, until the
+    stream ends or ``done()``; then close it, which stops the model when the reader ends early. Returns the
+    stream's Completion (None when it was stopped before its last delta)."""
+    completion: Completion | None = None
+    try:
+        for delta in deltas:
+            if delta.completion is not None:
+                completion = delta.completion
+                continue
+            if delta.reasoning:
+                yield Delta(reasoning=delta.reasoning)
+            for text in feed(delta.content):
+                yield Delta(content=text)
+            if done():
+                break
+    finally:
+        close = getattr(deltas, "close", None)
+        if close is not None:
+            close()
+    return completion
 
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"

@@ -146,6 +146,11 @@ class SourceText:
         )
 
 
+def untrimmed(text: str) -> str:
+    """A source's text without the "…" that the prompt builder puts after a source it trimmed."""
+    return text[:-1] if text.endswith("…") else text
+
+
 def claim_terms(claim: str) -> set[str]:
     """The content terms of a claim."""
     return terms(strip_markers(claim)) - _question_words()

@@ -25,7 +25,7 @@ from generation.claims import (
 )
 from generation.guard import TextStream
 from generation.prompt import Language, Source
-from generation.support import Evidence, SourceText, is_substantive, support
+from generation.support import Evidence, SourceText, is_substantive, support, untrimmed
 
 UnsupportedPolicy = Literal["mark", "drop"]
 CitationStatus = Literal["verified", "corrected", "inferred"]
@@ -88,8 +88,7 @@ class Verifier:
 
     def prepared(self, number: int) -> SourceText:
         if number not in self._prepared:
-            text = self.sources[number].text
-            self._prepared[number] = SourceText.of(text[:-1] if text.endswith("…") else text, self.lang)
+            self._prepared[number] = SourceText.of(untrimmed(self.sources[number].text), self.lang)
         return self._prepared[number]
 
     def check(self, raw: str) -> CheckedClaim:
@@ -105,14 +104,15 @@ class Verifier:
             return CheckedClaim(raw, with_markers(body, valid), kept, invalid=invalid)
         if not is_substantive(content):
             return CheckedClaim(raw, body, invalid=invalid, substantive=False)
-        scored = {n: support(content, self.prepared(n)) for n in self.sources}
+        scored = {n: support(content, self.prepared(n)) for n in valid}
         kept = [ClaimCitation(n, "verified", scored[n]) for n in valid if scored[n].score >= MIN_SUPPORT]
         removed = [
             RemovedCitation(n, content.strip(), scored[n].score, _why(scored[n]))
             for n in valid
             if scored[n].score < MIN_SUPPORT
         ]
-        if not kept and (valid or self.attribute):
+        if not kept and (valid or self.attribute):  # the other sources, scored only now they are needed
+            scored.update((n, support(content, self.prepared(n))) for n in self.sources if n not in scored)
             best = max(scored, key=lambda n: (scored[n].score, -n))
             if scored[best].score >= STRONG_SUPPORT:
                 kept = [ClaimCitation(best, "corrected" if valid else "inferred", scored[best])]
