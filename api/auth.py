@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core.config import Settings
-from core.errors import Forbidden, Unauthorized
+from kb_service.core.config import Settings
+from kb_service.core.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import errors
+from kb_service.core import errors
 
 STATUS: list[tuple[type[errors.KBError], int]] = [
     (errors.Unauthorized, 401),

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from kb_service.api.app import create_app
 
-from api.app import create_app
-from core.config import Settings
+from kb_service.core.config import Settings
 
 
 @contextmanager

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from kb_service.api.schemas import CitationPublic, SamplingFields, SourcePublic, UnsupportedClaimPublic, UsagePublic
+from kb_service.generation.llm import Message
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas import CitationPublic, SamplingFields, SourcePublic, UnsupportedClaimPublic, UsagePublic
-from core.errors import InvalidInput
-from generation.llm import Message
+from kb_service.core.errors import InvalidInput
 
 
 class ContentPart(BaseModel):

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
+from kb_service.generation.answer import Answer
+from kb_service.generation.llm import Usage
+from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 from pydantic import BaseModel, Field
 
-from core.config import Settings
-from core.records import Document, KnowledgeBase, ScoredChunk
-from generation.answer import Answer
-from generation.llm import Usage
-from jobs import Job
-from retrieval.pipeline import SearchOptions, SearchResult
+from kb_service.core.config import Settings
+from kb_service.core.records import Document, KnowledgeBase, ScoredChunk
+from kb_service.jobs import Job
 
 SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
 

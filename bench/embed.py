@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-# This script's folder comes first on sys.path, and bench/ingest.py would shadow the ``ingest`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from embeddings.sentence import SentenceTransformerEmbedder, resolve_device, runs_bf16  # noqa: E402
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder, resolve_device, runs_bf16  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
 

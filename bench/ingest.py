@@ -24,22 +24,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# This script's folder comes first on sys.path, and bench/ingest.py would shadow the ``ingest`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from catalog import Catalog  # noqa: E402
-from core.config import Settings  # noqa: E402
-from core.records import KnowledgeBase, text_hash  # noqa: E402
-from embeddings import EmbedderPool  # noqa: E402
-from embeddings.runner import MODEL_THREAD  # noqa: E402
-from embeddings.sentence import embedding_dimension, resolve_model_path  # noqa: E402
-from ingest.pipeline import Ingestor, Outcome  # noqa: E402
-from ingest.sources import SourceItem  # noqa: E402
-from retrieval.rerank import EmbeddingReranker  # noqa: E402
-from retrieval.rerank_warmer import RerankWarmer  # noqa: E402
-from stores import VectorStore, open_store  # noqa: E402
+from kb_service.ingest.pipeline import Ingestor, Outcome  # noqa: E402
+from kb_service.ingest.sources import SourceItem  # noqa: E402
+from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
+from kb_service.retrieval.rerank_warmer import RerankWarmer  # noqa: E402
+
+from kb_service.catalog import Catalog  # noqa: E402
+from kb_service.core.config import Settings  # noqa: E402
+from kb_service.core.records import KnowledgeBase, text_hash  # noqa: E402
+from kb_service.embeddings import EmbedderPool  # noqa: E402
+from kb_service.embeddings.runner import MODEL_THREAD  # noqa: E402
+from kb_service.embeddings.sentence import embedding_dimension, resolve_model_path  # noqa: E402
+from kb_service.stores.base import VectorStore  # noqa: E402
+from kb_service.stores.factory import open_store  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
 

@@ -26,26 +26,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-# This script's folder comes first on sys.path, and bench/ingest.py would shadow the ``ingest`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+from kb_service.api.live import live_server  # noqa: E402
+from kb_service.retrieval.factory import build_retriever  # noqa: E402
+from kb_service.retrieval.pipeline import Retriever, SearchOptions  # noqa: E402
+from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
 
-from api.live import live_server  # noqa: E402
-from catalog import Catalog  # noqa: E402
-from core.config import Settings  # noqa: E402
-from core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash  # noqa: E402
-from embeddings import EmbedderPool  # noqa: E402
-from embeddings.base import Embedder  # noqa: E402
-from embeddings.runner import MODEL_THREAD  # noqa: E402
-from embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path  # noqa: E402
-from retrieval.factory import build_retriever  # noqa: E402
-from retrieval.pipeline import Retriever, SearchOptions  # noqa: E402
-from retrieval.rerank import EmbeddingReranker  # noqa: E402
-from stores import VectorStore, open_store  # noqa: E402
+from kb_service.catalog import Catalog  # noqa: E402
+from kb_service.core.config import Settings  # noqa: E402
+from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash  # noqa: E402
+from kb_service.embeddings import EmbedderPool  # noqa: E402
+from kb_service.embeddings.base import Embedder  # noqa: E402
+from kb_service.embeddings.runner import MODEL_THREAD  # noqa: E402
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path  # noqa: E402
+from kb_service.stores.base import VectorStore  # noqa: E402
+from kb_service.stores.factory import open_store  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from generation.prompt import Language
+from kb_service.generation.prompt import Language
 
 MARKER = re.compile(r"\s?[\[【]\s*(\d{1,3}(?:\s*[,，、;]\s*\d{1,3})*)\s*[\]】]")
 _MARKERS_ONLY = re.compile(rf"^(?:{MARKER.pattern}|\s)*$")

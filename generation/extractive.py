@@ -12,9 +12,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from generation.claims import list_prefix, sentences
-from generation.prompt import REFUSAL, Language, Source
-from generation.support import question_terms, terms, untrimmed
+from kb_service.generation.claims import list_prefix, sentences
+from kb_service.generation.prompt import REFUSAL, Language, Source
+from kb_service.generation.support import question_terms, terms, untrimmed
 
 MAX_SENTENCES = 3
 DECLINE_BELOW = 0.5  # weighted share of the question's terms that the best sentence (and neighbour) must hold

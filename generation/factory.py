@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.config import Settings
-from core.errors import LLMUnavailable
-from embeddings.base import Embedder
-from generation.answer import Answerer, AskOptions
-from generation.llm import LLM, GenerationParams
-from generation.openai_llm import OpenAICompatibleLLM
-from generation.prompt import PromptBuilder, PromptTemplates
-from generation.summarize import LLMSummarizer
-from ingest.summarize import ExtractiveSummarizer, Summarizer
-from retrieval.pipeline import Retriever, SearchOptions
+from kb_service.generation.answer import Answerer, AskOptions
+from kb_service.generation.llm import LLM, GenerationParams
+from kb_service.generation.openai_llm import OpenAICompatibleLLM
+from kb_service.generation.prompt import PromptBuilder, PromptTemplates
+from kb_service.generation.summarize import LLMSummarizer
+from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
+from kb_service.retrieval.pipeline import Retriever, SearchOptions
+
+from kb_service.core.config import Settings
+from kb_service.core.errors import LLMUnavailable
+from kb_service.embeddings.base import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def build_llm(settings: Settings) -> tuple[LLM | None, str]:
             ),
             "",
         )
-    from generation.transformers_llm import TransformersLLM
+    from kb_service.generation.transformers_llm import TransformersLLM
 
     try:
         llm = TransformersLLM(
@@ -63,7 +64,7 @@ def _tokenizer_counter(name: str | None) -> Any:
 
 
 def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, llm_error: str = "") -> Answerer:
-    from generation.openai_llm import estimate_tokens
+    from kb_service.generation.openai_llm import estimate_tokens
 
     builder = PromptBuilder(
         count_tokens=llm.count_tokens if llm is not None else estimate_tokens,
@@ -82,7 +83,7 @@ def is_capable(llm: LLM | None) -> bool:
         return False
     if isinstance(llm, OpenAICompatibleLLM):
         return True  # a server the user configured
-    from generation.transformers_llm import SMOLLM2_NAMES
+    from kb_service.generation.transformers_llm import SMOLLM2_NAMES
 
     return llm.name not in SMOLLM2_NAMES
 

@@ -12,9 +12,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from generation.claims import Span, open_marker_at_end, sentences, strip_markers
-from generation.llm import Completion, Delta, drive
-from generation.prompt import Language, detect_language
+from kb_service.generation.claims import Span, open_marker_at_end, sentences, strip_markers
+from kb_service.generation.llm import Completion, Delta, drive
+from kb_service.generation.prompt import Language, detect_language
 
 NGRAM = 8
 NGRAM_REPEATS = 3

@@ -6,7 +6,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
-from core.errors import InvalidInput
+from kb_service.core.errors import InvalidInput
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error", "repetition"]

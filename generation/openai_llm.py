@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import openai
+from kb_service.generation.llm import Completion, Delta, FinishReason, GenerationParams, Message, ThinkSplitter, Usage
 
-from core.errors import InvalidInput, LLMTimeout, LLMUnavailable
-from generation.llm import Completion, Delta, FinishReason, GenerationParams, Message, ThinkSplitter, Usage
+from kb_service.core.errors import InvalidInput, LLMTimeout, LLMUnavailable
 
 DEFAULT_CONTEXT_WINDOW = 8192
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")

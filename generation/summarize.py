@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from core.errors import LLMUnavailable
-from core.records import Chunk, ParsedDocument
-from generation.llm import LLM, GenerationParams
-from generation.prompt import detect_language
-from ingest.summarize import Summarizer
+from kb_service.generation.llm import LLM, GenerationParams
+from kb_service.generation.prompt import detect_language
+from kb_service.ingest.summarize import Summarizer
+
+from kb_service.core.errors import LLMUnavailable
+from kb_service.core.records import Chunk, ParsedDocument
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
-from generation.claims import Span, sentences, strip_markers
-from generation.prompt import Language
-from retrieval.lexical import _stemmer, _stopwords
+from kb_service.generation.claims import Span, sentences, strip_markers
+from kb_service.generation.prompt import Language
+from kb_service.retrieval.lexical import _stemmer, _stopwords
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _RUN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")

@@ -14,10 +14,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import LLMUnavailable
-from embeddings.offline_e5 import cache_dir
-from embeddings.sentence import resolve_device
-from generation.llm import Completion, Delta, GenerationParams, Message, ThinkSplitter, Usage
+from kb_service.generation.llm import Completion, Delta, GenerationParams, Message, ThinkSplitter, Usage
+
+from kb_service.core.errors import LLMUnavailable
+from kb_service.embeddings.offline_e5 import cache_dir
+from kb_service.embeddings.sentence import resolve_device
 
 SMOLLM2_NAMES = {"HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

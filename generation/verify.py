@@ -16,16 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from generation.claims import (
+from kb_service.generation.claims import (
     cited_numbers,
     claims,
     list_prefix,
     strip_markers,
     with_markers,
 )
-from generation.guard import TextStream
-from generation.prompt import Language, Source
-from generation.support import Evidence, SourceText, is_substantive, support, untrimmed
+from kb_service.generation.guard import TextStream
+from kb_service.generation.prompt import Language, Source
+from kb_service.generation.support import Evidence, SourceText, is_substantive, support, untrimmed
 
 UnsupportedPolicy = Literal["mark", "drop"]
 CitationStatus = Literal["verified", "corrected", "inferred"]

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from core.records import SECTION_JOINER, Chunk, ParsedDocument, text_hash
+from kb_service.core.records import SECTION_JOINER, Chunk, ParsedDocument, text_hash
 
 # Coarse to fine: paragraphs, lines, sentences (Chinese full-width and Western), clauses, words, characters.
 SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "; ", "，", ", ", "、", " ", ""]

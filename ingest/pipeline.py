@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from kb_service.ingest.chunking import Chunker, TokenChunker
+from kb_service.ingest.sources import SourceItem
+from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
 
-from core.config import Settings
-from core.errors import KBError, ParseError
-from core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
-from embeddings.base import Embedder
-from ingest.chunking import Chunker, TokenChunker
-from ingest.sources import SourceItem
-from ingest.summarize import ExtractiveSummarizer, Summarizer
-from stores.base import VectorStore
+from kb_service.core.config import Settings
+from kb_service.core.errors import KBError, ParseError
+from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
+from kb_service.embeddings.base import Embedder
+from kb_service.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.records import Metadata, ParsedDocument
-from ingest.parsers import parse_bytes, parse_file
+from kb_service.ingest.parsers import parse_bytes, parse_file
+
+from kb_service.core.records import Metadata, ParsedDocument
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.records import Chunk, ParsedDocument
+from kb_service.core.records import Chunk, ParsedDocument
 
 SENTENCE_END = re.compile(r"(?<=[。！？；!?])|(?<=[.;])\s+|\n+")
 MAX_SENTENCES = 4000

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from core.config import Settings
-from embeddings.pool import EmbedderPool
-from embeddings.sentence import resolve_device, runs_bf16
-from retrieval.lexical import LexicalIndexes
-from retrieval.pipeline import Retriever
-from retrieval.rerank import EmbeddingReranker, Reranker, load_reranker
-from retrieval.rerank_warmer import RerankWarmer
-from stores.base import VectorStore
+from kb_service.retrieval.lexical import LexicalIndexes
+from kb_service.retrieval.pipeline import Retriever
+from kb_service.retrieval.rerank import EmbeddingReranker, Reranker, load_reranker
+from kb_service.retrieval.rerank_warmer import RerankWarmer
+
+from kb_service.core.config import Settings
+from kb_service.embeddings.pool import EmbedderPool
+from kb_service.embeddings.sentence import resolve_device, runs_bf16
+from kb_service.stores.base import VectorStore
 
 
 def rerank_kind(settings: Settings) -> str:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from core.records import Chunk, KnowledgeBase, ScoredChunk
-from stores.base import Filters, VectorStore
+from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk
+from kb_service.stores.base import Filters, VectorStore
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
+from kb_service.retrieval.fusion import rrf
+from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
+from kb_service.retrieval.rerank import EmbeddingReranker, Reranker
 
-from core.config import Settings
-from core.errors import InvalidInput
-from core.records import Chunk, KnowledgeBase, ScoredChunk, ScoredDocument, text_hash
-from embeddings.base import Embedder
-from retrieval.fusion import rrf
-from retrieval.lexical import LexicalIndex, LexicalIndexes
-from retrieval.rerank import EmbeddingReranker, Reranker
-from stores.base import Filters, VectorStore
+from kb_service.core.config import Settings
+from kb_service.core.errors import InvalidInput
+from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, ScoredDocument, text_hash
+from kb_service.embeddings.base import Embedder
+from kb_service.stores.base import Filters, VectorStore
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MAX_QUERY_CHARS = 4_000

@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.errors import EmbeddingError
-from core.records import text_hash
-from embeddings.base import Embedder
-from embeddings.runner import MODEL_THREAD
-from embeddings.sentence import CpuBf16, resolve_device, resolve_dtype, resolve_model_path
+from kb_service.core.errors import EmbeddingError
+from kb_service.core.records import text_hash
+from kb_service.embeddings.base import Embedder
+from kb_service.embeddings.runner import MODEL_THREAD
+from kb_service.embeddings.sentence import CpuBf16, resolve_device, resolve_dtype, resolve_model_path
 
 
 class Reranker(Protocol):

@@ -13,12 +13,12 @@ import logging
 import threading
 
 import numpy as np
+from kb_service.retrieval.rerank import EmbeddingReranker
 
-from core.errors import KnowledgeBaseNotFound
-from core.records import Chunk, KnowledgeBase
-from embeddings.runner import MODEL_THREAD, ModelThread
-from retrieval.rerank import EmbeddingReranker
-from stores.base import VectorStore
+from kb_service.core.errors import KnowledgeBaseNotFound
+from kb_service.core.records import Chunk, KnowledgeBase
+from kb_service.embeddings.runner import MODEL_THREAD, ModelThread
+from kb_service.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.records import KnowledgeBase
-from retrieval.lexical import LexicalIndexes
-from stores.base import VectorStore
+from kb_service.retrieval.lexical import LexicalIndexes
+
+from kb_service.core.records import KnowledgeBase
+from kb_service.stores.base import VectorStore
 
 
 @dataclass

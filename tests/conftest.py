@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from core.records import KnowledgeBase
-from embeddings.sentence import SentenceTransformerEmbedder
-from stores.base import VectorStore
-from stores.milvus import MilvusStore
-from stores.pgvector import PgvectorStore
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder
+from kb_service.stores.base import VectorStore
+from kb_service.stores.milvus import MilvusStore
+from kb_service.stores.pgvector import PgvectorStore
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOCUMENTS = SHARED_DATA / "documents"

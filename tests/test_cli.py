@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import EXIT_SOME_FAILED, app
+from kb_service.cli.main import EXIT_SOME_FAILED, app
 from tests.conftest import DOCUMENTS, needs_shared
 from tests.fixtures import write_corpus
 

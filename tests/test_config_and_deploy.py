@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from core.config import Settings
+from kb_service.core.config import Settings
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]

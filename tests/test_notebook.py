@@ -9,8 +9,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from client import LocalClient
-from core.config import Settings
+from kb_service.client import LocalClient
+from kb_service.core.config import Settings
 from tests.conftest import SHARED_DATA, needs_shared
 from tests.live import live_server
 

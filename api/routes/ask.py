@@ -9,15 +9,15 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
+from kb_service.api.errors import error_body
+from kb_service.api.schemas import SAMPLING, AnswerPublic, AskRequest
+from kb_service.generation.answer import Answer
+from kb_service.generation.factory import ask_options
+from kb_service.generation.llm import Delta
+from kb_service.retrieval.pipeline import SearchOptions
 
-from api.deps import AnswererDep, CatalogDep, SettingsDep
-from api.errors import error_body
-from api.schemas import SAMPLING, AnswerPublic, AskRequest
-from core.errors import KBError
-from generation.answer import Answer
-from generation.factory import ask_options
-from generation.llm import Delta
-from retrieval.pipeline import SearchOptions
+from kb_service.core.errors import KBError
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["ask"])
 

@@ -18,11 +18,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-
-from api.auth import PrincipalDep
-from api.deps import AnswererDep, CatalogDep, SettingsDep
-from api.errors import error_body
-from api.openai_schemas import (
+from kb_service.api.auth import PrincipalDep
+from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
+from kb_service.api.errors import error_body
+from kb_service.api.openai_schemas import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
@@ -30,14 +29,15 @@ from api.openai_schemas import (
     ModelCard,
     ModelList,
 )
-from api.routes.ask import _chain, last_event
-from api.schemas import SAMPLING, AnswerPublic, UsagePublic
-from core.errors import InvalidInput, KBError
-from generation.answer import Answer
-from generation.factory import ask_options, generation_params, not_none
-from generation.guard import guarded
-from generation.llm import LLM, Completion, Delta, GenerationParams, Message
-from retrieval.pipeline import SearchOptions
+from kb_service.api.routes.ask import _chain, last_event
+from kb_service.api.schemas import SAMPLING, AnswerPublic, UsagePublic
+from kb_service.generation.answer import Answer
+from kb_service.generation.factory import ask_options, generation_params, not_none
+from kb_service.generation.guard import guarded
+from kb_service.generation.llm import LLM, Completion, Delta, GenerationParams, Message
+from kb_service.retrieval.pipeline import SearchOptions
+
+from kb_service.core.errors import InvalidInput, KBError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 KB_PREFIX = "kb:"

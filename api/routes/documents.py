@@ -12,12 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-
-from api.auth import PrincipalDep
-from api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep, StoreDep
-from api.schemas import (
+from kb_service.api.auth import PrincipalDep
+from kb_service.api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep, StoreDep
+from kb_service.api.schemas import (
     AuditPublic,
     DocumentCreate,
     DocumentPage,
@@ -26,14 +23,17 @@ from api.schemas import (
     JobPublic,
     ResiduePublic,
 )
-from catalog import Catalog
-from core.config import Settings
-from core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
-from core.records import DocStatus, Document, KnowledgeBase
-from ingest.parsers import detect_format
-from ingest.sources import SourceItem
-from retrieval.residue import residue
-from stores.recovery import audit
+from kb_service.ingest.parsers import detect_format
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.residue import residue
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from kb_service.catalog import Catalog
+from kb_service.core.config import Settings
+from kb_service.core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
+from kb_service.core.records import DocStatus, Document, KnowledgeBase
+from kb_service.stores.recovery import audit
 
 router = APIRouter(tags=["documents"])
 KB_DOCS = "/v1/knowledge-bases/{kb}/documents"

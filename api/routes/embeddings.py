@@ -7,10 +7,10 @@ import base64
 import numpy as np
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+from kb_service.api.deps import EmbeddersDep, SettingsDep
+from kb_service.api.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 
-from api.deps import EmbeddersDep, SettingsDep
-from api.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
-from core.errors import InvalidInput
+from kb_service.core.errors import InvalidInput
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MAX_INPUTS = 2048

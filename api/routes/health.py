@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from kb_service.api.deps import EmbeddersDep, StoreDep
 
-from api.deps import EmbeddersDep, StoreDep
-from core.errors import StoreError
+from kb_service.core.errors import StoreError
 
 router = APIRouter(tags=["health"])
 

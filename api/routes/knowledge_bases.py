@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
-
-from api.auth import PrincipalDep
-from api.deps import CatalogDep, StoreDep
-from api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic
+from kb_service.api.auth import PrincipalDep
+from kb_service.api.deps import CatalogDep, StoreDep
+from kb_service.api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge-bases"])
 

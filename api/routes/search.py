@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-
-from api.deps import CatalogDep, RetrieverDep, SettingsDep
-from api.schemas import SearchRequest, SearchResponse
+from kb_service.api.deps import CatalogDep, RetrieverDep, SettingsDep
+from kb_service.api.schemas import SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["search"])
 

@@ -7,8 +7,8 @@ import zipfile
 from pathlib import PurePath
 from typing import Protocol
 
-from core.errors import ArchiveBomb, CorruptDocument
-from core.records import ParsedDocument, Section
+from kb_service.core.errors import ArchiveBomb, CorruptDocument
+from kb_service.core.records import ParsedDocument, Section
 
 # A zip entry set that expands past this, at a ratio past MAX_ZIP_RATIO, is refused as a likely zip bomb.
 MAX_ZIP_BYTES = 500 * 1024 * 1024

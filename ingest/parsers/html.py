@@ -7,11 +7,11 @@ import re
 import warnings
 
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, NavigableString, Tag, XMLParsedAsHTMLWarning
+from kb_service.ingest.parsers.base import SectionBuilder, open_zip, stem
 from lxml import etree
 
-from core.errors import CorruptDocument
-from core.records import ParsedDocument, Section
-from ingest.parsers.base import SectionBuilder, open_zip, stem
+from kb_service.core.errors import CorruptDocument
+from kb_service.core.records import ParsedDocument, Section
 
 warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
 warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)

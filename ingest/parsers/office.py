@@ -6,11 +6,11 @@ import io
 import zipfile
 from typing import Any
 
+from kb_service.ingest.parsers.base import SectionBuilder, open_zip, stem
 from lxml import etree
 
-from core.errors import CorruptDocument, UnsupportedFormat
-from core.records import ParsedDocument
-from ingest.parsers.base import SectionBuilder, open_zip, stem
+from kb_service.core.errors import CorruptDocument, UnsupportedFormat
+from kb_service.core.records import ParsedDocument
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 W = f"{{{W_NS}}}"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from kb_service.api.app import create_app
 
-from api.app import create_app
-from core.config import ApiKey, Settings
+from kb_service.core.config import ApiKey, Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from core.config import Settings
+from kb_service.core.config import Settings
 from tests.live import live_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

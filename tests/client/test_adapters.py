@@ -14,10 +14,10 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers.no_text import NoText
 from llama_index.core.schema import NodeRelationship, NodeWithScore, TextNode
 
-from adapters.langchain import KnowledgeBaseRetriever as LangChainRetriever
-from adapters.llamaindex import KnowledgeBaseRetriever as LlamaIndexRetriever
-from client import HTTPClient, KBClient, LocalClient
-from core.config import Settings
+from kb_service.adapters.langchain import KnowledgeBaseRetriever as LangChainRetriever
+from kb_service.adapters.llamaindex import KnowledgeBaseRetriever as LlamaIndexRetriever
+from kb_service.client import HTTPClient, KBClient, LocalClient
+from kb_service.core.config import Settings
 from tests.client.test_clients import TEXTS
 from tests.live import live_server
 

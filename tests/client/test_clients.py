@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from client import ClientError, HTTPClient, KBClient, LocalClient, connect
-from core.config import Settings
+from kb_service.client import ClientError, HTTPClient, KBClient, LocalClient, connect
+from kb_service.core.config import Settings
 from tests.live import live_server
 
 pytestmark = pytest.mark.integration

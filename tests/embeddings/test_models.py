@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import uvicorn
 
-from catalog import Catalog
-from core.config import Settings
-from core.errors import EmbeddingError, EmbeddingModelMismatch
-from embeddings import EmbedderPool
-from embeddings.openai_compat import OpenAICompatibleEmbedder
-from embeddings.sentence import SentenceTransformerEmbedder, default_batch_size
-from stores.milvus import MilvusStore
+from kb_service.catalog import Catalog
+from kb_service.core.config import Settings
+from kb_service.core.errors import EmbeddingError, EmbeddingModelMismatch
+from kb_service.embeddings import EmbedderPool
+from kb_service.embeddings.openai_compat import OpenAICompatibleEmbedder
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder, default_batch_size
+from kb_service.stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_token_counts_add_up_over_words_only_where_they_are_exact(embedder) -> N
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from embeddings.base import TokenCounter
+    from kb_service.embeddings.base import TokenCounter
 
     counter = TokenCounter(embedder.tokenizer)
     assert counter.by_word  # BERT WordPiece: counted word by word
@@ -101,7 +101,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from api.app import create_app
+    from kb_service.api.app import create_app
 
     port = _free_port()
     settings = Settings(data_dir=tmp_path_factory.mktemp("srv"))

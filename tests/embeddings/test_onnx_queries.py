@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import Settings
-from core.errors import EmbeddingModelUnavailable
-from embeddings import EmbedderPool, onnx_query
-from embeddings.sentence import ONNX_MAX_QUERIES, SentenceTransformerEmbedder, resolve_model_path
+from kb_service.core.config import Settings
+from kb_service.core.errors import EmbeddingModelUnavailable
+from kb_service.embeddings import EmbedderPool, onnx_query
+from kb_service.embeddings.sentence import ONNX_MAX_QUERIES, SentenceTransformerEmbedder, resolve_model_path
 
 pytestmark = pytest.mark.integration
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

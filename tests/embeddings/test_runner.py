@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from embeddings.runner import MODEL_THREAD, ModelThread
+from kb_service.embeddings.runner import MODEL_THREAD, ModelThread
 
 
 def _hold(runner: ModelThread) -> threading.Event:

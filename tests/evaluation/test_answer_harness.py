@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from evaluation.answers import contains_answer, exact_match, load_qa, token_f1
+from kb_service.cli.main import app
+from kb_service.evaluation.answers import contains_answer, exact_match, load_qa, token_f1
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_RGB = ROOT.parent / "shared" / "data" / "rgb-zh-refine"

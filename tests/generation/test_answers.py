@@ -8,23 +8,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kb_service.generation.answer import Answer, Answerer, AskOptions
+from kb_service.generation.factory import ask_options, build_answerer, build_llm, build_summarizer
+from kb_service.generation.guard import guarded
+from kb_service.generation.llm import Delta, GenerationParams
+from kb_service.generation.openai_llm import OpenAICompatibleLLM
+from kb_service.generation.summarize import LLMSummarizer
+from kb_service.generation.transformers_llm import TransformersLLM
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+from kb_service.ingest.summarize import ExtractiveSummarizer
+from kb_service.retrieval.lexical import LexicalIndexes
+from kb_service.retrieval.pipeline import Retriever, SearchOptions
 
-from core.config import Settings
-from core.errors import LLMUnavailable
-from core.records import KnowledgeBase
-from generation.answer import Answer, Answerer, AskOptions
-from generation.factory import ask_options, build_answerer, build_llm, build_summarizer
-from generation.guard import guarded
-from generation.llm import Delta, GenerationParams
-from generation.openai_llm import OpenAICompatibleLLM
-from generation.summarize import LLMSummarizer
-from generation.transformers_llm import TransformersLLM
-from ingest.pipeline import Ingestor
-from ingest.sources import SourceItem
-from ingest.summarize import ExtractiveSummarizer
-from retrieval.lexical import LexicalIndexes
-from retrieval.pipeline import Retriever, SearchOptions
-from stores.base import VectorStore
+from kb_service.core.config import Settings
+from kb_service.core.errors import LLMUnavailable
+from kb_service.core.records import KnowledgeBase
+from kb_service.stores.base import VectorStore
 
 pytestmark = pytest.mark.integration
 

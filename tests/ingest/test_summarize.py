@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from kb_service.ingest.summarize import ExtractiveSummarizer, _term_counts
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
-from core.records import Chunk, ParsedDocument, Section
-from ingest.summarize import ExtractiveSummarizer, _term_counts
+from kb_service.core.records import Chunk, ParsedDocument, Section
 
 SENTENCES = [
     "Pumps MOVE water.",

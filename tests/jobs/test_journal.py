@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from kb_service.ingest.sources import SourceItem
 
-from ingest.sources import SourceItem
-from jobs import Job, JobJournal, JobStatus
+from kb_service.jobs import Job, JobJournal, JobStatus
 
 pytestmark = pytest.mark.unit
 

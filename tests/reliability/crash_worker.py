@@ -13,12 +13,13 @@ import signal
 import sys
 from typing import Any
 
-from catalog import Catalog
-from core.config import Settings
-from embeddings import EmbedderPool
-from ingest.pipeline import Ingestor
-from ingest.sources import SourceItem
-from stores import open_store
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+
+from kb_service.catalog import Catalog
+from kb_service.core.config import Settings
+from kb_service.embeddings import EmbedderPool
+from kb_service.stores.factory import open_store
 
 KB = "crash"
 
@@ -42,9 +43,9 @@ def main(operation: str, arg: str) -> None:
 
         store.add_chunks = add_then_die  # type: ignore[method-assign]
     elif settings.backend == "pgvector":
-        import stores.pgvector
+        import kb_service.stores.pgvector
 
-        stores.pgvector._bump_revision = die  # inside the delete / publish transaction
+        kb_service.stores.pgvector._bump_revision = die  # inside the delete / publish transaction
     elif operation == "delete":
         client = store.client  # type: ignore[attr-defined]
         original_delete = client.delete

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.config import Settings
+from kb_service.core.config import Settings
 from tests.live import live_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,17 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kb_service.ingest.pipeline import Ingestor, Outcome
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.factory import build_retriever
+from kb_service.retrieval.residue import residue
 
-from catalog import Catalog
-from core.config import Settings
-from core.records import DocStatus
-from embeddings import EmbedderPool
-from ingest.pipeline import Ingestor, Outcome
-from ingest.sources import SourceItem
-from retrieval.factory import build_retriever
-from retrieval.residue import residue
-from stores import open_store
-from stores.recovery import audit, recover
+from kb_service.catalog import Catalog
+from kb_service.core.config import Settings
+from kb_service.core.records import DocStatus
+from kb_service.embeddings import EmbedderPool
+from kb_service.stores.factory import open_store
+from kb_service.stores.recovery import audit, recover
 from tests.reliability.crash_worker import KB
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,7 +87,7 @@ def ready_state(store, kb) -> dict[str, tuple[str, int]]:  # type: ignore[no-unt
 
 def visible_sources(settings: Settings, store, catalog, query: str) -> set[str]:  # type: ignore[no-untyped-def]
     kb, embedder = catalog.open(KB)
-    from retrieval.pipeline import SearchOptions
+    from kb_service.retrieval.pipeline import SearchOptions
 
     result = build_retriever(settings, store, catalog.embedders).search(
         kb, embedder, query, SearchOptions(top_k=50, rerank=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pgserver
 import pytest
 from fastapi.testclient import TestClient
+from kb_service.api.app import create_app
 
-from api.app import create_app
-from core.config import Settings
+from kb_service.core.config import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KB = "/v1/knowledge-bases/deps"

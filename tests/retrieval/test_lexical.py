@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.fusion import rrf
+from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes, lexical_tokens, matches_filters
 
-from core.config import Settings
-from core.records import Chunk, KnowledgeBase
-from ingest.pipeline import Ingestor
-from ingest.sources import SourceItem
-from retrieval.fusion import rrf
-from retrieval.lexical import LexicalIndex, LexicalIndexes, lexical_tokens, matches_filters
-from stores.base import VectorStore
+from kb_service.core.config import Settings
+from kb_service.core.records import Chunk, KnowledgeBase
+from kb_service.stores.base import VectorStore
 
 
 @pytest.mark.unit

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.lexical import LexicalIndexes
+from kb_service.retrieval.pipeline import Retriever, SearchOptions
+from kb_service.retrieval.rerank import CrossEncoderReranker, EmbeddingReranker
 
-from core.config import Settings
-from core.errors import InvalidInput
-from core.records import KnowledgeBase
-from embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path
-from ingest.pipeline import Ingestor
-from ingest.sources import SourceItem
-from retrieval.lexical import LexicalIndexes
-from retrieval.pipeline import Retriever, SearchOptions
-from retrieval.rerank import CrossEncoderReranker, EmbeddingReranker
-from stores.base import VectorStore
+from kb_service.core.config import Settings
+from kb_service.core.errors import InvalidInput
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path
+from kb_service.stores.base import VectorStore
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,7 @@ def test_reranker_adds_a_weighted_rrf_term_to_the_first_stage_score(
 def test_precision_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from embeddings import sentence
+    from kb_service.embeddings import sentence
 
     assert sentence.resolve_dtype("cuda:0", fp16=True, cpu_bf16="auto") == torch.float16
     assert sentence.resolve_dtype("cuda", fp16=False, cpu_bf16="on") == torch.float32
@@ -271,8 +271,9 @@ def test_filter_validation(filters: dict, message: str) -> None:
 
 @pytest.mark.unit
 def test_auto_reranker_only_where_it_is_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from embeddings import sentence
-    from retrieval.factory import build_reranker, rerank_kind
+    from kb_service.retrieval.factory import build_reranker, rerank_kind
+
+    from kb_service.embeddings import sentence
 
     for fast_bf16, expected in ((False, "none"), (True, "embedding")):
         monkeypatch.setattr(sentence, "cpu_has_fast_bf16", lambda fast_bf16=fast_bf16: fast_bf16)

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.lexical import LexicalIndexes
+from kb_service.retrieval.pipeline import Retriever, SearchOptions
+from kb_service.retrieval.rerank import EmbeddingReranker
+from kb_service.retrieval.rerank_warmer import RerankWarmer
 
-from core.config import Settings
-from core.records import KnowledgeBase
-from embeddings.runner import ModelThread
-from ingest.pipeline import Ingestor
-from ingest.sources import SourceItem
-from retrieval.lexical import LexicalIndexes
-from retrieval.pipeline import Retriever, SearchOptions
-from retrieval.rerank import EmbeddingReranker
-from retrieval.rerank_warmer import RerankWarmer
-from stores.base import VectorStore
+from kb_service.core.config import Settings
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.runner import ModelThread
+from kb_service.stores.base import VectorStore
 
 pytestmark = pytest.mark.integration
 

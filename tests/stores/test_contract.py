@@ -10,11 +10,11 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
-from core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash
-from stores.base import VectorStore
-from stores.milvus import MilvusStore
-from stores.pgvector import PgvectorStore
+from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
+from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash
+from kb_service.stores.base import VectorStore
+from kb_service.stores.milvus import MilvusStore
+from kb_service.stores.pgvector import PgvectorStore
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings
-from core.errors import StoreError
-from core.records import KnowledgeBase
-from embeddings.sentence import SentenceTransformerEmbedder
-from stores import milvus_lite_speedups, open_store
-from stores.embedded_milvus import start_embedded_milvus
-from stores.milvus import MilvusStore
+from kb_service.core.config import Settings
+from kb_service.core.errors import StoreError
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder
+from kb_service.stores import milvus_lite_speedups
+from kb_service.stores.embedded_milvus import start_embedded_milvus
+from kb_service.stores.factory import open_store
+from kb_service.stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

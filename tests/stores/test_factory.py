@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings
-from stores import open_store
-from stores.milvus import MilvusStore
-from stores.pgvector import PgvectorStore
+from kb_service.core.config import Settings
+from kb_service.stores.factory import open_store
+from kb_service.stores.milvus import MilvusStore
+from kb_service.stores.pgvector import PgvectorStore
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
-from stores import milvus_lite_speedups
-from stores.milvus import MilvusStore
+from kb_service.stores import milvus_lite_speedups
+from kb_service.stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration
 NAME = "rows"

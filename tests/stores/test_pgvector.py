@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from core.records import KnowledgeBase
-from embeddings.sentence import SentenceTransformerEmbedder
-from stores.pgvector import PgvectorStore
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.sentence import SentenceTransformerEmbedder
+from kb_service.stores.pgvector import PgvectorStore
 from tests.stores.test_contract import _add, _doc, _vec
 
 pytestmark = pytest.mark.integration

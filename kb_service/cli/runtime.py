@@ -1,0 +1,61 @@
+"""What a CLI invocation needs, built lazily from the global options (and KB_* environment variables)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from kb_service.client.services import Services
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class Runtime(Services):
+    """What one CLI invocation builds, from the global options (and KB_* environment variables)."""
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, default=_default) + "\n")
+
+
+def _default(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*(str(c) for c in row))
+    out_console.print(t)
+
+
+def fail(message: str, *, as_json: bool, code: int = 2) -> NoReturn:
+    if as_json:
+        emit_json({"error": message})
+    else:
+        err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def rt_from(ctx: typer.Context, as_json: bool) -> Runtime:
+    """The invocation's Runtime, with configuration errors reported as a clean failure."""
+    rt: Runtime = ctx.obj
+    try:
+        _ = rt.settings
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid configuration: {problems}", as_json=as_json)
+    return rt

@@ -1,0 +1,190 @@
+"""Internal records passed between ingestion, stores and retrieval (dataclasses; pydantic stays at the edge)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from kb_service.core.errors import InvalidInput
+
+Metadata = dict[str, Any]
+
+MAX_KB_NAME_CHARS = 128
+
+
+class DocStatus(StrEnum):
+    """Life cycle of a document; only READY documents are visible to retrieval."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    DELETING = "deleting"
+
+
+@dataclass(frozen=True)
+class EmbeddingModelInfo:
+    """Identity of an embedding model: a knowledge base is always queried with the model it was built with."""
+
+    name: str
+    dimension: int
+    fingerprint: str
+    max_tokens: int
+
+
+@dataclass
+class KnowledgeBase:
+    name: str
+    embedding: EmbeddingModelInfo
+    description: str = ""
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        """ASCII identifier derived from the (any-Unicode) name, used for collection and table names."""
+        return kb_key(self.name)
+
+
+@dataclass
+class Section:
+    """A contiguous piece of a parsed document sharing one page and one heading path."""
+
+    text: str
+    page: int | None = None
+    heading: str | None = None
+
+
+@dataclass
+class ParsedDocument:
+    source: str
+    title: str
+    format: str
+    sections: list[Section]
+    metadata: Metadata = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return SECTION_JOINER.join(s.text for s in self.sections)
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the normalised text: the document's identity inside a knowledge base."""
+        return content_hash(self.text)
+
+
+SECTION_JOINER = "\n\n"
+
+
+@dataclass
+class Chunk:
+    id: str
+    doc_id: str
+    ord: int
+    text: str
+    hash: str
+    page: int | None = None
+    section: str | None = None
+    start: int = 0
+    end: int = 0
+    metadata: Metadata = field(default_factory=dict)
+    vector: np.ndarray | None = None
+
+
+@dataclass
+class Document:
+    id: str
+    source: str
+    title: str
+    format: str
+    status: DocStatus = DocStatus.PENDING
+    error: str = ""
+    summary: str = ""
+    chunk_count: int = 0
+    n_chars: int = 0
+    metadata: Metadata = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    summary_vector: np.ndarray | None = None
+
+
+@dataclass
+class ScoredChunk:
+    """A chunk with its similarity score (cosine; higher is more relevant)."""
+
+    chunk: Chunk
+    score: float
+    source: str = ""
+    title: str = ""
+    stages: dict[str, float] = field(default_factory=dict)  # per-stage scores (dense, lexical, gate, rerank …)
+
+    def provenance(self) -> dict[str, Any]:
+        """The hit as the CLI and the API show it: scores, ids, file name, title, page, section, offsets, text."""
+        c = self.chunk
+        return {
+            "score": self.score,
+            "stages": self.stages,
+            "doc_id": c.doc_id,
+            "chunk_id": c.id,
+            "source": c.metadata.get("source", ""),
+            "title": c.metadata.get("title", ""),
+            "page": c.page,
+            "section": c.section,
+            "start": c.start,
+            "end": c.end,
+            "text": c.text,
+        }
+
+
+@dataclass
+class ScoredDocument:
+    """A document with the cosine similarity of its summary to the query (higher is more relevant)."""
+
+    document: Document
+    score: float
+
+
+_CONTROLS = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFC, unified line endings, control characters (NUL …) dropped, trailing spaces stripped:
+    what identity, chunking and the stores see."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").translate(_CONTROLS)
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def validate_kb_name(name: str) -> str:
+    """Return the NFC form of a knowledge-base name or raise InvalidInput saying what is wrong."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("knowledge base name must not be empty or only spaces")
+    name = unicodedata.normalize("NFC", name)
+    if len(name) > MAX_KB_NAME_CHARS:
+        raise InvalidInput(f"knowledge base name is {len(name)} characters long; the limit is {MAX_KB_NAME_CHARS}")
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        raise InvalidInput(f"knowledge base name {name!r} contains control characters {bad!r}")
+    if "/" in name or "\\" in name:
+        raise InvalidInput(f"knowledge base name {name!r} must not contain '/' or '\\'")
+    if name.strip() in (".", ".."):
+        raise InvalidInput(f"knowledge base name {name!r} is reserved")
+    if name != name.strip():
+        raise InvalidInput(f"knowledge base name {name!r} must not start or end with spaces")
+    return name
+
+
+def kb_key(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]

@@ -1,0 +1,189 @@
+"""JobManager: one job per uploaded document, run by a small worker pool so that ingestion never blocks the
+event loop (nor queries); status moves queued → parsing → chunking → embedding → storing → ready | failed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from kb_service.catalog import Catalog
+from kb_service.core.config import Settings
+from kb_service.core.errors import InvalidInput, JobNotFound, KnowledgeBaseNotFound
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.base import Embedder
+from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
+from kb_service.ingest.sources import SourceItem
+from kb_service.ingest.summarize import Summarizer
+from kb_service.jobs.journal import JobJournal
+from kb_service.jobs.model import FINISHED, Job, JobStatus
+
+log = logging.getLogger(__name__)
+MAX_KEPT_JOBS = 10_000
+
+
+class JobManager:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        summarizer_for: Callable[[Embedder], Summarizer | None] = lambda _e: None,
+        workers: int = 1,
+        journal: JobJournal | None = None,
+        after_ingest: Callable[[KnowledgeBase], object] | None = None,
+    ) -> None:
+        """``after_ingest``: called on a thread of its own once a knowledge base has no more ingests queued or
+        running (the API rebuilds its lexical index there, so the first search after an upload does not wait for
+        it: 9 s for 100k chunks on 2 cores)."""
+        self.settings = settings
+        self.catalog = catalog
+        self.summarizer_for = summarizer_for
+        self.journal = journal
+        self.after_ingest = after_ingest
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ingest-job")
+        self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="after-ingest")
+        self._pending: Counter[str] = Counter()  # ingests queued or running, per knowledge base
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+        self._interrupted: list[tuple[Job, SourceItem | None]] = []
+        if journal is not None:
+            for job, item in journal.load(MAX_KEPT_JOBS):
+                self._jobs[job.id] = job
+                if job.status not in FINISHED:
+                    self._interrupted.append((job, item))
+
+    def resume(self) -> dict[str, int]:
+        """Start again the jobs a previous process left unfinished (call after store recovery removed their
+        half-written documents). A job whose upload was lost is failed with a message saying to upload again.
+        Returns how many jobs were resumed and failed."""
+        counts = {"resumed": 0, "failed": 0}
+        for job, item in self._interrupted:
+            if item is None:
+                self._update(
+                    job.id,
+                    status=JobStatus.FAILED,
+                    outcome="failed",
+                    reason="interrupted",
+                    error="the service stopped during this ingestion and the upload was not kept; upload it again",
+                )
+                counts["failed"] += 1
+            else:  # one by one: two interrupted uploads may share a file name
+                self._update(job.id, status=JobStatus.QUEUED, chunks=0)
+                self._queue(job.kb, [item], [job.id])
+                counts["resumed"] += 1
+        self._interrupted = []
+        if any(counts.values()):
+            log.warning("interrupted ingestion jobs: %s", counts)
+        return counts
+
+    def submit(self, kb: str, items: Sequence[SourceItem]) -> list[Job]:
+        """Queue ``items`` for ``kb`` (which must exist) and return their jobs at once."""
+        self.catalog.get(kb)
+        names = [item.name for item in items]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"two uploads share a name: {sorted({n for n in names if names.count(n) > 1})}")
+        jobs = [Job(id=uuid.uuid4().hex, kb=kb, source=item.name) for item in items]
+        if self.journal is not None:
+            for job, item in zip(jobs, items, strict=True):
+                self.journal.add(job, item)
+        with self._lock:
+            for job in jobs:
+                self._jobs[job.id] = job
+            self._prune()
+        self._queue(kb, list(items), [j.id for j in jobs])
+        return jobs
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def close(self) -> None:
+        """Cancel queued jobs and let the running one finish, so the store is not closed under it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._after_pool.shutdown(wait=True, cancel_futures=True)
+        if self.journal is not None:
+            self.journal.close()
+
+    def _update(self, job_id: str, **changes: object) -> None:
+        with self._lock:
+            job = self._jobs[job_id] = replace(self._jobs[job_id], updated_at=time.time(), **changes)  # type: ignore[arg-type]
+        if self.journal is not None:
+            self.journal.update(job)
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond MAX_KEPT_JOBS (memory stays bounded)."""
+        excess = len(self._jobs) - MAX_KEPT_JOBS
+        for job_id in [j for j, job in self._jobs.items() if job.status in FINISHED][: max(0, excess)]:
+            del self._jobs[job_id]
+
+    def _queue(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+        with self._lock:
+            self._pending[kb] += 1
+        self._pool.submit(self._run_then_settle, kb, items, job_ids)
+
+    def _run_then_settle(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+        try:
+            self._run(kb, items, job_ids)
+        finally:
+            with self._lock:
+                self._pending[kb] -= 1
+                last = self._pending[kb] <= 0
+                if last:
+                    del self._pending[kb]
+            hook = self.after_ingest
+            if last and hook is not None:
+                self._after_pool.submit(self._after, hook, kb)
+
+    def _after(self, hook: Callable[[KnowledgeBase], object], kb: str) -> None:
+        try:
+            hook(self.catalog.get(kb))
+        except KnowledgeBaseNotFound:  # dropped meanwhile
+            pass
+        except Exception:  # only a warm-up: the first search does the same work
+            log.warning("after the ingest into %r: warm-up failed", kb, exc_info=True)
+
+    def _run(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+        by_source = dict(zip((item.name for item in items), job_ids, strict=True))
+        try:
+            knowledge_base, embedder = self.catalog.open(kb)
+            ingestor = Ingestor.from_settings(
+                self.settings,
+                store=self.catalog.store,
+                kb=knowledge_base,
+                embedder=embedder,
+                summarizer=self.summarizer_for(embedder),
+            )
+            ingestor.on_stage = lambda source, stage, chunks: self._update(
+                by_source[source], status=JobStatus(stage), chunks=chunks
+            )
+
+            def finished(result: IngestResult) -> None:  # each job as soon as its document is published
+                failed = result.outcome == Outcome.FAILED
+                self._update(
+                    by_source[result.source],
+                    status=JobStatus.FAILED if failed else JobStatus.READY,
+                    outcome=result.outcome.value,
+                    doc_id=result.doc_id,
+                    replaced=result.replaced,
+                    chunks=result.chunks,
+                    reason=result.reason,
+                    error=result.error,
+                )
+
+            ingestor.ingest(items, on_result=finished)
+        except Exception as exc:  # a job must end failed with the reason, never stay "embedding" forever
+            log.exception("ingest job for %s failed", kb)
+            for job_id in job_ids:
+                if self.get(job_id).status not in FINISHED:
+                    self._update(
+                        job_id, status=JobStatus.FAILED, outcome="failed", reason="ingest_error", error=str(exc)
+                    )

@@ -1,0 +1,151 @@
+"""The storage seam. Both backends pass the same contract tests (tests/stores/test_contract.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk
+
+Filters = dict[str, Any]
+
+_SPACE = re.compile(r"[0-9a-z]{1,16}")
+
+
+def check_space(space: str) -> str:
+    """A rerank vector space names tables and collections: 1-16 lowercase letters or digits."""
+    if not isinstance(space, str) or not _SPACE.fullmatch(space):
+        raise ValueError(f"rerank vector space must be 1-16 lowercase letters or digits, got {space!r}")
+    return space
+
+
+def rerank_prefix(kb: KnowledgeBase) -> str:
+    """The common start of the names of a knowledge base's rerank vector tables (collections), one per space."""
+    return f"kb_{kb.key}_rr_"
+
+
+def rerank_table(kb: KnowledgeBase, space: str) -> str:
+    """The table (collection) of ``kb``'s rerank vectors in ``space``."""
+    return rerank_prefix(kb) + check_space(space)
+
+
+class VectorStore(Protocol):
+    """Per knowledge base: a document collection (metadata + summary vector) and a chunk collection.
+
+    Vectors are L2-normalised float32; scores are cosine similarities, higher is more relevant, and every
+    search result list is sorted by descending score. Only documents whose status is READY are visible to
+    ``search_chunks`` and ``search_documents``.
+    """
+
+    def create_kb(self, kb: KnowledgeBase) -> None:
+        """Create the knowledge base's collections; raise KnowledgeBaseExists if the name is taken."""
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        """Raise KnowledgeBaseNotFound when absent."""
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        """All knowledge bases sorted by name."""
+
+    def drop_kb(self, name: str) -> None:
+        """Remove the knowledge base with every document and chunk."""
+
+    def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
+        """Insert or overwrite document rows (any status) in one batch."""
+
+    def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The rows that exist among ``doc_ids``, keyed by id."""
+
+    def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None: ...
+
+    def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
+        """Every document (any status) whose source name is among ``sources``."""
+
+    def list_documents(
+        self,
+        kb: KnowledgeBase,
+        *,
+        status: DocStatus | None = None,
+        source: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Document]:
+        """Documents sorted by source name then id, without their summary vectors."""
+
+    def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int: ...
+
+    def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
+        """Write chunks (with vectors) in one batch; they stay invisible until their document is published."""
+
+    def publish_documents(
+        self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
+    ) -> None:
+        """Make ``docs`` READY and, in the same step, hide the documents they replace (``replaces``: new id ->
+        old id), then delete those."""
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        """Remove a document row and every one of its chunks; raise DocumentNotFound when absent."""
+
+    def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int: ...
+
+    def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
+        """Every chunk of READY documents, without vectors, in batches of at most ``batch_size``."""
+
+    def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """Those of ``chunk_ids`` that are chunks of READY documents, without vectors, keyed by id."""
+
+    def seal(self, kb: KnowledgeBase) -> None:
+        """Make recent writes fast to search (Milvus seals and indexes growing segments, which are otherwise
+        searched by brute force); a no-op where writes are indexed at once."""
+
+    def kb_revision(self, kb: KnowledgeBase) -> str:
+        """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
+        indexes (the lexical one) are rebuilt when it moves."""
+
+    def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of chunks whose text hash is among ``hashes`` (so unchanged text is never re-embedded)."""
+
+    def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of a second model (an embedding reranker's passage vectors; ``space`` names the model)
+        for those of ``chunk_ids`` that have one, keyed by chunk id."""
+
+    def rerank_vector_ids(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> set[str]:
+        """Those of ``chunk_ids`` that have a vector in ``space``, without reading the vectors."""
+
+    def put_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Store one vector per chunk in ``space``. A vector goes when its chunk goes (document deleted or replaced,
+        knowledge base dropped); chunks that are no longer stored are skipped."""
+
+    def search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[ScoredChunk]]:
+        """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
+
+    def search_chunk_ids(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """``search_chunks``' rankings as (chunk id, score) pairs, without reading the chunks: for a caller that
+        holds them already (the lexical index holds every READY chunk; ``get_chunks`` reads any it lacks)."""
+
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
+        """Rank READY documents by the similarity of their summary vectors: (document id, score) pairs, one list per
+        query row (``get_documents`` reads the documents themselves)."""
+
+    def ping(self) -> None:
+        """Raise StoreError when the store cannot be reached."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,86 @@
+"""Crash recovery and audits over any VectorStore.
+
+Ingestion writes a document row as ``processing``, then its chunks, then publishes it (``ready``) in one step;
+deletion marks the row ``deleting``, removes the chunks, then the row. Retrieval only sees ``ready`` documents, so
+a crash at any point leaves nothing half-visible, only leftovers: rows stuck in ``pending``/``processing``/
+``deleting`` and their chunks. :func:`recover` removes them (at start-up); :func:`audit` counts what a knowledge
+base holds, leftovers included, and :func:`residue` proves a deleted document is gone."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from kb_service.core.records import DocStatus, KnowledgeBase
+from kb_service.stores.base import VectorStore
+
+log = logging.getLogger(__name__)
+UNFINISHED = (DocStatus.PENDING, DocStatus.PROCESSING, DocStatus.DELETING)
+PAGE = 1_000
+
+
+@dataclass
+class Recovery:
+    kb: str
+    documents_removed: dict[str, int] = field(default_factory=dict)  # status -> count
+    chunks_removed: int = 0
+
+
+@dataclass
+class Audit:
+    documents: dict[str, int]  # status -> count
+    chunks: int  # every chunk row in the store
+    chunks_of_ready: int  # chunks of ready documents (what retrieval can see)
+    leftover_chunks: int  # chunks of unfinished or failed documents, and chunks without a document row
+
+    @property
+    def clean(self) -> bool:
+        unfinished = sum(self.documents.get(str(s), 0) for s in UNFINISHED)
+        return self.leftover_chunks == 0 and unfinished == 0
+
+
+def _documents(store: VectorStore, kb: KnowledgeBase, status: DocStatus | None = None) -> list:  # type: ignore[type-arg]
+    docs, offset = [], 0
+    while page := store.list_documents(kb, status=status, offset=offset, limit=PAGE):
+        docs += page
+        offset += len(page)
+    return docs
+
+
+def recover(store: VectorStore, kb: KnowledgeBase, *, grace_s: float = 0.0) -> Recovery:
+    """Remove documents left unfinished by a crash (their rows and chunks). Rows touched in the last ``grace_s``
+    seconds are left alone: with several replicas on one store, another one may be writing them right now.
+    Content whose ingestion was interrupted is ingested again by uploading it again (or by a resumed job)."""
+    report = Recovery(kb.name)
+    cutoff = time.time() - grace_s
+    for status in UNFINISHED:
+        for doc in _documents(store, kb, status):
+            if doc.updated_at > cutoff:
+                continue
+            report.chunks_removed += store.count_chunks(kb, doc_id=doc.id)
+            try:
+                store.delete_document(kb, doc.id)
+            except Exception as exc:  # noqa: BLE001 - recovery of the others goes on; the next start retries
+                log.warning("could not remove unfinished document %s of %s: %s", doc.id, kb.name, exc)
+                continue
+            report.documents_removed[str(status)] = report.documents_removed.get(str(status), 0) + 1
+    if report.documents_removed:
+        log.warning(
+            "recovered %s: removed %s unfinished documents and %d chunks",
+            kb.name,
+            report.documents_removed,
+            report.chunks_removed,
+        )
+    return report
+
+
+def audit(store: VectorStore, kb: KnowledgeBase) -> Audit:
+    """Counts of documents by status and of chunks, and how many chunks belong to no ready document."""
+    docs = _documents(store, kb)
+    by_status: dict[str, int] = {}
+    for doc in docs:
+        by_status[str(doc.status)] = by_status.get(str(doc.status), 0) + 1
+    total = store.count_chunks(kb)
+    ready = sum(store.count_chunks(kb, doc_id=d.id) for d in docs if d.status == DocStatus.READY)
+    return Audit(documents=by_status, chunks=total, chunks_of_ready=ready, leftover_chunks=total - ready)
