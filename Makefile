@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test lint bench-ingest clean
+.PHONY: install run test test-fast lint typecheck bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,13 +24,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kb serve --host $${KB_HOST:-127.0.0.1} --port $${KB_PORT:-8000}
 
-test: $(STAMP)
-	$(BIN)/ruff check .
+test: lint typecheck
 	$(BIN)/pytest -q
+
+# unit tests and the in-memory store: no model, no database (under two minutes)
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/ruff format --check .
+
+# mypy reads the package as installed: ingest/ retrieval/ generation/ api/ are kb_service's subpackages
+typecheck: $(STAMP)
+	@rm -rf build/typecheck && mkdir -p build/typecheck/kb_service
+	@for entry in kb_service/*.py $$(ls -d kb_service/*/ | grep -v __pycache__) ingest retrieval generation api; do \
+		ln -s "$$PWD/$${entry%/}" build/typecheck/kb_service/; done
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py --json

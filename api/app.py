@@ -6,16 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+
 from kb_service.api.auth import KeyRing, authenticate
 from kb_service.api.errors import install_error_handlers
 from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, search
-from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
-from kb_service.retrieval.factory import build_rerank_warmer, build_retriever
-
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings, get_settings
 from kb_service.embeddings import EmbedderPool
+from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
 from kb_service.jobs import JobJournal, JobManager
+from kb_service.retrieval.factory import build_rerank_warmer, build_retriever
 from kb_service.stores.factory import open_store
 from kb_service.stores.recovery import recover
 

@@ -62,7 +62,7 @@ def authenticate(request: Request) -> Principal:
     """Router dependency: who is calling, checked against the ``{kb}`` of the path when there is one."""
     header = request.headers.get("authorization", "")
     presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    principal = request.app.state.keys.lookup(presented)
+    principal: Principal = request.app.state.keys.lookup(presented)
     if (kb := request.path_params.get("kb")) is not None:
         principal.check(kb)
     request.state.principal = principal

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from kb_service.generation.answer import Answerer
-from kb_service.retrieval.pipeline import Retriever
 
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.embeddings import EmbedderPool
+from kb_service.generation.answer import Answerer
 from kb_service.jobs import JobManager
+from kb_service.retrieval.pipeline import Retriever
 from kb_service.stores.base import VectorStore
 
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
-from kb_service.api.app import create_app
 
+from kb_service.api.app import create_app
 from kb_service.core.config import Settings
 
 

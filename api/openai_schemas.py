@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from kb_service.api.schemas import CitationPublic, SamplingFields, SourcePublic, UnsupportedClaimPublic, UsagePublic
-from kb_service.generation.llm import Message
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kb_service.api.schemas import CitationPublic, SamplingFields, SourcePublic, UnsupportedClaimPublic, UsagePublic
+from kb_service.core import limits
 from kb_service.core.errors import InvalidInput
+from kb_service.generation.llm import Message
 
 
 class ContentPart(BaseModel):
@@ -30,15 +31,15 @@ class ChatCompletionRequest(SamplingFields):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=limits.MAX_TOKENS)
     n: int = Field(default=1, ge=1, le=1, description="Only one choice is generated.")
 
     @field_validator("stop")
     @classmethod
     def _stop_limits(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 8 or any(not s for s in stops):
-            raise ValueError("stop takes at most 8 non-empty strings")
+        if len(stops) > limits.MAX_STOP_SEQUENCES or any(not s for s in stops):
+            raise ValueError(f"stop takes at most {limits.MAX_STOP_SEQUENCES} non-empty strings")
         return value
 
     def plain_messages(self) -> list[Message]:
@@ -52,7 +53,7 @@ class ChatCompletionRequest(SamplingFields):
             else:
                 text = m.content or ""
             role = "system" if m.role == "developer" else m.role
-            out.append({"role": role, "content": text})  # type: ignore[typeddict-item]
+            out.append({"role": role, "content": text})
         return out
 
 

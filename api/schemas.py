@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-from kb_service.generation.answer import Answer
-from kb_service.generation.llm import Usage
-from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 from pydantic import BaseModel, Field
 
+from kb_service.core import limits
 from kb_service.core.config import Settings
 from kb_service.core.records import Document, KnowledgeBase, ScoredChunk
+from kb_service.generation.answer import Answer
+from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
+from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 
 SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
 
@@ -76,7 +77,7 @@ Scalar = str | int | float | bool
 
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=4000)
-    top_k: int | None = Field(default=None, ge=1, le=200)
+    top_k: int | None = Field(default=None, ge=1, le=limits.MAX_TOP_K)
     mode: Literal["dense", "lexical", "hybrid"] | None = None
     gate: bool | None = Field(default=None, description="Two-stage document gate; default from settings.")
     rerank: bool | None = None
@@ -160,11 +161,13 @@ class ChatMessage(BaseModel):
 class SamplingFields(BaseModel):
     """Sampling parameters shared by ``/ask`` and ``/v1/chat/completions``; unset ones take the configured defaults."""
 
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1, le=1000, description="Sampling top-k (not the number of sources).")
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    temperature: float | None = Field(default=None, ge=0.0, le=limits.MAX_TEMPERATURE)
+    top_p: float | None = Field(default=None, gt=0.0, le=limits.MAX_TOP_P)
+    top_k: int | None = Field(
+        default=None, ge=1, le=limits.MAX_SAMPLING_TOP_K, description="Sampling top-k (not the number of sources)."
+    )
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=limits.MAX_REPETITION_PENALTY)
+    max_tokens: int | None = Field(default=None, ge=1, le=limits.MAX_TOKENS)
     seed: int | None = None
 
 
@@ -174,7 +177,7 @@ class AskRequest(SamplingFields):
     stream: bool = False
     sources: int | None = Field(default=None, ge=1, le=50, description="Retrieved chunks offered to the model.")
     filters: dict[str, Scalar | list[Scalar]] | None = None
-    stop: list[str] | None = Field(default=None, max_length=8)
+    stop: list[str] | None = Field(default=None, max_length=limits.MAX_STOP_SEQUENCES)
     rewrite: bool | None = Field(default=None, description="Rewrite a follow-up into a standalone query.")
     answer_mode: Literal["auto", "generated", "extractive"] | None = Field(
         default=None, description="Who writes the answer (default KB_ANSWER_MODE): the LLM, or quoted sentences."

@@ -27,17 +27,16 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from kb_service.ingest.pipeline import Ingestor, Outcome  # noqa: E402
-from kb_service.ingest.sources import SourceItem  # noqa: E402
-from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
-from kb_service.retrieval.rerank_warmer import RerankWarmer  # noqa: E402
-
 from kb_service.catalog import Catalog  # noqa: E402
 from kb_service.core.config import Settings  # noqa: E402
 from kb_service.core.records import KnowledgeBase, text_hash  # noqa: E402
 from kb_service.embeddings import EmbedderPool  # noqa: E402
 from kb_service.embeddings.runner import MODEL_THREAD  # noqa: E402
 from kb_service.embeddings.sentence import embedding_dimension, resolve_model_path  # noqa: E402
+from kb_service.ingest.pipeline import Ingestor, Outcome  # noqa: E402
+from kb_service.ingest.sources import SourceItem  # noqa: E402
+from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
+from kb_service.retrieval.rerank_warmer import RerankWarmer  # noqa: E402
 from kb_service.stores.base import VectorStore  # noqa: E402
 from kb_service.stores.factory import open_store  # noqa: E402
 

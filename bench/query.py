@@ -31,11 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-from kb_service.api.live import live_server  # noqa: E402
-from kb_service.retrieval.factory import build_retriever  # noqa: E402
-from kb_service.retrieval.pipeline import Retriever, SearchOptions  # noqa: E402
-from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
 
+from kb_service.api.live import live_server  # noqa: E402
 from kb_service.catalog import Catalog  # noqa: E402
 from kb_service.core.config import Settings  # noqa: E402
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash  # noqa: E402
@@ -43,6 +40,9 @@ from kb_service.embeddings import EmbedderPool  # noqa: E402
 from kb_service.embeddings.base import Embedder  # noqa: E402
 from kb_service.embeddings.runner import MODEL_THREAD  # noqa: E402
 from kb_service.embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path  # noqa: E402
+from kb_service.retrieval.factory import build_retriever  # noqa: E402
+from kb_service.retrieval.pipeline import Retriever, SearchOptions  # noqa: E402
+from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
 from kb_service.stores.base import VectorStore  # noqa: E402
 from kb_service.stores.factory import open_store  # noqa: E402
 

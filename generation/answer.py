@@ -12,16 +12,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from kb_service.core.errors import InvalidInput, LLMUnavailable
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.base import Embedder
 from kb_service.generation.citations import ChunkRef, Citation, UnsupportedClaim
 from kb_service.generation.extractive import compose
 from kb_service.generation.llm import LLM, Delta, GenerationParams, Message, Usage, drive
 from kb_service.generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
 from kb_service.generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
 from kb_service.retrieval.pipeline import Retriever, SearchOptions, validate_query
-
-from kb_service.core.errors import InvalidInput, LLMUnavailable
-from kb_service.core.records import KnowledgeBase
-from kb_service.embeddings.base import Embedder
 
 AnswerMode = Literal["generated", "extractive", "no_sources"]
 RequestedMode = Literal["auto", "generated", "extractive"]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kb_service.core.config import Settings
+from kb_service.core.errors import LLMUnavailable
+from kb_service.embeddings.base import Embedder
 from kb_service.generation.answer import Answerer, AskOptions
 from kb_service.generation.llm import LLM, GenerationParams
 from kb_service.generation.openai_llm import OpenAICompatibleLLM
@@ -13,10 +16,6 @@ from kb_service.generation.prompt import PromptBuilder, PromptTemplates
 from kb_service.generation.summarize import LLMSummarizer
 from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
 from kb_service.retrieval.pipeline import Retriever, SearchOptions
-
-from kb_service.core.config import Settings
-from kb_service.core.errors import LLMUnavailable
-from kb_service.embeddings.base import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -143,5 +143,5 @@ def guarded(deltas: Iterator[Delta], language_of: str) -> Iterator[Delta]:
     final = completion or Completion(text="")
     final.text = "".join(shown)
     if stream.stopped:
-        final.finish_reason = "repetition"  # type: ignore[assignment]
+        final.finish_reason = "repetition"
     yield Delta(completion=final)

@@ -6,7 +6,9 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
+from kb_service.core import limits
 from kb_service.core.errors import InvalidInput
+from kb_service.core.limits import DEFAULT_MAX_TOKENS
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error", "repetition"]
@@ -22,7 +24,7 @@ class GenerationParams:
     """Sampling parameters both backends honour. ``temperature == 0`` means greedy decoding; None leaves a
     parameter to the backend's default (remote servers that do not know ``top_k`` never see it)."""
 
-    max_tokens: int = 512
+    max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.0
     top_p: float | None = None
     top_k: int | None = None
@@ -31,18 +33,22 @@ class GenerationParams:
     seed: int | None = None
 
     def validate(self) -> GenerationParams:
-        if not 1 <= self.max_tokens <= 32_768:
-            raise InvalidInput(f"max_tokens must be between 1 and 32768, got {self.max_tokens}")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise InvalidInput(f"temperature must be between 0 and 2, got {self.temperature}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise InvalidInput(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise InvalidInput(f"top_k must be at least 1, got {self.top_k}")
-        if self.repetition_penalty is not None and not 0.0 < self.repetition_penalty <= 10.0:
-            raise InvalidInput(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
-        if len(self.stop) > 8 or any(not s for s in self.stop):
-            raise InvalidInput(f"stop takes at most 8 non-empty strings, got {list(self.stop)!r}")
+        if not 1 <= self.max_tokens <= limits.MAX_TOKENS:
+            raise InvalidInput(f"max_tokens must be between 1 and {limits.MAX_TOKENS}, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= limits.MAX_TEMPERATURE:
+            raise InvalidInput(f"temperature must be between 0 and {limits.MAX_TEMPERATURE:g}, got {self.temperature}")
+        if self.top_p is not None and not 0.0 < self.top_p <= limits.MAX_TOP_P:
+            raise InvalidInput(f"top_p must be in (0, {limits.MAX_TOP_P:g}], got {self.top_p}")
+        if self.top_k is not None and not 1 <= self.top_k <= limits.MAX_SAMPLING_TOP_K:
+            raise InvalidInput(f"top_k must be between 1 and {limits.MAX_SAMPLING_TOP_K}, got {self.top_k}")
+        if self.repetition_penalty is not None and not 0.0 < self.repetition_penalty <= limits.MAX_REPETITION_PENALTY:
+            raise InvalidInput(
+                f"repetition_penalty must be in (0, {limits.MAX_REPETITION_PENALTY:g}], got {self.repetition_penalty}"
+            )
+        if len(self.stop) > limits.MAX_STOP_SEQUENCES or any(not s for s in self.stop):
+            raise InvalidInput(
+                f"stop takes at most {limits.MAX_STOP_SEQUENCES} non-empty strings, got {list(self.stop)!r}"
+            )
         return self
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import openai
-from kb_service.generation.llm import Completion, Delta, FinishReason, GenerationParams, Message, ThinkSplitter, Usage
 
 from kb_service.core.errors import InvalidInput, LLMTimeout, LLMUnavailable
+from kb_service.generation.llm import Completion, Delta, FinishReason, GenerationParams, Message, ThinkSplitter, Usage
 
 DEFAULT_CONTEXT_WINDOW = 8192
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -69,7 +69,8 @@ class OpenAICompatibleLLM:
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
-        extra = {}  # not in OpenAI's schema; vLLM, SGLang, llama.cpp and Ollama accept them in the body
+        # not in OpenAI's schema; vLLM, SGLang, llama.cpp and Ollama accept them in the body
+        extra: dict[str, float] = {}
         if params.top_k is not None:
             extra["top_k"] = params.top_k
         if params.repetition_penalty is not None:

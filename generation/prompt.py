@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kb_service.generation.llm import Message
-
 from kb_service.core.errors import InvalidInput
 from kb_service.core.records import ScoredChunk
+from kb_service.generation.llm import Message
 
 Language = Literal["en", "zh"]
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -7,12 +7,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from kb_service.core.errors import LLMUnavailable
+from kb_service.core.records import Chunk, ParsedDocument
 from kb_service.generation.llm import LLM, GenerationParams
 from kb_service.generation.prompt import detect_language
 from kb_service.ingest.summarize import Summarizer
-
-from kb_service.core.errors import LLMUnavailable
-from kb_service.core.records import Chunk, ParsedDocument
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +24,8 @@ INSTRUCTION = {
 
 class LLMSummarizer:
     """Summaries by ``llm``; ``concurrency`` tells the ingest pipeline how many documents to prepare at once."""
+
+    calls_model = True
 
     def __init__(
         self, llm: LLM, *, fallback: Summarizer, input_tokens: int, summary_tokens: int, concurrency: int = 4

@@ -12,13 +12,20 @@ import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-from kb_service.generation.llm import Completion, Delta, GenerationParams, Message, ThinkSplitter, Usage
+from typing import Any, cast
 
 from kb_service.core.errors import LLMUnavailable
 from kb_service.embeddings.offline_e5 import cache_dir
 from kb_service.embeddings.sentence import resolve_device
+from kb_service.generation.llm import (
+    Completion,
+    Delta,
+    FinishReason,
+    GenerationParams,
+    Message,
+    ThinkSplitter,
+    Usage,
+)
 
 SMOLLM2_NAMES = {"HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,7 +63,7 @@ def _converted(gguf: Path) -> Path:
         if not (out / ".built").exists():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
             AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
             # The weights are dequantized to float on load; drop the GGUF marker that forbids saving them.
             model.hf_quantizer = None
             model.is_quantized = False
@@ -121,13 +128,13 @@ class TransformersLLM:
         where, gguf_file = resolve_llm_path(name)
         dtype = torch.float16 if fp16 and self.device.startswith("cuda") else torch.float32
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)
-            self.model = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf_file, dtype=dtype)
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)
+            self.model: Any = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf_file, dtype=dtype)
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
             raise LLMUnavailable(f"cannot load language model {name!r}: {exc}") from exc
         if not self.tokenizer.chat_template:
             raise LLMUnavailable(f"language model {name!r} has no chat template; use an instruct/chat model")
-        self.model.to(self.device).eval()
+        cast(Any, self.model).to(self.device).eval()  # mypy misreads transformers' decorated .to
         self._lock = threading.Lock()
         self._context_window = context_window or int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
 
@@ -189,7 +196,7 @@ class TransformersLLM:
         splitter = ThinkSplitter()
         splitter.feed(text)
         splitter.flush()
-        finish = "length" if stopped_by is None and generated >= params.max_tokens else "stop"
+        finish: FinishReason = "length" if stopped_by is None and generated >= params.max_tokens else "stop"
         return Completion(
             text=splitter.answer,
             reasoning=splitter.thinking,

@@ -15,17 +15,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-from kb_service.ingest.chunking import Chunker, TokenChunker
-from kb_service.ingest.sources import SourceItem
-from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import KBError, ParseError
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
 from kb_service.embeddings.base import Embedder
-from kb_service.stores.base import VectorStore
+from kb_service.ingest.chunking import Chunker, TokenChunker
+from kb_service.ingest.sources import SourceItem
+from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
+from kb_service.stores.base import StoredVectors, VectorStore, seal
 
 log = logging.getLogger(__name__)
+
+
+class Stage(StrEnum):
+    """Where a document is in the pipeline (``Ingestor.on_stage``)."""
+
+    PARSING = "parsing"
+    CHUNKING = "chunking"
+    EMBEDDING = "embedding"
+    STORING = "storing"
 
 
 class Outcome(StrEnum):
@@ -108,7 +117,7 @@ class Ingestor:
         self.summary_vector = summary_vector
         # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
         # ``chunks`` is the document's chunk count once it is known (0 before).
-        self.on_stage: Callable[[str, str, int], None] = lambda _source, _stage, _chunks: None
+        self.on_stage: Callable[[str, Stage, int], None] = lambda _source, _stage, _chunks: None
 
     @classmethod
     def from_settings(
@@ -155,7 +164,8 @@ class Ingestor:
                 on_result(result)
 
         prepared: queue.Queue[object] = queue.Queue(maxsize=256)
-        producer = threading.Thread(target=self._produce, args=(items, prepared), daemon=True)
+        failure: list[BaseException] = []  # what stopped the producer, re-raised here
+        producer = threading.Thread(target=self._produce, args=(items, prepared, failure), daemon=True)
         producer.start()
         # Vectors are looked up by text hash only when the KB holds chunks already: a first upload has none to reuse
         # (a text repeated across this run's batches is then embedded again).
@@ -203,21 +213,20 @@ class Ingestor:
                     flush(batch)
                     batch = []
                     threshold = min(2 * threshold, self.batch_chunks)
-            if isinstance(error := getattr(producer, "error", None), BaseException):
+            if failure:
                 settle()  # what was stored is reported before the error
-                raise error
+                raise failure[0]
             flush(batch)
             settle()
         finally:
             writer.shutdown(wait=True)
         if any(r.outcome in (Outcome.ADDED, Outcome.REPLACED) for r in results):
-            self.store.seal(self.kb)
+            seal(self.store, self.kb)
         return sorted(results, key=lambda r: r.index)
 
     # -- producer: parsing, chunking, summaries -----------------------------------------------------
-    def _produce(self, items: Iterable[SourceItem], out: queue.Queue[object]) -> None:
-        # A summarizer that calls a model (an LLM server) says how many documents may be prepared at once.
-        workers = int(getattr(self.summarizer, "concurrency", 1))
+    def _produce(self, items: Iterable[SourceItem], out: queue.Queue[object], failure: list[BaseException]) -> None:
+        workers = self.summarizer.concurrency
         try:
             if workers <= 1:
                 for index, item in enumerate(items):
@@ -232,12 +241,12 @@ class Ingestor:
                 while window:
                     out.put(window.popleft().result())
         except BaseException as exc:  # surfaced in the consumer, which re-raises it
-            threading.current_thread().error = exc  # type: ignore[attr-defined]
+            failure.append(exc)
         finally:
             out.put(_DONE)
 
     def _prepare(self, index: int, item: SourceItem) -> _Prepared | IngestResult:
-        self.on_stage(item.name, "parsing", 0)
+        self.on_stage(item.name, Stage.PARSING, 0)
         try:
             parsed = item.parse(max_bytes=self.max_bytes)
         except ParseError as exc:
@@ -245,9 +254,9 @@ class Ingestor:
         except OSError as exc:
             return IngestResult(item.name, Outcome.FAILED, reason="unreadable", error=str(exc), index=index)
         doc_id = parsed.content_hash
-        self.on_stage(item.name, "chunking", 0)
+        self.on_stage(item.name, Stage.CHUNKING, 0)
         chunks = self.chunker.split(parsed, doc_id)
-        known = self.store.get_document(self.kb, doc_id) if hasattr(self.summarizer, "concurrency") else None
+        known = self.store.get_document(self.kb, doc_id) if self.summarizer.calls_model else None
         if known is not None and known.status == DocStatus.READY:
             summary = known.summary  # unchanged content: no model call (the consumer reports it unchanged)
         else:
@@ -273,7 +282,7 @@ class Ingestor:
         if not todo:
             return unchanged, None
         for p in todo:
-            self.on_stage(p.item.name, "embedding", len(p.chunks))
+            self.on_stage(p.item.name, Stage.EMBEDDING, len(p.chunks))
         summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
         try:
             vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries, reuse=reuse)
@@ -330,7 +339,7 @@ class Ingestor:
                 )
             )
         for p in todo:
-            self.on_stage(p.item.name, "storing", len(p.chunks))
+            self.on_stage(p.item.name, Stage.STORING, len(p.chunks))
         self.store.put_documents(self.kb, docs)
         self.store.add_chunks(self.kb, [c for p in todo for c in p.chunks])
         replaces = {p.doc_id: old for p in todo for old in p.replaces[:1]}
@@ -341,13 +350,17 @@ class Ingestor:
     def _summary_vector(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> np.ndarray:
         if self.summary_vector == "embed" or not p.chunks:
             return vectors[text_hash(p.summary)]
-        mean = np.mean([vectors[c.hash] for c in p.chunks], axis=0)
+        mean: np.ndarray = np.mean([vectors[c.hash] for c in p.chunks], axis=0)
         return (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
 
     def _vectors(self, texts: list[str], *, reuse: bool) -> dict[str, np.ndarray]:
         """Vectors keyed by text hash: reuse what the KB already stores (``reuse``), embed each new text once."""
         by_hash = {text_hash(t): t for t in texts}
-        known = self.store.vectors_for_hashes(self.kb, list(by_hash)) if reuse else {}
+        known = (
+            self.store.vectors_for_hashes(self.kb, list(by_hash))
+            if reuse and isinstance(self.store, StoredVectors)
+            else {}
+        )
         missing = [h for h in by_hash if h not in known]
         if missing:
             embedded = self.embedder.embed_documents([by_hash[h] for h in missing])

@@ -6,9 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kb_service.ingest.parsers import parse_bytes, parse_file
-
 from kb_service.core.records import Metadata, ParsedDocument
+from kb_service.ingest.parsers import parse_bytes, parse_file
 
 
 @dataclass

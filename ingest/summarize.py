@@ -16,6 +16,14 @@ HEADINGS_SHARE = 0.25
 
 
 class Summarizer(Protocol):
+    @property
+    def concurrency(self) -> int:
+        """Documents the ingest pipeline may prepare at once (a model server takes several requests in flight)."""
+
+    @property
+    def calls_model(self) -> bool:
+        """Whether a summary costs a model call: the pipeline then reuses the stored summary of known content."""
+
     def summarize(self, doc: ParsedDocument, chunks: Sequence[Chunk]) -> str:
         """A text (within the embedding model's token limit) standing for the whole document."""
 
@@ -23,6 +31,9 @@ class Summarizer(Protocol):
 class ExtractiveSummarizer:
     """Title, headings and the sentences most central to the document (TF-IDF cosine to its centroid),
     kept in document order within a token budget. Character n-grams make it work for Chinese too."""
+
+    concurrency = 1
+    calls_model = False
 
     def __init__(self, count_tokens: Callable[[str], int], *, budget_tokens: int) -> None:
         self.count_tokens = count_tokens

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from kb_service.core.config import Settings
+from kb_service.embeddings.pool import EmbedderPool
+from kb_service.embeddings.sentence import resolve_device, runs_bf16
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever
 from kb_service.retrieval.rerank import EmbeddingReranker, Reranker, load_reranker
 from kb_service.retrieval.rerank_warmer import RerankWarmer
-
-from kb_service.core.config import Settings
-from kb_service.embeddings.pool import EmbedderPool
-from kb_service.embeddings.sentence import resolve_device, runs_bf16
-from kb_service.stores.base import VectorStore
+from kb_service.stores.base import RerankVectorStore, Revisioned, VectorStore
 
 
 def rerank_kind(settings: Settings) -> str:
@@ -47,6 +46,9 @@ def build_retriever(
 
 def build_rerank_warmer(settings: Settings, retriever: Retriever) -> RerankWarmer | None:
     """The background warmer of an embedding reranker's stored vectors (not started), where configured."""
+    store = retriever.store
     if not settings.rerank_precompute or not isinstance(retriever.reranker, EmbeddingReranker):
         return None
-    return RerankWarmer(retriever.store, retriever.reranker)
+    if not isinstance(store, RerankVectorStore) or not isinstance(store, Revisioned):
+        return None  # nowhere to keep the vectors
+    return RerankWarmer(store, retriever.reranker)

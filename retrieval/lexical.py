@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk
-from kb_service.stores.base import Filters, VectorStore
+from kb_service.stores.base import Revisioned, VectorStore
+from kb_service.stores.filters import Filter
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class LexicalIndex:
         return [(self.doc_ids[i], float(scores[i])) for i in _top_positive(scores, top_k)]
 
     def search(
-        self, query: str, *, top_k: int, doc_ids: Sequence[str] | None = None, filters: Filters | None = None
+        self, query: str, *, top_k: int, doc_ids: Sequence[str] | None = None, filters: Filter | None = None
     ) -> list[ScoredChunk]:
         """Chunks ranked by descending BM25 score; chunks without any query term are left out."""
         scores = self._chunk_scores(query)
@@ -151,14 +152,14 @@ class LexicalIndex:
         positions = {d: i for i, d in enumerate(dict.fromkeys(c.doc_id for c in self.chunks))}
         return positions, np.fromiter((positions[c.doc_id] for c in self.chunks), np.int32, len(self.chunks))
 
-    def _mask(self, doc_ids: Sequence[str] | None, filters: Filters | None) -> np.ndarray:
+    def _mask(self, doc_ids: Sequence[str] | None, filters: Filter | None) -> np.ndarray:
         mask = np.ones(len(self.chunks), dtype=np.float32)
         if doc_ids is not None:
             positions, chunk_docs = self._chunk_docs
             wanted = np.fromiter((positions[d] for d in doc_ids if d in positions), np.int32)
             mask *= np.isin(chunk_docs, wanted)
         if filters:
-            mask *= np.fromiter((matches_filters(c, filters) for c in self.chunks), np.float32, len(self.chunks))
+            mask *= np.fromiter((filters.matches(c) for c in self.chunks), np.float32, len(self.chunks))
         return mask
 
     def save(self, folder: Path) -> None:
@@ -195,17 +196,6 @@ def _top_positive(scores: np.ndarray, top_k: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")]
 
 
-def matches_filters(chunk: Chunk, filters: Filters | None) -> bool:
-    """The stores' filter semantics in Python: every key must match; a list value means any of its items."""
-    for key, value in (filters or {}).items():
-        actual = {"doc_id": chunk.doc_id, "page": chunk.page, "section": chunk.section}.get(
-            key, chunk.metadata.get(key)
-        )
-        if actual not in (value if isinstance(value, list) else [value]):
-            return False
-    return True
-
-
 class LexicalIndexes:
     """One LexicalIndex per knowledge base, kept current with the store's revision token."""
 
@@ -216,6 +206,8 @@ class LexicalIndexes:
         self._lock = threading.Lock()
 
     def get(self, kb: KnowledgeBase) -> LexicalIndex:
+        if not isinstance(self.store, Revisioned):  # no way to tell the index is current: read the chunks again
+            return LexicalIndex.build([c for b in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in b], "")
         revision = self.store.kb_revision(kb)
         index = self._indexes.get(kb.key)
         if index is not None and index.revision == revision:

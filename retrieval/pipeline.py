@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -13,20 +12,20 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-from kb_service.retrieval.fusion import rrf
-from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
-from kb_service.retrieval.rerank import EmbeddingReranker, Reranker
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput
+from kb_service.core.limits import MAX_CANDIDATES, MAX_TOP_K
 from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, ScoredDocument, text_hash
 from kb_service.embeddings.base import Embedder
-from kb_service.stores.base import Filters, VectorStore
+from kb_service.retrieval.fusion import rrf
+from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
+from kb_service.retrieval.rerank import EmbeddingReranker, Reranker
+from kb_service.stores.base import ChunkIdSearch, RerankVectorStore, VectorStore
+from kb_service.stores.filters import Filter, FilterInput
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MAX_QUERY_CHARS = 4_000
-_FILTER_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_TOP_K = 200
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +44,7 @@ class SearchOptions:
     rerank_fusion: bool = True  # add the reranker's RRF term to the first-stage score instead of replacing it
     rerank_weight: float = 2.0  # weight of that term (one first-stage signal weighs 1)
     rrf_k: int = 20  # measured on SciFact dev, two-stage nDCG@10: k=60 0.714, k=20 0.724, k=10 0.726
-    filters: Filters | None = None
+    filters: Filter | FilterInput | None = None  # the JSON form is parsed by ``validate``
     trace: bool = False
 
     @classmethod
@@ -69,25 +68,20 @@ class SearchOptions:
     def validate(self) -> SearchOptions:
         for name in ("top_k", "gate_docs", "candidates", "rerank_candidates"):
             value = getattr(self, name)
-            if not isinstance(value, int) or not 1 <= value <= MAX_TOP_K * 5:
-                raise InvalidInput(f"{name} must be an integer between 1 and {MAX_TOP_K * 5}, got {value!r}")
+            if not isinstance(value, int) or not 1 <= value <= MAX_CANDIDATES:
+                raise InvalidInput(f"{name} must be an integer between 1 and {MAX_CANDIDATES}, got {value!r}")
         if not isinstance(self.rerank_weight, int | float) or not 0 < self.rerank_weight <= 100:
             raise InvalidInput(f"rerank_weight must be a number in (0, 100], got {self.rerank_weight!r}")
         if self.top_k > MAX_TOP_K:
             raise InvalidInput(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
         if self.mode not in ("dense", "lexical", "hybrid"):
             raise InvalidInput(f"mode must be 'dense', 'lexical' or 'hybrid', got {self.mode!r}")
-        if self.filters is not None and not isinstance(self.filters, dict):
-            raise InvalidInput(f"filters must be an object of field -> value(s), got {self.filters!r}")
-        for key, value in (self.filters or {}).items():
-            if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
-                raise InvalidInput(f"filter key {key!r} may only contain letters, digits, '_' and '-'")
-            if isinstance(value, list) and not value:
-                raise InvalidInput(f"filter {key!r} has an empty list of values; it would match nothing")
-            values = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, str | int | float | bool) for v in values):
-                raise InvalidInput(f"filter {key!r} must be a string, number or boolean, or a list of them")
-        return self
+        return replace(self, filters=Filter.parse(self.filters))
+
+    @property
+    def where(self) -> Filter | None:
+        """The validated filter (``validate`` parses the JSON form)."""
+        return Filter.parse(self.filters)
 
 
 @dataclass
@@ -119,6 +113,10 @@ class Retriever:
         """``keep_rerank_vectors``: an embedding reranker's passage vectors computed during a search are stored
         beside their chunks (in the background), for every later search and process."""
         self.store = store
+        # the store's optional capabilities (kb_service.stores.base); without them the search reads full rows and
+        # an embedding reranker embeds its passages
+        self._id_search = store if isinstance(store, ChunkIdSearch) else None
+        self._rerank_vectors = store if isinstance(store, RerankVectorStore) else None
         self.lexical = lexical
         self.reranker = reranker
         self.keep_rerank_vectors = keep_rerank_vectors
@@ -152,7 +150,7 @@ class Retriever:
             with timer("lexical_index"):
                 lexical_index = self.lexical.get(kb)
             with timer("lexical"):
-                lexical_global = lexical_index.search(query, top_k=depth, filters=options.filters)
+                lexical_global = lexical_index.search(query, top_k=depth, filters=options.where)
             if options.gate:
                 with timer("gate"):
                     lexical_docs = [d for d, _ in lexical_index.search_documents(query, top_k=gate_depth)]
@@ -161,7 +159,7 @@ class Retriever:
         global_dense = None
         if qv is not None and (not options.gate or options.fallback):
             global_dense = self._background.submit(
-                self._search_chunks, kb, qv, lexical_index, top_k=depth, filters=options.filters
+                self._search_chunks, kb, qv, lexical_index, top_k=depth, filters=options.where
             )
 
         gate_scores: dict[str, float] = {}
@@ -181,19 +179,19 @@ class Retriever:
                 if gated_ids:
                     lists.append(
                         self._search_chunks(
-                            kb, qv, lexical_index, top_k=depth, doc_ids=gated_ids, filters=options.filters
+                            kb, qv, lexical_index, top_k=depth, doc_ids=gated_ids, filters=options.where
                         )
                     )
                 if global_dense is not None:
                     lists.append(global_dense.result())
                 elif global_search:  # no fallback asked for, but the gate found nothing
-                    lists.append(self._search_chunks(kb, qv, lexical_index, top_k=depth, filters=options.filters))
+                    lists.append(self._search_chunks(kb, qv, lexical_index, top_k=depth, filters=options.where))
                 dense = _merge_by_score(lists)
         if use_lexical and lexical_index is not None:
             with timer("lexical"):
                 lists = [lexical_global] if global_search else []
                 if gated_ids:
-                    lists.append(lexical_index.search(query, top_k=depth, doc_ids=gated_ids, filters=options.filters))
+                    lists.append(lexical_index.search(query, top_k=depth, doc_ids=gated_ids, filters=options.where))
                 lexical = _merge_by_score(lists)
 
         with timer("fusion"):
@@ -222,14 +220,14 @@ class Retriever:
         *,
         top_k: int,
         doc_ids: list[str] | None = None,
-        filters: Filters | None = None,
+        filters: Filter | None = None,
     ) -> list[ScoredChunk]:
         """One dense chunk search. With the lexical index at hand (it holds every READY chunk) the store sends ids
         and scores only, and the chunks come from the index; the store reads those the index lacks (published after
         it was taken). A hit whose chunk has gone meanwhile is left out."""
-        if index is None:
+        if index is None or self._id_search is None:
             return self.store.search_chunks(kb, qv, top_k=top_k, doc_ids=doc_ids, filters=filters)[0]
-        ranked = self.store.search_chunk_ids(kb, qv, top_k=top_k, doc_ids=doc_ids, filters=filters)[0]
+        ranked = self._id_search.search_chunk_ids(kb, qv, top_k=top_k, doc_ids=doc_ids, filters=filters)[0]
         chunks = {cid: c for cid, _ in ranked if (c := index.by_id.get(cid)) is not None}
         if len(chunks) < len(ranked):
             chunks.update(self.store.get_chunks(kb, [cid for cid, _ in ranked if cid not in chunks]))
@@ -284,9 +282,9 @@ class Retriever:
         assert self.reranker is not None
         head, tail = candidates[: options.rerank_candidates], candidates[options.rerank_candidates :]
         known: dict[str, np.ndarray] = {}
-        space = self.reranker.space
-        if space is not None:  # passage vectors stored beside the chunks need no forward pass
-            stored = self.store.rerank_vectors(kb, space, [c.chunk.id for c in head])
+        space = self.reranker.space if self._rerank_vectors is not None else None
+        if space is not None and self._rerank_vectors is not None:  # stored passage vectors need no forward pass
+            stored = self._rerank_vectors.rerank_vectors(kb, space, [c.chunk.id for c in head])
             known = {text_hash(c.chunk.text): stored[c.chunk.id] for c in head if c.chunk.id in stored}
         texts = [[c.chunk.text for c in head]]
         if isinstance(self.reranker, EmbeddingReranker) and query_vector is not None:
@@ -319,11 +317,11 @@ class Retriever:
 
     def _keep_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: list[Chunk]) -> None:
         """Store the passage vectors this search computed (now in the reranker's cache)."""
-        if not isinstance(self.reranker, EmbeddingReranker):
+        if not isinstance(self.reranker, EmbeddingReranker) or self._rerank_vectors is None:
             return
         try:
             vectors = self.reranker.passage_vectors([c.text for c in chunks])
-            self.store.put_rerank_vectors(kb, space, chunks, vectors)
+            self._rerank_vectors.put_rerank_vectors(kb, space, chunks, vectors)
         except Exception:  # a cache that could not be stored is only a slower next rerank
             log.warning("could not store rerank vectors for knowledge base %r", kb.name, exc_info=True)
 

@@ -32,9 +32,11 @@ class Reranker(Protocol):
     """Scores (query, passage) pairs; higher is more relevant. Scores compare only within one query."""
 
     name: str
-    # The identity of the passage vectors it reuses (an embedding reranker: its model); None when a (query,
-    # passage) pair can only be scored together (a cross-encoder).
-    space: str | None
+
+    @property
+    def space(self) -> str | None:
+        """The identity of the passage vectors it reuses (an embedding reranker: its model); None when a (query,
+        passage) pair can only be scored together (a cross-encoder)."""
 
     def score(
         self,
@@ -125,11 +127,12 @@ class EmbeddingReranker:
         with self._lock:
             found = [known[k] if k in known else self._cache.get(k) for k in keys]
         # An entry evicted between the two steps (a tiny cache under load) is embedded again.
-        for i, vector in enumerate(found):
-            if vector is None:
-                found[i] = self.embedder.embed_documents([passages[i]])[0]
+        complete = [
+            vector if vector is not None else self.embedder.embed_documents([passages[i]])[0]
+            for i, vector in enumerate(found)
+        ]
         dim = self.embedder.info.dimension
-        return np.stack(found) if found else np.zeros((0, dim), dtype=np.float32)
+        return np.stack(complete) if complete else np.zeros((0, dim), dtype=np.float32)
 
     def save_cache(self, path: Path) -> None:
         """Write the cached passage vectors (an .npz of text hashes and vectors) for a later process."""

@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 
 import numpy as np
-from kb_service.retrieval.rerank import EmbeddingReranker
 
 from kb_service.core.errors import KnowledgeBaseNotFound
 from kb_service.core.records import Chunk, KnowledgeBase
 from kb_service.embeddings.runner import MODEL_THREAD, ModelThread
-from kb_service.stores.base import VectorStore
+from kb_service.retrieval.rerank import EmbeddingReranker
+from kb_service.stores.base import RerankVectorStore, Revisioned, VectorStore
 
 log = logging.getLogger(__name__)
+
+
+class WarmableStore(VectorStore, RerankVectorStore, Revisioned, Protocol):
+    """A store that keeps rerank vectors and knows when its chunks changed."""
 
 
 class RerankWarmer:
     def __init__(
         self,
-        store: VectorStore,
+        store: WarmableStore,
         reranker: EmbeddingReranker,
         *,
         batch_size: int = 4,

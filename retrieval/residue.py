@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kb_service.retrieval.lexical import LexicalIndexes
-
 from kb_service.core.records import KnowledgeBase
+from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.stores.base import VectorStore
 
 

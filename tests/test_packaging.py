@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -36,8 +37,21 @@ def test_every_package_folder_is_listed() -> None:
 
 
 def test_the_wheel_adds_one_top_level_package(tmp_path: Path) -> None:
+    source = tmp_path / "src"  # a copy: building leaves build/ and *.egg-info behind
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
         check=True,
         capture_output=True,
         env={"PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin"},
@@ -46,6 +60,12 @@ def test_the_wheel_adds_one_top_level_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"kb_service"}
-    for module in ("ingest/pipeline.py", "retrieval/pipeline.py", "generation/answer.py", "api/app.py", "core/config.py"):
+    for module in (
+        "ingest/pipeline.py",
+        "retrieval/pipeline.py",
+        "generation/answer.py",
+        "api/app.py",
+        "core/config.py",
+    ):
         assert f"kb_service/{module}" in names
     assert not any("tests/" in name or "bench/" in name for name in names)

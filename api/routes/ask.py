@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+
 from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
 from kb_service.api.errors import error_body
 from kb_service.api.schemas import SAMPLING, AnswerPublic, AskRequest
+from kb_service.core.errors import KBError
 from kb_service.generation.answer import Answer
 from kb_service.generation.factory import ask_options
-from kb_service.generation.llm import Delta
+from kb_service.generation.llm import Delta, Message
 from kb_service.retrieval.pipeline import SearchOptions
-
-from kb_service.core.errors import KBError
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["ask"])
 
@@ -42,7 +42,11 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
             **body.model_dump(include=SAMPLING | {"stop"}),
         )
         events = answerer.stream(
-            knowledge_base, embedder, body.question, history=[m.model_dump() for m in body.history], options=options
+            knowledge_base,
+            embedder,
+            body.question,
+            history=[Message(role=m.role, content=m.content) for m in body.history],
+            options=options,
         )
         # Retrieval and validation run before the first event: their errors become a 4xx, not a broken stream.
         first = next(events)
@@ -55,7 +59,10 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
     return StreamingResponse(sse(events), media_type="text/event-stream")
 
 
-def _chain(first: Delta | Answer, rest: Iterator[Delta | Answer]) -> Iterator[Delta | Answer]:
+Event = TypeVar("Event")
+
+
+def _chain(first: Event, rest: Iterator[Event]) -> Iterator[Event]:
     yield first
     yield from rest
 

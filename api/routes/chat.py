@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+
 from kb_service.api.auth import PrincipalDep
 from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
 from kb_service.api.errors import error_body
@@ -31,13 +32,12 @@ from kb_service.api.openai_schemas import (
 )
 from kb_service.api.routes.ask import _chain, last_event
 from kb_service.api.schemas import SAMPLING, AnswerPublic, UsagePublic
+from kb_service.core.errors import InvalidInput, KBError
 from kb_service.generation.answer import Answer
 from kb_service.generation.factory import ask_options, generation_params, not_none
 from kb_service.generation.guard import guarded
 from kb_service.generation.llm import LLM, Completion, Delta, GenerationParams, Message
 from kb_service.retrieval.pipeline import SearchOptions
-
-from kb_service.core.errors import InvalidInput, KBError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 KB_PREFIX = "kb:"
@@ -80,7 +80,7 @@ async def chat_completions(
             events = answerer.stream(knowledge_base, embedder, question, history=history, options=options)
             return _chain(next(events), events)
 
-        events = await run_in_threadpool(start)
+        events: Iterator[Delta | Answer | Completion] = await run_in_threadpool(start)
     else:
         llm: LLM | None = request.app.state.llm
         if llm is None or body.model != llm.name:

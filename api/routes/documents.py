@@ -12,6 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
 from kb_service.api.auth import PrincipalDep
 from kb_service.api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep, StoreDep
 from kb_service.api.schemas import (
@@ -23,16 +26,13 @@ from kb_service.api.schemas import (
     JobPublic,
     ResiduePublic,
 )
-from kb_service.ingest.parsers import detect_format
-from kb_service.ingest.sources import SourceItem
-from kb_service.retrieval.residue import residue
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
 from kb_service.core.records import DocStatus, Document, KnowledgeBase
+from kb_service.ingest.parsers import detect_format
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.residue import residue
 from kb_service.stores.recovery import audit
 
 router = APIRouter(tags=["documents"])

@@ -7,9 +7,9 @@ import base64
 import numpy as np
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+
 from kb_service.api.deps import EmbeddersDep, SettingsDep
 from kb_service.api.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
-
 from kb_service.core.errors import InvalidInput
 
 router = APIRouter(prefix="/v1", tags=["openai"])

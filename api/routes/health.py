@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from kb_service.api.deps import EmbeddersDep, StoreDep
 
+from kb_service.api.deps import EmbeddersDep, StoreDep
 from kb_service.core.errors import StoreError
 
 router = APIRouter(tags=["health"])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
+
 from kb_service.api.auth import PrincipalDep
 from kb_service.api.deps import CatalogDep, StoreDep
 from kb_service.api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic

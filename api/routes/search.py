@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+
 from kb_service.api.deps import CatalogDep, RetrieverDep, SettingsDep
 from kb_service.api.schemas import SearchRequest, SearchResponse
 

@@ -6,12 +6,13 @@ import posixpath
 import re
 import warnings
 
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, NavigableString, Tag, XMLParsedAsHTMLWarning
-from kb_service.ingest.parsers.base import SectionBuilder, open_zip, stem
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, XMLParsedAsHTMLWarning
+from bs4.element import NavigableString
 from lxml import etree
 
 from kb_service.core.errors import CorruptDocument
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.ingest.parsers.base import SectionBuilder, open_zip, stem
 
 warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
 warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)

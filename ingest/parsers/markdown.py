@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kb_service.ingest.parsers.base import HeadingTracker, stem
-from kb_service.ingest.parsers.text import decode_text
 from markdown_it import MarkdownIt
 
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.ingest.parsers.base import HeadingTracker, stem
+from kb_service.ingest.parsers.text import decode_text
 
 _MD = MarkdownIt("commonmark").enable("table")
 

@@ -6,11 +6,11 @@ import io
 import zipfile
 from typing import Any
 
-from kb_service.ingest.parsers.base import SectionBuilder, open_zip, stem
 from lxml import etree
 
 from kb_service.core.errors import CorruptDocument, UnsupportedFormat
 from kb_service.core.records import ParsedDocument
+from kb_service.ingest.parsers.base import SectionBuilder, open_zip, stem
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 W = f"{{{W_NS}}}"
@@ -63,7 +63,7 @@ def _heading_level(paragraph: Any, styles: dict[str, str]) -> int:
 def _docx_table(table: Any) -> str:
     rows = []
     for tr in table.iter(f"{W}tr"):
-        cells = []
+        cells: list[str] = []
         for tc in tr.iter(f"{W}tc"):
             text = " ".join("".join(t.text or "" for t in p.iter(f"{W}t")) for p in tc.iter(f"{W}p")).strip()
             if not cells or cells[-1] != text:  # merged cells repeat their text

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import logging
 
-from kb_service.ingest.parsers.base import stem
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError, PyPdfError
 
 from kb_service.core.errors import CorruptDocument, EncryptedDocument, NoTextLayer
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.ingest.parsers.base import stem
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 

@@ -7,15 +7,14 @@ import logging
 import zipfile
 from pathlib import Path, PurePath
 
+from kb_service.core.errors import CorruptDocument, EmptyDocument, FileTooLarge, ParseError, UnsupportedFormat
+from kb_service.core.records import ParsedDocument, Section, normalise_text
 from kb_service.ingest.parsers.base import Parser, check_expansion
 from kb_service.ingest.parsers.html import parse_epub, parse_html
 from kb_service.ingest.parsers.markdown import parse_markdown
 from kb_service.ingest.parsers.office import parse_docx, parse_odt, parse_pptx, parse_xlsx, refuse_legacy_office
 from kb_service.ingest.parsers.pdf import parse_pdf
 from kb_service.ingest.parsers.text import parse_csv, parse_rtf, parse_text
-
-from kb_service.core.errors import CorruptDocument, EmptyDocument, FileTooLarge, ParseError, UnsupportedFormat
-from kb_service.core.records import ParsedDocument, Section, normalise_text
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import csv
 import io
 
 from charset_normalizer import from_bytes
-from kb_service.ingest.parsers.base import stem
 
 from kb_service.core.errors import UnsupportedFormat
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.ingest.parsers.base import stem
 
 BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),

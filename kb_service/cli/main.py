@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -18,7 +18,7 @@ from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fai
 from kb_service.core.errors import KBError
 from kb_service.core.records import DocStatus, KnowledgeBase
 from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
-from kb_service.ingest.sources import iter_paths
+from kb_service.ingest.sources import SourceItem, iter_paths
 from kb_service.retrieval.residue import residue
 from kb_service.stores.recovery import audit, recover
 
@@ -138,7 +138,7 @@ def ingest(
         fail(str(exc), as_json=as_json)
     counts = Counter(r.outcome.value for r in results)
     new_chunks = sum(r.chunks for r in results if r.outcome in (Outcome.ADDED, Outcome.REPLACED))
-    summary = {
+    summary: dict[str, Any] = {
         "knowledge_base": kb,
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "chunks_added": new_chunks,
@@ -173,7 +173,7 @@ def ingest(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _ingest_with_progress(ingestor: Ingestor, items: list, *, quiet: bool) -> list[IngestResult]:
+def _ingest_with_progress(ingestor: Ingestor, items: list[SourceItem], *, quiet: bool) -> list[IngestResult]:
     if quiet:
         return ingestor.ingest(items)
     started = time.perf_counter()

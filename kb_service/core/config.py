@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kb_service.core import limits
+
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
         default=True,
         description="Let the embedded Milvus Lite find live rows by key-set intersections instead of its walk over "
         "every row in Python, read result rows column-wise, and finish a flush once its indexes are built "
-        "(stores/milvus_lite_speedups.py; same results; 100k chunks: a search in 0.09x the time).",
+        "(kb_service/stores/milvus_lite_speedups.py; same results; 100k chunks: a search in 0.09x the time).",
     )
     pg_dsn: SecretStr | None = Field(
         default=None, description="PostgreSQL DSN; default: an embedded PostgreSQL (pgserver) in data_dir."
@@ -111,7 +113,7 @@ class Settings(BaseSettings):
     )
 
     search_mode: Literal["dense", "lexical", "hybrid"] = "hybrid"
-    search_top_k: int = Field(default=10, ge=1, le=200)
+    search_top_k: int = Field(default=10, ge=1, le=limits.MAX_TOP_K)
     search_candidates: int = Field(default=50, ge=1, le=1000, description="Chunks per retriever before fusion.")
     rrf_k: int = Field(default=20, ge=1, le=1000, description="Reciprocal rank fusion constant k.")
     gate: bool = Field(default=True, description="Two-stage: pick documents by their summaries first.")
@@ -178,12 +180,17 @@ class Settings(BaseSettings):
     llm_fallback: bool = Field(
         default=True, description="When the LLM cannot answer, return the retrieved passages as an extractive answer."
     )
-    max_tokens: int = Field(default=256, ge=1, le=32_768, description="Default answer length cap (tokens).")
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy, reproducible answers.")
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1)
+    max_tokens: int = Field(
+        default=limits.DEFAULT_MAX_TOKENS, ge=1, le=limits.MAX_TOKENS, description="Default answer length cap (tokens)."
+    )
+    temperature: float = Field(default=0.0, ge=0.0, le=limits.MAX_TEMPERATURE, description="0: greedy, reproducible.")
+    top_p: float | None = Field(default=None, gt=0.0, le=limits.MAX_TOP_P)
+    top_k: int | None = Field(default=None, ge=1, le=limits.MAX_SAMPLING_TOP_K)
     repetition_penalty: float | None = Field(
-        default=None, gt=0.0, le=10.0, description="Measured: 1.1 derails SmolLM2-135M into rambling; unset."
+        default=None,
+        gt=0.0,
+        le=limits.MAX_REPETITION_PENALTY,
+        description="Measured: 1.1 derails SmolLM2-135M into rambling; unset.",
     )
     context_tokens: int = Field(
         default=1536, ge=64, description="Token budget for sources and history in a prompt (model tokenizer)."

@@ -43,7 +43,8 @@ def model_cache() -> Path:
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    normalised: np.ndarray = vectors / np.maximum(norms, 1e-12)
+    return normalised
 
 
 _MEMO_CHARS = 2_000  # memoised texts: at most this long (≈ 8 MB for a full memo)
@@ -70,7 +71,7 @@ class TokenCounter:
         if self._fast is not None:
             self._fast.no_truncation()
             self._fast.no_padding()
-        self._slow = None if self._fast is not None else copy.deepcopy(tokenizer)
+        self._slow: Any = None if self._fast is not None else copy.deepcopy(tokenizer)
         self._lock = threading.Lock()
         self._memo = functools.lru_cache(maxsize=_MEMO_SIZE)(self._count)
         self._word = functools.lru_cache(maxsize=_WORD_MEMO_SIZE)(self._count)

@@ -116,7 +116,8 @@ def _export(backbone: Any, example: dict[str, Any], path: Path) -> None:
             self.backbone = backbone
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.backbone(**dict(zip(names, tensors, strict=True))).last_hidden_state
+            hidden: torch.Tensor = self.backbone(**dict(zip(names, tensors, strict=True))).last_hidden_state
+            return hidden
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")

@@ -3,6 +3,7 @@ bf16 matrix units (AMX / AVX512-BF16)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -172,7 +173,7 @@ class SentenceTransformerEmbedder:
         for start in range(0, len(order), self.batch_size):
             part = order[start : start + self.batch_size]
             batch = [texts[i] for i in part]
-            vectors[part] = MODEL_THREAD.call(lambda batch=batch: self._forward(batch, self.document_prompt))
+            vectors[part] = MODEL_THREAD.call(functools.partial(self._forward, batch, self.document_prompt))
         return normalise_rows(vectors)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:

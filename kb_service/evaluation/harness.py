@@ -79,10 +79,10 @@ def load_beir(folder: Path, split: str) -> EvalDataset:
             if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
                 continue  # the header line, blank lines
             qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    corpus = {}
-    for row in _jsonl(folder / "corpus.jsonl"):
-        cid, title = str(row["_id"]), (row.get("title") or "").strip()
-        text = f"{title}\n\n{row.get('text', '')}".strip() if title else str(row.get("text", "")).strip()
+    corpus: dict[str, SourceItem] = {}
+    for record in _jsonl(folder / "corpus.jsonl"):
+        cid, title = str(record["_id"]), (record.get("title") or "").strip()
+        text = f"{title}\n\n{record.get('text', '')}".strip() if title else str(record.get("text", "")).strip()
         corpus[cid] = SourceItem(name=cid, text=text, title=title or None)
     queries = {
         str(r["_id"]): r["text"]
@@ -96,7 +96,9 @@ def load_beir(folder: Path, split: str) -> EvalDataset:
 def load_squad(path: Path) -> EvalDataset:
     """SQuAD-style JSON (CMRC 2018): paragraphs are the corpus; each question's own paragraph is relevant."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    corpus, queries, qrels = {}, {}, {}
+    corpus: dict[str, SourceItem] = {}
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
     for article in data["data"]:
         for i, para in enumerate(article["paragraphs"]):
             pid = str(para.get("id") or f"{article.get('id', len(corpus))}_{i}")

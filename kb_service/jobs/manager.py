@@ -17,13 +17,19 @@ from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput, JobNotFound, KnowledgeBaseNotFound
 from kb_service.core.records import KnowledgeBase
 from kb_service.embeddings.base import Embedder
-from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
+from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome, Stage
 from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import Summarizer
 from kb_service.jobs.journal import JobJournal
 from kb_service.jobs.model import FINISHED, Job, JobStatus
 
 log = logging.getLogger(__name__)
+STAGE_STATUS = {
+    Stage.PARSING: JobStatus.PARSING,
+    Stage.CHUNKING: JobStatus.CHUNKING,
+    Stage.EMBEDDING: JobStatus.EMBEDDING,
+    Stage.STORING: JobStatus.STORING,
+}
 MAX_KEPT_JOBS = 10_000
 
 
@@ -163,7 +169,7 @@ class JobManager:
                 summarizer=self.summarizer_for(embedder),
             )
             ingestor.on_stage = lambda source, stage, chunks: self._update(
-                by_source[source], status=JobStatus(stage), chunks=chunks
+                by_source[source], status=STAGE_STATUS[stage], chunks=chunks
             )
 
             def finished(result: IngestResult) -> None:  # each job as soon as its document is published

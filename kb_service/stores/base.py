@@ -1,16 +1,18 @@
-"""The storage seam. Both backends pass the same contract tests (tests/stores/test_contract.py)."""
+"""The storage seam: one core protocol, ``VectorStore`` (knowledge bases, documents, chunks, publish, search), and
+small optional capabilities a backend may add (``ChunkIdSearch``, ``StoredVectors``, ``RerankVectorStore``,
+``Sealable``, ``Revisioned``). Callers check a capability with ``isinstance`` and fall back without it. Every backend
+passes the same contract suite (tests/stores/test_contract.py); ``MemoryStore`` is the reference for the core."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk
-
-Filters = dict[str, Any]
+from kb_service.stores.filters import Filter
 
 _SPACE = re.compile(r"[0-9a-z]{1,16}")
 
@@ -96,16 +98,56 @@ class VectorStore(Protocol):
     def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         """Those of ``chunk_ids`` that are chunks of READY documents, without vectors, keyed by id."""
 
-    def seal(self, kb: KnowledgeBase) -> None:
-        """Make recent writes fast to search (Milvus seals and indexes growing segments, which are otherwise
-        searched by brute force); a no-op where writes are indexed at once."""
+    def search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filter | None = None,
+    ) -> list[list[ScoredChunk]]:
+        """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
 
-    def kb_revision(self, kb: KnowledgeBase) -> str:
-        """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
-        indexes (the lexical one) are rebuilt when it moves."""
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
+        """Rank READY documents by the similarity of their summary vectors: (document id, score) pairs, one list per
+        query row (``get_documents`` reads the documents themselves)."""
+
+    def ping(self) -> None:
+        """Raise StoreError when the store cannot be reached."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChunkIdSearch(Protocol):
+    """Dense chunk search that returns ids and scores only."""
+
+    def search_chunk_ids(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filter | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """``search_chunks``' rankings as (chunk id, score) pairs, without reading the chunks: for a caller that
+        holds them already (the lexical index holds every READY chunk; ``get_chunks`` reads any it lacks)."""
+
+
+@runtime_checkable
+class StoredVectors(Protocol):
+    """Reads back stored chunk vectors by text hash. Without it, ingestion embeds every new text."""
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of chunks whose text hash is among ``hashes`` (so unchanged text is never re-embedded)."""
+
+
+@runtime_checkable
+class RerankVectorStore(Protocol):
+    """Keeps a second model's passage vectors beside the chunks. Without it, an embedding reranker embeds its
+    passages at query time."""
 
     def rerank_vectors(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of a second model (an embedding reranker's passage vectors; ``space`` names the model)
@@ -118,34 +160,27 @@ class VectorStore(Protocol):
         """Store one vector per chunk in ``space``. A vector goes when its chunk goes (document deleted or replaced,
         knowledge base dropped); chunks that are no longer stored are skipped."""
 
-    def search_chunks(
-        self,
-        kb: KnowledgeBase,
-        queries: np.ndarray,
-        *,
-        top_k: int,
-        doc_ids: Sequence[str] | None = None,
-        filters: Filters | None = None,
-    ) -> list[list[ScoredChunk]]:
-        """One ranked list per query row; ``doc_ids`` restricts the search to those documents."""
 
-    def search_chunk_ids(
-        self,
-        kb: KnowledgeBase,
-        queries: np.ndarray,
-        *,
-        top_k: int,
-        doc_ids: Sequence[str] | None = None,
-        filters: Filters | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """``search_chunks``' rankings as (chunk id, score) pairs, without reading the chunks: for a caller that
-        holds them already (the lexical index holds every READY chunk; ``get_chunks`` reads any it lacks)."""
+@runtime_checkable
+class Sealable(Protocol):
+    """Has work to finish after an ingest before searches are fast."""
 
-    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
-        """Rank READY documents by the similarity of their summary vectors: (document id, score) pairs, one list per
-        query row (``get_documents`` reads the documents themselves)."""
+    def seal(self, kb: KnowledgeBase) -> None:
+        """Make recent writes fast to search (Milvus seals and indexes growing segments, which are otherwise
+        searched by brute force); a no-op where writes are indexed at once."""
 
-    def ping(self) -> None:
-        """Raise StoreError when the store cannot be reached."""
 
-    def close(self) -> None: ...
+@runtime_checkable
+class Revisioned(Protocol):
+    """Knows when the searchable chunks changed. Without it, derived indexes (the lexical one) are rebuilt for every
+    search."""
+
+    def kb_revision(self, kb: KnowledgeBase) -> str:
+        """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
+        indexes (the lexical one) are rebuilt when it moves."""
+
+
+def seal(store: VectorStore, kb: KnowledgeBase) -> None:
+    """Finish a store's post-ingest work, where it has any."""
+    if isinstance(store, Sealable):
+        store.seal(kb)

@@ -2,7 +2,7 @@
 
 Milvus Lite 3 is a pure-Python engine behind a local gRPC server. In-process, its searches and writes hold this
 process's GIL while they walk their segments row by row, stalling the API's threads and the model thread; in a
-child process they run beside them (docs/BENCHMARKS.md, "Milvus Lite in a child process"). The child
+child process they run beside them (docs/BENCHMARKS.md, query latency, third run). The child
 (``kb_service.stores.milvus_lite_server``) serves one data directory on a free loopback port, with the engine
 speedups of ``stores.milvus_lite_speedups`` unless asked not to, and exits when its parent closes its stdin, or dies.
 """

@@ -16,6 +16,6 @@ def start_embedded_postgres(pgdata: Path) -> Any:
         raise StoreError("the embedded PostgreSQL needs the 'pgserver' package") from exc
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
-        return pgserver.get_server(pgdata)
+        return pgserver.postgres_server.get_server(pgdata)
     except Exception as exc:  # pgserver reports start-up failures with plain exceptions
         raise StoreError(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc

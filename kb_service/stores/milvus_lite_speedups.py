@@ -22,7 +22,8 @@ work holds the engine's GIL: right after a bulk load of 100k chunks, 40 hybrid s
 
 ``install()`` patches the engine in this process (the embedded server's child process calls it,
 ``stores/milvus_lite_server.py``; ``KB_MILVUS_LITE_SPEEDUPS=false`` leaves it out). It does nothing for Milvus Lite
-versions other than those in ``SUPPORTED``, whose internals it has been checked against.
+versions other than those in ``SUPPORTED``, whose internals it has been checked against; pyproject.toml pins the
+version and the equivalence test fails on any other. docs/milvus-lite-proposal.md is the upstream proposal.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -115,7 +116,7 @@ def _point(
     collection.execute_search_with_index = executor_indexed.execute_search_with_index = search  # by name there
     collection.assemble_candidates = assemble  # only Collection.query calls it
     bitmap.build_valid_mask = executor.build_valid_mask = mask  # Collection.query imports it at each call
-    collection.Collection.query = query  # type: ignore[method-assign]
+    collection.Collection.query = query
 
 
 # -- live masks ----------------------------------------------------------------------------------------------------
@@ -204,7 +205,9 @@ def build_valid_mask(
     """``milvus_lite.search.bitmap.build_valid_mask``, same arguments and result (used by queries)."""
     n = len(all_pks)
     if n == 0 or all_seqs.shape[0] != n or (filter_mask is not None and filter_mask.shape[0] != n):
-        return _originals["mask"](all_pks, all_seqs, delta_index, filter_mask=filter_mask, memtable=memtable)
+        return cast(
+            np.ndarray, _originals["mask"](all_pks, all_seqs, delta_index, filter_mask=filter_mask, memtable=memtable)
+        )
     mt_deletes = memtable.delete_index_snapshot() if memtable is not None else {}
     if isinstance(all_pks, _Keys):
         sources, segments = all_pks.sources, all_pks.segments
@@ -212,7 +215,9 @@ def build_valid_mask(
         sources, segments = [(all_pks, all_seqs, _row_index(all_pks))], 0
     masks = live_masks(sources, delta_index._map, mt_deletes, segments=segments)
     if masks is None:
-        return _originals["mask"](all_pks, all_seqs, delta_index, filter_mask=filter_mask, memtable=memtable)
+        return cast(
+            np.ndarray, _originals["mask"](all_pks, all_seqs, delta_index, filter_mask=filter_mask, memtable=memtable)
+        )
     mask = np.concatenate(masks)
     if filter_mask is not None:
         mask &= filter_mask.astype(bool)
@@ -222,7 +227,7 @@ def build_valid_mask(
 # -- query ----------------------------------------------------------------------------------------------------------
 
 
-class _Keys(list):
+class _Keys(list[Any]):
     """A query's candidate keys, concatenated, which remember each source's keys, sequence numbers and key -> row
     map for ``build_valid_mask``."""
 
@@ -230,7 +235,7 @@ class _Keys(list):
     segments: int  # the first sources that are flushed segments (the memtable's keys come last)
 
 
-class _RowRefs(Sequence):
+class _RowRefs(Sequence[Any]):
     """(segment, row) or (memtable, row reference) of each candidate, computed when asked for. The engine builds a
     list of one tuple per row of every segment, and queries read only the few that pass the filter."""
 
@@ -313,9 +318,9 @@ def execute_search_with_index(
     compiled_filter: Any = None,
     output_fields: list[str] | None = None,
     indexed_filter_plan: Any = None,
-    project_record_fn: Callable[[dict], dict] | None = None,
+    project_record_fn: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     search_params: dict[str, Any] | None = None,
-) -> list[list[dict]]:
+) -> list[list[dict[str, Any]]]:
     """``milvus_lite.search.executor_indexed.execute_search_with_index``, same arguments and result."""
     from milvus_lite.index.brute_force import BruteForceIndex
 
@@ -357,7 +362,7 @@ def execute_search_with_index(
         sources.append((mt_pks, mt_seqs, _row_index(mt_pks)))
     masks = live_masks(sources, delta_index._map, memtable.delete_index_snapshot(), segments=len(in_scope))
     if masks is None:
-        return _originals["search"](**args)
+        return cast(list[list[dict[str, Any]]], _originals["search"](**args))
 
     if compiled_filter is not None:
         from milvus_lite.search.filter import evaluate_mask
@@ -398,13 +403,13 @@ def execute_search_with_index(
         project = project_record_fn
     elif output_fields is None:
 
-        def project(record: dict) -> dict:
+        def project(record: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in record.items() if k != pk_field and k != vector_field}
 
     else:
         keep = set(output_fields) - {pk_field}
 
-        def project(record: dict) -> dict:
+        def project(record: dict[str, Any]) -> dict[str, Any]:
             return {k: record[k] for k in keep if k in record}
 
     winners = []
@@ -419,7 +424,7 @@ def execute_search_with_index(
         lambda ref: memtable.materialize_row(*mt_row_refs[ref]),
         skip=() if wants_vector else (vector_field,),
     )
-    results: list[list[dict]] = []
+    results: list[list[dict[str, Any]]] = []
     for found in winners:
         hits = []
         for dist, source, local_id in found:
@@ -442,7 +447,7 @@ def query(
     offset: int = 0,
     timezone: str | None = None,
     order_by_pk: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """``milvus_lite.engine.collection.Collection.query``, same arguments and result. Two steps differ: the engine
     builds each returned row one cell at a time, its vector included (384 Python floats, dropped by the projection
     unless asked for), where here each segment's rows come with one ``take``; and it orders the live rows by key (a
@@ -499,24 +504,24 @@ def query(
     ]
 
 
-def _no_memtable_row(row: int) -> dict:
+def _no_memtable_row(row: int) -> dict[str, Any]:
     raise AssertionError("memtable rows are materialised by the engine")
 
 
 def _records(
     refs: Sequence[tuple[int, int]],
     segments: Sequence[Any],
-    memtable_row: Callable[[int], dict],
+    memtable_row: Callable[[int], dict[str, Any]],
     *,
     skip: Sequence[str],
-) -> dict[tuple[int, int], dict]:
+) -> dict[tuple[int, int], dict[str, Any]]:
     """The rows at ``refs`` ((source, row); sources past ``segments`` are the memtable's), as
     ``Segment.row_to_dict`` gives them, less the columns in ``skip``. The engine reads a row one cell at a time,
     its vector as a list of Python floats; here each segment's rows come with one ``take``."""
     by_source: dict[int, list[int]] = {}
     for source, row in refs:
         by_source.setdefault(source, []).append(row)
-    records: dict[tuple[int, int], dict] = {}
+    records: dict[tuple[int, int], dict[str, Any]] = {}
     for source, rows in by_source.items():
         rows = list(dict.fromkeys(rows))
         if source >= len(segments):
@@ -529,7 +534,7 @@ def _records(
     return records
 
 
-def _with_dynamic_fields(record: dict) -> dict:
+def _with_dynamic_fields(record: dict[str, Any]) -> dict[str, Any]:
     """Unpack the ``$meta`` column into the record, as ``Segment.row_to_dict`` does."""
     meta = record.get("$meta")
     if isinstance(meta, str):

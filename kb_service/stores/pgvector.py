@@ -20,7 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
-from kb_service.stores.base import Filters, rerank_prefix, rerank_table
+from kb_service.stores.base import rerank_prefix, rerank_table
+from kb_service.stores.filters import Filter, with_numeric_twins
 from kb_service.stores.serialize import (
     DOC_FIELDS,
     doc_from_row,
@@ -332,15 +333,16 @@ class PgvectorStore:
             with self._tx() as conn:
                 # One sealer per KB at a time: a concurrent one waits here, then finds the work done.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"seal:{kb.key}",))
-                rows = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(table)).fetchone()["n"]
-                estimate = conn.execute(
-                    "SELECT reltuples AS n FROM pg_class WHERE oid = to_regclass(%s)", (table.as_string(conn),)
-                ).fetchone()["n"]
+                rows = _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(table))
+                estimate = _scalar(
+                    conn,
+                    sql.SQL("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)"),
+                    (table.as_string(conn),),
+                )
                 if estimate < 0 or abs(rows - estimate) > 0.2 * max(rows, 1):  # -1: never analysed
                     conn.execute(sql.SQL("ANALYZE {}").format(table))
-                if (
-                    rows < self.hnsw_min_rows
-                    or conn.execute("SELECT to_regclass(%s) AS i", (index.as_string(conn),)).fetchone()["i"]
+                if rows < self.hnsw_min_rows or _scalar(
+                    conn, sql.SQL("SELECT to_regclass(%s)"), (index.as_string(conn),)
                 ):
                     continue
                 low, high = HNSW_BUILD_MEMORY_KB
@@ -435,7 +437,7 @@ class PgvectorStore:
         *,
         top_k: int,
         doc_ids: Sequence[str] | None = None,
-        filters: Filters | None = None,
+        filters: Filter | None = None,
     ) -> list[list[ScoredChunk]]:
         # The nearest ids first, then their rows: sorting only (id, distance) keeps an exact scan cheap.
         rows = self._search_chunks(
@@ -455,7 +457,7 @@ class PgvectorStore:
         *,
         top_k: int,
         doc_ids: Sequence[str] | None = None,
-        filters: Filters | None = None,
+        filters: Filter | None = None,
     ) -> list[list[tuple[str, float]]]:
         select = "SELECT top.id, 1 - top.distance AS score FROM top ORDER BY top.distance"
         rows = self._search_chunks(kb, queries, select, top_k=top_k, doc_ids=doc_ids, filters=filters)
@@ -469,7 +471,7 @@ class PgvectorStore:
         *,
         top_k: int,
         doc_ids: Sequence[str] | None,
-        filters: Filters | None,
+        filters: Filter | None,
     ) -> list[list[dict[str, Any]]]:
         """The rows of ``select`` over ``top``, the ``top_k`` nearest visible chunks (id, distance), per query."""
         clauses: list[sql.Composable] = [sql.SQL("d.status = 'ready'")]
@@ -477,15 +479,13 @@ class PgvectorStore:
         if doc_ids is not None:
             clauses.append(sql.SQL("c.doc_id = ANY(%(only)s)"))
             params["only"] = list(doc_ids)
-        for i, (key, value) in enumerate((filters or {}).items()):
-            values = value if isinstance(value, list) else [value]
-            column = {"doc_id": "c.doc_id", "page": "c.page", "section": "c.section"}.get(key)
-            if column:
-                clauses.append(sql.SQL(f"{column} = ANY(%(f{i})s)"))
-                params[f"f{i}"] = values
+        for i, condition in enumerate(filters.conditions if filters else ()):
+            if condition.is_column:
+                clauses.append(sql.SQL(f"c.{condition.field} = ANY(%(f{i})s)"))
+                params[f"f{i}"] = list(condition.values)
             else:
                 clauses.append(sql.SQL(f"(c.metadata -> %(k{i})s) IN (SELECT jsonb_array_elements(%(f{i})s))"))
-                params[f"k{i}"], params[f"f{i}"] = key, Jsonb(values)
+                params[f"k{i}"], params[f"f{i}"] = condition.field, Jsonb(with_numeric_twins(condition.values))
         # A restricted search is exact (the "+ 0" keeps the planner off the HNSW index, whose post-filtering
         # would drop matches outside its candidate list); a global one uses HNSW.
         order = sql.SQL("(c.vector <=> %(q)s) + 0" if doc_ids is not None or filters else "c.vector <=> %(q)s")
@@ -522,6 +522,13 @@ class PgvectorStore:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _scalar(conn: psycopg.Connection[Any], query: sql.SQL | sql.Composed, params: Sequence[Any] = ()) -> Any:
+    """The first column of a query's one row."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "an aggregate or catalog lookup returns one row"
+    return next(iter(row.values()))
 
 
 def _as_array(value: Any) -> np.ndarray:

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
+from kb_service.core.config import Settings
 from kb_service.generation.llm import GenerationParams
 from kb_service.generation.openai_llm import OpenAICompatibleLLM
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.sources import SourceItem
-
-from kb_service.core.config import Settings
 from tests.live import live_server
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from kb_service.api.app import create_app
 
+from kb_service.api.app import create_app
 from kb_service.core.config import ApiKey, Settings
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kb_service.api.app import create_app
-from kb_service.ingest.pipeline import Ingestor
 
+from kb_service.api.app import create_app
 from kb_service.core.config import Settings
+from kb_service.ingest.pipeline import Ingestor
 from tests.conftest import DOCUMENTS, needs_shared
 from tests.fixtures import make_docx, make_pdf
 

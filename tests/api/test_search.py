@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+
 from kb_service.api.app import create_app
+from kb_service.core.config import Settings
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.factory import rerank_kind
-
-from kb_service.core.config import Settings
 from tests.api.test_documents import wait
 
 pytestmark = pytest.mark.integration

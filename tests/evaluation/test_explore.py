@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kb_service.retrieval.pipeline import SearchOptions
 
 from kb_service.client import LocalClient
 from kb_service.evaluation import load_beir
 from kb_service.evaluation.explore import gate_recall_curve, lost_at_counts, trace_frames, worst_queries
+from kb_service.retrieval.pipeline import SearchOptions
 from tests.evaluation.test_harness import write_beir
 
 pytestmark = pytest.mark.integration

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from kb_service.retrieval.pipeline import SearchResult, SearchTrace
 from typer.testing import CliRunner
 
 from kb_service.cli.main import app
 from kb_service.core.errors import InvalidInput
 from kb_service.core.records import Chunk, Document, ScoredChunk, ScoredDocument
 from kb_service.evaluation.harness import diagnose, doc_run, gate_recall, load_beir, load_dataset, load_squad, score
+from kb_service.retrieval.pipeline import SearchResult, SearchTrace
 from tests.conftest import SHARED_DATA, needs_shared
 
 DOCS = {

@@ -8,6 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from kb_service.core.config import Settings
+from kb_service.core.errors import LLMUnavailable
+from kb_service.core.records import KnowledgeBase
 from kb_service.generation.answer import Answer, Answerer, AskOptions
 from kb_service.generation.factory import ask_options, build_answerer, build_llm, build_summarizer
 from kb_service.generation.guard import guarded
@@ -20,10 +24,6 @@ from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import ExtractiveSummarizer
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever, SearchOptions
-
-from kb_service.core.config import Settings
-from kb_service.core.errors import LLMUnavailable
-from kb_service.core.records import KnowledgeBase
 from kb_service.stores.base import VectorStore
 
 pytestmark = pytest.mark.integration

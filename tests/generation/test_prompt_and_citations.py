@@ -4,15 +4,15 @@ parameter validation. No model needed: tokens are counted as whitespace-separate
 from __future__ import annotations
 
 import pytest
+
+from kb_service.core.config import Settings
+from kb_service.core.errors import InvalidInput
+from kb_service.core.records import Chunk, ScoredChunk
 from kb_service.generation.answer import _validate_history
 from kb_service.generation.extractive import compose
 from kb_service.generation.llm import GenerationParams, ThinkSplitter, split_thinking
 from kb_service.generation.prompt import REFUSAL, PromptBuilder, PromptTemplates, detect_language, edges_first
 from kb_service.generation.verify import ClaimStream, Verifier, is_refusal
-
-from kb_service.core.config import Settings
-from kb_service.core.errors import InvalidInput
-from kb_service.core.records import Chunk, ScoredChunk
 
 pytestmark = pytest.mark.unit
 
@@ -230,6 +230,7 @@ def test_history_is_validated() -> None:
 
 def test_loop_stop_ends_a_generation_that_repeats_itself() -> None:
     import torch
+
     from kb_service.generation.transformers_llm import LoopStop
 
     prompt = [9] * 5

@@ -5,10 +5,10 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
-from kb_service.ingest.chunking import TokenChunker
-from kb_service.ingest.summarize import ExtractiveSummarizer
 
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.ingest.chunking import TokenChunker
+from kb_service.ingest.summarize import ExtractiveSummarizer
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import codecs
 
 import pytest
-from kb_service.ingest.parsers import detect_format, parse_bytes
 
 from kb_service.core.errors import CorruptDocument, EmptyDocument, FileTooLarge, UnsupportedFormat
+from kb_service.ingest.parsers import detect_format, parse_bytes
 from tests.fixtures import HTML, make_docx, make_pdf, zip_bomb
 
 pytestmark = pytest.mark.unit

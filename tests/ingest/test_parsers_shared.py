@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kb_service.ingest.parsers import parse_file
 
 from kb_service.core.errors import EncryptedDocument, NoTextLayer, ParseError, UnsupportedFormat
+from kb_service.ingest.parsers import parse_file
 from tests.conftest import DOCUMENTS, needs_shared
 
 pytestmark = [pytest.mark.unit, needs_shared]

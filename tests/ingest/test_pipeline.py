@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kb_service.ingest.pipeline import Ingestor, Outcome
-from kb_service.ingest.sources import SourceItem, iter_paths
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import StoreError
 from kb_service.core.records import DocStatus, KnowledgeBase
+from kb_service.ingest.pipeline import Ingestor, Outcome
+from kb_service.ingest.sources import SourceItem, iter_paths
 from kb_service.stores.base import VectorStore
 from tests.fixtures import write_corpus
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from kb_service.ingest.summarize import ExtractiveSummarizer, _term_counts
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 
 from kb_service.core.records import Chunk, ParsedDocument, Section
+from kb_service.ingest.summarize import ExtractiveSummarizer, _term_counts
 
 SENTENCES = [
     "Pumps MOVE water.",

@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from kb_service.ingest.sources import SourceItem
 
+from kb_service.ingest.sources import SourceItem
 from kb_service.jobs import Job, JobJournal, JobStatus
 
 pytestmark = pytest.mark.unit

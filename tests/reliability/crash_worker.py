@@ -13,12 +13,11 @@ import signal
 import sys
 from typing import Any
 
-from kb_service.ingest.pipeline import Ingestor
-from kb_service.ingest.sources import SourceItem
-
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.embeddings import EmbedderPool
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
 from kb_service.stores.factory import open_store
 
 KB = "crash"

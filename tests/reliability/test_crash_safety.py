@@ -12,15 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kb_service.ingest.pipeline import Ingestor, Outcome
-from kb_service.ingest.sources import SourceItem
-from kb_service.retrieval.factory import build_retriever
-from kb_service.retrieval.residue import residue
 
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.core.records import DocStatus
 from kb_service.embeddings import EmbedderPool
+from kb_service.ingest.pipeline import Ingestor, Outcome
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.factory import build_retriever
+from kb_service.retrieval.residue import residue
 from kb_service.stores.factory import open_store
 from kb_service.stores.recovery import audit, recover
 from tests.reliability.crash_worker import KB

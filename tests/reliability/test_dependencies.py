@@ -10,8 +10,8 @@ from pathlib import Path
 import pgserver
 import pytest
 from fastapi.testclient import TestClient
-from kb_service.api.app import create_app
 
+from kb_service.api.app import create_app
 from kb_service.core.config import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kb_service.api.app import create_app
 
+from kb_service.api.app import create_app
 from kb_service.core.config import Settings
 from tests.conftest import SHARED_DATA, needs_shared
 from tests.fixtures import make_docx

@@ -33,7 +33,16 @@ DOCS = [
 
 def start(env: dict[str, str], port: int) -> tuple[subprocess.Popen[bytes], httpx.Client]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import app; app()", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-c",
+            "from kb_service.cli.main import app; app()",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -6,14 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kb_service.ingest.pipeline import Ingestor
-from kb_service.ingest.sources import SourceItem
-from kb_service.retrieval.fusion import rrf
-from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes, lexical_tokens, matches_filters
 
 from kb_service.core.config import Settings
 from kb_service.core.records import Chunk, KnowledgeBase
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.fusion import rrf
+from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes, lexical_tokens
 from kb_service.stores.base import VectorStore
+from kb_service.stores.filters import Filter
 
 
 @pytest.mark.unit
@@ -61,10 +62,10 @@ def test_index_ranks_masks_and_round_trips(tmp_path: Path) -> None:
     gated = index.search("insulin diabetes", top_k=10, doc_ids=["d2", "d4", "unknown"])
     assert [(h.chunk.id, h.score) for h in gated] == [(hits[0].chunk.id, hits[0].score)]
     assert index.search("insulin diabetes", top_k=10, doc_ids=[]) == []
-    both = index.search("insulin diabetes", top_k=10, doc_ids=["d1", "d2"], filters={"lang": "en"})
+    both = index.search("insulin diabetes", top_k=10, doc_ids=["d1", "d2"], filters=Filter.parse({"lang": "en"}))
     assert [h.chunk.id for h in both] == ["c2", "c1"]
     assert index.search("北京首都", top_k=5)[0].chunk.id == "c3"
-    assert index.search("insulin", top_k=10, filters={"lang": "zh"}) == []
+    assert index.search("insulin", top_k=10, filters=Filter.parse({"lang": "zh"})) == []
     assert index.search("the of and", top_k=10) == []  # only stopwords
     assert [d for d, _ in index.search_documents("insulin diabetes", top_k=5)] == ["d2", "d1"]
 
@@ -74,15 +75,6 @@ def test_index_ranks_masks_and_round_trips(tmp_path: Path) -> None:
     assert [h.chunk.id for h in loaded.search("insulin diabetes", top_k=10)] == ["c2", "c1"]
     assert [d for d, _ in loaded.search_documents("北京", top_k=5)] == ["d3"]
     assert LexicalIndex.build([], "empty").search("anything", top_k=3) == []
-
-
-@pytest.mark.unit
-def test_filters_match_like_the_stores() -> None:
-    c = _chunk("c1", "d1", "x", lang="en")
-    assert matches_filters(c, {"source": "d1.txt", "lang": ["de", "en"]})
-    assert matches_filters(c, {"doc_id": "d1", "page": 1})
-    assert not matches_filters(c, {"lang": "zh"})
-    assert not matches_filters(c, {"missing": "x"})
 
 
 @pytest.mark.integration

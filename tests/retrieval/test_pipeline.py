@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kb_service.ingest.pipeline import Ingestor
-from kb_service.ingest.sources import SourceItem
-from kb_service.retrieval.lexical import LexicalIndexes
-from kb_service.retrieval.pipeline import Retriever, SearchOptions
-from kb_service.retrieval.rerank import CrossEncoderReranker, EmbeddingReranker
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput
 from kb_service.core.records import KnowledgeBase
 from kb_service.embeddings.sentence import SentenceTransformerEmbedder, resolve_model_path
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.lexical import LexicalIndexes
+from kb_service.retrieval.pipeline import Retriever, SearchOptions
+from kb_service.retrieval.rerank import CrossEncoderReranker, EmbeddingReranker
 from kb_service.stores.base import VectorStore
 
 pytestmark = pytest.mark.integration
@@ -271,9 +271,8 @@ def test_filter_validation(filters: dict, message: str) -> None:
 
 @pytest.mark.unit
 def test_auto_reranker_only_where_it_is_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kb_service.retrieval.factory import build_reranker, rerank_kind
-
     from kb_service.embeddings import sentence
+    from kb_service.retrieval.factory import build_reranker, rerank_kind
 
     for fast_bf16, expected in ((False, "none"), (True, "embedding")):
         monkeypatch.setattr(sentence, "cpu_has_fast_bf16", lambda fast_bf16=fast_bf16: fast_bf16)
@@ -285,3 +284,28 @@ def test_auto_reranker_only_where_it_is_cheap(monkeypatch: pytest.MonkeyPatch) -
     assert rerank_kind(Settings(rerank_backend="auto", embedding_device="cuda:0")) == "embedding"
     assert rerank_kind(Settings(rerank_backend="cross-encoder", embedding_device="cpu")) == "cross-encoder"
     assert build_reranker(Settings(rerank_backend="none"), embedders=None) is None  # type: ignore[arg-type]
+
+
+def test_the_memory_store_ranks_like_the_real_stores(
+    loaded: Retriever, kb: KnowledgeBase, embedder, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The in-memory reference store offers only the core protocol (and revisions): the retriever's fallbacks (full
+    rows instead of id search, no stored vectors to reuse, nothing to seal) give the same rankings as a real store."""
+    from kb_service.stores.memory import MemoryStore
+
+    memory = MemoryStore()
+    memory.create_kb(kb)
+    ingestor = Ingestor.from_settings(Settings(chunk_size=48, chunk_overlap=8), store=memory, kb=kb, embedder=embedder)
+    ingestor.ingest(
+        [SourceItem(name, text=text, metadata={"topic": name.split(".")[0]}) for name, text in CORPUS.items()]
+    )
+    reference = Retriever(memory, LexicalIndexes(memory, tmp_path / "memory-lexical"))
+    for query in ("how do seismometers warn of a volcanic eruption", "bake bread with a starter", "大熊猫吃什么"):
+        for options in (
+            SearchOptions(top_k=5, rerank=False),
+            SearchOptions(top_k=5, mode="dense", gate=False, rerank=False),
+            SearchOptions(top_k=5, rerank=False, filters={"topic": ["tea", "bread"]}),
+        ):
+            real, ref = loaded.search(kb, embedder, query, options), reference.search(kb, embedder, query, options)
+            assert [h.chunk.id for h in ref.hits] == [h.chunk.id for h in real.hits], (query, options)
+            assert [h.score for h in ref.hits] == pytest.approx([h.score for h in real.hits], abs=1e-4)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from kb_service.core.config import Settings
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings.runner import ModelThread
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever, SearchOptions
 from kb_service.retrieval.rerank import EmbeddingReranker
 from kb_service.retrieval.rerank_warmer import RerankWarmer
-
-from kb_service.core.config import Settings
-from kb_service.core.records import KnowledgeBase
-from kb_service.embeddings.runner import ModelThread
 from kb_service.stores.base import VectorStore
 
 pytestmark = pytest.mark.integration

@@ -1,9 +1,12 @@
-"""One contract, run unchanged against MilvusStore (Milvus Lite) and PgvectorStore (real PostgreSQL)."""
+"""One contract, run unchanged against MilvusStore (Milvus Lite), PgvectorStore (real PostgreSQL) and MemoryStore
+(the in-memory reference; unit-fast). A test of an optional capability skips a store that does not offer it."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from itertools import pairwise
 
@@ -11,12 +14,43 @@ import numpy as np
 import pytest
 
 from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
-from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, text_hash
-from kb_service.stores.base import VectorStore
+from kb_service.core.records import Chunk, DocStatus, Document, EmbeddingModelInfo, KnowledgeBase, text_hash
+from kb_service.stores.base import (
+    ChunkIdSearch,
+    RerankVectorStore,
+    Revisioned,
+    StoredVectors,
+    VectorStore,
+    seal,
+)
+from kb_service.stores.filters import Filter
+from kb_service.stores.memory import MemoryStore
 from kb_service.stores.milvus import MilvusStore
 from kb_service.stores.pgvector import PgvectorStore
 
 pytestmark = pytest.mark.integration
+INFO = EmbeddingModelInfo(name="contract-model", dimension=384, fingerprint="f" * 16, max_tokens=256)
+_names = itertools.count()
+
+
+@pytest.fixture(params=["milvus", "pgvector", pytest.param("memory", marks=pytest.mark.unit)])
+def store(request: pytest.FixtureRequest) -> VectorStore:
+    if request.param == "memory":
+        return MemoryStore()
+    return request.getfixturevalue(f"{'milvus' if request.param == 'milvus' else 'pg'}_store")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def kb(store: VectorStore) -> Iterator[KnowledgeBase]:
+    knowledge_base = KnowledgeBase(name=f"契约 kb {next(_names)}", embedding=INFO)
+    store.create_kb(knowledge_base)
+    yield knowledge_base
+    store.drop_kb(knowledge_base.name)
+
+
+def needs(store: VectorStore, capability: type) -> None:
+    if not isinstance(store, capability):
+        pytest.skip(f"{type(store).__name__} does not offer the optional {capability.__name__}")
 
 
 def _vec(dim: int, seed: int) -> np.ndarray:
@@ -98,9 +132,9 @@ def test_search_restricted_to_documents_and_metadata(store: VectorStore, kb: Kno
     query = b_chunks[0].vector[None, :]
     only_a = store.search_chunks(kb, query, top_k=10, doc_ids=["doc-a"])[0]
     assert {h.chunk.doc_id for h in only_a} == {"doc-a"} and len(only_a) == 3
-    zh = store.search_chunks(kb, query, top_k=10, filters={"lang": "zh"})[0]
+    zh = store.search_chunks(kb, query, top_k=10, filters=Filter.parse({"lang": "zh"}))[0]
     assert {h.chunk.doc_id for h in zh} == {"doc-b"}
-    both = store.search_chunks(kb, query, top_k=10, filters={"lang": ["zh", "en"]})[0]
+    both = store.search_chunks(kb, query, top_k=10, filters=Filter.parse({"lang": ["zh", "en"]}))[0]
     assert len(both) == 6
     docs = store.search_documents(kb, np.vstack([b_chunks[0].vector, b_chunks[1].vector]), top_k=2)
     assert len(docs) == 2 and {d for d, _ in docs[0]} == {"doc-a", "doc-b"}
@@ -112,11 +146,12 @@ def test_search_restricted_to_documents_and_metadata(store: VectorStore, kb: Kno
 def test_chunk_id_search_ranks_like_the_full_search_and_get_chunks_reads_visible_chunks(
     store: VectorStore, kb: KnowledgeBase
 ) -> None:
+    needs(store, ChunkIdSearch)
     _, a_chunks = _add(store, kb, "doc-a", 1, lang="en")
     _add(store, kb, "doc-b", 2, lang="zh")
     _, hidden = _add(store, kb, "doc-c", 3, publish=False)
     queries = np.vstack([a_chunks[0].vector, hidden[0].vector])
-    for kwargs in ({}, {"doc_ids": ["doc-b"]}, {"filters": {"lang": "zh"}}):
+    for kwargs in ({}, {"doc_ids": ["doc-b"]}, {"filters": Filter.parse({"lang": "zh"})}):
         full = store.search_chunks(kb, queries, top_k=4, **kwargs)
         ids = store.search_chunk_ids(kb, queries, top_k=4, **kwargs)
         assert [len(pairs) for pairs in ids] == [3 if kwargs else 4] * 2  # doc-b alone has 3 chunks
@@ -159,9 +194,10 @@ def test_delete_removes_every_chunk(store: VectorStore, kb: KnowledgeBase) -> No
 def test_vectors_for_hashes_and_listing(store: VectorStore, kb: KnowledgeBase) -> None:
     _, chunks = _add(store, kb, "doc-a", 1)
     _add(store, kb, "doc-b", 2, publish=False)
-    found = store.vectors_for_hashes(kb, [chunks[0].hash, "unknown"])
-    assert list(found) == [chunks[0].hash]
-    np.testing.assert_allclose(found[chunks[0].hash], chunks[0].vector, atol=1e-6)
+    if isinstance(store, StoredVectors):
+        found = store.vectors_for_hashes(kb, [chunks[0].hash, "unknown"])
+        assert list(found) == [chunks[0].hash]
+        np.testing.assert_allclose(found[chunks[0].hash], chunks[0].vector, atol=1e-6)
     assert [d.id for d in store.list_documents(kb)] == ["doc-a", "doc-b"]
     assert [d.id for d in store.list_documents(kb, status=DocStatus.READY)] == ["doc-a"]
     assert store.count_documents(kb, status=DocStatus.PROCESSING) == 1
@@ -169,8 +205,8 @@ def test_vectors_for_hashes_and_listing(store: VectorStore, kb: KnowledgeBase) -
     assert set(store.get_documents(kb, ["doc-a", "doc-b", "nope"])) == {"doc-a", "doc-b"}
 
 
-def test_drop_removes_the_knowledge_base(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
-    kb = KnowledgeBase(name="to drop ..é", embedding=embedder.info)
+def test_drop_removes_the_knowledge_base(store: VectorStore) -> None:
+    kb = KnowledgeBase(name="to drop ..é", embedding=INFO)
     store.create_kb(kb)
     _add(store, kb, "doc-a", 1)
     store.drop_kb(kb.name)
@@ -182,6 +218,7 @@ def test_drop_removes_the_knowledge_base(store: VectorStore, embedder) -> None: 
 
 
 def test_iter_chunks_revision_and_seal(store: VectorStore, kb: KnowledgeBase) -> None:
+    needs(store, Revisioned)
     start = store.kb_revision(kb)
     _add(store, kb, "doc-a", 1)
     after_publish = store.kb_revision(kb)
@@ -193,7 +230,7 @@ def test_iter_chunks_revision_and_seal(store: VectorStore, kb: KnowledgeBase) ->
     chunks = [c for b in batches for c in b]
     assert sorted(c.id for c in chunks) == ["doc-a:0", "doc-a:1", "doc-a:2"]
     assert all(c.vector is None and c.text.startswith("doc-a text") and c.page for c in chunks)
-    store.seal(kb)
+    seal(store, kb)
     assert store.search_chunks(kb, _vec(kb.embedding.dimension, 100)[None, :], top_k=1)[0][0].chunk.id == "doc-a:0"
     store.delete_document(kb, "doc-a")
     assert store.kb_revision(kb) != after_publish
@@ -211,6 +248,8 @@ def _another_store(store: VectorStore) -> VectorStore:
 def test_a_second_store_on_the_same_data_sees_each_write_at_once(store: VectorStore, kb: KnowledgeBase) -> None:
     """What a store remembers between searches (Milvus Lite: the hidden documents, the revision) never outlives a
     write through another store object."""
+    if isinstance(store, MemoryStore):
+        pytest.skip("MemoryStore holds its data in one object: there is no second store on the same data")
     reader = _another_store(store)
     try:
         doc, chunks = _add(store, kb, "doc-a", 1, publish=False)
@@ -236,6 +275,7 @@ def test_a_second_store_on_the_same_data_sees_each_write_at_once(store: VectorSt
 
 
 def test_rerank_vectors_live_and_die_with_their_chunks(store: VectorStore, kb: KnowledgeBase) -> None:
+    needs(store, RerankVectorStore)
     _, a = _add(store, kb, "doc-a", 1)
     _, b = _add(store, kb, "doc-b", 2)
     assert store.rerank_vectors(kb, "e5small", [c.id for c in a]) == {}  # nothing stored in that space yet
@@ -270,8 +310,9 @@ def test_rerank_vectors_live_and_die_with_their_chunks(store: VectorStore, kb: K
         store.rerank_vector_ids(kb, "x; DROP TABLE", [])
 
 
-def test_drop_removes_rerank_vectors(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
-    kb = KnowledgeBase(name="rerank drop", embedding=embedder.info)
+def test_drop_removes_rerank_vectors(store: VectorStore) -> None:
+    needs(store, RerankVectorStore)
+    kb = KnowledgeBase(name="rerank drop", embedding=INFO)
     store.create_kb(kb)
     _, chunks = _add(store, kb, "doc-a", 1)
     store.put_rerank_vectors(kb, "e5small", chunks, np.stack([_vec(16, i) for i in range(3)]))
@@ -281,13 +322,14 @@ def test_drop_removes_rerank_vectors(store: VectorStore, embedder) -> None:  # t
     assert store.rerank_vectors(kb, "e5small", [c.id for c in chunks]) == {}
     with pytest.raises(KnowledgeBaseNotFound):
         store.put_rerank_vectors(
-            KnowledgeBase(name="never created", embedding=embedder.info), "e5small", chunks[:1], chunks[0].vector[None]
+            KnowledgeBase(name="never created", embedding=INFO), "e5small", chunks[:1], chunks[0].vector[None]
         )
     store.drop_kb(kb.name)
 
 
-def test_rerank_vectors_written_while_the_kb_is_dropped_leave_nothing(store: VectorStore, embedder) -> None:  # type: ignore[no-untyped-def]
-    kb = KnowledgeBase(name="rerank race", embedding=embedder.info)
+def test_rerank_vectors_written_while_the_kb_is_dropped_leave_nothing(store: VectorStore) -> None:
+    needs(store, RerankVectorStore)
+    kb = KnowledgeBase(name="rerank race", embedding=INFO)
     second = np.stack([_vec(16, i) for i in range(3)])
     for attempt in range(4):
         store.create_kb(kb)
@@ -313,3 +355,46 @@ def test_rerank_vectors_written_while_the_kb_is_dropped_leave_nothing(store: Vec
         _add(store, kb, "doc-a", 1)
         assert store.rerank_vectors(kb, "race", [c.id for c in chunks]) == {}
         store.drop_kb(kb.name)
+
+
+FILTERS = [
+    {"lang": "zh"},
+    {"lang": ["zh", "en"]},
+    {"lang": "de"},
+    {"level": 2},
+    {"level": [1, 3.5]},
+    {"flag": True},
+    {"flag": False},
+    {"level": True},  # a boolean equals the number it stands for
+    {"flag": [0, "x"]},
+    {"level": "2"},  # a string never equals a number
+    {"flag": 1},
+    {"doc_id": "doc-b", "lang": "zh"},
+    {"page": [1, 3]},
+    {"section": "Intro", "lang": "en"},
+    {"missing": "x"},
+    {"source": ["doc-c", "doc-a"], "page": 2},
+]
+
+
+def test_filters_translate_to_the_reference_semantics(store: VectorStore, kb: KnowledgeBase) -> None:
+    """Each backend's translation of the filter grammar finds exactly the chunks ``Filter.matches`` accepts."""
+    everything = []
+    for i, meta in enumerate(
+        [
+            {"lang": "en", "level": 1, "flag": True},
+            {"lang": "zh", "level": 2, "flag": False},
+            {"lang": "en", "level": 3.5},
+        ]
+    ):
+        _, chunks = _add(store, kb, f"doc-{'abc'[i]}", i + 1, **meta)
+        everything += chunks
+    query = everything[0].vector[None, :]
+    for raw in FILTERS:
+        where = Filter.parse(raw)
+        expected = {c.id for c in everything if where is not None and where.matches(c)}
+        found = {h.chunk.id for h in store.search_chunks(kb, query, top_k=50, filters=where)[0]}
+        assert found == expected, raw
+        if isinstance(store, ChunkIdSearch):
+            ids = {chunk_id for chunk_id, _ in store.search_chunk_ids(kb, query, top_k=50, filters=where)[0]}
+            assert ids == expected, raw

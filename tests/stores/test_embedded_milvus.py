@@ -82,7 +82,7 @@ def test_a_failed_start_is_a_store_error(tmp_path: Path) -> None:
 def test_the_child_server_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     path = str(tmp_path / "milvus.db")
     script = (
-        "import sys, time; from stores.milvus import MilvusStore; s = MilvusStore(sys.argv[1]); "
+        "import sys, time; from kb_service.stores.milvus import MilvusStore; s = MilvusStore(sys.argv[1]); "
         "print(MilvusStore._lite_servers[sys.argv[1]].process.pid, flush=True); time.sleep(600)"
     )
     parent = subprocess.Popen(

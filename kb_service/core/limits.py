@@ -1,0 +1,14 @@
+"""Limits and defaults that settings, API schemas and option objects share: each is written once, here."""
+
+from __future__ import annotations
+
+MAX_TOP_K = 200  # results of one search
+MAX_CANDIDATES = MAX_TOP_K * 5  # candidates of one stage (gate documents, chunks per stage, rerank pool)
+
+MAX_TOKENS = 32_768  # one answer's length cap
+DEFAULT_MAX_TOKENS = 256
+MAX_TEMPERATURE = 2.0
+MAX_TOP_P = 1.0
+MAX_SAMPLING_TOP_K = 1000
+MAX_REPETITION_PENALTY = 10.0
+MAX_STOP_SEQUENCES = 8

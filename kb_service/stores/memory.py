@@ -1,0 +1,211 @@
+"""An in-memory store: the reference implementation of the core ``VectorStore`` protocol (and ``Revisioned``).
+
+Exact cosine search in numpy, filters by ``Filter.matches``. It offers none of the other optional capabilities, so
+the callers' fallbacks run against it. Nothing is persisted; for tests, notebooks and small experiments.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
+from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
+from kb_service.stores.filters import Filter
+
+
+@dataclass
+class _Collection:
+    kb: KnowledgeBase
+    docs: dict[str, Document] = field(default_factory=dict)
+    chunks: dict[str, Chunk] = field(default_factory=dict)
+    revision: int = 0
+
+
+class MemoryStore:
+    """Every knowledge base in this process's memory, behind one lock."""
+
+    def __init__(self) -> None:
+        self._kbs: dict[str, _Collection] = {}
+        self._lock = threading.RLock()
+
+    def _get(self, kb: KnowledgeBase | str) -> _Collection:
+        name = kb if isinstance(kb, str) else kb.name
+        found = self._kbs.get(kb_key(name))
+        if found is None:
+            raise KnowledgeBaseNotFound(name)
+        return found
+
+    # -- knowledge bases -------------------------------------------------------------------------
+    def create_kb(self, kb: KnowledgeBase) -> None:
+        with self._lock:
+            if kb.key in self._kbs:
+                raise KnowledgeBaseExists(kb.name)
+            self._kbs[kb.key] = _Collection(kb)
+
+    def get_kb(self, name: str) -> KnowledgeBase:
+        with self._lock:
+            return self._get(name).kb
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        with self._lock:
+            return sorted((c.kb for c in self._kbs.values()), key=lambda kb: kb.name)
+
+    def drop_kb(self, name: str) -> None:
+        with self._lock:
+            del self._kbs[self._get(name).kb.key]
+
+    # -- documents --------------------------------------------------------------------------------
+    def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
+        with self._lock:
+            c = self._get(kb)
+            for doc in docs:
+                vector = None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32).copy()
+                c.docs[doc.id] = replace(doc, metadata=dict(doc.metadata), summary_vector=vector)
+
+    def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
+        with self._lock:
+            c = self._get(kb)
+            return {d: replace(c.docs[d]) for d in doc_ids if d in c.docs}
+
+    def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
+        return self.get_documents(kb, [doc_id]).get(doc_id)
+
+    def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
+        wanted = set(sources)
+        with self._lock:
+            return [replace(d) for d in self._get(kb).docs.values() if d.source in wanted]
+
+    def list_documents(
+        self,
+        kb: KnowledgeBase,
+        *,
+        status: DocStatus | None = None,
+        source: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Document]:
+        with self._lock:
+            docs = [
+                replace(d, summary_vector=None)
+                for d in self._get(kb).docs.values()
+                if (status is None or d.status == status) and (source is None or d.source == source)
+            ]
+        return sorted(docs, key=lambda d: (d.source, d.id))[offset : offset + limit]
+
+    def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
+        with self._lock:
+            return sum(1 for d in self._get(kb).docs.values() if status is None or d.status == status)
+
+    # -- chunks, publishing -----------------------------------------------------------------------
+    def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
+        with self._lock:
+            c = self._get(kb)
+            for chunk in chunks:
+                vector = None if chunk.vector is None else np.asarray(chunk.vector, np.float32).copy()
+                c.chunks[chunk.id] = replace(chunk, metadata=dict(chunk.metadata), vector=vector)
+
+    def publish_documents(
+        self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
+    ) -> None:
+        with self._lock:
+            c = self._get(kb)
+            for doc in docs:
+                stored = c.docs.get(doc.id, doc)
+                vector = doc.summary_vector if doc.summary_vector is not None else stored.summary_vector
+                c.docs[doc.id] = replace(doc, status=DocStatus.READY, summary_vector=vector)
+            for old in (replaces or {}).values():
+                self._remove(c, old)
+            c.revision += 1
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        with self._lock:
+            c = self._get(kb)
+            if doc_id not in c.docs:
+                raise DocumentNotFound(kb.name, doc_id)
+            self._remove(c, doc_id)
+            c.revision += 1
+
+    @staticmethod
+    def _remove(c: _Collection, doc_id: str) -> None:
+        c.docs.pop(doc_id, None)
+        for chunk_id in [k for k, chunk in c.chunks.items() if chunk.doc_id == doc_id]:
+            del c.chunks[chunk_id]
+
+    def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for ch in self._get(kb).chunks.values() if doc_id is None or ch.doc_id == doc_id)
+
+    def _visible(self, c: _Collection) -> list[Chunk]:
+        ready = {d.id for d in c.docs.values() if d.status == DocStatus.READY}
+        return [ch for ch in c.chunks.values() if ch.doc_id in ready]
+
+    def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
+        with self._lock:
+            chunks = [replace(ch, vector=None) for ch in self._visible(self._get(kb))]
+        for start in range(0, len(chunks), batch_size):
+            yield chunks[start : start + batch_size]
+
+    def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        with self._lock:
+            visible = {ch.id: ch for ch in self._visible(self._get(kb))}
+        return {i: replace(visible[i], vector=None) for i in chunk_ids if i in visible}
+
+    def kb_revision(self, kb: KnowledgeBase) -> str:
+        with self._lock:
+            return str(self._get(kb).revision)
+
+    # -- search -----------------------------------------------------------------------------------
+    def search_chunks(
+        self,
+        kb: KnowledgeBase,
+        queries: np.ndarray,
+        *,
+        top_k: int,
+        doc_ids: Sequence[str] | None = None,
+        filters: Filter | None = None,
+    ) -> list[list[ScoredChunk]]:
+        only = None if doc_ids is None else set(doc_ids)
+        with self._lock:
+            chunks = [
+                ch
+                for ch in self._visible(self._get(kb))
+                if ch.vector is not None
+                and (only is None or ch.doc_id in only)
+                and (filters is None or filters.matches(ch))
+            ]
+        if not chunks:
+            return [[] for _ in range(len(queries))]
+        scores = np.asarray(queries, np.float32) @ np.stack([ch.vector for ch in chunks if ch.vector is not None]).T
+        out = []
+        for row in scores:
+            order = np.argsort(-row, kind="stable")[:top_k]
+            out.append(
+                [
+                    ScoredChunk(
+                        replace(chunks[i], vector=None), float(row[i]), source=chunks[i].metadata.get("source", "")
+                    )
+                    for i in order
+                ]
+            )
+        return out
+
+    def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
+        with self._lock:
+            docs = [
+                d for d in self._get(kb).docs.values() if d.status == DocStatus.READY and d.summary_vector is not None
+            ]
+        if not docs:
+            return [[] for _ in range(len(queries))]
+        vectors = np.stack([d.summary_vector for d in docs if d.summary_vector is not None])
+        scores = np.asarray(queries, np.float32) @ vectors.T
+        return [[(docs[i].id, float(row[i])) for i in np.argsort(-row, kind="stable")[:top_k]] for row in scores]
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
