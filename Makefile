@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 	@rm -rf build/typecheck && mkdir -p build/typecheck/kb_service
 	@for entry in kb_service/*.py $$(ls -d kb_service/*/ | grep -v __pycache__) ingest retrieval generation api; do \
 		ln -s "$$PWD/$${entry%/}" build/typecheck/kb_service/; done
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml --cache-dir ../../.mypy_cache
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py --json

@@ -1,4 +1,4 @@
-"""Builds the FastAPI app; the store, the catalog and the default embedding model load once in the lifespan."""
+"""Builds the FastAPI app; its components (``kb_service.services``) load once, in the lifespan."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ from fastapi import Depends, FastAPI
 from kb_service.api.auth import KeyRing, authenticate
 from kb_service.api.errors import install_error_handlers
 from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, search
-from kb_service.catalog import Catalog
 from kb_service.core.config import Settings, get_settings
-from kb_service.embeddings import EmbedderPool
-from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
-from kb_service.jobs import JobJournal, JobManager
-from kb_service.retrieval.factory import build_rerank_warmer, build_retriever
-from kb_service.stores.factory import open_store
+from kb_service.services import Services
 from kb_service.stores.recovery import recover
 
 
@@ -25,42 +20,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings)
-        pool = EmbedderPool(settings)
-        pool.get()  # load the default model now, not on the first request
+        # Everything heavy loads now, not on the first request.
+        services = Services(settings=settings)
+        store = services.store
+        services.embedders.get()  # the default embedding model
         app.state.settings = settings
         app.state.keys = KeyRing(settings)
         app.state.store = store
-        app.state.embedders = pool
-        app.state.catalog = Catalog(store, pool)
-        app.state.retriever = build_retriever(settings, store, pool)  # loads the reranker now
-        llm, llm_error = build_llm(settings)  # loads a local model now; None (extractive answers) if it cannot
-        app.state.llm = llm
-        app.state.answerer = build_answerer(settings, app.state.retriever, llm, llm_error)
-        app.state.jobs = JobManager(
-            settings,
-            app.state.catalog,
-            summarizer_for=lambda embedder: build_summarizer(settings, llm, embedder),
-            journal=JobJournal(settings.data_dir / "jobs"),
-            # The lexical index is rebuilt once the uploads into a knowledge base are done, not by its next search.
-            after_ingest=app.state.retriever.lexical.get if settings.search_mode != "dense" else None,
-        )
+        app.state.embedders = services.embedders
+        app.state.catalog = services.catalog
+        app.state.retriever = services.retriever  # loads the reranker
+        app.state.llm = services.llm[0]  # a local model loads here; None (extractive answers) if it cannot
+        app.state.answerer = services.answerer
+        app.state.jobs = services.jobs
         # After a crash: remove half-written documents, then resume the jobs that were writing them.
         for kb in store.list_kbs():
             recover(store, kb, grace_s=settings.recovery_grace_s)
         app.state.jobs.resume()
         # Passage vectors of the embedding reranker, computed while the models are idle.
-        warmer = app.state.rerank_warmer = build_rerank_warmer(settings, app.state.retriever)
+        warmer = app.state.rerank_warmer = services.rerank_warmer
         if warmer is not None:
             warmer.start()
         try:
             yield
         finally:
-            if warmer is not None:
-                warmer.close()
-            app.state.jobs.close()
-            app.state.retriever.close()
-            store.close()
+            services.close()
 
     app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

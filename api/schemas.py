@@ -14,6 +14,7 @@ from kb_service.generation.answer import Answer
 from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
 from kb_service.retrieval.pipeline import SearchOptions, SearchResult
+from kb_service.stores.base import VectorStore
 
 SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
 
@@ -44,6 +45,11 @@ class KnowledgeBasePublic(BaseModel):
             documents=documents,
             chunks=chunks,
         )
+
+    @classmethod
+    def counted(cls, kb: KnowledgeBase, store: VectorStore) -> KnowledgeBasePublic:
+        """With its document and chunk counts (all statuses)."""
+        return cls.of(kb, documents=store.count_documents(kb), chunks=store.count_chunks(kb))
 
 
 class EmbeddingRequest(BaseModel):

@@ -71,16 +71,16 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     assert "history must be a JSON list" in kb(base_args, "ask", name, "x", "--history", "{}", code=2)["error"]
 
     target = next(d for d in docs if d["source"] == "report.pdf")
-    deleted = kb(base_args, "delete", name, target["doc_id"])
-    assert deleted == {"deleted": target["doc_id"], "chunks_removed": target["chunks"], "chunks_left": 0}
-    assert kb(base_args, "delete", name, target["doc_id"], code=2)["error"].startswith("document ")
-    checked = kb(base_args, "check", name, target["doc_id"], "--repair")
+    deleted = kb(base_args, "delete", name, target["id"])
+    assert deleted == {"deleted": target["id"], "chunks_removed": target["chunk_count"], "chunks_left": 0}
+    assert kb(base_args, "delete", name, target["id"], code=2)["error"].startswith("document ")
+    checked = kb(base_args, "check", name, target["id"], "--repair")
     assert checked["clean"] and checked["recovered"]["chunks_removed"] == 0
     assert checked["deleted"] == [
-        {"doc_id": target["doc_id"], "document": None, "chunks": 0, "lexical_entries": 0, "clean": True}
+        {"doc_id": target["id"], "document": None, "chunks": 0, "lexical_entries": 0, "clean": True}
     ]
     assert checked["audit"]["documents"] == {"ready": 4} and checked["audit"]["leftover_chunks"] == 0
-    still_there = next(d for d in docs if d["source"] == "notes.md")["doc_id"]
+    still_there = next(d for d in docs if d["source"] == "notes.md")["id"]
     assert not kb(base_args, "check", name, still_there, code=1)["deleted"][0]["clean"]
 
     assert kb(base_args, "drop", name) == {"dropped": name}
@@ -122,7 +122,7 @@ def test_ingest_all_shared_documents(base_args: list[str]) -> None:
     docs = kb(base_args, "docs", "shared docs")
     assert len(docs) == counts["added"] and all(d["status"] == "ready" for d in docs)
     listing = {row["name"]: row for row in kb(base_args, "list")}
-    assert listing["shared docs"]["chunks"] == report["chunks_added"] == sum(d["chunks"] for d in docs)
+    assert listing["shared docs"]["chunks"] == report["chunks_added"] == sum(d["chunk_count"] for d in docs)
 
     again = kb(base_args, "ingest", "shared docs", str(DOCUMENTS), code=EXIT_SOME_FAILED)
     assert again["counts"] == {"added": 0, "unchanged": total - 3, "replaced": 0, "failed": 3}

@@ -21,16 +21,18 @@ async def create_kb(body: KnowledgeBaseCreate, catalog: CatalogDep, principal: P
 
 @router.get("")
 async def list_kbs(catalog: CatalogDep, principal: PrincipalDep) -> list[KnowledgeBasePublic]:
-    """The knowledge bases the caller's key may use."""
-    kbs = await run_in_threadpool(catalog.list)
-    return [KnowledgeBasePublic.of(kb) for kb in kbs if principal.allows(kb.name)]
+    """The knowledge bases the caller's key may use, with their document and chunk counts."""
+
+    def load() -> list[KnowledgeBasePublic]:
+        return [KnowledgeBasePublic.counted(kb, catalog.store) for kb in catalog.list() if principal.allows(kb.name)]
+
+    return await run_in_threadpool(load)
 
 
 @router.get("/{kb}")
 async def get_kb(kb: str, catalog: CatalogDep, store: StoreDep) -> KnowledgeBasePublic:
     def load() -> KnowledgeBasePublic:
-        found = catalog.get(kb)
-        return KnowledgeBasePublic.of(found, documents=store.count_documents(found), chunks=store.count_chunks(found))
+        return KnowledgeBasePublic.counted(catalog.get(kb), store)
 
     return await run_in_threadpool(load)
 

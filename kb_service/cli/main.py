@@ -12,9 +12,11 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kb_service.api.schemas import DocumentPublic
 from kb_service.cli import ask as ask_commands
 from kb_service.cli import search as search_commands
 from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, rt_from, table
+from kb_service.client import ClientError, LocalClient
 from kb_service.core.errors import KBError
 from kb_service.core.records import DocStatus, KnowledgeBase
 from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
@@ -79,11 +81,8 @@ def list_kbs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List knowledge bases with document and chunk counts."""
     rt = rt_from(ctx, as_json)
     try:
-        rows = [
-            {**_kb_dict(kb), "documents": rt.store.count_documents(kb), "chunks": rt.store.count_chunks(kb)}
-            for kb in rt.catalog.list()
-        ]
-    except KBError as exc:
+        rows = [kb.model_dump() for kb in LocalClient(services=rt).list_kbs()]
+    except ClientError as exc:
         fail(str(exc), as_json=as_json)
     if as_json:
         emit_json(rows)
@@ -127,9 +126,7 @@ def ingest(
     try:
         knowledge_base, _ = rt.catalog.get_or_create(kb, embedding_model=embedding_model)
         _, embedder = rt.catalog.open(kb)
-        ingestor = Ingestor.from_settings(
-            rt.settings, store=rt.store, kb=knowledge_base, embedder=embedder, summarizer=rt.summarizer(embedder)
-        )
+        ingestor = rt.ingestor(knowledge_base, embedder)
         items = list(iter_paths(paths))
         started = time.perf_counter()
         results = _ingest_with_progress(ingestor, items, quiet=as_json)
@@ -217,27 +214,12 @@ def docs(
     except KBError as exc:
         fail(str(exc), as_json=as_json)
     if as_json:
-        emit_json(
-            [
-                {
-                    "doc_id": d.id,
-                    "source": d.source,
-                    "title": d.title,
-                    "format": d.format,
-                    "status": d.status.value,
-                    "chunks": d.chunk_count,
-                    "chars": d.n_chars,
-                    "error": d.error,
-                    "metadata": d.metadata,
-                }
-                for d in documents
-            ]
-        )
+        emit_json([DocumentPublic.of(d).model_dump() for d in documents])  # the API's own schema
     else:
         table(
             f"documents in {kb}",
-            ["doc_id", "source", "status", "chunks", "title"],
-            [[d.id[:16], d.source, d.status.value, d.chunk_count, d.title[:50]] for d in documents],
+            ["id", "source", "status", "chunks", "title"],
+            [[d.id, d.source, d.status.value, d.chunk_count, d.title[:50]] for d in documents],
         )
 
 

@@ -20,16 +20,16 @@ from kb_service.api.schemas import (
     SearchResponse,
 )
 from kb_service.client.base import ClientError, IngestOutcome, Scalar
-from kb_service.client.services import Services
 from kb_service.core.config import Settings
 from kb_service.core.errors import KBError
 from kb_service.evaluation.harness import EvalDataset, EvalReport
 from kb_service.evaluation.runner import EvalRun, ProgressFactory, no_progress, run_eval
 from kb_service.generation.factory import ask_options
 from kb_service.generation.llm import Message
-from kb_service.ingest.pipeline import Ingestor, IngestResult
+from kb_service.ingest.pipeline import IngestResult
 from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.pipeline import SearchOptions
+from kb_service.services import Services
 
 PAGE = 1000
 
@@ -38,8 +38,9 @@ class LocalClient:
     """Same calls and return types as :class:`client.http.HTTPClient`; errors are :class:`ClientError` with the
     status the API would answer. Also runs the evaluation harness (``evaluate``), which needs the components."""
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
-        self.services = Services(overrides, settings=settings)
+    def __init__(self, settings: Settings | None = None, *, services: Services | None = None, **overrides: Any) -> None:
+        """``services``: components built already (the CLI's), shared instead of built anew."""
+        self.services = services or Services(overrides, settings=settings)
 
     def __enter__(self) -> LocalClient:
         return self
@@ -59,7 +60,8 @@ class LocalClient:
             return KnowledgeBasePublic.of(self.services.catalog.create(name, embedding_model=embedding_model))
 
     def list_kbs(self) -> list[KnowledgeBasePublic]:
-        return [KnowledgeBasePublic.of(kb) for kb in self.services.catalog.list()]
+        with _errors():
+            return [KnowledgeBasePublic.counted(kb, self.services.store) for kb in self.services.catalog.list()]
 
     def drop_kb(self, name: str) -> None:
         with _errors():
@@ -78,10 +80,7 @@ class LocalClient:
         s = self.services
         with _errors():
             knowledge_base, embedder = s.catalog.open(kb)
-            ingestor = Ingestor.from_settings(
-                s.settings, store=s.store, kb=knowledge_base, embedder=embedder, summarizer=s.summarizer(embedder)
-            )
-            return [_outcome(r) for r in ingestor.ingest(items)]
+            return [_outcome(r) for r in s.ingestor(knowledge_base, embedder).ingest(items)]
 
     def documents(self, kb: str) -> list[DocumentPublic]:
         with _errors():

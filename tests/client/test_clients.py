@@ -44,6 +44,8 @@ def test_ingest_search_list_delete(client: KBClient, tmp_path: Path) -> None:
     note = tmp_path / "note.html"
     note.write_text("<html><body><h1>Hoses</h1><p>Rubber hoses crack in frost.</p></body></html>")
     assert client.add_files("手册 one", [note])[0].outcome == "added"
+    listed = next(k for k in client.list_kbs() if k.name == "手册 one")  # the API's listing carries the counts
+    assert listed.documents == 4 and listed.chunks == sum(o.chunks for o in added) + 1
 
     response = client.search("手册 one", "which valve only allows one-way flow", top_k=2, trace=True)
     assert response.hits[0].source == "valves.md" and len(response.hits) <= 2

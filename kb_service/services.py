@@ -1,0 +1,106 @@
+"""The composition root: every component of the service, built from one Settings object. The API's lifespan, the
+CLI and the in-process client all build through it (the API eagerly, the others on first use)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from kb_service.catalog import Catalog
+from kb_service.core.config import Settings
+from kb_service.core.records import KnowledgeBase
+from kb_service.embeddings import EmbedderPool
+from kb_service.embeddings.base import Embedder
+from kb_service.generation.answer import Answerer
+from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
+from kb_service.generation.llm import LLM
+from kb_service.ingest.pipeline import Ingestor
+from kb_service.ingest.summarize import Summarizer
+from kb_service.jobs import JobJournal, JobManager
+from kb_service.retrieval.factory import build_rerank_warmer, build_retriever
+from kb_service.retrieval.pipeline import Retriever
+from kb_service.retrieval.rerank_warmer import RerankWarmer
+from kb_service.stores.base import VectorStore
+from kb_service.stores.factory import open_store
+
+
+class Services:
+    """Each component is built on first use (models load only when needed) and kept for later calls."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None, *, settings: Settings | None = None) -> None:
+        self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        if settings is not None:
+            self.__dict__["settings"] = settings
+
+    def close(self) -> None:
+        """Stop what was started, in reverse order: the warmer, the jobs, the retriever's background work, then
+        the store (its connection pool's threads must not outlive it)."""
+        built = self.__dict__
+        if (warmer := built.get("rerank_warmer")) is not None:
+            warmer.close()
+        if (jobs := built.get("jobs")) is not None:
+            jobs.close()
+        if (retriever := built.get("retriever")) is not None:
+            retriever.close()
+        if (store := built.get("store")) is not None:
+            store.close()
+
+    @cached_property
+    def settings(self) -> Settings:
+        return Settings(**self.overrides)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return open_store(self.settings)
+
+    @cached_property
+    def embedders(self) -> EmbedderPool:
+        return EmbedderPool(self.settings)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.store, self.embedders)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return build_retriever(self.settings, self.store, self.embedders)
+
+    @cached_property
+    def llm(self) -> tuple[LLM | None, str]:
+        """The configured LLM (a local model loads now), or None and why (answers are then extractive)."""
+        return build_llm(self.settings)
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        llm, why = self.llm
+        return build_answerer(self.settings, self.retriever, llm, why)
+
+    def summarizer(self, embedder: Embedder) -> Summarizer | None:
+        """The LLM summarizer when configured (loading the LLM), else None: the extractive default."""
+        if self.settings.summary_backend != "llm":
+            return None
+        return build_summarizer(self.settings, self.llm[0], embedder)
+
+    def ingestor(self, kb: KnowledgeBase, embedder: Embedder) -> Ingestor:
+        """An ingestor into ``kb`` with its own embedder and the configured summaries."""
+        return Ingestor.from_settings(
+            self.settings, store=self.store, kb=kb, embedder=embedder, summarizer=self.summarizer(embedder)
+        )
+
+    @cached_property
+    def jobs(self) -> JobManager:
+        """Background ingestion jobs, journaled in the data directory (resumed by ``jobs.resume()``)."""
+        settings = self.settings
+        return JobManager(
+            settings,
+            self.catalog,
+            summarizer_for=self.summarizer,
+            journal=JobJournal(settings.data_dir / "jobs"),
+            # The lexical index is rebuilt once the uploads into a knowledge base are done, not by its next search.
+            after_ingest=self.retriever.lexical.get if settings.search_mode != "dense" else None,
+        )
+
+    @cached_property
+    def rerank_warmer(self) -> RerankWarmer | None:
+        """The background warmer of an embedding reranker's stored vectors (not started), where configured."""
+        return build_rerank_warmer(self.settings, self.retriever)
