@@ -102,9 +102,9 @@ def _term_counts(sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.n
     (a word has none inside, and two padded words meet at two). Each n-gram is packed into one integer, 21 bits per
     code point; a trigram's first code point is counted from 1, so no trigram shares a number with a bigram.
 
-    Ranking the 5,183 SciFact abstracts' sentences took 6.8 s of CPU with scikit-learn's analyzer and
-    ``TfidfTransformer`` (their per-call set-up outweighs the work on a document of ten sentences) and takes 1.0 s
-    so; the counts are the same, and the order differs only between sentences whose scores tie exactly."""
+    scikit-learn's analyzer and ``TfidfTransformer`` took several times longer (their per-call set-up outweighs the
+    work on a document of ten sentences; docs/BENCHMARKS.md); the counts are the same, and the order differs only
+    between sentences whose scores tie exactly."""
     padded = [" " + "  ".join(words) + " " if (words := s.lower().split()) else "" for s in sentences]
     chars = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     if len(chars) < 2:

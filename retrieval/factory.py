@@ -14,7 +14,7 @@ from kb_service.stores.base import RerankVectorStore, Revisioned, VectorStore
 
 def rerank_kind(settings: Settings) -> str:
     """The reranker actually used: 'auto' re-scores only where it is cheap enough: on a GPU, or on a CPU that runs
-    the second model in bf16 (2.25x faster than fp32 there); on other CPUs it would cost ≈ 1.6 s per query."""
+    the second model in bf16 (twice as fast as fp32 there); on other CPUs it would cost seconds per query."""
     if settings.rerank_backend != "auto":
         return settings.rerank_backend
     device = resolve_device(settings.embedding_device)

@@ -28,8 +28,8 @@ from kb_service.stores.filters import Filter
 
 log = logging.getLogger(__name__)
 
-# Chunks per store read when an index is built: Milvus Lite sorts a query iterator's remaining rows for each page, and
-# read 100k chunks in 3.2 s this way, 7.0 s 2,000 at a time.
+# Chunks per store read when an index is built: Milvus Lite sorts a query iterator's remaining rows for each page, so
+# large pages read an index's chunks in half the time of small ones.
 READ_BATCH = 16_000
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")

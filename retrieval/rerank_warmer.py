@@ -1,7 +1,6 @@
 """Rerank vectors ahead of need: an embedding reranker's passage vectors for every READY chunk, computed in the
 background while the models are idle and stored beside the chunks (``VectorStore.put_rerank_vectors``). A rerank
-then embeds only its query: on 2 CPU cores, a search with a rerank of 20 took 49–52 ms instead of 365–375 ms on
-pgvector (docs/BENCHMARKS.md).
+then embeds only its query: on a CPU a search with a rerank is several times faster (docs/BENCHMARKS.md).
 
 A search that meets chunks without stored vectors embeds them and stores them too (``Retriever``); the warmer covers
 the rest, one knowledge base at a time, and skips a knowledge base whose revision has not moved since it was

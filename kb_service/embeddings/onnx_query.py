@@ -1,8 +1,8 @@
 """Query embeddings through ONNX Runtime on the CPU.
 
-A search embeds one short query, where PyTorch spends most of its time starting small kernels: all-MiniLM-L6-v2 took
-10.4 ms per query on 2 cores (bf16, on the model thread), and 6.9 ms with its transformer exported to ONNX (3.1-4.5 ms
-of it in ONNX Runtime). Documents keep going through PyTorch, where batches are large and bf16 wins.
+A search embeds one short query, where PyTorch spends most of its time starting small kernels; with the transformer
+exported to ONNX a query takes about a third less (docs/BENCHMARKS.md). Documents keep going through PyTorch, where
+batches are large and bf16 wins.
 
 The model's transformer is exported once from its float32 weights (``torch.onnx.export``) into the model cache,
 named by the weights' fingerprint; the modules after it (pooling, normalisation) run as they are, on its output.

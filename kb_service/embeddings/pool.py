@@ -41,7 +41,7 @@ class EmbedderPool:
         queries = s.embedding_query_runtime
         if name == s.rerank_model and name != s.embedding_model:
             # A reranker's query vector is computed beside the store searches, off their path, and an ONNX copy of
-            # multilingual-e5-small would hold 470 MB more for 19.5 instead of 24.3 ms a query.
+            # multilingual-e5-small would hold hundreds of MB more for a few ms a query.
             queries = "torch"
         return SentenceTransformerEmbedder(
             name,

@@ -1,10 +1,10 @@
 """The model thread: every call into a local PyTorch model of this process (embedders, rerankers) runs on one thread.
 
 PyTorch runs CPU kernels on an OpenMP team that belongs to the calling thread. Calls from several threads (API
-worker threads, the ingest consumer, the reranker) start several teams: on 2 cores one query embedding took 8–10 ms
-from a single thread and 17–18 ms from any thread once a second thread had called the model (likely libgomp's
-workers sleeping and waking at every parallel region once there are more of them than cores:
-``OMP_WAIT_POLICY=passive`` gave the same 18.5 ms). From one thread there is one team.
+worker threads, the ingest consumer, the reranker) start several teams, and a query embedding took twice as long
+from any thread once a second thread had called the model (likely libgomp's workers sleeping and waking at every
+parallel region once there are more of them than cores; ``OMP_WAIT_POLICY=passive`` did not help; docs/BENCHMARKS.md).
+From one thread there is one team.
 
 Calls that may be coalesced (query embeddings: short, latency-bound) carry a key; those waiting together under the
 same key run as one forward pass, so concurrent searches share it. Others run alone, first come first served;

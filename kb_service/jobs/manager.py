@@ -46,7 +46,7 @@ class JobManager:
     ) -> None:
         """``after_ingest``: called on a thread of its own once a knowledge base has no more ingests queued or
         running (the API rebuilds its lexical index there, so the first search after an upload does not wait for
-        it: 9 s for 100k chunks on 2 cores)."""
+        it: seconds at 100k chunks)."""
         self.settings = settings
         self.catalog = catalog
         self.summarizer_for = summarizer_for

@@ -2,8 +2,8 @@
 
 Before each search or query, Milvus Lite decides which rows are live: the newest version of their primary key, and
 not deleted. Its code (``milvus_lite.search.executor_indexed`` and ``milvus_lite.search.bitmap``) does it with a
-Python loop over every row of every segment: 80-100 ms per search at 100k chunks on 2 cores, where the HNSW search
-itself takes 9 ms.
+Python loop over every row of every segment, which at 100k chunks costs ten times the HNSW search itself
+(docs/milvus-lite-proposal.md has the measurements).
 
 Keys are unique inside a segment (its ``pk_to_row`` map says so) and inside the memtable, so a row can only be dead
 when its key is also in another source, or has a tombstone. This module finds those keys with set intersections,
@@ -17,8 +17,8 @@ results equal the engine's own, on data with upserts, deletes, flushes and filte
 
 One more patch: a flush returns once the compaction and index builds it starts in the background are done, as the
 engine's own snapshots wait for them. Until then the flushed rows are searched by brute force and the background
-work holds the engine's GIL: right after a bulk load of 100k chunks, 40 hybrid searches took 129 ms at p50 (then
-22 ms), and reading every chunk for the lexical index took 18 s. ``MilvusStore.seal`` flushes after an ingest.
+work holds the engine's GIL, so searches right after a bulk load are several times slower.
+``MilvusStore.seal`` flushes after an ingest.
 
 ``install()`` patches the engine in this process (the embedded server's child process calls it,
 ``stores/milvus_lite_server.py``; ``KB_MILVUS_LITE_SPEEDUPS=false`` leaves it out). It does nothing for Milvus Lite

@@ -33,10 +33,9 @@ from kb_service.stores.serialize import (
 )
 
 CHUNK_COLUMNS = ("id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start_char", "end_char", "metadata")
-# Below this many rows a table's vectors are searched exactly (a global chunk search: 3.3 ms at 5k chunks, 5.4 ms at
-# 10k, 16 ms at 20k, HNSW 2.0–2.6 ms; a document search: 3.5 ms at 7.5k documents, HNSW 1.6 ms); from it on, ``seal``
-# builds an HNSW index in one go. pgvector 0.6 builds HNSW 20× cheaper than it maintains it row by row: 13k vectors
-# cost 1.1 s of server CPU to index at once and 22.8 s inserted one by one into an existing index.
+# Below this many rows a table's vectors are searched exactly (as fast as HNSW there, and exact); from it on, ``seal``
+# builds an HNSW index in one go: pgvector 0.6 builds HNSW far cheaper at once than it maintains it row by row
+# (docs/BENCHMARKS.md, "Measurements behind the code").
 HNSW_MIN_ROWS = 5_000
 # Room for the in-memory build (about 2 KB per 384-d vector; beyond it pgvector goes on on disk, row by row),
 # within 64 MB – 1 GB.
@@ -110,7 +109,7 @@ class PgvectorStore:
                 ).format(chunks=chunks, docs=docs, dim=sql.Literal(dim))
             )
             # Vectors stay in the row (pgvector's default, EXTERNAL, moves them out of line once a row passes 2 KB,
-            # and an exact scan then reads two pages per row: 20k chunks took 40 ms instead of 12).
+            # and an exact scan then reads two pages per row, about three times slower).
             for table in (docs, chunks):
                 conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN vector SET STORAGE MAIN").format(table))
             # The vector (HNSW) indexes come later, from ``seal``, once a table is large enough.
@@ -325,7 +324,7 @@ class PgvectorStore:
     def seal(self, kb: KnowledgeBase) -> None:
         """After an ingest: refresh each table's planner statistics when its row count moved by a fifth or more
         since they were taken (right after a first ingest the planner would otherwise still count its documents as
-        unpublished and join chunks to them row by row: 40k chunks, 50 ms instead of 5), and build the HNSW index
+        unpublished and join chunks to them row by row, ten times slower), and build the HNSW index
         of a table that has none yet and holds at least ``hnsw_min_rows`` rows, in one go; from then on PostgreSQL
         maintains it on every insert. Reads go on during a build; writes to that table wait for it."""
         for suffix in ("chunks", "docs"):
