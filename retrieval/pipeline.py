@@ -20,7 +20,7 @@ from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, ScoredDoc
 from kb_service.embeddings.base import Embedder
 from kb_service.retrieval.fusion import rrf
 from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
-from kb_service.retrieval.rerank import EmbeddingReranker, Reranker
+from kb_service.retrieval.rerank import Reranker, VectorReranker
 from kb_service.stores.base import ChunkIdSearch, RerankVectorStore, VectorStore
 from kb_service.stores.filters import Filter, FilterInput
 
@@ -138,11 +138,11 @@ class Retriever:
         gate_depth = max(depth, options.gate_docs)  # both of the gate's document rankings
 
         embedding = self._background.submit(self._embed, embedder, query, timer) if use_dense else None
-        # An embedding reranker's query vector is computed on the model thread while the stores are searched,
-        # after the first-stage query vector, which the searches wait for.
+        # The reranker's work on the query alone (an embedding reranker: its query vector, on the model thread) runs
+        # while the stores are searched, after the first-stage query vector, which the searches wait for.
         rerank_query = None
-        if options.rerank and isinstance(self.reranker, EmbeddingReranker):
-            rerank_query = self._background.submit(self._embed_rerank_query, self.reranker, query, embedding)
+        if options.rerank and self.reranker is not None:
+            rerank_query = self._background.submit(self._prepare_rerank_query, self.reranker, query, embedding)
         lexical_index = None
         lexical_global: list[ScoredChunk] = []
         lexical_docs: list[str] = []
@@ -238,10 +238,10 @@ class Retriever:
         ]
 
     @staticmethod
-    def _embed_rerank_query(reranker: EmbeddingReranker, query: str, after: Future[np.ndarray] | None) -> np.ndarray:
+    def _prepare_rerank_query(reranker: Reranker, query: str, after: Future[np.ndarray] | None) -> np.ndarray | None:
         if after is not None:
             wait([after])
-        return reranker.embed_queries([query])
+        return reranker.prepare_query(query)
 
     @staticmethod
     def _embed(embedder: Embedder, query: str, timer: _Timer) -> np.ndarray:
@@ -277,7 +277,7 @@ class Retriever:
         query: str,
         candidates: list[ScoredChunk],
         options: SearchOptions,
-        query_vector: Future[np.ndarray] | None = None,
+        query_vector: Future[np.ndarray | None] | None = None,
     ) -> list[ScoredChunk]:
         assert self.reranker is not None
         head, tail = candidates[: options.rerank_candidates], candidates[options.rerank_candidates :]
@@ -287,10 +287,8 @@ class Retriever:
             stored = self._rerank_vectors.rerank_vectors(kb, space, [c.chunk.id for c in head])
             known = {text_hash(c.chunk.text): stored[c.chunk.id] for c in head if c.chunk.id in stored}
         texts = [[c.chunk.text for c in head]]
-        if isinstance(self.reranker, EmbeddingReranker) and query_vector is not None:
-            scores = self.reranker.score([query], texts, known=known, query_vectors=query_vector.result())[0]
-        else:
-            scores = self.reranker.score([query], texts, known=known)[0]
+        prepared = [query_vector.result()] if query_vector is not None else None
+        scores = self.reranker.score([query], texts, known=known, prepared=prepared)[0]
         if space is not None and self.keep_rerank_vectors and len(known) < len(head):
             unstored = [c.chunk for c in head if text_hash(c.chunk.text) not in known]
             self._background.submit(self._keep_rerank_vectors, kb, space, unstored)
@@ -317,7 +315,7 @@ class Retriever:
 
     def _keep_rerank_vectors(self, kb: KnowledgeBase, space: str, chunks: list[Chunk]) -> None:
         """Store the passage vectors this search computed (now in the reranker's cache)."""
-        if not isinstance(self.reranker, EmbeddingReranker) or self._rerank_vectors is None:
+        if not isinstance(self.reranker, VectorReranker) or self._rerank_vectors is None:
             return
         try:
             vectors = self.reranker.passage_vectors([c.text for c in chunks])

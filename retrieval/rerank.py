@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,15 +38,29 @@ class Reranker(Protocol):
         """The identity of the passage vectors it reuses (an embedding reranker: its model); None when a (query,
         passage) pair can only be scored together (a cross-encoder)."""
 
+    def prepare_query(self, query: str) -> np.ndarray | None:
+        """What the reranker computes from the query alone (an embedding reranker: its query vector), so that a
+        search can start it beside the store searches; None when a query is scored only with its passages."""
+
     def score(
         self,
         queries: Sequence[str],
         passages: Sequence[Sequence[str]],
         *,
         known: Mapping[str, np.ndarray] | None = None,
+        prepared: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         """One float32 array per query, aligned with that query's passages; batched across all queries. ``known``:
-        passage vectors in this reranker's ``space`` already at hand, keyed by passage text hash."""
+        passage vectors in this reranker's ``space`` already at hand, keyed by passage text hash; ``prepared``: the
+        queries' ``prepare_query`` results, where the caller has them."""
+
+
+@runtime_checkable
+class VectorReranker(Reranker, Protocol):
+    """A reranker whose passages are vectors in its ``space``, which can be computed ahead and stored."""
+
+    def passage_vectors(self, passages: Sequence[str], *, known: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """One row per passage, in ``space``."""
 
 
 class CrossEncoderReranker:
@@ -77,12 +91,16 @@ class CrossEncoderReranker:
 
         self.model = MODEL_THREAD.call(load)
 
+    def prepare_query(self, query: str) -> np.ndarray | None:
+        return None  # a cross-encoder reads the query and the passage together
+
     def score(
         self,
         queries: Sequence[str],
         passages: Sequence[Sequence[str]],
         *,
         known: Mapping[str, np.ndarray] | None = None,
+        prepared: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         pairs = [(q, p) for q, ps in zip(queries, passages, strict=True) for p in ps]
         if not pairs:
@@ -104,6 +122,10 @@ class EmbeddingReranker:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+
+    def prepare_query(self, query: str) -> np.ndarray | None:
+        vector: np.ndarray = self.embed_queries([query])[0]
+        return vector
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.embedder.embed_queries(list(queries))
@@ -160,12 +182,15 @@ class EmbeddingReranker:
         passages: Sequence[Sequence[str]],
         *,
         known: Mapping[str, np.ndarray] | None = None,
-        query_vectors: np.ndarray | None = None,
+        prepared: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
-        """``query_vectors``: the queries already embedded with this reranker's model (``embed_queries``)."""
+        """``prepared``: the queries already embedded with this reranker's model (``prepare_query``)."""
         if not queries:
             return []
-        q = self.embed_queries(queries) if query_vectors is None else query_vectors
+        if prepared is not None and all(v is not None for v in prepared):
+            q = np.vstack([v for v in prepared if v is not None])
+        else:
+            q = self.embed_queries(queries)
         p = self.passage_vectors([x for ps in passages for x in ps], known=known)
         blocks = _split(p, [len(ps) for ps in passages])
         return [block @ q[i] for i, block in enumerate(blocks)]
