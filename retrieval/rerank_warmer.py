@@ -1,5 +1,5 @@
 """Rerank vectors ahead of need: an embedding reranker's passage vectors for every READY chunk, computed in the
-background while the models are idle and stored beside the chunks (``VectorStore.put_rerank_vectors``). A rerank
+background while the models are idle and stored beside the chunks (``RerankVectorStore.put_rerank_vectors``). A rerank
 then embeds only its query: on a CPU a search with a rerank is several times faster (docs/BENCHMARKS.md).
 
 A search that meets chunks without stored vectors embeds them and stores them too (``Retriever``); the warmer covers
