@@ -130,6 +130,7 @@ class Retriever:
         start = time.perf_counter()
         query = validate_query(query)
         options = options.validate()
+        where = options.where
         trace = SearchTrace()
         timer = _Timer(trace.timings_ms)
         use_dense = options.mode in ("dense", "hybrid")
@@ -150,7 +151,7 @@ class Retriever:
             with timer("lexical_index"):
                 lexical_index = self.lexical.get(kb)
             with timer("lexical"):
-                lexical_global = lexical_index.search(query, top_k=depth, filters=options.where)
+                lexical_global = lexical_index.search(query, top_k=depth, filters=where)
             if options.gate:
                 with timer("gate"):
                     lexical_docs = [d for d, _ in lexical_index.search_documents(query, top_k=gate_depth)]
@@ -159,7 +160,7 @@ class Retriever:
         global_dense = None
         if qv is not None and (not options.gate or options.fallback):
             global_dense = self._background.submit(
-                self._search_chunks, kb, qv, lexical_index, top_k=depth, filters=options.where
+                self._search_chunks, kb, qv, lexical_index, top_k=depth, filters=where
             )
 
         gate_scores: dict[str, float] = {}
@@ -178,20 +179,18 @@ class Retriever:
                 lists = []
                 if gated_ids:
                     lists.append(
-                        self._search_chunks(
-                            kb, qv, lexical_index, top_k=depth, doc_ids=gated_ids, filters=options.where
-                        )
+                        self._search_chunks(kb, qv, lexical_index, top_k=depth, doc_ids=gated_ids, filters=where)
                     )
                 if global_dense is not None:
                     lists.append(global_dense.result())
                 elif global_search:  # no fallback asked for, but the gate found nothing
-                    lists.append(self._search_chunks(kb, qv, lexical_index, top_k=depth, filters=options.where))
+                    lists.append(self._search_chunks(kb, qv, lexical_index, top_k=depth, filters=where))
                 dense = _merge_by_score(lists)
         if use_lexical and lexical_index is not None:
             with timer("lexical"):
                 lists = [lexical_global] if global_search else []
                 if gated_ids:
-                    lists.append(lexical_index.search(query, top_k=depth, doc_ids=gated_ids, filters=options.where))
+                    lists.append(lexical_index.search(query, top_k=depth, doc_ids=gated_ids, filters=where))
                 lexical = _merge_by_score(lists)
 
         with timer("fusion"):

@@ -63,8 +63,7 @@ class MemoryStore:
         with self._lock:
             c = self._get(kb)
             for doc in docs:
-                vector = None if doc.summary_vector is None else np.asarray(doc.summary_vector, np.float32).copy()
-                c.docs[doc.id] = replace(doc, metadata=dict(doc.metadata), summary_vector=vector)
+                c.docs[doc.id] = replace(doc, metadata=dict(doc.metadata), summary_vector=_own(doc.summary_vector))
 
     def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
         with self._lock:
@@ -105,8 +104,7 @@ class MemoryStore:
         with self._lock:
             c = self._get(kb)
             for chunk in chunks:
-                vector = None if chunk.vector is None else np.asarray(chunk.vector, np.float32).copy()
-                c.chunks[chunk.id] = replace(chunk, metadata=dict(chunk.metadata), vector=vector)
+                c.chunks[chunk.id] = replace(chunk, metadata=dict(chunk.metadata), vector=_own(chunk.vector))
 
     def publish_documents(
         self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
@@ -115,7 +113,7 @@ class MemoryStore:
             c = self._get(kb)
             for doc in docs:
                 stored = c.docs.get(doc.id, doc)
-                vector = doc.summary_vector if doc.summary_vector is not None else stored.summary_vector
+                vector = _own(doc.summary_vector) if doc.summary_vector is not None else stored.summary_vector
                 c.docs[doc.id] = replace(doc, status=DocStatus.READY, summary_vector=vector)
             for old in (replaces or {}).values():
                 self._remove(c, old)
@@ -170,42 +168,44 @@ class MemoryStore:
     ) -> list[list[ScoredChunk]]:
         only = None if doc_ids is None else set(doc_ids)
         with self._lock:
-            chunks = [
-                ch
+            found = [
+                (ch, ch.vector)
                 for ch in self._visible(self._get(kb))
                 if ch.vector is not None
                 and (only is None or ch.doc_id in only)
                 and (filters is None or filters.matches(ch))
             ]
-        if not chunks:
-            return [[] for _ in range(len(queries))]
-        scores = np.asarray(queries, np.float32) @ np.stack([ch.vector for ch in chunks if ch.vector is not None]).T
         out = []
-        for row in scores:
-            order = np.argsort(-row, kind="stable")[:top_k]
-            out.append(
-                [
-                    ScoredChunk(
-                        replace(chunks[i], vector=None), float(row[i]), source=chunks[i].metadata.get("source", "")
-                    )
-                    for i in order
-                ]
-            )
+        for ranked in _top(queries, [v for _, v in found], top_k):
+            hits = [(replace(found[i][0], vector=None), score) for i, score in ranked]
+            out.append([ScoredChunk(h, score, source=h.metadata.get("source", "")) for h, score in hits])
         return out
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
         with self._lock:
-            docs = [
-                d for d in self._get(kb).docs.values() if d.status == DocStatus.READY and d.summary_vector is not None
+            found = [
+                (d.id, d.summary_vector)
+                for d in self._get(kb).docs.values()
+                if d.status == DocStatus.READY and d.summary_vector is not None
             ]
-        if not docs:
-            return [[] for _ in range(len(queries))]
-        vectors = np.stack([d.summary_vector for d in docs if d.summary_vector is not None])
-        scores = np.asarray(queries, np.float32) @ vectors.T
-        return [[(docs[i].id, float(row[i])) for i in np.argsort(-row, kind="stable")[:top_k]] for row in scores]
+        return [[(found[i][0], score) for i, score in ranked] for ranked in _top(queries, [v for _, v in found], top_k)]
 
     def ping(self) -> None:
         return None
 
     def close(self) -> None:
         return None
+
+
+def _own(vector: np.ndarray | None) -> np.ndarray | None:
+    """A float32 copy the caller cannot change under the store."""
+    return None if vector is None else np.asarray(vector, np.float32).copy()
+
+
+def _top(queries: np.ndarray, vectors: list[np.ndarray], top_k: int) -> list[list[tuple[int, float]]]:
+    """Per query row, the positions of the ``top_k`` vectors with the highest dot product (cosine: all are
+    normalised) and that score, best first; ties keep their order."""
+    if not vectors:
+        return [[] for _ in range(len(queries))]
+    scores = np.asarray(queries, np.float32) @ np.stack(vectors).T
+    return [[(int(i), float(row[i])) for i in np.argsort(-row, kind="stable")[:top_k]] for row in scores]
