@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = services.jobs
         # After a crash: remove half-written documents, then resume the jobs that were writing them.
         for kb in store.list_kbs():
-            recover(store, kb, grace_s=settings.recovery_grace_s)
+            recover(store, kb, grace_s=settings.ingest.recovery_grace_s)
         app.state.jobs.resume()
         # Passage vectors of the embedding reranker, computed while the models are idle.
         warmer = app.state.rerank_warmer = services.rerank_warmer

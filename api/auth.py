@@ -35,7 +35,7 @@ class KeyRing:
     def __init__(self, settings: Settings) -> None:
         self._keys = {
             _digest(k.key.get_secret_value()): Principal(k.name, None if k.kbs is None else frozenset(k.kbs))
-            for k in settings.api_keys
+            for k in settings.api.keys
         }
 
     @property

@@ -69,8 +69,8 @@ def run_pipeline(backend: str, items: list[SourceItem], settings_kw: dict, *, re
         seconds = time.perf_counter() - start
         chunks = store.count_chunks(kb)
         ready = sum(r.outcome == Outcome.ADDED for r in results)
-        texts, model_texts = model_work(ingestor, items, settings.summary_vector)
-        warmed = warm_rerank_vectors(store, kb, pool.get(settings.rerank_model)) if rerank_vectors else None
+        texts, model_texts = model_work(ingestor, items, settings.ingest.summary_vector)
+        warmed = warm_rerank_vectors(store, kb, pool.get(settings.rerank.model)) if rerank_vectors else None
         store.close()
     return {
         **({"rerank_vectors": warmed} if warmed else {}),
@@ -140,7 +140,7 @@ def plain_model(settings: Settings) -> Any:
     directly gets."""
     from sentence_transformers import SentenceTransformer
 
-    return MODEL_THREAD.call(lambda: SentenceTransformer(resolve_model_path(settings.embedding_model), device="cpu"))
+    return MODEL_THREAD.call(lambda: SentenceTransformer(resolve_model_path(settings.embedding.model), device="cpu"))
 
 
 def llamaindex_ingest(items: list[SourceItem], settings: Settings, backend: str, batch_size: int | None) -> dict:
@@ -153,13 +153,13 @@ def llamaindex_ingest(items: list[SourceItem], settings: Settings, backend: str,
     from llama_index.core.node_parser import SentenceSplitter
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    path = resolve_model_path(settings.embedding_model)
+    path = resolve_model_path(settings.embedding.model)
     extra = {} if batch_size is None else {"embed_batch_size": batch_size}
     embed = HuggingFaceEmbedding(model_name=path, device="cpu", **extra)
     tokenizer = embed._model.tokenizer
     splitter = SentenceSplitter(
-        chunk_size=settings.chunk_size,
-        chunk_overlap=settings.chunk_overlap,
+        chunk_size=settings.ingest.chunk_size,
+        chunk_overlap=settings.ingest.chunk_overlap,
         tokenizer=lambda text: tokenizer.encode(text, add_special_tokens=False),
     )
     docs = [LIDocument(text=item.text or "", doc_id=item.name) for item in items]
@@ -245,11 +245,11 @@ def main() -> None:
     report: dict = {
         "corpus": str(args.corpus),
         "documents": len(items),
-        "device": settings.embedding_device,
+        "device": settings.embedding.device,
         "cuda": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
-        "model": settings.embedding_model,
-        "cpu_bf16": settings.embedding_cpu_bf16,
+        "model": settings.embedding.model,
+        "cpu_bf16": settings.embedding.cpu_bf16,
         "runs": [],
     }
     texts: list[str] = []

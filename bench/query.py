@@ -261,7 +261,7 @@ def milvus_index_types(pairs: list[tuple[str, str]], vectors: np.ndarray, querie
                     row["load_s"] = round(bulk_load(store, kb, pairs, vectors)[0], 1)
                 finally:
                     store.close()
-                engine = replace_settings(settings, milvus_lite_speedups=False)
+                engine = settings.with_changes(milvus_lite_speedups=False)
                 row["engine_code_search_ms"] = dense_search_ms(engine, queries)
                 row["search_ms"] = dense_search_ms(settings, queries)
                 row["ours_over_engine_code_p50"] = round(
@@ -325,7 +325,7 @@ def torch_query_embedder(embedders: EmbedderPool) -> Embedder | None:
         return None
     configured = embedders.settings
     return SentenceTransformerEmbedder(
-        configured.embedding_model, cpu_bf16=configured.embedding_cpu_bf16, query_runtime="torch"
+        configured.embedding.model, cpu_bf16=configured.embedding.cpu_bf16, query_runtime="torch"
     )
 
 
@@ -376,7 +376,7 @@ def bench_size(
                     row.update(rerank_runs(retriever, kb, embedder, queries, base, chunks, vectors))
                 if args.http_seconds > 0:
                     row["http"] = http_qps(
-                        replace_settings(settings, rerank_backend="none"),
+                        settings.with_changes(rerank_backend="none"),
                         "bench",
                         queries,
                         args.clients,
@@ -398,10 +398,6 @@ def bench_size(
             full = out["stores"]["milvus"]["no_rerank"]["end_to_end_ms"]["p50"]
             out["llamaindex"]["our_full_pipeline_over_theirs_p50"] = round(full / theirs["end_to_end_ms"]["p50"], 2)
     return out
-
-
-def replace_settings(settings: Settings, **changes: Any) -> Settings:
-    return settings.model_copy(update=changes)
 
 
 def main() -> None:

@@ -22,19 +22,19 @@ log = logging.getLogger(__name__)
 
 def build_llm(settings: Settings) -> tuple[LLM | None, str]:
     """The configured LLM, loaded now; or None and why (answers are then extractive)."""
-    backend = settings.llm_backend
+    backend = settings.llm.backend
     if backend == "none":
         return None, "the language model is switched off (KB_LLM_BACKEND=none)"
-    if backend == "openai" or (backend == "auto" and settings.llm_api_base):
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    if backend == "openai" or (backend == "auto" and settings.llm.api_base):
+        key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else None
         return (
             OpenAICompatibleLLM(
-                model=settings.llm_model,
-                base_url=settings.llm_api_base,
+                model=settings.llm.model,
+                base_url=settings.llm.api_base,
                 api_key=key,
-                timeout_s=settings.llm_timeout_s,
-                context_window=settings.llm_context_window,
-                count_tokens=_tokenizer_counter(settings.llm_tokenizer),
+                timeout_s=settings.llm.timeout_s,
+                context_window=settings.llm.context_window,
+                count_tokens=_tokenizer_counter(settings.llm.tokenizer),
             ),
             "",
         )
@@ -42,10 +42,11 @@ def build_llm(settings: Settings) -> tuple[LLM | None, str]:
 
     try:
         llm = TransformersLLM(
-            settings.llm_model,
-            device=settings.llm_device,
-            fp16=settings.llm_fp16,
-            context_window=settings.llm_context_window,
+            settings.llm.model,
+            device=settings.llm.device,
+            fp16=settings.llm.fp16,
+            context_window=settings.llm.context_window,
+            cache=settings.embedding.model_cache,
         )
     except LLMUnavailable as exc:
         log.warning("answers will be extractive: %s", exc)
@@ -67,10 +68,10 @@ def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, ll
 
     builder = PromptBuilder(
         count_tokens=llm.count_tokens if llm is not None else estimate_tokens,
-        context_window=llm.context_window if llm is not None else settings.llm_context_window or 8192,
-        budget_tokens=settings.context_tokens,
-        max_tokens=settings.max_tokens,
-        templates=PromptTemplates(system=settings.prompt_system, user=settings.prompt_user),
+        context_window=llm.context_window if llm is not None else settings.llm.context_window or 8192,
+        budget_tokens=settings.answer.context_tokens,
+        max_tokens=settings.generation.max_tokens,
+        templates=PromptTemplates(system=settings.answer.prompt_system, user=settings.answer.prompt_user),
     )
     return Answerer(retriever, llm, builder, llm_error=llm_error, generates=is_capable(llm))
 
@@ -90,11 +91,11 @@ def is_capable(llm: LLM | None) -> bool:
 def generation_params(settings: Settings, given: dict[str, Any]) -> GenerationParams:
     """The configured sampling defaults; a value in ``given`` (popped from it) overrides its default."""
     return GenerationParams(
-        max_tokens=given.pop("max_tokens", settings.max_tokens),
-        temperature=given.pop("temperature", settings.temperature),
-        top_p=given.pop("top_p", settings.top_p),
-        top_k=given.pop("top_k", settings.top_k),
-        repetition_penalty=given.pop("repetition_penalty", settings.repetition_penalty),
+        max_tokens=given.pop("max_tokens", settings.generation.max_tokens),
+        temperature=given.pop("temperature", settings.generation.temperature),
+        top_p=given.pop("top_p", settings.generation.top_p),
+        top_k=given.pop("top_k", settings.generation.top_k),
+        repetition_penalty=given.pop("repetition_penalty", settings.generation.repetition_penalty),
         stop=tuple(given.pop("stop", ())),
         seed=given.pop("seed", None),
     )
@@ -109,27 +110,27 @@ def ask_options(settings: Settings, *, search: SearchOptions | None = None, **ov
     given = not_none(overrides)
     params = generation_params(settings, given)
     return AskOptions(
-        top_k=given.pop("sources", settings.ask_top_k),
+        top_k=given.pop("sources", settings.answer.top_k),
         params=params,
         search=search or SearchOptions.from_settings(settings),
-        rewrite=given.pop("rewrite", settings.query_rewrite),
-        fallback=given.pop("fallback", settings.llm_fallback),
-        mode=given.pop("answer_mode", settings.answer_mode),
-        verify=given.pop("verify", settings.answer_verify),
-        unsupported=given.pop("unsupported", settings.answer_unsupported),
+        rewrite=given.pop("rewrite", settings.answer.query_rewrite),
+        fallback=given.pop("fallback", settings.llm.fallback),
+        mode=given.pop("answer_mode", settings.answer.mode),
+        verify=given.pop("verify", settings.answer.verify),
+        unsupported=given.pop("unsupported", settings.answer.unsupported),
         **given,
     )
 
 
 def build_summarizer(settings: Settings, llm: LLM | None, embedder: Embedder) -> Summarizer | None:
     """The LLM summarizer when ``KB_SUMMARY_BACKEND=llm`` and a model is loaded; None means the extractive default."""
-    if settings.summary_backend != "llm" or llm is None:
+    if settings.ingest.summary_backend != "llm" or llm is None:
         return None
-    budget = min(settings.summary_tokens, embedder.info.max_tokens)
+    budget = min(settings.ingest.summary_tokens, embedder.info.max_tokens)
     return LLMSummarizer(
         llm,
         fallback=ExtractiveSummarizer(embedder.count_tokens, budget_tokens=budget),
-        input_tokens=settings.summary_input_tokens,
+        input_tokens=settings.ingest.summary_input_tokens,
         summary_tokens=budget,
-        concurrency=settings.summary_concurrency,
+        concurrency=settings.ingest.summary_concurrency,
     )

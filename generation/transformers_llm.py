@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from kb_service.core.config import default_model_cache
 from kb_service.core.errors import LLMUnavailable
-from kb_service.embeddings.offline_e5 import cache_dir
 from kb_service.embeddings.sentence import resolve_device
 from kb_service.generation.llm import (
     Completion,
@@ -42,19 +42,19 @@ def packaged_smollm2() -> Path | None:
     return path if path.is_file() else None
 
 
-def resolve_llm_path(name: str) -> tuple[str, str | None]:
+def resolve_llm_path(name: str, cache: Path | None = None) -> tuple[str, str | None]:
     """(folder or name, gguf file name or None) for ``from_pretrained``: the packaged SmolLM2 (converted once)
     when that model is asked for by name, a ``.gguf`` path as a GGUF load, else the name or path itself."""
     if name in SMOLLM2_NAMES and (gguf := packaged_smollm2()) is not None:
-        return str(_converted(gguf)), None
+        return str(_converted(gguf, cache or default_model_cache())), None
     path = Path(os.path.expanduser(name))
     if path.suffix == ".gguf" and path.is_file():
         return str(path.parent), path.name
     return os.path.expanduser(name), None
 
 
-def _converted(gguf: Path) -> Path:
-    out = cache_dir().parent / "smollm2-135m-instruct"
+def _converted(gguf: Path, cache: Path) -> Path:
+    out = cache / "smollm2-135m-instruct"
     if (out / ".built").exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,8 +116,16 @@ class TransformersLLM:
     """Loads once (in ``__init__``). Generation is serialised: one model, one request at a time."""
 
     def __init__(
-        self, name: str, *, device: str = "auto", fp16: bool = True, context_window: int | None = None
+        self,
+        name: str,
+        *,
+        device: str = "auto",
+        fp16: bool = True,
+        context_window: int | None = None,
+        cache: Path | None = None,
     ) -> None:
+        """``cache``: the model cache, where the packaged SmolLM2 is converted once
+        (``Settings.embedding.model_cache``)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -125,7 +133,7 @@ class TransformersLLM:
         hf_logging.disable_progress_bar()
         self._name = name
         self.device = resolve_device(device)
-        where, gguf_file = resolve_llm_path(name)
+        where, gguf_file = resolve_llm_path(name, cache)
         dtype = torch.float16 if fp16 and self.device.startswith("cuda") else torch.float32
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)

@@ -132,12 +132,12 @@ class Ingestor:
         max_tokens = embedder.info.max_tokens
         chunker = TokenChunker(
             embedder.count_tokens,
-            chunk_size=settings.chunk_size,
-            chunk_overlap=min(settings.chunk_overlap, max(0, min(settings.chunk_size, max_tokens) // 4)),
+            chunk_size=settings.ingest.chunk_size,
+            chunk_overlap=min(settings.ingest.chunk_overlap, max(0, min(settings.ingest.chunk_size, max_tokens) // 4)),
             max_tokens=max_tokens,
         )
         summarizer = summarizer or ExtractiveSummarizer(
-            embedder.count_tokens, budget_tokens=min(settings.summary_tokens, max_tokens)
+            embedder.count_tokens, budget_tokens=min(settings.ingest.summary_tokens, max_tokens)
         )
         return cls(
             store=store,
@@ -145,9 +145,9 @@ class Ingestor:
             embedder=embedder,
             chunker=chunker,
             summarizer=summarizer,
-            batch_chunks=settings.ingest_batch_chunks,
-            max_bytes=settings.max_file_bytes,
-            summary_vector=settings.summary_vector,
+            batch_chunks=settings.ingest.batch_chunks,
+            max_bytes=settings.ingest.max_file_bytes,
+            summary_vector=settings.ingest.summary_vector,
         )
 
     # -- public -----------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ class Services:
 
     def summarizer(self, embedder: Embedder) -> Summarizer | None:
         """The LLM summarizer when configured (loading the LLM), else None: the extractive default."""
-        if self.settings.summary_backend != "llm":
+        if self.settings.ingest.summary_backend != "llm":
             return None
         return build_summarizer(self.settings, self.llm[0], embedder)
 
@@ -97,7 +97,7 @@ class Services:
             summarizer_for=self.summarizer,
             journal=JobJournal(settings.data_dir / "jobs"),
             # The lexical index is rebuilt once the uploads into a knowledge base are done, not by its next search.
-            after_ingest=self.retriever.lexical.get if settings.search_mode != "dense" else None,
+            after_ingest=self.retriever.lexical.get if settings.search.mode != "dense" else None,
         )
 
     @cached_property

@@ -15,10 +15,10 @@ from kb_service.stores.base import RerankVectorStore, Revisioned, VectorStore
 def rerank_kind(settings: Settings) -> str:
     """The reranker actually used: 'auto' re-scores only where it is cheap enough: on a GPU, or on a CPU that runs
     the second model in bf16 (twice as fast as fp32 there); on other CPUs it would cost seconds per query."""
-    if settings.rerank_backend != "auto":
-        return settings.rerank_backend
-    device = resolve_device(settings.embedding_device)
-    return "embedding" if device.startswith("cuda") or runs_bf16(device, settings.embedding_cpu_bf16) else "none"
+    if settings.rerank.backend != "auto":
+        return settings.rerank.backend
+    device = resolve_device(settings.embedding.device)
+    return "embedding" if device.startswith("cuda") or runs_bf16(device, settings.embedding.cpu_bf16) else "none"
 
 
 def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | None:
@@ -27,12 +27,13 @@ def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | No
         return None
     return load_reranker(
         kind,
-        settings.rerank_model,
+        settings.rerank.model,
         embedders=embedders,
-        device=settings.embedding_device,
-        fp16=settings.embedding_fp16,
-        cpu_bf16=settings.embedding_cpu_bf16,
-        batch_size=settings.rerank_batch_size,
+        device=settings.embedding.device,
+        fp16=settings.embedding.fp16,
+        cpu_bf16=settings.embedding.cpu_bf16,
+        batch_size=settings.rerank.batch_size,
+        cache=settings.embedding.model_cache,
     )
 
 
@@ -41,13 +42,13 @@ def build_retriever(
 ) -> Retriever:
     reranker = build_reranker(settings, embedders) if load_reranker else None
     lexical = LexicalIndexes(store, settings.data_dir / "lexical")
-    return Retriever(store, lexical, reranker, keep_rerank_vectors=settings.rerank_precompute)
+    return Retriever(store, lexical, reranker, keep_rerank_vectors=settings.rerank.precompute)
 
 
 def build_rerank_warmer(settings: Settings, retriever: Retriever) -> RerankWarmer | None:
     """The background warmer of an embedding reranker's stored vectors (not started), where configured."""
     store = retriever.store
-    if not settings.rerank_precompute or not isinstance(retriever.reranker, EmbeddingReranker):
+    if not settings.rerank.precompute or not isinstance(retriever.reranker, EmbeddingReranker):
         return None
     if not isinstance(store, RerankVectorStore) or not isinstance(store, Revisioned):
         return None  # nowhere to keep the vectors

@@ -38,17 +38,17 @@ class SearchOptions:
     def from_settings(cls, settings: Settings, **overrides: object) -> SearchOptions:
         """The configured defaults; ``overrides`` that are None keep the default."""
         base = cls(
-            top_k=settings.search_top_k,
-            mode=settings.search_mode,
-            gate=settings.gate,
-            gate_docs=settings.gate_docs,
-            fallback=settings.gate_fallback,
-            candidates=settings.search_candidates,
-            rerank=settings.rerank_backend != "none",  # without a loaded reranker this is a no-op
-            rerank_candidates=settings.rerank_candidates,
-            rerank_fusion=settings.rerank_fusion,
-            rerank_weight=settings.rerank_weight,
-            rrf_k=settings.rrf_k,
+            top_k=settings.search.top_k,
+            mode=settings.search.mode,
+            gate=settings.search.gate,
+            gate_docs=settings.search.gate_docs,
+            fallback=settings.search.gate_fallback,
+            candidates=settings.search.candidates,
+            rerank=settings.rerank.backend != "none",  # without a loaded reranker this is a no-op
+            rerank_candidates=settings.rerank.candidates,
+            rerank_fusion=settings.rerank.fusion,
+            rerank_weight=settings.rerank.weight,
+            rrf_k=settings.search.rrf_k,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 

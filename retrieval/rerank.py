@@ -73,7 +73,9 @@ class CrossEncoderReranker:
         cpu_bf16: CpuBf16 = "auto",
         batch_size: int = 32,
         max_length: int = 512,
+        cache: Path | None = None,
     ) -> None:
+        """``cache``: the model cache, where a model rebuilt offline is kept (``Settings.embedding.model_cache``)."""
         from sentence_transformers import CrossEncoder
 
         self.name = model
@@ -83,7 +85,7 @@ class CrossEncoderReranker:
 
         def load() -> Any:
             try:
-                loaded = CrossEncoder(resolve_model_path(model), device=device, max_length=max_length)
+                loaded = CrossEncoder(resolve_model_path(model, cache), device=device, max_length=max_length)
             except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
                 raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}") from exc
             loaded.model.to(dtype=resolve_dtype(device, fp16=fp16, cpu_bf16=cpu_bf16))
@@ -202,11 +204,21 @@ def _split(flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 def load_reranker(
-    kind: str, model: str, *, embedders: Any, device: str, fp16: bool, cpu_bf16: CpuBf16, batch_size: int
+    kind: str,
+    model: str,
+    *,
+    embedders: Any,
+    device: str,
+    fp16: bool,
+    cpu_bf16: CpuBf16,
+    batch_size: int,
+    cache: Path | None = None,
 ) -> Reranker:
     """Build the configured reranker; ``embedders`` (an EmbedderPool) loads the second embedding model."""
     if kind == "cross-encoder":
-        return CrossEncoderReranker(model, device=device, fp16=fp16, cpu_bf16=cpu_bf16, batch_size=batch_size)
+        return CrossEncoderReranker(
+            model, device=device, fp16=fp16, cpu_bf16=cpu_bf16, batch_size=batch_size, cache=cache
+        )
     if kind == "embedding":
         return EmbeddingReranker(embedders.get(model))
     raise ValueError(f"unknown reranker kind {kind!r}; use 'embedding' or 'cross-encoder'")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from kb_service.core.config import Settings
+from kb_service.core.config import GROUPS, Settings, describe_errors
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,53 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KB_BACKEND", "pgvector")
     monkeypatch.setenv("KB_CHUNK_SIZE", "128")
     s = Settings()
-    assert (s.backend, s.chunk_size, s.embedding_device) == ("pgvector", 128, "auto")
+    assert (s.store.backend, s.ingest.chunk_size, s.embedding.device) == ("pgvector", 128, "auto")
+
+
+def test_settings_are_nested_by_subsystem_and_keep_their_flat_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KB_SEARCH_TOP_K", "7")
+    monkeypatch.setenv("KB_GATE_DOCS", "30")
+    monkeypatch.setenv("KB_ASK_TOP_K", "3")
+    monkeypatch.setenv("KB_INGEST_BATCH_CHUNKS", "64")
+    monkeypatch.setenv("KB_MODEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-openai-variable")
+    monkeypatch.setenv("KB_API_KEYS", '[{"key": "0123456789abcdef", "name": "ops"}]')
+    s = Settings(gate_docs=40, rerank={"weight": 3.0})  # keyword arguments win over the environment
+    assert (s.search.top_k, s.search.gate_docs, s.answer.top_k, s.ingest.batch_chunks) == (7, 40, 3, 64)
+    assert s.embedding.model_cache == tmp_path and (s.rerank.weight, s.rerank.candidates) == (3.0, 30)
+    assert s.llm.api_key is not None and s.llm.api_key.get_secret_value() == "sk-from-the-openai-variable"
+    assert [k.name for k in s.api.keys] == ["ops"]
+
+    changed = s.with_changes(rerank_backend="cross-encoder", chunk_size=128)
+    assert (changed.rerank.backend, changed.ingest.chunk_size, changed.search.gate_docs) == ("cross-encoder", 128, 40)
+    assert s.rerank.backend != "cross-encoder" and s.ingest.chunk_size == 256  # a copy
+    with pytest.raises(ValidationError, match="chunk_overlap"):
+        s.with_changes(chunk_overlap=300)
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        Settings(chunk_sise=64)  # a typo is an error, not a silent default
+
+    names = Settings.env_names()
+    assert {"KB_BACKEND", "KB_SEARCH_TOP_K", "KB_GATE", "KB_ASK_TOP_K", "KB_MODEL_CACHE", "KB_API_KEYS"} <= names
+    flat = [name for cls in GROUPS.values() for name in cls.flat_names().values()]
+    assert len(flat) == len(set(flat))  # one value per environment name
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(n for n in Settings.env_names() if n not in readme) == []
+
+
+def test_a_bad_value_is_reported_under_its_environment_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KB_SEARCH_TOP_K", "many")
+    with pytest.raises(ValidationError) as exc:
+        Settings()
+    assert describe_errors(exc.value).startswith("KB_SEARCH_TOP_K: Input should be a valid integer")
+    monkeypatch.delenv("KB_SEARCH_TOP_K")
+    with pytest.raises(ValidationError) as exc:
+        Settings(rerank_candidates=0)
+    assert describe_errors(exc.value) == "KB_RERANK_CANDIDATES: Input should be greater than or equal to 1"
 
 
 @pytest.mark.parametrize(
@@ -53,7 +99,7 @@ def test_compose_structure(monkeypatch: pytest.MonkeyPatch) -> None:
 
     api = services["api"]
     env = api["environment"]
-    fields = {f"KB_{name.upper()}" for name in Settings.model_fields}
+    fields = Settings.env_names()
     assert set(env) <= fields, set(env) - fields
     assert env["KB_BACKEND"] == "${KB_BACKEND:-milvus}"  # switching the store is one variable
     assert env["KB_MILVUS_URI"] == "http://milvus:19530" and "@postgres:5432/" in env["KB_PG_DSN"]
@@ -63,7 +109,7 @@ def test_compose_structure(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-(.*)\}", r"\1", str(value)))
     settings = Settings()
-    assert settings.backend == "milvus" and settings.milvus_uri == "http://milvus:19530"
+    assert settings.store.backend == "milvus" and settings.store.milvus_uri == "http://milvus:19530"
 
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "EXPOSE 8000" in dockerfile and "HEALTHCHECK" in dockerfile
@@ -72,7 +118,7 @@ def test_compose_structure(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_compose_gpu_variant() -> None:
     gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())["services"]["api"]
-    fields = {f"KB_{name.upper()}" for name in Settings.model_fields}
+    fields = Settings.env_names()
     assert set(gpu["environment"]) <= fields and gpu["environment"]["KB_EMBEDDING_DEVICE"] == "cuda"
     assert gpu["build"]["args"]["BASE"].startswith("nvidia/cuda:")
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]

@@ -158,8 +158,8 @@ async def _items(request: Request, settings: Settings) -> list[SourceItem]:
         return await _files(request, settings)
     if kind == "application/json":
         raw = await request.body()
-        if len(raw) > settings.max_file_bytes:
-            raise FileTooLarge("request body", f"{len(raw)} bytes; the limit is {settings.max_file_bytes}")
+        if len(raw) > settings.ingest.max_file_bytes:
+            raise FileTooLarge("request body", f"{len(raw)} bytes; the limit is {settings.ingest.max_file_bytes}")
         try:
             body = DocumentCreate.model_validate_json(raw)
         except ValidationError as exc:  # reported like every other request validation error
@@ -186,9 +186,9 @@ async def _files(request: Request, settings: Settings) -> list[SourceItem]:
     items = []
     for upload in uploads:
         name = _safe_name(upload.filename or "")
-        data = await upload.read(settings.max_file_bytes + 1)
-        if len(data) > settings.max_file_bytes:
-            raise FileTooLarge(name, f"larger than the limit of {settings.max_file_bytes} bytes")
+        data = await upload.read(settings.ingest.max_file_bytes + 1)
+        if len(data) > settings.ingest.max_file_bytes:
+            raise FileTooLarge(name, f"larger than the limit of {settings.ingest.max_file_bytes} bytes")
         detect_format(data, name)  # unsupported types are refused now (415), before any job exists
         items.append(SourceItem(name, data=data, metadata=dict(metadata)))
     return items

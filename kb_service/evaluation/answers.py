@@ -312,10 +312,10 @@ def run_answers(
                 advance(1)
     info = {
         "kind": qa.kind,
-        "embedding_model": embedding_model or run.settings.embedding_model,
+        "embedding_model": embedding_model or run.settings.embedding.model,
         "llm": answerer.llm.name if answerer.llm is not None else None,
-        "max_tokens": max_tokens or run.settings.max_tokens,
-        "sources": run.settings.ask_top_k,
+        "max_tokens": max_tokens or run.settings.generation.max_tokens,
+        "sources": run.settings.answer.top_k,
         "modes": list(modes),
     }
     return AnswerReport(qa.name, pd.DataFrame(rows), info)

@@ -47,8 +47,8 @@ class EvalRun:
         """The dataset's knowledge base (cached by corpus content, model and chunking), its embedder, the
         seconds spent ingesting and whether a cached one was reused."""
         s = self.settings
-        model = embedding_model or s.embedding_model
-        name = eval_kb_name(dataset, model, f"{s.chunk_size}/{s.chunk_overlap}")
+        model = embedding_model or s.embedding.model
+        name = eval_kb_name(dataset, model, f"{s.ingest.chunk_size}/{s.ingest.chunk_overlap}")
         store = self.catalog.store
         kb = cached_kb_ready(store, name, dataset.unique_documents)
         if kb is not None:
@@ -114,7 +114,9 @@ def run_eval(
 
         return wrap
 
-    report = evaluate(run.retriever, kb, embedder, dataset, chosen, backend=run.settings.backend, progress=per_config)
+    report = evaluate(
+        run.retriever, kb, embedder, dataset, chosen, backend=run.settings.store.backend, progress=per_config
+    )
     report.ingest_seconds = ingest_seconds
     report.info.update(
         {

@@ -25,13 +25,16 @@ QUERIES = [
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The ONNX exports' folder in a fresh model cache; ``Settings()`` finds that cache through KB_MODEL_CACHE."""
     monkeypatch.setenv("KB_MODEL_CACHE", str(tmp_path))
     return tmp_path / "onnx"
 
 
 def test_onnx_queries_equal_float32_pytorch_and_are_exported_once(cache: Path) -> None:
-    onnx = SentenceTransformerEmbedder(MINILM, device="cpu", cpu_bf16="off", query_runtime="onnx")
-    torch_only = SentenceTransformerEmbedder(MINILM, device="cpu", cpu_bf16="off", query_runtime="torch")
+    onnx = SentenceTransformerEmbedder(MINILM, device="cpu", cache=cache.parent, cpu_bf16="off", query_runtime="onnx")
+    torch_only = SentenceTransformerEmbedder(
+        MINILM, device="cpu", cache=cache.parent, cpu_bf16="off", query_runtime="torch"
+    )
     assert onnx.onnx_queries is not None and torch_only.onnx_queries is None
     assert [p.name for p in cache.iterdir()] == [onnx.onnx_queries.path.name]
     assert onnx.onnx_queries.path.name.startswith(onnx.info.fingerprint)
@@ -49,7 +52,9 @@ def test_onnx_queries_equal_float32_pytorch_and_are_exported_once(cache: Path) -
     assert onnx.info == torch_only.info
 
     written = onnx.onnx_queries.path.stat().st_mtime_ns
-    again = SentenceTransformerEmbedder(MINILM, device="cpu", query_runtime="auto")  # bf16 documents, same export
+    again = SentenceTransformerEmbedder(
+        MINILM, device="cpu", cache=cache.parent, query_runtime="auto"
+    )  # bf16 documents, same export
     assert again.onnx_queries is not None and again.onnx_queries.path.stat().st_mtime_ns == written
     assert np.min(np.sum(again.embed_queries(QUERIES[:2]) * a[:2], axis=1)) > 0.9999
 
@@ -57,7 +62,9 @@ def test_onnx_queries_equal_float32_pytorch_and_are_exported_once(cache: Path) -
 def test_more_queries_than_onnx_serves_best_go_through_pytorch(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ONNX Runtime takes calls of up to ONNX_MAX_QUERIES texts; larger ones (a batch of queries, searches arriving
     together) go through PyTorch, which is faster there."""
-    embedder = SentenceTransformerEmbedder(MINILM, device="cpu", cpu_bf16="off", query_runtime="onnx")
+    embedder = SentenceTransformerEmbedder(
+        MINILM, device="cpu", cache=cache.parent, cpu_bf16="off", query_runtime="onnx"
+    )
     assert embedder.onnx_queries is not None and ONNX_MAX_QUERIES == 2
     calls: list[int] = []
     real = embedder.onnx_queries.encode
@@ -77,11 +84,15 @@ def test_a_model_with_weights_after_its_transformer_stays_on_pytorch(cache: Path
     model.append(Dense(384, 128))  # a projection head: the ONNX path covers the transformer only
     model.save(str(tmp_path / "with-dense"))
 
-    auto = SentenceTransformerEmbedder(str(tmp_path / "with-dense"), device="cpu", query_runtime="auto")
+    auto = SentenceTransformerEmbedder(
+        str(tmp_path / "with-dense"), device="cpu", cache=cache.parent, query_runtime="auto"
+    )
     assert auto.onnx_queries is None and auto.embed_queries(QUERIES).shape == (4, 128)
     assert not cache.exists() or not any(cache.iterdir())
     with pytest.raises(EmbeddingModelUnavailable, match="modules after the transformer have weights"):
-        SentenceTransformerEmbedder(str(tmp_path / "with-dense"), device="cpu", query_runtime="onnx")
+        SentenceTransformerEmbedder(
+            str(tmp_path / "with-dense"), device="cpu", cache=cache.parent, query_runtime="onnx"
+        )
 
 
 def test_an_export_that_disagrees_with_pytorch_is_refused(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,10 +110,10 @@ def test_an_export_that_disagrees_with_pytorch_is_refused(cache: Path, monkeypat
         real_export(other, example, path)
 
     monkeypatch.setattr(onnx_query, "_export", export_of_another_model)
-    auto = SentenceTransformerEmbedder(MINILM, device="cpu", query_runtime="auto")
+    auto = SentenceTransformerEmbedder(MINILM, device="cpu", cache=cache.parent, query_runtime="auto")
     assert auto.onnx_queries is None  # the probe check failed: PyTorch serves the queries
     with pytest.raises(EmbeddingModelUnavailable, match="differ from PyTorch"):
-        SentenceTransformerEmbedder(MINILM, device="cpu", query_runtime="onnx")
+        SentenceTransformerEmbedder(MINILM, device="cpu", cache=cache.parent, query_runtime="onnx")
 
 
 def test_the_pool_keeps_a_separate_reranking_model_on_pytorch(cache: Path) -> None:

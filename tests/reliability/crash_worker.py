@@ -41,7 +41,7 @@ def main(operation: str, arg: str) -> None:
             die()
 
         store.add_chunks = add_then_die  # type: ignore[method-assign]
-    elif settings.backend == "pgvector":
+    elif settings.store.backend == "pgvector":
         import kb_service.stores.pgvector
 
         kb_service.stores.pgvector._bump_revision = die  # inside the delete / publish transaction

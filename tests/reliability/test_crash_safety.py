@@ -106,7 +106,7 @@ def test_crash_during_ingest(settings: Settings) -> None:
         assert ready_state(store, kb) == before  # … but nothing half-written is listed as ready
         assert "filters.md" not in visible_sources(settings, store, catalog, "sand filters backwash")
         report = recover(store, kb)
-        print(f"\n[{settings.backend}] ingest crash: before recovery {found}; {report}; after {audit(store, kb)}")
+        print(f"\n[{settings.store.backend}] ingest crash: before recovery {found}; {report}; after {audit(store, kb)}")
         assert report.documents_removed == {"processing": 1} and report.chunks_removed == found.leftover_chunks
         after = audit(store, kb)
         assert after.clean and after.documents == {"ready": 3} and ready_state(store, kb) == before
@@ -126,10 +126,10 @@ def test_crash_during_delete(settings: Settings) -> None:
     with Services(settings) as (store, catalog):
         kb = catalog.get(KB)
         state = ready_state(store, kb)
-        print(f"\n[{settings.backend}] delete crash: ready {len(before)} -> {len(state)}; {audit(store, kb)}")
+        print(f"\n[{settings.store.backend}] delete crash: ready {len(before)} -> {len(state)}; {audit(store, kb)}")
         # Either the delete never happened (PostgreSQL rolled the transaction back) or the document is hidden.
         if "valves.md" in state:
-            assert settings.backend == "pgvector" and state == before
+            assert settings.store.backend == "pgvector" and state == before
         else:
             assert "valves.md" not in visible_sources(settings, store, catalog, "check valve one direction")
         recover(store, kb)
@@ -149,7 +149,7 @@ def test_crash_during_replace(settings: Settings) -> None:
     with Services(settings) as (store, catalog):
         kb = catalog.get(KB)
         state = ready_state(store, kb)
-        print(f"\n[{settings.backend}] replace crash: {audit(store, kb)}")
+        print(f"\n[{settings.store.backend}] replace crash: {audit(store, kb)}")
         assert set(state) == set(before)  # exactly one version of pumps.md is ready, never both or neither
         visible = store.documents_by_source(kb, ["pumps.md"])
         assert sum(d.status == DocStatus.READY for d in visible) == 1
