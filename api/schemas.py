@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from kb_service.core import limits
 from kb_service.core.config import Settings
-from kb_service.core.records import Document, KnowledgeBase, ScoredChunk
+from kb_service.core.records import DocStatus, Document, KnowledgeBase, ScoredChunk
 from kb_service.generation.answer import Answer
 from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
@@ -325,6 +325,18 @@ class DocumentPublic(BaseModel):
         fields = asdict(doc)
         fields.pop("summary_vector", None)
         return cls(**fields)
+
+
+MAX_DOCUMENT_OFFSET = 10_000_000
+MAX_DOCUMENT_PAGE = 1000
+
+
+class DocumentQuery(BaseModel):
+    """Which page of a knowledge base's documents (the query of ``GET …/documents``)."""
+
+    status: DocStatus | None = None
+    offset: int = Field(default=0, ge=0, le=MAX_DOCUMENT_OFFSET)
+    limit: int = Field(default=100, ge=1, le=MAX_DOCUMENT_PAGE)
 
 
 class DocumentPage(BaseModel):

@@ -35,6 +35,7 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     name = "客户 手册 " + tmp_path.name[-6:]
     created = kb(base_args, "create", name)
     assert created["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2" and created["dimension"] == 384
+    assert (created["documents"], created["chunks"]) == (0, 0)  # the API's KnowledgeBasePublic
 
     report = kb(base_args, "ingest", name, str(tmp_path / "corpus"))
     assert report["counts"] == {"added": 5, "unchanged": 0, "replaced": 0, "failed": 0}
@@ -45,7 +46,9 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     listing = {row["name"]: row for row in kb(base_args, "list")}
     assert listing[name]["documents"] == 5 and listing[name]["chunks"] == report["chunks_added"]
 
-    docs = kb(base_args, "docs", name)
+    page = kb(base_args, "docs", name)  # the API's DocumentPage
+    docs = page["documents"]
+    assert page["total"] == 5 and (page["offset"], page["limit"]) == (0, 1000)
     assert {d["source"] for d in docs} == {"guide.docx", "manual.html", "notes.md", "report.pdf", "zh.txt"}
     assert all(d["status"] == "ready" for d in docs)
 
@@ -61,18 +64,26 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     question = "What do solar panels make electricity from?"
     answer = kb(base_args, "ask", name, question)  # the offline default: quoted sentences, each cited
     assert answer["mode"] == "extractive" and answer["citations"] and answer["sources"][0]["source"] == "report.pdf"
+    assert answer["question"] == question and set(answer) >= {"answer", "unsupported_claims", "usage", "verified"}
     generated = kb(base_args, "ask", name, question, "--answer-mode", "generated", "--max-tokens", "32")
-    assert generated["text"] and generated["timings_ms"]["generate"] > 0
+    assert generated["answer"] and generated["timings_ms"]["generate"] > 0
     for mode, whole in (("auto", answer), ("generated", generated)):  # streamed == whole, markers included
         streamed = runner.invoke(
             app, [*base_args, "ask", name, question, "--stream", "--answer-mode", mode, "--max-tokens", "32"]
         )
-        assert streamed.exit_code == 0 and streamed.stdout.startswith(whole["text"] + "\n"), streamed.output
+        assert streamed.exit_code == 0 and streamed.stdout.startswith(whole["answer"] + "\n"), streamed.output
     assert "history must be a JSON list" in kb(base_args, "ask", name, "x", "--history", "{}", code=2)["error"]
 
     target = next(d for d in docs if d["source"] == "report.pdf")
     deleted = kb(base_args, "delete", name, target["id"])
-    assert deleted == {"deleted": target["id"], "chunks_removed": target["chunk_count"], "chunks_left": 0}
+    assert deleted["deleted"] == target  # the document as it was, then proof that nothing of it is left
+    assert deleted["residue"] == {
+        "doc_id": target["id"],
+        "document": None,
+        "chunks": 0,
+        "lexical_entries": 0,
+        "clean": True,
+    }
     assert kb(base_args, "delete", name, target["id"], code=2)["error"].startswith("document ")
     checked = kb(base_args, "check", name, target["id"], "--repair")
     assert checked["clean"] and checked["recovered"]["chunks_removed"] == 0
@@ -102,7 +113,7 @@ def test_bad_input_gets_clear_errors(base_args: list[str], tmp_path: Path) -> No
 def test_invalid_configuration_is_reported(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--backend", "sqlite", "--data-dir", str(tmp_path), "list", "--json"])
     assert result.exit_code == 2
-    assert "backend" in json.loads(result.stdout)["error"]
+    assert json.loads(result.stdout)["error"].startswith("invalid configuration: KB_BACKEND: ")
 
 
 @pytest.mark.slow
@@ -119,7 +130,7 @@ def test_ingest_all_shared_documents(base_args: list[str]) -> None:
     total = sum(1 for p in DOCUMENTS.rglob("*") if p.is_file())
     counts = report["counts"]
     assert counts["added"] + counts["unchanged"] + counts["failed"] == total
-    docs = kb(base_args, "docs", "shared docs")
+    docs = kb(base_args, "docs", "shared docs")["documents"]
     assert len(docs) == counts["added"] and all(d["status"] == "ready" for d in docs)
     listing = {row["name"]: row for row in kb(base_args, "list")}
     assert listing["shared docs"]["chunks"] == report["chunks_added"] == sum(d["chunk_count"] for d in docs)

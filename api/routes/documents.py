@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from dataclasses import asdict
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
@@ -15,9 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from kb_service.api import queries
 from kb_service.api.auth import PrincipalDep
 from kb_service.api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep, StoreDep
 from kb_service.api.schemas import (
+    MAX_DOCUMENT_OFFSET,
+    MAX_DOCUMENT_PAGE,
     AuditPublic,
     DocumentCreate,
     DocumentPage,
@@ -26,14 +28,11 @@ from kb_service.api.schemas import (
     JobPublic,
     ResiduePublic,
 )
-from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
-from kb_service.core.errors import DocumentNotFound, FileTooLarge, InvalidInput, UnsupportedFormat
-from kb_service.core.records import DocStatus, Document, KnowledgeBase
+from kb_service.core.errors import FileTooLarge, InvalidInput, UnsupportedFormat
+from kb_service.core.records import DocStatus
 from kb_service.ingest.parsers import detect_format
 from kb_service.ingest.sources import SourceItem
-from kb_service.retrieval.residue import residue
-from kb_service.stores.recovery import audit
 
 router = APIRouter(tags=["documents"])
 KB_DOCS = "/v1/knowledge-bases/{kb}/documents"
@@ -70,7 +69,7 @@ async def replace_document(
     kb: str, doc_id: str, request: Request, jobs: JobsDep, catalog: CatalogDep, settings: SettingsDep
 ) -> JobList:
     """New content for a document: ingested under its name, it replaces the old version atomically."""
-    _, old = await run_in_threadpool(_document, catalog, kb, doc_id)
+    _, old = await run_in_threadpool(catalog.document, kb, doc_id)
     items = await _items(request, settings)
     if len(items) != 1:
         raise InvalidInput(f"a replacement takes exactly one document, got {len(items)}")
@@ -90,30 +89,23 @@ async def get_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> JobPub
 async def list_documents(
     kb: str,
     catalog: CatalogDep,
-    store: StoreDep,
     status_: Annotated[DocStatus | None, Query(alias="status")] = None,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_DOCUMENT_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_DOCUMENT_PAGE)] = 100,
 ) -> DocumentPage:
-    def load() -> DocumentPage:
-        found = catalog.get(kb)
-        docs = store.list_documents(found, status=status_, offset=offset, limit=limit)
-        total = store.count_documents(found, status=status_)
-        return DocumentPage(documents=[DocumentPublic.of(d) for d in docs], total=total, offset=offset, limit=limit)
-
-    return await run_in_threadpool(load)
+    return await run_in_threadpool(queries.document_page, catalog, kb, status=status_, offset=offset, limit=limit)
 
 
 @router.get(KB_DOCS + "/{doc_id}")
 async def get_document(kb: str, doc_id: str, catalog: CatalogDep) -> DocumentPublic:
-    _, doc = await run_in_threadpool(_document, catalog, kb, doc_id)
+    _, doc = await run_in_threadpool(catalog.document, kb, doc_id)
     return DocumentPublic.of(doc)
 
 
 @router.delete(KB_DOCS + "/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_document(kb: str, doc_id: str, catalog: CatalogDep, store: StoreDep) -> Response:
     def delete() -> None:
-        found, _ = _document(catalog, kb, doc_id)
+        found, _ = catalog.document(kb, doc_id)
         store.delete_document(found, doc_id)
 
     await run_in_threadpool(delete)
@@ -124,32 +116,13 @@ async def delete_document(kb: str, doc_id: str, catalog: CatalogDep, store: Stor
 async def document_residue(kb: str, doc_id: str, catalog: CatalogDep, retriever: RetrieverDep) -> ResiduePublic:
     """Proof of deletion: the document row, its chunks and its lexical-index entries that remain (all none once
     it is deleted: ``clean``). Works for any id, deleted or not."""
-
-    def check() -> ResiduePublic:
-        r = residue(retriever.store, retriever.lexical, catalog.get(kb), doc_id)
-        return ResiduePublic(**asdict(r), clean=r.clean)
-
-    return await run_in_threadpool(check)
+    return await run_in_threadpool(queries.document_residue, catalog, retriever.lexical, kb, doc_id)
 
 
 @router.get("/v1/knowledge-bases/{kb}/audit")
-async def audit_kb(kb: str, catalog: CatalogDep, store: StoreDep) -> AuditPublic:
+async def audit_kb(kb: str, catalog: CatalogDep) -> AuditPublic:
     """Documents by status and chunk counts, with the chunks that belong to no ready document."""
-
-    def check() -> AuditPublic:
-        a = audit(store, catalog.get(kb))
-        return AuditPublic(**asdict(a), clean=a.clean)
-
-    return await run_in_threadpool(check)
-
-
-def _document(catalog: Catalog, kb: str, doc_id: str) -> tuple[KnowledgeBase, Document]:
-    """The knowledge base and its document, or DocumentNotFound (404)."""
-    found = catalog.get(kb)
-    doc = catalog.store.get_document(found, doc_id)
-    if doc is None:
-        raise DocumentNotFound(kb, doc_id)
-    return found, doc
+    return await run_in_threadpool(queries.kb_audit, catalog, kb)
 
 
 async def _items(request: Request, settings: Settings) -> list[SourceItem]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kb_service.core.errors import KnowledgeBaseNotFound
-from kb_service.core.records import KnowledgeBase, validate_kb_name
+from kb_service.core.errors import DocumentNotFound, KnowledgeBaseNotFound
+from kb_service.core.records import Document, KnowledgeBase, validate_kb_name
 from kb_service.embeddings.base import Embedder
 from kb_service.embeddings.pool import EmbedderPool
 from kb_service.stores.base import VectorStore
@@ -37,6 +37,14 @@ class Catalog:
         """The KB with its own embedder; asking for another model raises EmbeddingModelMismatch."""
         kb = self.get(name)
         return kb, self.embedders.for_kb(kb, embedding_model)
+
+    def document(self, name: str, doc_id: str) -> tuple[KnowledgeBase, Document]:
+        """The KB and its document, or DocumentNotFound."""
+        kb = self.get(name)
+        doc = self.store.get_document(kb, doc_id)
+        if doc is None:
+            raise DocumentNotFound(name, doc_id)
+        return kb, doc
 
     def list(self) -> list[KnowledgeBase]:
         return self.store.list_kbs()

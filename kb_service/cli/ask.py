@@ -10,14 +10,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from kb_service.cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, rt_from, table
+from kb_service.api.schemas import AnswerPublic
+from kb_service.cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, reported, rt_from, table
 from kb_service.cli.search import progress_bar
 from kb_service.core.errors import KBError
-from kb_service.evaluation.answers import load_qa, run_answers
-from kb_service.evaluation.runner import EvalRun
-from kb_service.generation.answer import Answer
-from kb_service.generation.factory import ask_options
-from kb_service.retrieval.pipeline import SearchOptions
+from kb_service.evaluation.answers import load_qa
 
 
 def ask(
@@ -46,33 +43,30 @@ def ask(
         fail(f"--filters / --history is not valid JSON: {exc}", as_json=as_json)
     if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
         fail("--history must be a JSON list of {role, content} objects", as_json=as_json)
-    answer: Answer | None = None
-    try:
-        knowledge_base, embedder = rt.catalog.open(kb)
-        options = ask_options(
-            rt.settings,
-            search=SearchOptions.from_settings(rt.settings, filters=parsed_filters),
-            sources=sources,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            answer_mode=answer_mode,
-        )
-        for event in rt.answerer.stream(knowledge_base, embedder, question, history=turns, options=options):
-            if isinstance(event, Answer):
+    answer: AnswerPublic | None = None
+    options = {
+        "sources": sources,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "filters": parsed_filters,
+        "history": turns,
+        "answer_mode": answer_mode,
+    }
+    with reported(as_json=as_json):
+        for event in rt.client.ask_stream(kb, question, **{k: v for k, v in options.items() if v is not None}):
+            if isinstance(event, AnswerPublic):
                 answer = event
-            elif stream and not as_json and event.content:
-                sys.stdout.write(event.content)
+            elif stream and not as_json:
+                sys.stdout.write(event)
                 sys.stdout.flush()
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
     assert answer is not None  # the answer stream always ends with one
     if as_json:
-        emit_json(answer)
+        emit_json(answer.model_dump())  # POST /v1/knowledge-bases/{kb}/ask
         return
     if stream:
         sys.stdout.write("\n")
     else:
-        out_console.print(escape(answer.text), highlight=False)
+        out_console.print(escape(answer.answer), highlight=False)
     if answer.mode == "extractive" and answer.llm_error:
         err_console.print(f"[yellow]extractive answer[/yellow] ({escape(answer.llm_error)})")
     if answer.finish_reason == "repetition":
@@ -113,10 +107,8 @@ def eval_answers(
     rt = rt_from(ctx, False)
     try:
         qa = load_qa(dataset_path, max_questions)
-        report = run_answers(
+        report = rt.client.evaluate_answers(
             qa,
-            run=EvalRun(rt.settings, rt.catalog, rt.retriever),
-            answerer=rt.answerer,
             modes=[m.strip() for m in modes.split(",") if m.strip()],
             embedding_model=embedding_model,
             max_tokens=max_tokens,

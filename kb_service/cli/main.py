@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,17 +12,13 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kb_service.api.schemas import DocumentPublic
 from kb_service.cli import ask as ask_commands
 from kb_service.cli import search as search_commands
-from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, rt_from, table
-from kb_service.client import ClientError, LocalClient
-from kb_service.core.errors import KBError
-from kb_service.core.records import DocStatus, KnowledgeBase
-from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
-from kb_service.ingest.sources import SourceItem, iter_paths
-from kb_service.retrieval.residue import residue
-from kb_service.stores.recovery import audit, recover
+from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, reported, rt_from, table
+from kb_service.client import ClientError, IngestOutcome, KBClient
+from kb_service.core.records import DocStatus
+from kb_service.ingest.pipeline import Outcome
+from kb_service.ingest.sources import iter_paths
 
 app = typer.Typer(
     help="RAG knowledge-base service: knowledge bases, ingestion, search, cited answers.",
@@ -45,17 +41,6 @@ def main(
     ctx.call_on_close(ctx.obj.close)
 
 
-def _kb_dict(kb: KnowledgeBase) -> dict[str, object]:
-    return {
-        "name": kb.name,
-        "description": kb.description,
-        "embedding_model": kb.embedding.name,
-        "dimension": kb.embedding.dimension,
-        "fingerprint": kb.embedding.fingerprint,
-        "created_at": kb.created_at,
-    }
-
-
 @app.command()
 def create(
     ctx: typer.Context,
@@ -66,24 +51,20 @@ def create(
 ) -> None:
     """Create a knowledge base bound to an embedding model."""
     rt = rt_from(ctx, as_json)
-    try:
-        created = rt.catalog.create(kb, description=description, embedding_model=embedding_model)
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
+    with reported(as_json=as_json):
+        created = rt.client.create_kb(kb, description=description, embedding_model=embedding_model)
     if as_json:
-        emit_json(_kb_dict(created))
+        emit_json(created.model_dump())
     else:
-        out_console.print(f"created {created.name!r} with {created.embedding.name} ({created.embedding.dimension}-d)")
+        out_console.print(f"created {created.name!r} with {created.embedding_model} ({created.dimension}-d)")
 
 
 @app.command("list")
 def list_kbs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List knowledge bases with document and chunk counts."""
     rt = rt_from(ctx, as_json)
-    try:
-        rows = [kb.model_dump() for kb in LocalClient(services=rt).list_kbs()]
-    except ClientError as exc:
-        fail(str(exc), as_json=as_json)
+    with reported(as_json=as_json):
+        rows = [kb.model_dump() for kb in rt.client.list_kbs()]
     if as_json:
         emit_json(rows)
     else:
@@ -98,10 +79,8 @@ def list_kbs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def drop(ctx: typer.Context, kb: str, as_json: JsonOpt = False) -> None:
     """Delete a knowledge base with all its documents and chunks."""
     rt = rt_from(ctx, as_json)
-    try:
-        rt.catalog.drop(kb)
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
+    with reported(as_json=as_json):
+        rt.client.drop_kb(kb)
     if as_json:
         emit_json({"dropped": kb})
     else:
@@ -123,38 +102,29 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}", as_json=as_json)
-    try:
-        knowledge_base, _ = rt.catalog.get_or_create(kb, embedding_model=embedding_model)
-        _, embedder = rt.catalog.open(kb)
-        ingestor = rt.ingestor(knowledge_base, embedder)
-        items = list(iter_paths(paths))
+    files = {item.name: item.path for item in iter_paths(paths) if item.path is not None}
+    with reported(as_json=as_json):
+        try:
+            rt.client.create_kb(kb, embedding_model=embedding_model)
+        except ClientError as exc:
+            if exc.status != HTTPStatus.CONFLICT or exc.type != "KnowledgeBaseExists":
+                raise
         started = time.perf_counter()
-        results = _ingest_with_progress(ingestor, items, quiet=as_json)
+        outcomes = _ingest_with_progress(rt.client, kb, files, quiet=as_json)
         elapsed = time.perf_counter() - started
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
-    counts = Counter(r.outcome.value for r in results)
-    new_chunks = sum(r.chunks for r in results if r.outcome in (Outcome.ADDED, Outcome.REPLACED))
+    counts = Counter(o.outcome for o in outcomes)
+    new_chunks = sum(o.chunks for o in outcomes if o.outcome in (Outcome.ADDED, Outcome.REPLACED))
     summary: dict[str, Any] = {
         "knowledge_base": kb,
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "chunks_added": new_chunks,
         "seconds": round(elapsed, 3),
-        "docs_per_s": round(len(results) / elapsed, 2) if elapsed else None,
+        "docs_per_s": round(len(outcomes) / elapsed, 2) if elapsed else None,
         "chunks_per_s": round(new_chunks / elapsed, 2) if elapsed else None,
         "failed": [
-            {"source": r.source, "reason": r.reason, "error": r.error} for r in results if r.outcome == Outcome.FAILED
+            {"source": o.source, "reason": o.reason, "error": o.error} for o in outcomes if o.outcome == Outcome.FAILED
         ],
-        "results": [
-            {
-                "source": r.source,
-                "outcome": r.outcome.value,
-                "doc_id": r.doc_id,
-                "chunks": r.chunks,
-                "replaced": r.replaced,
-            }
-            for r in results
-        ],
+        "results": [o.model_dump() for o in outcomes],  # the clients' IngestOutcome
     }
     if as_json:
         emit_json(summary)
@@ -170,9 +140,9 @@ def ingest(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _ingest_with_progress(ingestor: Ingestor, items: list[SourceItem], *, quiet: bool) -> list[IngestResult]:
+def _ingest_with_progress(client: KBClient, kb: str, files: dict[str, Path], *, quiet: bool) -> list[IngestOutcome]:
     if quiet:
-        return ingestor.ingest(items)
+        return client.add_files(kb, files)
     started = time.perf_counter()
     chunks = 0
     with Progress(
@@ -184,17 +154,17 @@ def _ingest_with_progress(ingestor: Ingestor, items: list[SourceItem], *, quiet:
         console=err_console,
         transient=True,
     ) as progress:
-        task = progress.add_task("ingest", total=len(items), rate="")
+        task = progress.add_task("ingest", total=len(files), rate="")
 
-        def on_result(result: IngestResult) -> None:
+        def on_outcome(outcome: IngestOutcome) -> None:
             nonlocal chunks
-            if result.outcome in (Outcome.ADDED, Outcome.REPLACED):
-                chunks += result.chunks
+            if outcome.outcome in (Outcome.ADDED, Outcome.REPLACED):
+                chunks += outcome.chunks
             elapsed = max(time.perf_counter() - started, 1e-9)
             done = progress.tasks[0].completed + 1
             progress.update(task, advance=1, rate=f"{done / elapsed:.1f} docs/s {chunks / elapsed:.1f} chunks/s")
 
-        return ingestor.ingest(items, on_result=on_result)
+        return client.add_files(kb, files, on_outcome=on_outcome)
 
 
 @app.command()
@@ -206,38 +176,36 @@ def docs(
     limit: int = 1000,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the documents of a knowledge base."""
+    """List the documents of a knowledge base (a page of them: --offset, --limit up to 1000)."""
     rt = rt_from(ctx, as_json)
-    try:
-        knowledge_base = rt.catalog.get(kb)
-        documents = rt.store.list_documents(knowledge_base, status=status, offset=offset, limit=limit)
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
+    with reported(as_json=as_json):
+        page = rt.client.document_page(kb, status=status.value if status else None, offset=offset, limit=limit)
     if as_json:
-        emit_json([DocumentPublic.of(d).model_dump() for d in documents])  # the API's own schema
+        emit_json(page.model_dump())  # GET /v1/knowledge-bases/{kb}/documents
     else:
         table(
-            f"documents in {kb}",
+            f"documents in {kb} ({offset + 1}-{offset + len(page.documents)} of {page.total})",
             ["id", "source", "status", "chunks", "title"],
-            [[d.id, d.source, d.status.value, d.chunk_count, d.title[:50]] for d in documents],
+            [[d.id, d.source, d.status, d.chunk_count, d.title[:50]] for d in page.documents],
         )
 
 
 @app.command()
 def delete(ctx: typer.Context, kb: str, doc_id: str, as_json: JsonOpt = False) -> None:
-    """Delete a document and every one of its chunks (verified by counting them afterwards)."""
+    """Delete a document and every one of its chunks, and prove it: what remains of it afterwards (its row, chunks
+    and lexical-index entries) must be nothing. Exit status 1 if anything remains."""
     rt = rt_from(ctx, as_json)
-    try:
-        knowledge_base = rt.catalog.get(kb)
-        before = rt.store.count_chunks(knowledge_base, doc_id=doc_id)
-        rt.store.delete_document(knowledge_base, doc_id)
-        after = rt.store.count_chunks(knowledge_base, doc_id=doc_id)
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
+    with reported(as_json=as_json):
+        document = rt.client.get_document(kb, doc_id)
+        rt.client.delete_document(kb, doc_id)
+        left = rt.client.residue(kb, doc_id)
     if as_json:
-        emit_json({"deleted": doc_id, "chunks_removed": before - after, "chunks_left": after})
+        emit_json({"deleted": document.model_dump(), "residue": left.model_dump()})
     else:
-        out_console.print(f"deleted {doc_id}: {before - after} chunks removed, {after} left")
+        state = "nothing left" if left.clean else f"NOT gone: {left.chunks} chunks, {left.lexical_entries} lexical"
+        out_console.print(f"deleted {doc_id} ({document.source}, {document.chunk_count} chunks): {state}")
+    if not left.clean:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -251,13 +219,10 @@ def check(
     """Audit a knowledge base (documents by status, chunks that belong to no ready document) and prove that
     deleted documents left nothing behind: no row, no chunk, no lexical-index entry. Exit status 1 if not clean."""
     rt = rt_from(ctx, as_json)
-    try:
-        knowledge_base = rt.catalog.get(kb)
-        recovered = asdict(recover(rt.store, knowledge_base)) if repair else None
-        report = audit(rt.store, knowledge_base)
-        residues = [residue(rt.store, rt.retriever.lexical, knowledge_base, d) for d in doc_ids or []]
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
+    with reported(as_json=as_json):
+        recovered = rt.client.repair(kb) if repair else None
+        report = rt.client.audit(kb)
+        residues = [rt.client.residue(kb, d) for d in doc_ids or []]
     clean = report.clean and all(r.clean for r in residues)
     if as_json:
         emit_json(
@@ -265,8 +230,8 @@ def check(
                 "knowledge_base": kb,
                 "clean": clean,
                 "recovered": recovered,
-                "audit": {**asdict(report), "clean": report.clean},
-                "deleted": [{**asdict(r), "clean": r.clean} for r in residues],
+                "audit": report.model_dump(),
+                "deleted": [r.model_dump() for r in residues],
             }
         )
     else:

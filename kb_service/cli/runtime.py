@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
+from functools import cached_property
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -12,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from kb_service.client import ClientError, LocalClient
 from kb_service.core.config import describe_errors
 from kb_service.services import Services
 
@@ -21,7 +25,12 @@ out_console = Console()
 
 
 class Runtime(Services):
-    """What one CLI invocation builds, from the global options (and KB_* environment variables)."""
+    """What one CLI invocation builds, from the global options (and KB_* environment variables). Commands go
+    through ``client``, the in-process client, and print the REST API's schemas."""
+
+    @cached_property
+    def client(self) -> LocalClient:
+        return LocalClient(services=self)
 
 
 def emit_json(payload: Any) -> None:
@@ -49,6 +58,15 @@ def fail(message: str, *, as_json: bool, code: int = 2) -> NoReturn:
     else:
         err_console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+@contextmanager
+def reported(*, as_json: bool) -> Iterator[None]:
+    """A refused request ends the command with its message (exit status 2)."""
+    try:
+        yield
+    except ClientError as exc:
+        fail(exc.message, as_json=as_json)
 
 
 def rt_from(ctx: typer.Context, as_json: bool) -> Runtime:

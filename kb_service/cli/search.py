@@ -6,16 +6,15 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kb_service.cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, rt_from, table
+from kb_service.cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, reported, rt_from, table
 from kb_service.core.errors import KBError
-from kb_service.evaluation import EvalReport, EvalRun, load_dataset, run_eval
-from kb_service.retrieval.pipeline import SearchOptions, SearchResult
+from kb_service.evaluation import EvalReport, load_dataset
 
 
 def search(
@@ -36,16 +35,11 @@ def search(
         parsed = json.loads(filters) if filters else None
     except json.JSONDecodeError as exc:
         fail(f"--filters is not valid JSON: {exc}", as_json=as_json)
-    try:
-        knowledge_base, embedder = rt.catalog.open(kb)
-        options = SearchOptions.from_settings(
-            rt.settings, top_k=top_k, mode=mode, gate=gate, rerank=rerank, filters=parsed, trace=trace
-        )
-        result = rt.retriever.search(knowledge_base, embedder, query, options)
-    except KBError as exc:
-        fail(str(exc), as_json=as_json)
+    options = {"top_k": top_k, "mode": mode, "gate": gate, "rerank": rerank, "filters": parsed, "trace": trace}
+    with reported(as_json=as_json):
+        result = rt.client.search(kb, query, **{k: v for k, v in options.items() if v is not None})
     if as_json:
-        emit_json(result_json(result, trace=trace))
+        emit_json(result.model_dump())  # POST /v1/knowledge-bases/{kb}/search
         return
     table(
         f"{len(result.hits)} results for {query!r}",
@@ -54,23 +48,20 @@ def search(
             [
                 i,
                 f"{h.score:.4f}",
-                escape(h.chunk.metadata.get("source", "")),
-                h.chunk.page or "",
-                escape(h.chunk.section or ""),
-                escape(_snippet(h.chunk.text)),
+                escape(h.source),
+                h.page or "",
+                escape(h.section or ""),
+                escape(_snippet(h.text)),
             ]
             for i, h in enumerate(result.hits, start=1)
         ],
     )
-    if trace:
+    if result.trace is not None:
         t = result.trace
         table(
             "gate",
             ["#", "score", "source", "title"],
-            [
-                [i, f"{d.score:.4f}", escape(d.document.source), escape(d.document.title)]
-                for i, d in enumerate(t.gated, start=1)
-            ],
+            [[i, f"{d.score:.4f}", escape(d.source), escape(d.title)] for i, d in enumerate(t.gated, start=1)],
         )
         out_console.print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.timings_ms.items()))
 
@@ -78,19 +69,6 @@ def search(
 def _snippet(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def result_json(result: SearchResult, *, trace: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"query": result.query, "hits": [h.provenance() for h in result.hits]}
-    if trace:
-        t = result.trace
-        out["trace"] = {
-            "gated": [{"doc_id": d.document.id, "source": d.document.source, "score": d.score} for d in t.gated],
-            "candidates": [h.provenance() for h in t.candidates],
-            "reranked": [h.provenance() for h in t.reranked],
-            "timings_ms": t.timings_ms,
-        }
-    return out
 
 
 def evaluate_cmd(
@@ -112,9 +90,7 @@ def evaluate_cmd(
         fail(f"no such dataset: {dataset_path}", as_json=False)
     try:
         dataset = load_dataset(dataset_path, split).limit(max_queries)
-        run = EvalRun(rt.settings, rt.catalog, rt.retriever)
-        report = run_eval(
-            run,
+        report = rt.client.evaluate(
             dataset,
             embedding_model=embedding_model,
             configs=[c.strip() for c in configs.split(",")] if configs else None,

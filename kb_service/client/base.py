@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from kb_service.api.schemas import AnswerPublic, DocumentPublic, KnowledgeBasePublic, SearchResponse
+from kb_service.api.schemas import (
+    AnswerPublic,
+    AuditPublic,
+    DocumentPage,
+    DocumentPublic,
+    KnowledgeBasePublic,
+    ResiduePublic,
+    SearchResponse,
+)
 
 Scalar = str | int | float | bool
+Files = Sequence[Path] | Mapping[str, Path]  # paths named by their file name, or {document name: path}
 
 
 class IngestOutcome(BaseModel):
@@ -20,6 +29,7 @@ class IngestOutcome(BaseModel):
     outcome: str
     doc_id: str | None = None
     chunks: int = 0
+    replaced: str | None = None  # the id of the older version this one replaced
     reason: str = ""
     error: str = ""
 
@@ -33,8 +43,22 @@ class ClientError(RuntimeError):
         self.status, self.type, self.message = status, type_, message
 
 
+OnOutcome = Callable[[IngestOutcome], None]
+
+
+def named_files(files: Files) -> list[tuple[str, Path]]:
+    """(document name, path) pairs: a mapping as given, plain paths under their file names."""
+    if isinstance(files, Mapping):
+        return [(name, Path(path)) for name, path in files.items()]
+    return [(Path(p).name, Path(p)) for p in files]
+
+
 class KBClient(Protocol):
-    def create_kb(self, name: str, *, embedding_model: str | None = None) -> KnowledgeBasePublic: ...
+    def create_kb(
+        self, name: str, *, embedding_model: str | None = None, description: str = ""
+    ) -> KnowledgeBasePublic: ...
+
+    def get_kb(self, name: str) -> KnowledgeBasePublic: ...
 
     def list_kbs(self) -> list[KnowledgeBasePublic]: ...
 
@@ -45,18 +69,36 @@ class KBClient(Protocol):
     ) -> list[IngestOutcome]:
         """Ingest ``{name: text}`` and wait until every document is ready or failed."""
 
-    def add_files(self, kb: str, paths: Sequence[Path]) -> list[IngestOutcome]:
-        """Ingest files (by their file name) and wait until every document is ready or failed."""
+    def add_files(self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+        """Ingest files and wait until every document is ready or failed; ``on_outcome`` hears each one as it
+        finishes. Plain paths are named by their file name; a mapping names each (the HTTP API keeps only the
+        file-name part)."""
 
     def documents(self, kb: str) -> list[DocumentPublic]: ...
 
+    def document_page(
+        self, kb: str, *, status: str | None = None, offset: int = 0, limit: int = 100
+    ) -> DocumentPage: ...
+
+    def get_document(self, kb: str, doc_id: str) -> DocumentPublic: ...
+
     def delete_document(self, kb: str, doc_id: str) -> None: ...
+
+    def residue(self, kb: str, doc_id: str) -> ResiduePublic:
+        """Proof of deletion: what remains of a document (``clean`` once nothing does)."""
+
+    def audit(self, kb: str) -> AuditPublic:
+        """Documents by status and chunk counts, with chunks that belong to no ready document."""
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         """Options as in ``POST /v1/knowledge-bases/{kb}/search``: top_k, mode, gate, rerank, filters, trace."""
 
     def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
         """A cited, verified answer (the fields of POST /v1/knowledge-bases/{kb}/ask: sources, answer_mode …)."""
+        ...
+
+    def ask_stream(self, kb: str, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
+        """The answer's text as it is written, then the whole answer (the same as ``ask`` returns)."""
         ...
 
     def close(self) -> None: ...

@@ -5,23 +5,24 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
 
 from kb_service.api.schemas import (
     AnswerPublic,
+    AuditPublic,
     DocumentPage,
     DocumentPublic,
     JobList,
     JobPublic,
     KnowledgeBasePublic,
+    ResiduePublic,
     SearchResponse,
 )
-from kb_service.client.base import ClientError, IngestOutcome, Scalar
+from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, Scalar, named_files
 
 PAGE = 1000
 FINISHED = ("ready", "failed")
@@ -53,9 +54,12 @@ class HTTPClient:
     def close(self) -> None:
         self.http.close()
 
-    def create_kb(self, name: str, *, embedding_model: str | None = None) -> KnowledgeBasePublic:
-        body = {"name": name, "embedding_model": embedding_model}
+    def create_kb(self, name: str, *, embedding_model: str | None = None, description: str = "") -> KnowledgeBasePublic:
+        body = {"name": name, "embedding_model": embedding_model, "description": description}
         return KnowledgeBasePublic.model_validate(self._call("POST", "/v1/knowledge-bases", json=body))
+
+    def get_kb(self, name: str) -> KnowledgeBasePublic:
+        return KnowledgeBasePublic.model_validate(self._call("GET", _kb(name)))
 
     def list_kbs(self) -> list[KnowledgeBasePublic]:
         return [KnowledgeBasePublic.model_validate(k) for k in self._call("GET", "/v1/knowledge-bases")]
@@ -72,14 +76,16 @@ class HTTPClient:
             jobs += JobList.model_validate(self._call("POST", f"{_kb(kb)}/documents", json=body)).jobs
         return self._wait(jobs)
 
-    def add_files(self, kb: str, paths: Sequence[Path]) -> list[IngestOutcome]:
-        files = [
-            ("files", (Path(p).name, Path(p).read_bytes(), mimetypes.guess_type(p)[0] or "application/octet-stream"))
-            for p in paths
+    def add_files(self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+        """The service names each document by the file-name part of its name."""
+        parts = [
+            ("files", (name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"))
+            for name, path in named_files(files)
         ]
-        return self._wait(JobList.model_validate(self._call("POST", f"{_kb(kb)}/documents", files=files)).jobs)
+        jobs = JobList.model_validate(self._call("POST", f"{_kb(kb)}/documents", files=parts)).jobs
+        return self._wait(jobs, on_outcome)
 
-    def _wait(self, jobs: list[JobPublic]) -> list[IngestOutcome]:
+    def _wait(self, jobs: list[JobPublic], on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
         """Poll each job until it is ready or failed."""
         deadline = time.monotonic() + self.job_timeout
         done: dict[str, JobPublic] = {}
@@ -90,16 +96,13 @@ class HTTPClient:
                 current = JobPublic.model_validate(self._call("GET", f"/v1/jobs/{job.id}"))
                 if current.status in FINISHED:
                     done[job.id] = current
+                    if on_outcome is not None:
+                        on_outcome(_outcome(current))
             if len(done) < len(jobs):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{len(jobs) - len(done)} ingestion job(s) unfinished after {self.job_timeout}s")
                 time.sleep(self.poll_interval)
-        return [
-            IngestOutcome(
-                source=j.source, outcome=j.outcome, doc_id=j.doc_id, chunks=j.chunks, reason=j.reason, error=j.error
-            )
-            for j in (done[job.id] for job in jobs)
-        ]
+        return [_outcome(done[job.id]) for job in jobs]
 
     def documents(self, kb: str) -> list[DocumentPublic]:
         docs: list[DocumentPublic] = []
@@ -111,8 +114,21 @@ class HTTPClient:
             if not page.documents or len(docs) >= page.total:
                 return docs
 
+    def document_page(self, kb: str, *, status: str | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:
+        params: dict[str, Any] = {"offset": offset, "limit": limit, **({"status": status} if status else {})}
+        return DocumentPage.model_validate(self._call("GET", f"{_kb(kb)}/documents", params=params))
+
+    def get_document(self, kb: str, doc_id: str) -> DocumentPublic:
+        return DocumentPublic.model_validate(self._call("GET", _doc(kb, doc_id)))
+
     def delete_document(self, kb: str, doc_id: str) -> None:
-        self._call("DELETE", f"{_kb(kb)}/documents/{quote(doc_id, safe='')}")
+        self._call("DELETE", _doc(kb, doc_id))
+
+    def residue(self, kb: str, doc_id: str) -> ResiduePublic:
+        return ResiduePublic.model_validate(self._call("GET", f"{_doc(kb, doc_id)}/residue"))
+
+    def audit(self, kb: str) -> AuditPublic:
+        return AuditPublic.model_validate(self._call("GET", f"{_kb(kb)}/audit"))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         body = {"query": query, **{k: v for k, v in options.items() if v is not None}}
@@ -122,16 +138,57 @@ class HTTPClient:
         body = {"question": question, **{k: v for k, v in options.items() if v is not None}, "stream": False}
         return AnswerPublic.model_validate(self._call("POST", f"{_kb(kb)}/ask", json=body))
 
+    def ask_stream(self, kb: str, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
+        """The server-sent events of ``/ask`` with ``stream: true``: text deltas, then the answer."""
+        body = {"question": question, **{k: v for k, v in options.items() if v is not None}, "stream": True}
+        with self.http.stream("POST", f"{_kb(kb)}/ask", json=body) as response:
+            if not response.is_success:
+                response.read()
+                _raise(response)
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if event == "delta" and data.get("content"):
+                        yield data["content"]
+                    elif event == "answer":
+                        yield AnswerPublic.model_validate(data)
+                    elif event == "error":  # the model failed mid-answer; the status was sent already
+                        error = data["error"]
+                        raise ClientError(502, error["type"], error["message"])
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
         if response.is_success:
             return response.json() if response.content else None
-        try:
-            error = response.json()["error"]
-            raise ClientError(response.status_code, error["type"], error["message"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ClientError(response.status_code, "HTTPError", response.text[:500]) from None
+        _raise(response)
+
+
+def _raise(response: httpx.Response) -> NoReturn:
+    try:
+        error = response.json()["error"]
+        raise ClientError(response.status_code, error["type"], error["message"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ClientError(response.status_code, "HTTPError", response.text[:500]) from None
+
+
+def _outcome(job: JobPublic) -> IngestOutcome:
+    return IngestOutcome(
+        source=job.source,
+        outcome=job.outcome,
+        doc_id=job.doc_id,
+        chunks=job.chunks,
+        replaced=job.replaced,
+        reason=job.reason,
+        error=job.error,
+    )
 
 
 def _kb(name: str) -> str:
     return f"/v1/knowledge-bases/{quote(name, safe='')}"
+
+
+def _doc(kb: str, doc_id: str) -> str:
+    return f"{_kb(kb)}/documents/{quote(doc_id, safe='')}"

@@ -4,32 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from pydantic import ValidationError
 
+from kb_service.api import queries
 from kb_service.api.errors import describe_problems, status_of
 from kb_service.api.schemas import (
     SAMPLING,
     AnswerPublic,
     AskRequest,
+    AuditPublic,
+    DocumentPage,
     DocumentPublic,
+    DocumentQuery,
     KnowledgeBasePublic,
+    ResiduePublic,
     SearchRequest,
     SearchResponse,
 )
-from kb_service.client.base import ClientError, IngestOutcome, Scalar
+from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, Scalar, named_files
 from kb_service.core.config import Settings
 from kb_service.core.errors import KBError
+from kb_service.evaluation.answers import AnswerReport, QASet, run_answers
 from kb_service.evaluation.harness import EvalDataset, EvalReport
 from kb_service.evaluation.runner import EvalRun, ProgressFactory, no_progress, run_eval
+from kb_service.generation.answer import Answer
 from kb_service.generation.factory import ask_options
-from kb_service.generation.llm import Message
+from kb_service.generation.llm import Delta, Message
 from kb_service.ingest.pipeline import IngestResult
 from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.pipeline import SearchOptions
 from kb_service.services import Services
+from kb_service.stores.recovery import recover
 
 PAGE = 1000
 
@@ -55,9 +63,14 @@ class LocalClient:
     def settings(self) -> Settings:
         return self.services.settings
 
-    def create_kb(self, name: str, *, embedding_model: str | None = None) -> KnowledgeBasePublic:
+    def create_kb(self, name: str, *, embedding_model: str | None = None, description: str = "") -> KnowledgeBasePublic:
         with _errors():
-            return KnowledgeBasePublic.of(self.services.catalog.create(name, embedding_model=embedding_model))
+            created = self.services.catalog.create(name, description=description, embedding_model=embedding_model)
+            return KnowledgeBasePublic.of(created, documents=0, chunks=0)
+
+    def get_kb(self, name: str) -> KnowledgeBasePublic:
+        with _errors():
+            return KnowledgeBasePublic.counted(self.services.catalog.get(name), self.services.store)
 
     def list_kbs(self) -> list[KnowledgeBasePublic]:
         with _errors():
@@ -73,14 +86,16 @@ class LocalClient:
         items = [SourceItem(name=name, text=text, metadata=dict(metadata or {})) for name, text in texts.items()]
         return self._ingest(kb, items)
 
-    def add_files(self, kb: str, paths: Sequence[Path]) -> list[IngestOutcome]:
-        return self._ingest(kb, [SourceItem(name=Path(p).name, path=Path(p)) for p in paths])
+    def add_files(self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+        """Plain paths are named by their file name; a mapping names each document (a path inside a folder)."""
+        return self._ingest(kb, [SourceItem(name=name, path=path) for name, path in named_files(files)], on_outcome)
 
-    def _ingest(self, kb: str, items: list[SourceItem]) -> list[IngestOutcome]:
+    def _ingest(self, kb: str, items: list[SourceItem], on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
         s = self.services
+        hear = (lambda result: on_outcome(_outcome(result))) if on_outcome is not None else None
         with _errors():
             knowledge_base, embedder = s.catalog.open(kb)
-            return [_outcome(r) for r in s.ingestor(knowledge_base, embedder).ingest(items)]
+            return [_outcome(r) for r in s.ingestor(knowledge_base, embedder).ingest(items, on_result=hear)]
 
     def documents(self, kb: str) -> list[DocumentPublic]:
         with _errors():
@@ -91,9 +106,32 @@ class LocalClient:
                 offset += len(page)
         return [DocumentPublic.of(d) for d in docs]
 
+    def document_page(self, kb: str, *, status: str | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:
+        with _errors():
+            q = DocumentQuery.model_validate({"status": status, "offset": offset, "limit": limit})
+            return queries.document_page(self.services.catalog, kb, status=q.status, offset=q.offset, limit=q.limit)
+
+    def get_document(self, kb: str, doc_id: str) -> DocumentPublic:
+        with _errors():
+            return DocumentPublic.of(self.services.catalog.document(kb, doc_id)[1])
+
     def delete_document(self, kb: str, doc_id: str) -> None:
         with _errors():
-            self.services.store.delete_document(self.services.catalog.get(kb), doc_id)
+            found, _ = self.services.catalog.document(kb, doc_id)
+            self.services.store.delete_document(found, doc_id)
+
+    def residue(self, kb: str, doc_id: str) -> ResiduePublic:
+        with _errors():
+            return queries.document_residue(self.services.catalog, self.services.retriever.lexical, kb, doc_id)
+
+    def audit(self, kb: str) -> AuditPublic:
+        with _errors():
+            return queries.kb_audit(self.services.catalog, kb)
+
+    def repair(self, kb: str) -> dict[str, Any]:
+        """Remove what a crash left unfinished in ``kb`` (the service does this at start-up; in-process only)."""
+        with _errors():
+            return asdict(recover(self.services.store, self.services.catalog.get(kb)))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         with _errors():
@@ -103,6 +141,14 @@ class LocalClient:
         return SearchResponse.of(result, trace=body.trace)
 
     def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
+        answer = None
+        for event in self.ask_stream(kb, question, **options):
+            if isinstance(event, AnswerPublic):
+                answer = event
+        assert answer is not None  # every answer stream ends with the answer
+        return answer
+
+    def ask_stream(self, kb: str, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
         with _errors():
             body = AskRequest(question=question, **options)
             knowledge_base, embedder = self.services.catalog.open(kb)
@@ -116,8 +162,14 @@ class LocalClient:
                 **body.model_dump(include=SAMPLING),
             )
             history: list[Message] = [{"role": m.role, "content": m.content} for m in body.history]
-            answer = self.services.answerer.ask(knowledge_base, embedder, body.question, history=history, options=ask)
-        return AnswerPublic.of(answer)
+            events = self.services.answerer.stream(
+                knowledge_base, embedder, body.question, history=history, options=ask
+            )
+            for event in events:
+                if isinstance(event, Answer):
+                    yield AnswerPublic.of(event)
+                elif isinstance(event, Delta) and event.content:
+                    yield event.content
 
     @property
     def eval_run(self) -> EvalRun:
@@ -130,10 +182,41 @@ class LocalClient:
         *,
         configs: list[str] | None = None,
         embedding_model: str | None = None,
+        warm_rerank: bool = True,
         progress: ProgressFactory = no_progress,
     ) -> EvalReport:
-        """The evaluation harness on ``dataset`` (its knowledge base is built once and cached by content)."""
-        return run_eval(self.eval_run, dataset, configs=configs, embedding_model=embedding_model, progress=progress)
+        """The retrieval harness on ``dataset`` (its knowledge base is built once and cached by content);
+        ``warm_rerank``: an embedding reranker embeds every chunk first (cached on disk)."""
+        return run_eval(
+            self.eval_run,
+            dataset,
+            configs=configs,
+            embedding_model=embedding_model,
+            warm_rerank=warm_rerank,
+            progress=progress,
+        )
+
+    def evaluate_answers(
+        self,
+        qa: QASet,
+        *,
+        modes: Sequence[str],
+        embedding_model: str | None = None,
+        max_tokens: int | None = None,
+        negatives: bool = True,
+        progress: ProgressFactory = no_progress,
+    ) -> AnswerReport:
+        """The answer harness on ``qa``, per answer mode (``kb eval-answers``)."""
+        return run_answers(
+            qa,
+            run=self.eval_run,
+            answerer=self.services.answerer,
+            modes=modes,
+            embedding_model=embedding_model,
+            max_tokens=max_tokens,
+            negatives=negatives,
+            progress=progress,
+        )
 
 
 def _outcome(result: IngestResult) -> IngestOutcome:
@@ -142,6 +225,7 @@ def _outcome(result: IngestResult) -> IngestOutcome:
         outcome=result.outcome.value,
         doc_id=result.doc_id,
         chunks=result.chunks,
+        replaced=result.replaced,
         reason=result.reason,
         error=result.error,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kb_service.api.schemas import AnswerPublic
 from kb_service.client import ClientError, HTTPClient, KBClient, LocalClient, connect
 from kb_service.core.config import Settings
 from tests.live import live_server
@@ -62,9 +63,57 @@ def test_ingest_search_list_delete(client: KBClient, tmp_path: Path) -> None:
 
     docs = {d.source: d for d in client.documents("手册 one")}
     assert set(docs) == {*TEXTS, "note.html"} and docs["valves.md"].metadata["team"] == "ops"
-    client.delete_document("手册 one", docs["valves.md"].id)
+    page = client.document_page("手册 one", status="ready", offset=1, limit=2)
+    assert (page.total, page.offset, page.limit, len(page.documents)) == (4, 1, 2, 2)
+    assert client.get_document("手册 one", docs["valves.md"].id) == docs["valves.md"]
+    valves = docs["valves.md"].id
+    assert not client.residue("手册 one", valves).clean  # still there
+    client.delete_document("手册 one", valves)
+    assert client.residue("手册 one", valves).model_dump() == {
+        "doc_id": valves,
+        "document": None,
+        "chunks": 0,
+        "lexical_entries": 0,
+        "clean": True,
+    }
     assert "valves.md" not in {h.source for h in client.search("手册 one", "check valve one direction").hits}
     assert len(client.documents("手册 one")) == 3
+    audit = client.audit("手册 one")
+    assert audit.clean and audit.documents == {"ready": 3} and audit.leftover_chunks == 0
+    assert client.get_kb("手册 one").documents == 3
+
+
+def test_files_named_by_the_caller_and_heard_as_they_finish(client: KBClient, tmp_path: Path) -> None:
+    client.create_kb("named files", description="ops manuals")
+    assert client.get_kb("named files").description == "ops manuals"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "seals.md").write_text("# Seals\n\nMechanical seals stop a pump shaft from leaking.")
+    (tmp_path / "b.md").write_text("# Bearings\n\nBearings carry the shaft.")
+    heard: list[str] = []
+    outcomes = client.add_files(
+        "named files",
+        {"a/seals.md": tmp_path / "a" / "seals.md", "bearings.md": tmp_path / "b.md"},
+        on_outcome=lambda o: heard.append(o.source),
+    )
+    assert sorted(heard) == sorted(o.source for o in outcomes) and [o.outcome for o in outcomes] == ["added"] * 2
+    sources = {d.source for d in client.documents("named files")}
+    # the in-process client keeps the path inside a folder; the HTTP API keeps the file-name part of any name
+    assert sources in ({"a/seals.md", "bearings.md"}, {"seals.md", "bearings.md"})
+
+    (tmp_path / "b.md").write_text("# Bearings\n\nBearings carry the shaft and need grease.")
+    [replaced] = client.add_files("named files", {"bearings.md": tmp_path / "b.md"})
+    assert replaced.outcome == "replaced" and replaced.replaced == outcomes[1].doc_id
+
+    question = "What stops a pump shaft from leaking?"
+    events = list(client.ask_stream("named files", question))
+    final = events[-1]
+    assert isinstance(final, AnswerPublic) and all(isinstance(e, str) for e in events[:-1])
+    assert "".join(events[:-1]) == final.answer == client.ask("named files", question).answer
+    assert "seals" in final.answer.lower() and final.citations
+    with pytest.raises(ClientError) as info:
+        list(client.ask_stream("named files", "x", sources=0))
+    assert info.value.status == 422
+    client.drop_kb("named files")
 
 
 def test_errors_are_the_apis(client: KBClient) -> None:
@@ -74,6 +123,10 @@ def test_errors_are_the_apis(client: KBClient) -> None:
         (lambda: client.ask("手册 one", "x", answer_mode="poem"), 422, "ValidationError"),
         (lambda: client.ask("no such kb", "x"), 404, "KnowledgeBaseNotFound"),
         (lambda: client.delete_document("手册 one", "0" * 64), 404, "DocumentNotFound"),
+        (lambda: client.get_document("手册 one", "0" * 64), 404, "DocumentNotFound"),
+        (lambda: client.get_kb("no such kb"), 404, "KnowledgeBaseNotFound"),
+        (lambda: client.document_page("手册 one", limit=0), 422, "ValidationError"),
+        (lambda: client.audit("no such kb"), 404, "KnowledgeBaseNotFound"),
         (lambda: client.create_kb("手册 one"), 409, "KnowledgeBaseExists"),
     ]
     for call, status, kind in cases:
