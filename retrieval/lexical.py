@@ -8,11 +8,14 @@ number of API processes can share one store this way; each keeps its own copy of
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
 import re
 import shutil
 import threading
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -163,7 +166,9 @@ class LexicalIndex:
         return mask
 
     def save(self, folder: Path) -> None:
-        tmp = folder.with_name(folder.name + ".tmp")
+        """Written aside, then moved into place: several processes on one data directory may save at once."""
+        mine = f"{os.getpid()}-{threading.get_ident()}"
+        tmp = folder.with_name(f"{folder.name}.{mine}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         with (tmp / "chunks.pkl").open("wb") as f:
@@ -171,8 +176,14 @@ class LexicalIndex:
         if self.bm25 is not None:
             self.bm25.save(tmp / "bm25", show_progress=False)
             self.doc_bm25.save(tmp / "doc_bm25", show_progress=False)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        old = folder.with_name(f"{folder.name}.{mine}.old")
+        with contextlib.suppress(FileNotFoundError):
+            folder.rename(old)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process has just put its index there: as good as this one
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
@@ -225,13 +236,18 @@ class LexicalIndexes:
 
     def _load_or_build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
         folder = self.root / kb.key
-        if (folder / "chunks.pkl").exists():
+        for attempt in (1, 2):  # another process may be replacing it this moment: look again before giving up
+            if not (folder / "chunks.pkl").exists():
+                break
             try:
                 index = LexicalIndex.load(folder)
                 if index.revision == revision:
                     return index
+                break
             except Exception as exc:  # a damaged cache is rebuilt, never fatal
-                log.warning("lexical index cache at %s unreadable (%s); rebuilding", folder, exc)
+                if attempt == 2:
+                    log.warning("lexical index cache at %s unreadable (%s); rebuilding", folder, exc)
+                time.sleep(0.2)
         chunks = [c for batch in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in batch]
         index = LexicalIndex.build(chunks, revision)
         index.save(folder)

@@ -175,15 +175,7 @@ def _raise(response: httpx.Response) -> NoReturn:
 
 
 def _outcome(job: JobPublic) -> IngestOutcome:
-    return IngestOutcome(
-        source=job.source,
-        outcome=job.outcome,
-        doc_id=job.doc_id,
-        chunks=job.chunks,
-        replaced=job.replaced,
-        reason=job.reason,
-        error=job.error,
-    )
+    return IngestOutcome.model_validate(job.model_dump(include=set(IngestOutcome.model_fields)))
 
 
 def _kb(name: str) -> str:

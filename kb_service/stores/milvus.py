@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ from kb_service.core.records import (
 )
 from kb_service.stores import milvus_lite_speedups
 from kb_service.stores.base import rerank_prefix, rerank_table
-from kb_service.stores.embedded_milvus import EmbeddedMilvus, start_embedded_milvus
+from kb_service.stores.embedded_milvus import EmbeddedMilvus, Registry, start_embedded_milvus
 from kb_service.stores.filters import Filter
 from kb_service.stores.serialize import (
     DOC_FIELDS,
@@ -60,9 +61,8 @@ class MilvusStore:
     _lite_servers: ClassVar[dict[str, EmbeddedMilvus]] = {}
     _lite_lock: ClassVar[threading.Lock] = threading.Lock()
     # What searches read about a knowledge base besides its vectors (its hidden documents, its revision), per
-    # Milvus Lite file: valid while the file's write count (bumped after every document or registry write through a
-    # store of this process, the only one that can reach the file) is the one it was read at.
-    _lite_writes: ClassVar[dict[str, int]] = {}
+    # Milvus Lite file: valid while the file's write count (in its registry, bumped after every document or registry
+    # write by any process on the file) is the one it was read at.
     _lite_reads: ClassVar[dict[tuple[str, str, str], tuple[int, Any]]] = {}
 
     def __init__(
@@ -98,15 +98,14 @@ class MilvusStore:
                 yield
         finally:
             if self._lite is not None:
-                with self._lite_lock:
-                    self._lite_writes[self._lite] = self._lite_writes.get(self._lite, 0) + 1
+                Registry(Path(self._lite)).count_write()
 
     def _lite_cached(self, kb: KnowledgeBase, what: str, read: Callable[[], T]) -> T:
         """``read()``, or on Milvus Lite its value from an earlier call with no write since."""
         if self._lite is None:
             return read()
         key = (self._lite, kb.key, what)
-        writes = self._lite_writes.get(self._lite, 0)
+        writes = Registry(Path(self._lite)).writes()
         known = self._lite_reads.get(key)
         if known is not None and known[0] == writes:
             return cast(T, known[1])
@@ -597,6 +596,7 @@ class MilvusStore:
         file itself for pymilvus' in-process server. The first user decides on ``stores.milvus_lite_speedups``; in
         this process they stay once installed."""
         assert self._lite is not None
+        logging.getLogger("pymilvus.orm.iterator").addFilter(_LITE_SESSION_TS)
         first = self._lite not in self._lite_users
         self._lite_users[self._lite] = self._lite_users.get(self._lite, 0) + 1
         if self._lite in self._lite_servers:
@@ -619,7 +619,6 @@ class MilvusStore:
         if users > 0:
             return
         del self._lite_users[self._lite]
-        self._lite_writes.pop(self._lite, None)  # another process may write the file before it is opened again
         for key in [k for k in self._lite_reads if k[0] == self._lite]:
             del self._lite_reads[key]
         server = self._lite_servers.pop(self._lite, None)
@@ -629,6 +628,17 @@ class MilvusStore:
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(self._lite)
+
+
+class _LiteHasNoSessionTs(logging.Filter):
+    """Milvus Lite answers a query iterator no session timestamp; pymilvus then warns on every iterator and uses the
+    client's clock instead, which is right for a single local engine. The warning says nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+_LITE_SESSION_TS = _LiteHasNoSessionTs()
 
 
 def _bind(expr: str, params: dict[str, Any]) -> str:

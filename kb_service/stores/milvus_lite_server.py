@@ -1,7 +1,8 @@
-"""The child process of ``stores.embedded_milvus``: serves one Milvus Lite data directory on a free loopback port.
+"""The server process of ``stores.embedded_milvus``: serves one Milvus Lite data directory on a free loopback port.
 
 Run as ``python -m kb_service.stores.milvus_lite_server DATA_DIR LOCK_WAIT_S SPEEDUPS(0|1)``. It prints the port
-and whether the engine speedups are in, then serves until its stdin closes (its parent closed it, or died).
+and whether the engine speedups are in, then writes to its log (``milvus.db.server/server.log``) and serves until
+no process that joined it (``embedded_milvus.Registry``) is left.
 
 Milvus Lite's own ``start_server_in_thread`` is not used because its gRPC server refuses the keepalive pings that
 pymilvus sends every 10 s: after two of them on an idle connection it sent GOAWAY ``too_many_pings``, and the
@@ -10,13 +11,16 @@ client reconnected and logged it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 
 from kb_service.stores import milvus_lite_speedups
+from kb_service.stores.embedded_milvus import POLL_S, Registry
 
 MAX_MESSAGE = 256 * 1024 * 1024  # as Milvus Lite's own server, and Milvus standalone
 OPTIONS = [
@@ -51,8 +55,18 @@ def serve(data_dir: str, lock_wait_s: float, speedups: bool) -> None:
     milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    registry = Registry(Path(data_dir))
+    log = open(registry.log, "a")  # noqa: SIM115 - open for the life of the process
     print(port, int(speedups_in), flush=True)
-    sys.stdin.read()
+    # The process that started this one may leave before the others: write nowhere it reads.
+    os.dup2(log.fileno(), sys.stdout.fileno())
+    os.dup2(log.fileno(), sys.stderr.fileno())
+    while True:
+        time.sleep(POLL_S)
+        with registry.locked():
+            if not registry.live_users():
+                registry.withdraw(os.getpid())  # a process that joins from now on starts a new server
+                break
     server.stop(grace=2).wait()
     db.close()
 

@@ -1,5 +1,5 @@
-"""The embedded Milvus Lite runs in a child process: shared by the stores on one file, stopped with the last of them
-or with its parent, and a failed start is a clear StoreError."""
+"""The embedded Milvus Lite runs in a server process of its own: shared by the stores on one file and by every process
+on it, stopped with the last of them (closed or killed), and a failed start is a clear StoreError."""
 
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ def test_stores_on_one_file_share_a_child_server_that_stops_with_the_last(
     path = str(tmp_path / "milvus.db")
     first, second = MilvusStore(path), MilvusStore(path)
     server = MilvusStore._lite_servers[os.path.abspath(path)]
-    assert first.client is not second.client and server.process.pid != os.getpid()
+    assert first.client is not second.client and server.pid != os.getpid()
     first.create_kb(KnowledgeBase(name="shared", embedding=embedder.info))
     assert [kb.name for kb in second.list_kbs()] == ["shared"]
     first.close()
-    assert server.process.poll() is None  # the second store still uses it
+    assert server.running()  # the second store still uses it
     second.close()
-    assert server.process.poll() is not None and os.path.abspath(path) not in MilvusStore._lite_servers
+    assert not server.running() and os.path.abspath(path) not in MilvusStore._lite_servers
     reopened = MilvusStore(path)  # the file was released, and kept its data
     try:
         assert [kb.name for kb in reopened.list_kbs()] == ["shared"]
@@ -83,7 +83,7 @@ def test_the_child_server_exits_when_its_parent_is_killed(tmp_path: Path) -> Non
     path = str(tmp_path / "milvus.db")
     script = (
         "import sys, time; from kb_service.stores.milvus import MilvusStore; s = MilvusStore(sys.argv[1]); "
-        "print(MilvusStore._lite_servers[sys.argv[1]].process.pid, flush=True); time.sleep(600)"
+        "print(MilvusStore._lite_servers[sys.argv[1]].pid, flush=True); time.sleep(600)"
     )
     parent = subprocess.Popen(
         [sys.executable, "-c", script, os.path.abspath(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -97,6 +97,39 @@ def test_the_child_server_exits_when_its_parent_is_killed(tmp_path: Path) -> Non
     assert not _alive(child)
     store = MilvusStore(path)  # the lock was released
     store.close()
+
+
+def test_processes_on_one_file_share_its_server_which_outlives_the_one_that_started_it(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """A second process joins the first one's server (one lock holder, the same data, writes seen both ways); when
+    the first process goes, the server stays for the second, and stops when that one goes too."""
+    path = os.path.abspath(tmp_path / "milvus.db")
+    script = (
+        "import sys; from kb_service.stores.milvus import MilvusStore; s = MilvusStore(sys.argv[1]); "
+        "print(MilvusStore._lite_servers[sys.argv[1]].pid, [k.name for k in s.list_kbs()], flush=True); "
+        "sys.stdin.readline(); print([k.name for k in s.list_kbs()], flush=True); sys.stdin.readline()"
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-c", script, path], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert first.stdout is not None and first.stdin is not None
+    server_pid = int(first.stdout.readline().split()[0])
+    store = MilvusStore(path)  # joins the first process's server instead of failing on the file's lock
+    try:
+        assert MilvusStore._lite_servers[path].pid == server_pid
+        store.create_kb(KnowledgeBase(name="from the second", embedding=embedder.info))
+        first.stdin.write("\n")
+        first.stdin.flush()
+        assert first.stdout.readline().strip() == "['from the second']"  # the first process sees the write
+        first.stdin.write("\n")
+        first.stdin.flush()
+        assert first.wait(30) == 0
+        time.sleep(1.5)  # the server has seen the first process go
+        assert _alive(server_pid) and [kb.name for kb in store.list_kbs()] == ["from the second"]
+    finally:
+        store.close()
+    assert not _alive(server_pid)  # the last user has gone
 
 
 def _alive(pid: int) -> bool:
