@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from kb_service.core.config import default_model_cache
 from kb_service.core.errors import LLMUnavailable
-from kb_service.embeddings.sentence import resolve_device
+from kb_service.embeddings.sentence import resolve_device, unreachable_hint
 from kb_service.generation.llm import (
     Completion,
     Delta,
@@ -139,7 +139,8 @@ class TransformersLLM:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)
             self.model: Any = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf_file, dtype=dtype)
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
-            raise LLMUnavailable(f"cannot load language model {name!r}: {exc}") from exc
+            hint = unreachable_hint(exc, "HuggingFaceTB/SmolLM2-135M-Instruct, or a .gguf file")
+            raise LLMUnavailable(f"cannot load language model {name!r}: {exc}{hint}") from exc
         if not self.tokenizer.chat_template:
             raise LLMUnavailable(f"language model {name!r} has no chat template; use an instruct/chat model")
         cast(Any, self.model).to(self.device).eval()  # mypy misreads transformers' decorated .to

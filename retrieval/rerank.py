@@ -25,7 +25,14 @@ from kb_service.core.errors import EmbeddingError
 from kb_service.core.records import text_hash
 from kb_service.embeddings.base import Embedder
 from kb_service.embeddings.runner import MODEL_THREAD
-from kb_service.embeddings.sentence import CpuBf16, resolve_device, resolve_dtype, resolve_model_path
+from kb_service.embeddings.sentence import (
+    OFFLINE_EMBEDDINGS,
+    CpuBf16,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+    unreachable_hint,
+)
 
 
 class Reranker(Protocol):
@@ -87,7 +94,8 @@ class CrossEncoderReranker:
             try:
                 loaded = CrossEncoder(resolve_model_path(model, cache), device=device, max_length=max_length)
             except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
-                raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}") from exc
+                hint = unreachable_hint(exc, "none offline; KB_RERANK_BACKEND=embedding with " + OFFLINE_EMBEDDINGS)
+                raise EmbeddingError(f"cannot load reranker model {model!r}: {exc}{hint}") from exc
             loaded.model.to(dtype=resolve_dtype(device, fp16=fp16, cpu_bf16=cpu_bf16))
             return loaded
 

@@ -30,7 +30,7 @@ from kb_service.api.schemas import (
 )
 from kb_service.core.config import Settings
 from kb_service.core.errors import FileTooLarge, InvalidInput, UnsupportedFormat
-from kb_service.core.records import DocStatus
+from kb_service.core.records import DERIVED_METADATA, DocStatus
 from kb_service.ingest.parsers import detect_format
 from kb_service.ingest.sources import SourceItem
 
@@ -68,13 +68,16 @@ async def upload(kb: str, request: Request, jobs: JobsDep, settings: SettingsDep
 async def replace_document(
     kb: str, doc_id: str, request: Request, jobs: JobsDep, catalog: CatalogDep, settings: SettingsDep
 ) -> JobList:
-    """New content for a document: ingested under its name, it replaces the old version atomically."""
+    """New content for a document: ingested under its name, it replaces the old version atomically. The old
+    version's metadata carries over, with any given in the request laid over it."""
     _, old = await run_in_threadpool(catalog.document, kb, doc_id)
     items = await _items(request, settings)
     if len(items) != 1:
         raise InvalidInput(f"a replacement takes exactly one document, got {len(items)}")
     item = items[0]
     item.name = old.source
+    kept = {k: v for k, v in old.metadata.items() if k not in DERIVED_METADATA}
+    item.metadata = {**kept, **item.metadata}
     return JobList(jobs=[JobPublic.of(j) for j in await run_in_threadpool(jobs.submit, kb, [item])])
 
 

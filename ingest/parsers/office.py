@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import zipfile
 from typing import Any
@@ -113,6 +114,18 @@ def _shape_texts(shape: Any) -> list[str]:
     return []
 
 
+def cell_text(value: object) -> str:
+    """A spreadsheet cell as a person reads it: whole numbers without ``.0`` (XLSX stores every number as a float),
+    dates without a midnight time."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, datetime.datetime):
+        return value.date().isoformat() if value.time() == datetime.time() else value.isoformat(sep=" ")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value).strip()
+
+
 def parse_xlsx(data: bytes, source: str) -> ParsedDocument:
     import openpyxl
 
@@ -125,7 +138,7 @@ def parse_xlsx(data: bytes, source: str) -> ParsedDocument:
     for sheet in book.worksheets:
         out.heading(1, f"Sheet: {sheet.title}")
         for row in sheet.iter_rows(values_only=True):
-            cells = [str(v).strip() for v in row if v is not None and str(v).strip()]
+            cells = [text for v in row if v is not None and (text := cell_text(v))]
             if cells:
                 out.block(" | ".join(cells))
     out.flush()

@@ -141,30 +141,47 @@ def ingest(
 
 
 def _ingest_with_progress(client: KBClient, kb: str, files: dict[str, Path], *, quiet: bool) -> list[IngestOutcome]:
+    """One bar per stage as documents pass it: parsed, embedded (with their chunks), stored; left on screen."""
     if quiet:
         return client.add_files(kb, files)
     started = time.perf_counter()
-    chunks = 0
+    total = len(files)
     with Progress(
-        TextColumn("[bold]ingest"),
+        TextColumn("[bold]{task.description:>8}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         console=err_console,
-        transient=True,
     ) as progress:
-        task = progress.add_task("ingest", total=len(files), rate="")
+        bars = {name: progress.add_task(name, total=total, rate="") for name in ("parsed", "embedded", "stored")}
+        passed: dict[str, set[str]] = {name: set() for name in bars}
+        chunks = 0
+
+        def advance(name: str, source: str) -> None:
+            if source in passed[name]:
+                return
+            passed[name].add(source)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            rate = f"{len(passed[name]) / elapsed:.1f} docs/s"
+            if name == "embedded":
+                rate += f" {chunks / elapsed:.1f} chunks/s"
+            progress.update(bars[name], completed=len(passed[name]), rate=rate)
+
+        def on_stage(source: str, stage: str, n_chunks: int) -> None:
+            nonlocal chunks
+            if stage in ("chunking", "embedding", "storing"):  # parsed
+                advance("parsed", source)
+            if stage == "storing":  # embedded
+                if source not in passed["embedded"]:
+                    chunks += n_chunks
+                advance("embedded", source)
 
         def on_outcome(outcome: IngestOutcome) -> None:
-            nonlocal chunks
-            if outcome.outcome in (Outcome.ADDED, Outcome.REPLACED):
-                chunks += outcome.chunks
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            done = progress.tasks[0].completed + 1
-            progress.update(task, advance=1, rate=f"{done / elapsed:.1f} docs/s {chunks / elapsed:.1f} chunks/s")
+            for name in bars:  # unchanged and failed documents skip stages: they are done with all of them
+                advance(name, outcome.source)
 
-        return client.add_files(kb, files, on_outcome=on_outcome)
+        return client.add_files(kb, files, on_outcome=on_outcome, on_stage=on_stage)
 
 
 @app.command()

@@ -44,6 +44,8 @@ class ClientError(RuntimeError):
 
 
 OnOutcome = Callable[[IngestOutcome], None]
+# (source, stage, chunks): a document entered a stage (parsing, chunking, embedding, storing); chunks once known
+OnStage = Callable[[str, str, int], None]
 
 
 def named_files(files: Files) -> list[tuple[str, Path]]:
@@ -69,10 +71,12 @@ class KBClient(Protocol):
     ) -> list[IngestOutcome]:
         """Ingest ``{name: text}`` and wait until every document is ready or failed."""
 
-    def add_files(self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+    def add_files(
+        self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None, on_stage: OnStage | None = None
+    ) -> list[IngestOutcome]:
         """Ingest files and wait until every document is ready or failed; ``on_outcome`` hears each one as it
-        finishes. Plain paths are named by their file name; a mapping names each (the HTTP API keeps only the
-        file-name part)."""
+        finishes, ``on_stage`` each stage a document enters (over HTTP: as the job's polled status shows it). Plain
+        paths are named by their file name; a mapping names each (the HTTP API keeps only the file-name part)."""
 
     def documents(self, kb: str) -> list[DocumentPublic]: ...
 

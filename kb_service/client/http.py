@@ -22,10 +22,11 @@ from kb_service.api.schemas import (
     ResiduePublic,
     SearchResponse,
 )
-from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, Scalar, named_files
+from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, OnStage, Scalar, named_files
 
 PAGE = 1000
 FINISHED = ("ready", "failed")
+STAGES = ("parsing", "chunking", "embedding", "storing")
 
 
 class HTTPClient:
@@ -76,24 +77,32 @@ class HTTPClient:
             jobs += JobList.model_validate(self._call("POST", f"{_kb(kb)}/documents", json=body)).jobs
         return self._wait(jobs)
 
-    def add_files(self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+    def add_files(
+        self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None, on_stage: OnStage | None = None
+    ) -> list[IngestOutcome]:
         """The service names each document by the file-name part of its name."""
         parts = [
             ("files", (name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"))
             for name, path in named_files(files)
         ]
         jobs = JobList.model_validate(self._call("POST", f"{_kb(kb)}/documents", files=parts)).jobs
-        return self._wait(jobs, on_outcome)
+        return self._wait(jobs, on_outcome, on_stage)
 
-    def _wait(self, jobs: list[JobPublic], on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+    def _wait(
+        self, jobs: list[JobPublic], on_outcome: OnOutcome | None = None, on_stage: OnStage | None = None
+    ) -> list[IngestOutcome]:
         """Poll each job until it is ready or failed."""
         deadline = time.monotonic() + self.job_timeout
         done: dict[str, JobPublic] = {}
+        seen: dict[str, str] = {}  # the last status of each job
         while len(done) < len(jobs):
             for job in jobs:
                 if job.id in done:
                     continue
                 current = JobPublic.model_validate(self._call("GET", f"/v1/jobs/{job.id}"))
+                if on_stage is not None and current.status in STAGES and seen.get(job.id) != current.status:
+                    on_stage(current.source, current.status, current.chunks)
+                seen[job.id] = current.status
                 if current.status in FINISHED:
                     done[job.id] = current
                     if on_outcome is not None:

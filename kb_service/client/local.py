@@ -24,7 +24,7 @@ from kb_service.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, Scalar, named_files
+from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, OnStage, Scalar, named_files
 from kb_service.core.config import Settings
 from kb_service.core.errors import KBError
 from kb_service.evaluation.answers import AnswerReport, QASet, run_answers
@@ -86,16 +86,28 @@ class LocalClient:
         items = [SourceItem(name=name, text=text, metadata=dict(metadata or {})) for name, text in texts.items()]
         return self._ingest(kb, items)
 
-    def add_files(self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+    def add_files(
+        self, kb: str, files: Files, *, on_outcome: OnOutcome | None = None, on_stage: OnStage | None = None
+    ) -> list[IngestOutcome]:
         """Plain paths are named by their file name; a mapping names each document (a path inside a folder)."""
-        return self._ingest(kb, [SourceItem(name=name, path=path) for name, path in named_files(files)], on_outcome)
+        items = [SourceItem(name=name, path=path) for name, path in named_files(files)]
+        return self._ingest(kb, items, on_outcome, on_stage)
 
-    def _ingest(self, kb: str, items: list[SourceItem], on_outcome: OnOutcome | None = None) -> list[IngestOutcome]:
+    def _ingest(
+        self,
+        kb: str,
+        items: list[SourceItem],
+        on_outcome: OnOutcome | None = None,
+        on_stage: OnStage | None = None,
+    ) -> list[IngestOutcome]:
         s = self.services
         hear = (lambda result: on_outcome(_outcome(result))) if on_outcome is not None else None
         with _errors():
             knowledge_base, embedder = s.catalog.open(kb)
-            return [_outcome(r) for r in s.ingestor(knowledge_base, embedder).ingest(items, on_result=hear)]
+            ingestor = s.ingestor(knowledge_base, embedder)
+            if on_stage is not None:
+                ingestor.on_stage = lambda source, stage, chunks: on_stage(source, stage.value, chunks)
+            return [_outcome(r) for r in ingestor.ingest(items, on_result=hear)]
 
     def documents(self, kb: str) -> list[DocumentPublic]:
         with _errors():

@@ -97,7 +97,7 @@ class LLMTimeout(LLMUnavailable):
 
 class JobNotFound(KBError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} not found (jobs are kept in memory until the service restarts)")
+        super().__init__(f"job {job_id!r} not found: ids come from POST /v1/knowledge-bases/{{kb}}/documents")
         self.job_id = job_id
 
 

@@ -60,13 +60,18 @@ class Section:
     heading: str | None = None
 
 
+# Metadata keys the parsers derive from a file (a PDF's page count, a deck's slide count); every other key is the
+# caller's and carries over when a document is replaced.
+DERIVED_METADATA = frozenset({"pages", "slides"})
+
+
 @dataclass
 class ParsedDocument:
     source: str
     title: str
     format: str
     sections: list[Section]
-    metadata: Metadata = field(default_factory=dict)
+    metadata: Metadata = field(default_factory=dict)  # keys in DERIVED_METADATA
 
     @property
     def text(self) -> str:

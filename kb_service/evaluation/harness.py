@@ -120,6 +120,8 @@ def load_squad(path: Path) -> EvalDataset:
 
 def load_dataset(path: Path, split: str) -> EvalDataset:
     path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"no dataset at {path}: give a BEIR folder (corpus.jsonl …) or SQuAD-style JSON")
     if path.is_dir() and (path / "corpus.jsonl").exists():
         return load_beir(path, split)
     squad = [path] if path.is_file() else sorted(path.glob("*.json")) if path.is_dir() else []

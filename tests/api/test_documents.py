@@ -89,7 +89,16 @@ def test_json_upload_replace_and_delete(client: TestClient) -> None:
     replaced = wait(client, new.json()["jobs"][0]["id"])
     assert replaced["outcome"] == "replaced" and replaced["replaced"] == first["doc_id"]
     assert client.get(f"{DOCS}/{first['doc_id']}").status_code == 404
-    assert client.get(f"{DOCS}/{replaced['doc_id']}").json()["source"] == "faq.txt"
+    replacement = client.get(f"{DOCS}/{replaced['doc_id']}").json()
+    assert replacement["source"] == "faq.txt" and replacement["metadata"]["v"] == 1  # the metadata carries over
+
+    newer = client.put(
+        f"{DOCS}/{replaced['doc_id']}",
+        json={"name": "faq.txt", "text": "The warranty lasts six years.", "metadata": {"v": 2, "team": "ops"}},
+    )
+    newest = wait(client, newer.json()["jobs"][0]["id"])  # given metadata is laid over the old
+    assert client.get(f"{DOCS}/{newest['doc_id']}").json()["metadata"] == {"v": 2, "team": "ops"}
+    replaced = newest
 
     present = client.get(f"{DOCS}/{replaced['doc_id']}/residue").json()
     assert present["document"] == "ready" and present["chunks"] >= 1 and present["lexical_entries"] >= 1

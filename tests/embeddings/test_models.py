@@ -75,6 +75,9 @@ def test_unknown_model_is_a_clear_error() -> None:
     pool = EmbedderPool(Settings())
     with pytest.raises(EmbeddingError, match="cannot load embedding model '/nonexistent/model'"):
         pool.get("/nonexistent/model")
+    # a hub name without the hub (HF_HUB_OFFLINE in the tests) says which names work offline
+    with pytest.raises(EmbeddingError, match=r"without the Hugging Face hub only these names load: .*MiniLM"):
+        pool.get("BAAI/bge-small-en-v1.5")
 
 
 def test_kb_refuses_another_model(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -93,3 +93,22 @@ def test_size_limit() -> None:
 def test_content_wins_over_a_misleading_extension() -> None:
     assert detect_format(make_pdf(["x"]), "really-a-pdf.txt") == "pdf"
     assert parse_bytes(make_pdf(["hello"]), "really-a-pdf.txt").format == "pdf"
+
+
+def test_spreadsheet_cells_read_as_a_person_reads_them() -> None:
+    import datetime
+    import io
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Stock"
+    sheet.append(["part", "count", "price", "checked"])
+    sheet.append(["impeller", 12.0, 2.5, datetime.datetime(2026, 3, 1)])
+    sheet.append(["seal", 3, None, datetime.datetime(2026, 3, 1, 14, 30)])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    parsed = parse_bytes(buffer.getvalue(), "stock.xlsx")
+    assert parsed.sections[0].heading == "Sheet: Stock"
+    assert "impeller | 12 | 2.5 | 2026-03-01" in parsed.text and "seal | 3 | 2026-03-01 14:30:00" in parsed.text
