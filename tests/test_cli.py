@@ -138,3 +138,17 @@ def test_ingest_all_shared_documents(base_args: list[str]) -> None:
     again = kb(base_args, "ingest", "shared docs", str(DOCUMENTS), code=EXIT_SOME_FAILED)
     assert again["counts"] == {"added": 0, "unchanged": total - 3, "replaced": 0, "failed": 3}
     assert again["chunks_added"] == 0
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_is_asked_for(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    command = [sys.executable, "-m", "kb_service.cli.main", "--data-dir", str(not_a_folder), "list"]
+    plain = subprocess.run(command, capture_output=True, text=True)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.startswith("error: FileExistsError:") and "--debug" in plain.stderr
+    debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True, text=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -36,7 +36,9 @@ def main(
     data_dir: Annotated[Path | None, typer.Option(envvar="KB_DATA_DIR", help="Data directory.")] = None,
     dsn: Annotated[str | None, typer.Option(envvar="KB_PG_DSN", help="PostgreSQL DSN (pgvector backend).")] = None,
     milvus_uri: Annotated[str | None, typer.Option(envvar="KB_MILVUS_URI", help="Milvus server URI.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False,
 ) -> None:
+    _debug.append(debug)
     ctx.obj = Runtime({"backend": backend, "data_dir": data_dir, "pg_dsn": dsn, "milvus_uri": milvus_uri})
     ctx.call_on_close(ctx.obj.close)
 
@@ -288,5 +290,22 @@ app.command("eval")(search_commands.evaluate_cmd)
 app.command()(ask_commands.ask)
 app.command("eval-answers")(ask_commands.eval_answers)
 
+_debug: list[bool] = []  # the invocation's --debug, once its options are read
+
+
+def run() -> None:
+    """The ``kb`` command: an unexpected error is one line (its traceback with ``--debug``), never a traceback."""
+    try:
+        app()
+    except Exception as exc:
+        if any(_debug):
+            raise
+        err_console.print(
+            f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} (kb --debug … shows the traceback)",
+            highlight=False,
+        )
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    run()
