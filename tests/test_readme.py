@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.live import kb_serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,21 +45,10 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     work.mkdir()
     for name in ("examples", ".venv"):
         (work / name).symlink_to(ROOT / name)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "KB_DATA_DIR": str(work / "data"), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     env.pop("KB_BACKEND", None)
-    log = (tmp_path / "serve.log").open("w")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "kb_service.cli.main", "serve", "--port", str(port)],
-        cwd=work,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_ready(service, f"http://127.0.0.1:{port}", tmp_path / "serve.log")
+    with kb_serve(env, tmp_path / "serve.log", cwd=work) as url:
+        port = url.rsplit(":", 1)[1]
         for lang, body in blocks():
             first = body.splitlines()[0]
             if any(first.startswith(k) for k in SKIPPED) or lang not in ("bash", "python"):
@@ -79,20 +66,3 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
             assert refused is None, (
                 f"README block was refused ({refused and refused[1]}):\n{body}\n--- output ---\n{out}"
             )
-    finally:
-        service.send_signal(signal.SIGINT)
-        service.wait(60)
-        log.close()
-
-
-def _wait_ready(service: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        assert service.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the service did not get ready"
-        time.sleep(0.5)

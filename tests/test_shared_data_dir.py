@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 
 from kb_service.client import LocalClient
 from tests.fixtures import write_corpus
+from tests.live import kb_serve
 
 pytestmark = pytest.mark.integration
 KB = "shared dir"
@@ -41,35 +39,11 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dic
     """``kb serve`` on a fresh data directory: the environment every process here shares, and the service's URL."""
     backend = request.param
     env = {**os.environ, "KB_BACKEND": backend, "KB_DATA_DIR": str(tmp_path / "data"), "KB_LLM_BACKEND": "none"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "serve.log").open("w")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "kb_service.cli.main", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert service.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the service did not get ready"
-        time.sleep(0.5)
-    try:
+    log = tmp_path / "serve.log"
+    with kb_serve(env, log) as url:
         yield env, url
-    finally:
-        service.send_signal(signal.SIGINT)
-        service.wait(60)
-        log.close()
-        served_log = (tmp_path / "serve.log").read_text()
-        assert "Traceback" not in served_log and "WARNING" not in served_log, served_log
+    served_log = log.read_text()
+    assert "Traceback" not in served_log and "WARNING" not in served_log, served_log
 
 
 @pytest.mark.parametrize("served", ["milvus", "pgvector"], indirect=True)
