@@ -76,6 +76,10 @@ def test_the_service_the_cli_and_a_local_client_share_one_data_directory(
     assert [p.returncode for p in running] == [0, 0]
     assert {k["name"]: k["documents"] for k in json.loads(listed)} == {KB: 5}
     assert json.loads(found)["hits"][0]["source"] == "report.pdf"
+    # With the embedding reranker, whose passage vectors are stored in the background: stored before the command
+    # ends, quietly.
+    reranked = json.loads(quiet(kb({**env, "KB_RERANK_BACKEND": "embedding"}, "search", KB, QUESTION, "--json")).stdout)
+    assert reranked["hits"][0]["source"] == "report.pdf" and "rerank" in reranked["hits"][0]["stages"]
 
     # A LocalClient in this process, on the same directory: it writes, the service and the CLI see it.
     with LocalClient(data_dir=env["KB_DATA_DIR"], backend=env["KB_BACKEND"]) as client:

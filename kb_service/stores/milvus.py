@@ -54,9 +54,9 @@ DOC_OUTPUT = list(DOC_FIELDS)
 class MilvusStore:
     """Vector store over pymilvus' MilvusClient; collections use Strong consistency so reads see writes."""
 
-    # Milvus Lite runs one embedded server per database file and process (a child process by default, see
-    # ``stores.embedded_milvus``); it is stopped (releasing the file for other processes) when the last store on
-    # that file closes.
+    # Milvus Lite runs one embedded server per database file, shared by every process on it (a server process by
+    # default, see ``stores.embedded_milvus``; or this process's threads); this process leaves it when its last
+    # store on that file closes, and it stops once no process uses it.
     _lite_users: ClassVar[dict[str, int]] = {}
     _lite_servers: ClassVar[dict[str, EmbeddedMilvus]] = {}
     _lite_lock: ClassVar[threading.Lock] = threading.Lock()
