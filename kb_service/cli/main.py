@@ -155,6 +155,7 @@ def _ingest_with_progress(client: KBClient, kb: str, files: dict[str, Path], *, 
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         console=err_console,
+        disable=not err_console.is_terminal,
     ) as progress:
         bars = {name: progress.add_task(name, total=total, rate="") for name in ("parsed", "embedded", "stored")}
         passed: dict[str, set[str]] = {name: set() for name in bars}

@@ -118,6 +118,7 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # piped or captured: no bars, and no blank lines where they were
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
