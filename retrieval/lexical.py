@@ -198,6 +198,22 @@ class LexicalIndex:
         return cls(revision, chunks, bm25, doc_ids, doc_bm25)
 
 
+def _saved_index(folder: Path) -> LexicalIndex | None:
+    """The index saved in ``folder``, or None. Another process may be replacing it this moment: a load that fails is
+    tried once more before the cache counts as damaged (rebuilt, never fatal)."""
+    for attempt in (1, 2):
+        if not (folder / "chunks.pkl").exists():
+            return None
+        try:
+            return LexicalIndex.load(folder)
+        except Exception as exc:
+            if attempt == 2:
+                log.warning("lexical index cache at %s unreadable (%s); rebuilding", folder, exc)
+                return None
+            time.sleep(0.2)
+    return None
+
+
 def _top_positive(scores: np.ndarray, top_k: int) -> np.ndarray:
     """Positions of the ``top_k`` highest scores above zero, best first (ties keep index order)."""
     k = min(top_k, int(np.count_nonzero(scores)))
@@ -236,18 +252,9 @@ class LexicalIndexes:
 
     def _load_or_build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
         folder = self.root / kb.key
-        for attempt in (1, 2):  # another process may be replacing it this moment: look again before giving up
-            if not (folder / "chunks.pkl").exists():
-                break
-            try:
-                index = LexicalIndex.load(folder)
-                if index.revision == revision:
-                    return index
-                break
-            except Exception as exc:  # a damaged cache is rebuilt, never fatal
-                if attempt == 2:
-                    log.warning("lexical index cache at %s unreadable (%s); rebuilding", folder, exc)
-                time.sleep(0.2)
+        saved = _saved_index(folder)
+        if saved is not None and saved.revision == revision:
+            return saved
         chunks = [c for batch in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in batch]
         index = LexicalIndex.build(chunks, revision)
         index.save(folder)

@@ -77,6 +77,8 @@ class MilvusStore:
         self.uri = uri
         self.index_type = index_type
         self._lite = None if "://" in uri else os.path.abspath(uri)
+        # the file's registry: its server, and the write count every process on the file shares
+        self._registry = Registry(Path(self._lite)) if self._lite is not None else None
         with self._lite_lock:
             connect_to = self._join_lite(lite_process, lite_speedups) if self._lite is not None else uri
             try:
@@ -97,15 +99,15 @@ class MilvusStore:
             with self._lock:
                 yield
         finally:
-            if self._lite is not None:
-                Registry(Path(self._lite)).count_write()
+            if self._registry is not None:
+                self._registry.count_write()
 
     def _lite_cached(self, kb: KnowledgeBase, what: str, read: Callable[[], T]) -> T:
         """``read()``, or on Milvus Lite its value from an earlier call with no write since."""
-        if self._lite is None:
+        if self._lite is None or self._registry is None:
             return read()
         key = (self._lite, kb.key, what)
-        writes = Registry(Path(self._lite)).writes()
+        writes = self._registry.writes()
         known = self._lite_reads.get(key)
         if known is not None and known[0] == writes:
             return cast(T, known[1])
