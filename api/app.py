@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from kb_service.api.auth import KeyRing, authenticate
 from kb_service.api.errors import install_error_handlers
+from kb_service.api.guard import RequestGuard
 from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, search
 from kb_service.core.config import Settings, get_settings
 from kb_service.services import Services
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, settings=settings, max_files=documents.MAX_FILES)
     app.include_router(health.router)
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
     for module in (knowledge_bases, documents, search, ask, chat, embeddings):

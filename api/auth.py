@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,7 +22,8 @@ class Principal:
     kbs: frozenset[str] | None  # None: every knowledge base
 
     def allows(self, kb: str) -> bool:
-        return self.kbs is None or kb in self.kbs
+        """Names compare in their NFC form, as the knowledge bases are stored."""
+        return self.kbs is None or unicodedata.normalize("NFC", kb) in self.kbs
 
     def check(self, kb: str) -> None:
         if not self.allows(kb):
@@ -34,7 +36,9 @@ ANONYMOUS = Principal("anonymous", None)
 class KeyRing:
     def __init__(self, settings: Settings) -> None:
         self._keys = {
-            _digest(k.key.get_secret_value()): Principal(k.name, None if k.kbs is None else frozenset(k.kbs))
+            _digest(k.key.get_secret_value()): Principal(
+                k.name, None if k.kbs is None else frozenset(unicodedata.normalize("NFC", kb) for kb in k.kbs)
+            )
             for k in settings.api.keys
         }
 
@@ -58,10 +62,14 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def presented_key(authorization: str, x_api_key: str | None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
+    return authorization[7:].strip() if authorization.lower().startswith("bearer ") else x_api_key
+
+
 def authenticate(request: Request) -> Principal:
     """Router dependency: who is calling, checked against the ``{kb}`` of the path when there is one."""
-    header = request.headers.get("authorization", "")
-    presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    presented = presented_key(request.headers.get("authorization", ""), request.headers.get("x-api-key"))
     principal: Principal = request.app.state.keys.lookup(presented)
     if (kb := request.path_params.get("kb")) is not None:
         principal.check(kb)

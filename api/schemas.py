@@ -357,10 +357,12 @@ class ResiduePublic(BaseModel):
 
 
 class AuditPublic(BaseModel):
-    """Documents by status and chunk counts; ``leftover_chunks`` belong to no ready document (0 when healthy)."""
+    """Documents by status and chunk counts; ``leftover_chunks`` belong to no ready document and
+    ``incomplete_documents`` are ready documents without all the chunks they declare (both 0 when healthy)."""
 
     documents: dict[str, int]
     chunks: int
     chunks_of_ready: int
     leftover_chunks: int
+    incomplete_documents: int
     clean: bool

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
@@ -12,6 +14,23 @@ from kb_service.core.limits import DEFAULT_MAX_TOKENS
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error", "repetition"]
+
+
+# Set by whoever serves a stream to a client that may go away (the API): a backend stops generating, at its next
+# token, once it is set. Context variables reach the worker threads a request runs its steps on.
+_CANCEL: ContextVar[threading.Event | None] = ContextVar("kb_generation_cancel", default=None)
+
+
+def cancellation() -> threading.Event:
+    """A new cancellation for the generations started from this context on (set it to stop them)."""
+    event = threading.Event()
+    _CANCEL.set(event)
+    return event
+
+
+def cancelled() -> threading.Event | None:
+    """The cancellation of the generations started now, if a caller set one."""
+    return _CANCEL.get()
 
 
 class Message(TypedDict):

@@ -10,7 +10,16 @@ from typing import Any
 import openai
 
 from kb_service.core.errors import InvalidInput, LLMTimeout, LLMUnavailable
-from kb_service.generation.llm import Completion, Delta, FinishReason, GenerationParams, Message, ThinkSplitter, Usage
+from kb_service.generation.llm import (
+    Completion,
+    Delta,
+    FinishReason,
+    GenerationParams,
+    Message,
+    ThinkSplitter,
+    Usage,
+    cancelled,
+)
 
 DEFAULT_CONTEXT_WINDOW = 8192
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -115,8 +124,11 @@ class OpenAICompatibleLLM:
         splitter = ThinkSplitter()
         extra_reasoning: list[str] = []
         usage, finish, model = Usage(), "stop", self._name
+        cancel = cancelled()
         try:
             for chunk in chunks:
+                if cancel is not None and cancel.is_set():
+                    break  # the client went away: closing the response ends the server's generation
                 if chunk.usage:
                     usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 model = chunk.model or model

@@ -25,6 +25,7 @@ from kb_service.generation.llm import (
     Message,
     ThinkSplitter,
     Usage,
+    cancelled,
 )
 
 SMOLLM2_NAMES = {"HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"}
@@ -165,13 +166,12 @@ class TransformersLLM:
         return inputs.to(self.device)
 
     def _generate_kwargs(
-        self, params: GenerationParams, prompt_tokens: int, cancel: threading.Event | None = None
+        self, params: GenerationParams, prompt_tokens: int, *cancels: threading.Event | None
     ) -> dict[str, Any]:
         from transformers import StoppingCriteriaList
 
         criteria: list[Any] = [LoopStop(prompt_tokens)]
-        if cancel is not None:
-            criteria.append(Cancelled(cancel))
+        criteria += [Cancelled(event) for event in cancels if event is not None]
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
             "pad_token_id": self.tokenizer.eos_token_id,
@@ -235,13 +235,14 @@ class TransformersLLM:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         result: dict[str, Any] = {}
         cancel = threading.Event()
+        caller = cancelled()  # read here: the generating thread does not share this context
 
         def run() -> None:
             try:
                 with torch.inference_mode():
                     self._seed(params)
                     result["output"] = self.model.generate(
-                        **inputs, **self._generate_kwargs(params, prompt_tokens, cancel), streamer=streamer
+                        **inputs, **self._generate_kwargs(params, prompt_tokens, cancel, caller), streamer=streamer
                     )
             except Exception as exc:  # surfaced to the consumer below, never lost in the thread
                 result["error"] = exc

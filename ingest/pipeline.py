@@ -4,6 +4,7 @@ retrieval only once all its chunks and its summary are stored."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -17,7 +18,7 @@ from enum import StrEnum
 import numpy as np
 
 from kb_service.core.config import Settings
-from kb_service.core.errors import KBError, ParseError
+from kb_service.core.errors import DocumentNotFound, KBError, KnowledgeBaseNotFound, ParseError
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.chunking import Chunker, TokenChunker
@@ -89,6 +90,7 @@ class _Staged:
 
 
 _DONE = object()
+DELETED = "the document was deleted while it was being ingested"
 FIRST_BATCH_CHUNKS = 32
 
 
@@ -273,8 +275,8 @@ class Ingestor:
         unchanged, todo, stale = [], [], []
         for p in batch:
             old = existing.get(p.doc_id)
-            if old is not None and old.status == DocStatus.READY:
-                unchanged.append(IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, old.chunk_count, index=p.index))
+            if old is not None and old.status == DocStatus.READY and self._complete(old):
+                unchanged.append(self._already_there(p, old))
             else:
                 if old is not None:
                     stale.append(old.id)  # left by an interrupted or failed earlier run
@@ -290,6 +292,22 @@ class Ingestor:
             return unchanged, _Staged(todo, stale, error=exc)
         return unchanged, _Staged(todo, stale, vectors)
 
+    def _complete(self, doc: Document) -> bool:
+        """A ready row holds every chunk it declares (one that lost some is ingested again, not called unchanged)."""
+        return self.store.count_chunks(self.kb, doc_id=doc.id) == doc.chunk_count
+
+    def _already_there(self, p: _Prepared, there: Document) -> IngestResult:
+        """Content the KB holds already. Under another source name, this source's own earlier version (if any) is
+        still replaced: it must not stay searchable because its new content happens to exist elsewhere."""
+        result = IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, there.chunk_count, index=p.index)
+        if there.source == p.item.name:
+            return result
+        for own in self.store.documents_by_source(self.kb, [p.item.name]):
+            if own.id != p.doc_id:
+                self._delete_if_there(own.id)
+                result.outcome, result.replaced = Outcome.REPLACED, result.replaced or own.id
+        return result
+
     def _commit(self, staged: _Staged) -> list[IngestResult]:
         """Writer thread, in batch order: find what each document replaces (by source), store and publish."""
         todo, stale = staged.todo, list(staged.stale)
@@ -304,15 +322,22 @@ class Ingestor:
                 stale.append(old.id)
         try:
             for doc_id in dict.fromkeys(stale):
-                self.store.delete_document(self.kb, doc_id)
+                self._delete_if_there(doc_id)
             if staged.error is not None:
                 raise staged.error
-            self._write(todo, staged.vectors)
+            published = self._write(todo, staged.vectors)
+        except KnowledgeBaseNotFound:
+            raise  # dropped meanwhile: the whole run stops
         except KBError as exc:
             log.error("ingest batch of %d documents failed: %s", len(todo), exc)
             return self._fail(todo, exc)
         results = []
         for p in todo:
+            if p.doc_id not in published:  # deleted during its ingest: the delete won
+                results.append(
+                    IngestResult(p.item.name, Outcome.FAILED, p.doc_id, reason="deleted", error=DELETED, index=p.index)
+                )
+                continue
             outcome = Outcome.REPLACED if p.replaces else Outcome.ADDED
             replaced = p.replaces[0] if p.replaces else None
             results.append(
@@ -320,7 +345,8 @@ class Ingestor:
             )
         return results
 
-    def _write(self, todo: Sequence[_Prepared], vectors: dict[str, np.ndarray]) -> None:
+    def _write(self, todo: Sequence[_Prepared], vectors: dict[str, np.ndarray]) -> set[str]:
+        """Store and publish; returns the ids published (a document deleted meanwhile is not)."""
         now = time.time()
         docs = []
         for p in todo:
@@ -343,9 +369,14 @@ class Ingestor:
         self.store.put_documents(self.kb, docs)
         self.store.add_chunks(self.kb, [c for p in todo for c in p.chunks])
         replaces = {p.doc_id: old for p in todo for old in p.replaces[:1]}
-        self.store.publish_documents(self.kb, docs, replaces=replaces)
-        for old in (old for p in todo for old in p.replaces[1:]):
-            self.store.delete_document(self.kb, old)
+        published = set(self.store.publish_documents(self.kb, docs, replaces=replaces))
+        for old in (old for p in todo if p.doc_id in published for old in p.replaces[1:]):
+            self._delete_if_there(old)
+        return published
+
+    def _delete_if_there(self, doc_id: str) -> None:
+        with contextlib.suppress(DocumentNotFound):  # deleted meanwhile
+            self.store.delete_document(self.kb, doc_id)
 
     def _summary_vector(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> np.ndarray:
         if self.summary_vector == "embed" or not p.chunks:

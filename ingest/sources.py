@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kb_service.core.metadata import check_metadata
 from kb_service.core.records import Metadata, ParsedDocument
 from kb_service.ingest.parsers import parse_bytes, parse_file
 
@@ -21,6 +22,9 @@ class SourceItem:
     text: str | None = None
     title: str | None = None
     metadata: Metadata = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metadata = check_metadata(self.metadata)  # InvalidInput before any job exists
 
     def parse(self, *, max_bytes: int | None = None) -> ParsedDocument:
         if self.text is not None:

@@ -17,7 +17,7 @@ from kb_service.generation.llm import LLM
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.summarize import Summarizer
 from kb_service.jobs import JobJournal, JobManager
-from kb_service.retrieval.factory import build_rerank_warmer, build_retriever
+from kb_service.retrieval.factory import build_rerank_warmer, build_retriever, lexical_indexes
 from kb_service.retrieval.pipeline import Retriever
 from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import VectorStore
@@ -64,6 +64,11 @@ class Services:
     @cached_property
     def retriever(self) -> Retriever:
         return build_retriever(self.settings, self.store, self.embedders)
+
+    def forget(self, kb: KnowledgeBase) -> None:
+        """Remove what was derived from a dropped knowledge base here (its lexical index, in memory and on disk)."""
+        built = self.__dict__.get("retriever")
+        (built.lexical if built is not None else lexical_indexes(self.settings, self.store)).forget(kb)
 
     @cached_property
     def llm(self) -> tuple[LLM | None, str]:

@@ -41,8 +41,12 @@ def build_retriever(
     settings: Settings, store: VectorStore, embedders: EmbedderPool, *, load_reranker: bool = True
 ) -> Retriever:
     reranker = build_reranker(settings, embedders) if load_reranker else None
-    lexical = LexicalIndexes(store, settings.data_dir / "lexical")
-    return Retriever(store, lexical, reranker, keep_rerank_vectors=settings.rerank.precompute)
+    return Retriever(store, lexical_indexes(settings, store), reranker, keep_rerank_vectors=settings.rerank.precompute)
+
+
+def lexical_indexes(settings: Settings, store: VectorStore) -> LexicalIndexes:
+    """The lexical indexes of ``store``'s knowledge bases, kept under the data directory."""
+    return LexicalIndexes(store, settings.data_dir / "lexical")
 
 
 def build_rerank_warmer(settings: Settings, retriever: Retriever) -> RerankWarmer | None:

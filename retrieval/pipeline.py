@@ -4,6 +4,7 @@ stage can be switched off (``SearchOptions``) and is timed; the planner alone ow
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -13,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from kb_service.core.records import KnowledgeBase, ScoredChunk
+from kb_service.core.records import DocStatus, KnowledgeBase, ScoredChunk
 from kb_service.embeddings.base import Embedder
 from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
 from kb_service.retrieval.options import (
@@ -38,6 +39,8 @@ from kb_service.retrieval.stages import (
     merge_by_score,
 )
 from kb_service.stores.base import VectorStore
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_QUERY_CHARS",
@@ -109,12 +112,39 @@ class Retriever:
 
     def search(self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions) -> SearchResult:
         """Stage timings overlap: the query is embedded while BM25 scores chunks and documents, and the global dense
-        search runs beside the gate, so ``total`` (wall time) is less than the sum of the stages."""
+        search runs beside the gate, so ``total`` (wall time) is less than the sum of the stages.
+
+        One search sees one revision of every document: the lexical index is a snapshot and the dense side reads
+        the store a moment later, so a replace or delete committed in between could pair the old version (lexical)
+        with the new one (dense). The hits' documents are checked to be ready once the search is done; if one is
+        not, the store moved under the search, which runs once more, and hits still stale after that are dropped."""
         start = time.perf_counter()
         query = validate_query(query)
         options = options.validate()
+        plan = Plan.of(options, can_rerank=self.stages.rerank is not None)
+        result = self._search(kb, embedder, query, options, plan)
+        if plan.lexical and plan.dense:
+            verify = time.perf_counter()
+            stale = self._stale(kb, result.hits)
+            if stale:
+                log.info("%s changed during a search (%d stale documents): searching again", kb.name, len(stale))
+                result = self._search(kb, embedder, query, options, plan)
+                if stale := self._stale(kb, result.hits):
+                    result.hits = [h for h in result.hits if h.chunk.doc_id not in stale]
+            result.trace.timings_ms["verify"] = (time.perf_counter() - verify) * 1000
+        result.trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
+        return result
+
+    def _stale(self, kb: KnowledgeBase, hits: list[ScoredChunk]) -> set[str]:
+        """Documents of ``hits`` that are not ready (any more)."""
+        ids = list(dict.fromkeys(h.chunk.doc_id for h in hits))
+        docs = self.store.get_documents(kb, ids) if ids else {}
+        return {i for i in ids if (d := docs.get(i)) is None or d.status != DocStatus.READY}
+
+    def _search(
+        self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions, plan: Plan
+    ) -> SearchResult:
         stages = self.stages
-        plan = Plan.of(options, can_rerank=stages.rerank is not None)
         scope = Scope(kb, where=options.where)
         trace = SearchTrace()
         timer = _Timer(trace.timings_ms)
@@ -194,7 +224,6 @@ class Retriever:
                 self._background.submit(stages.rerank.keep, kb, reranked.unstored)
             if options.trace:
                 trace.reranked = hits[: options.rerank_candidates]
-        trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
         return SearchResult(query=query, hits=hits[: options.top_k], trace=trace)
 
     def close(self) -> None:

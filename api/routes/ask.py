@@ -8,15 +8,15 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 
 from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
 from kb_service.api.errors import error_body
 from kb_service.api.schemas import SAMPLING, AnswerPublic, AskRequest
+from kb_service.api.streaming import EventStream, closing
 from kb_service.core.errors import KBError
 from kb_service.generation.answer import Answer
 from kb_service.generation.factory import ask_options
-from kb_service.generation.llm import Delta, Message
+from kb_service.generation.llm import Delta, Message, cancellation
 from kb_service.retrieval.pipeline import SearchOptions
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["ask"])
@@ -52,11 +52,12 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
         first = next(events)
         return _chain(first, events)
 
+    cancel = cancellation()  # before the model starts: it reads it then
     events = await run_in_threadpool(start)
     if not body.stream:
         answer = await run_in_threadpool(last_event, events)
         return AnswerPublic.of(answer)
-    return StreamingResponse(sse(events), media_type="text/event-stream")
+    return EventStream(sse(events), cancel)
 
 
 Event = TypeVar("Event")
@@ -85,6 +86,8 @@ def sse(events: Iterator[Delta | Answer]) -> Iterator[str]:
                 yield _event("delta", {"content": event.content, "reasoning": event.reasoning})
     except KBError as exc:  # the model failed mid-answer: say so in the stream, the status is already sent
         yield _event("error", error_body(type(exc).__name__, str(exc)))
+    finally:
+        closing(events)  # ended early (the client went away): stop the model
 
 
 def _event(name: str, data: dict[str, Any]) -> str:

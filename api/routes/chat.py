@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 
 from kb_service.api.auth import PrincipalDep
 from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
@@ -32,11 +31,12 @@ from kb_service.api.openai_schemas import (
 )
 from kb_service.api.routes.ask import _chain, last_event
 from kb_service.api.schemas import SAMPLING, AnswerPublic, UsagePublic
+from kb_service.api.streaming import EventStream, closing
 from kb_service.core.errors import InvalidInput, KBError
 from kb_service.generation.answer import Answer
 from kb_service.generation.factory import ask_options, generation_params, not_none
 from kb_service.generation.guard import guarded
-from kb_service.generation.llm import LLM, Completion, Delta, GenerationParams, Message
+from kb_service.generation.llm import LLM, Completion, Delta, GenerationParams, Message, cancellation
 from kb_service.retrieval.pipeline import SearchOptions
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -65,6 +65,7 @@ async def chat_completions(
 ) -> Any:
     messages = body.plain_messages()
     created, cid = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+    cancel = cancellation()  # before the model starts: it reads it then
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     sampling = body.model_dump(include=SAMPLING) | {"max_tokens": body.max_completion_tokens or body.max_tokens}
 
@@ -97,9 +98,7 @@ async def chat_completions(
         final = await run_in_threadpool(last_event, events)
         return _completion(cid, created, body.model, final)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    return StreamingResponse(
-        _stream(cid, created, body.model, events, include_usage=include_usage), media_type="text/event-stream"
-    )
+    return EventStream(_stream(cid, created, body.model, events, include_usage=include_usage), cancel)
 
 
 def _plain_chat(llm: LLM, messages: list[Message], params: GenerationParams) -> Iterator[Delta | Completion]:
@@ -151,26 +150,32 @@ def _stream(cid: str, created: int, model: str, events: Iterator[Any], *, includ
 
     yield chunk({"role": "assistant", "content": ""})
     try:
-        for event in events:
-            if isinstance(event, Delta):
-                piece: dict[str, Any] = {}
-                if event.content:
-                    piece["content"] = event.content
-                if event.reasoning:
-                    piece["reasoning_content"] = event.reasoning
-                if piece:
-                    yield chunk(piece)
-                continue
-            extra: dict[str, Any] = {}
-            if isinstance(event, Answer):
-                public = AnswerPublic.of(event)
-                extra["citations"] = [c.model_dump() for c in public.citations]
-                extra["sources"] = [s.model_dump() for s in public.sources]
-                extra["unsupported_claims"] = [u.model_dump() for u in public.unsupported_claims]
-                extra["mode"] = public.mode
-            yield chunk({}, event.finish_reason, **extra)
-            if include_usage:
-                yield chunk(None, usage=UsagePublic.of(event.usage).model_dump())
+        yield from _chunks(chunk, events, include_usage=include_usage)
     except KBError as exc:  # LLMUnavailable included: the status is already sent
         yield f"data: {json.dumps(error_body(type(exc).__name__, str(exc)), ensure_ascii=False)}\n\n"
+    finally:
+        closing(events)  # ended early (the client went away): stop the model
     yield "data: [DONE]\n\n"
+
+
+def _chunks(chunk: Callable[..., str], events: Iterator[Any], *, include_usage: bool) -> Iterator[str]:
+    for event in events:
+        if isinstance(event, Delta):
+            piece: dict[str, Any] = {}
+            if event.content:
+                piece["content"] = event.content
+            if event.reasoning:
+                piece["reasoning_content"] = event.reasoning
+            if piece:
+                yield chunk(piece)
+            continue
+        extra: dict[str, Any] = {}
+        if isinstance(event, Answer):
+            public = AnswerPublic.of(event)
+            extra["citations"] = [c.model_dump() for c in public.citations]
+            extra["sources"] = [s.model_dump() for s in public.sources]
+            extra["unsupported_claims"] = [u.model_dump() for u in public.unsupported_claims]
+            extra["mode"] = public.mode
+        yield chunk({}, event.finish_reason, **extra)
+        if include_usage:
+            yield chunk(None, usage=UsagePublic.of(event.usage).model_dump())

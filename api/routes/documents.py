@@ -3,10 +3,9 @@ listing, one document, atomic replacement and deletion."""
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -30,6 +29,7 @@ from kb_service.api.schemas import (
 )
 from kb_service.core.config import Settings
 from kb_service.core.errors import FileTooLarge, InvalidInput, UnsupportedFormat
+from kb_service.core.metadata import Scalar, check_metadata, parse_metadata
 from kb_service.core.records import DERIVED_METADATA, DocStatus
 from kb_service.ingest.parsers import detect_format
 from kb_service.ingest.sources import SourceItem
@@ -77,7 +77,7 @@ async def replace_document(
     item = items[0]
     item.name = old.source
     kept = {k: v for k, v in old.metadata.items() if k not in DERIVED_METADATA}
-    item.metadata = {**kept, **item.metadata}
+    item.metadata = check_metadata({**kept, **item.metadata})
     return JobList(jobs=[JobPublic.of(j) for j in await run_in_threadpool(jobs.submit, kb, [item])])
 
 
@@ -151,14 +151,9 @@ async def _files(request: Request, settings: Settings) -> list[SourceItem]:
     uploads = [v for key in ("files", "file") for v in form.getlist(key) if isinstance(v, UploadFile)]
     if not uploads:
         raise InvalidInput("no files: send them as multipart form field 'files'")
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Scalar] = {}
     if isinstance(raw_meta := form.get("metadata"), str) and raw_meta.strip():
-        try:
-            metadata = json.loads(raw_meta)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"metadata is not valid JSON: {exc}") from exc
-        if not isinstance(metadata, dict):
-            raise InvalidInput("metadata must be a JSON object")
+        metadata = parse_metadata(raw_meta)
     items = []
     for upload in uploads:
         name = _safe_name(upload.filename or "")

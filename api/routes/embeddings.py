@@ -24,6 +24,7 @@ async def create_embeddings(
     if not texts or len(texts) > MAX_INPUTS:
         raise InvalidInput(f"input must hold 1 to {MAX_INPUTS} texts; got {len(texts)}")
     model = body.model or settings.embedding.model
+    embedders.check_allowed(model)
     embedder = await run_in_threadpool(embedders.get, model)
     vectors = await run_in_threadpool(embedder.embed_documents, texts)
     tokens = sum(embedder.count_tokens(t) for t in texts)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 
 from kb_service.api.auth import PrincipalDep
-from kb_service.api.deps import CatalogDep, StoreDep
+from kb_service.api.deps import CatalogDep, RetrieverDep, StoreDep
 from kb_service.api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge-bases"])
@@ -13,6 +13,7 @@ router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge-bases"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_kb(body: KnowledgeBaseCreate, catalog: CatalogDep, principal: PrincipalDep) -> KnowledgeBasePublic:
     principal.check(body.name)
+    catalog.embedders.check_allowed(body.embedding_model)
     kb = await run_in_threadpool(
         catalog.create, body.name, description=body.description, embedding_model=body.embedding_model
     )
@@ -38,5 +39,6 @@ async def get_kb(kb: str, catalog: CatalogDep, store: StoreDep) -> KnowledgeBase
 
 
 @router.delete("/{kb}", status_code=status.HTTP_204_NO_CONTENT)
-async def drop_kb(kb: str, catalog: CatalogDep) -> None:
-    await run_in_threadpool(catalog.drop, kb)
+async def drop_kb(kb: str, catalog: CatalogDep, retriever: RetrieverDep) -> None:
+    dropped = await run_in_threadpool(catalog.drop, kb)
+    await run_in_threadpool(retriever.lexical.forget, dropped)  # its lexical index, in memory and on disk

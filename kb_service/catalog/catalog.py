@@ -49,5 +49,8 @@ class Catalog:
     def list(self) -> list[KnowledgeBase]:
         return self.store.list_kbs()
 
-    def drop(self, name: str) -> None:
-        self.store.drop_kb(validate_kb_name(name))
+    def drop(self, name: str) -> KnowledgeBase:
+        """Drop the knowledge base; returns what it was (its derived indexes are the caller's to forget)."""
+        kb = self.get(name)
+        self.store.drop_kb(kb.name)
+        return kb

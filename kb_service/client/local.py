@@ -78,7 +78,7 @@ class LocalClient:
 
     def drop_kb(self, name: str) -> None:
         with _errors():
-            self.services.catalog.drop(name)
+            self.services.forget(self.services.catalog.drop(name))
 
     def add_texts(
         self, kb: str, texts: Mapping[str, str], *, metadata: Mapping[str, Scalar] | None = None

@@ -132,6 +132,11 @@ class EmbeddingSettings(Group):
     )
     api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible /v1/embeddings server.")
     api_key: SecretStr | None = None
+    allowed_models: list[str] = Field(
+        default_factory=lambda: [DEFAULT_EMBEDDING_MODEL, "intfloat/multilingual-e5-small"],
+        description="JSON list of the models a request (a new knowledge base, /v1/embeddings) may load, besides the "
+        'configured model, the reranker\'s and those of existing knowledge bases; names or local paths; ["*"]: any.',
+    )
     model_cache: Path = Field(
         default_factory=default_model_cache,
         description="Where models built or converted here (offline e5, SmolLM2, ONNX query encoders) are kept.",
@@ -338,6 +343,16 @@ class ApiSettings(Group):
     keys: list[ApiKey] = Field(
         default_factory=list,
         description='JSON list, e.g. [{"key": "...", "name": "ops", "kbs": ["manuals"]}]; empty: no authentication.',
+    )
+    public_docs: bool = Field(
+        default=False,
+        description="Serve /docs and /openapi.json without a key when keys are set (default: they need one too).",
+    )
+    max_json_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON body (search, ask, chat, embeddings) in bytes; a document upload's limit is "
+        "KB_MAX_FILE_BYTES. Refused with 413 before it is read or parsed.",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import unicodedata
+import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -44,10 +45,19 @@ class KnowledgeBase:
     embedding: EmbeddingModelInfo
     description: str = ""
     created_at: float = field(default_factory=time.time)
+    # This knowledge base's identity beyond its name: a KB dropped and created again under the same name is another
+    # one, with other collections, so nothing still on its way to the old one (an ingest job) can land in the new.
+    # Empty for knowledge bases created before it existed.
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     @property
     def key(self) -> str:
-        """ASCII identifier derived from the (any-Unicode) name, used for collection and table names."""
+        """ASCII identifier of this knowledge base (its name and identity), used for collection and table names."""
+        return kb_key(f"{self.name}\x00{self.uid}" if self.uid else self.name)
+
+    @property
+    def registry_key(self) -> str:
+        """The key of the name's registry row: one knowledge base per name at a time."""
         return kb_key(self.name)
 
 
@@ -188,7 +198,20 @@ def validate_kb_name(name: str) -> str:
         raise InvalidInput(f"knowledge base name {name!r} is reserved")
     if name != name.strip():
         raise InvalidInput(f"knowledge base name {name!r} must not start or end with spaces")
+    if unicodedata.category(name[0]).startswith("M"):
+        raise InvalidInput(f"knowledge base name {name!r} must not start with a combining mark")
+    if not any(_visible(c) for c in name):
+        raise InvalidInput(f"knowledge base name {name!r} has no visible character")
     return name
+
+
+# Characters that draw nothing though Unicode does not class them as spaces (Braille blank, Hangul fillers, …).
+_INVISIBLE = frozenset("\u2800\u3164\u115f\u1160\uffa0\u180e\u034f")
+
+
+def _visible(c: str) -> bool:
+    category = unicodedata.category(c)
+    return c not in _INVISIBLE and not category.startswith(("Z", "M", "C"))
 
 
 def kb_key(name: str) -> str:

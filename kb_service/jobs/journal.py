@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from kb_service.core.errors import InvalidInput
 from kb_service.ingest.sources import SourceItem
 from kb_service.jobs.model import FINISHED, Job, JobStatus
 
@@ -29,18 +30,26 @@ class JobJournal:
         self._db.execute("PRAGMA synchronous=FULL")
         columns = ", ".join(f"{name} {_sql_type(name)}" for name in JOB_FIELDS[1:])
         self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, {columns}, item TEXT)")
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name in JOB_FIELDS[1:]:
+            if name not in have:  # a journal written by an earlier version
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_sql_type(name)}")
         self._lock = threading.Lock()
 
     def add(self, job: Job, item: SourceItem) -> None:
         """Keep the upload (fsynced) before the job is acknowledged, then record the job."""
         payload = self.payloads / job.id
         data = item.data if item.data is not None else (item.text or "").encode("utf-8")
-        with payload.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        meta = {"name": item.name, "title": item.title, "metadata": item.metadata, "text": item.data is None}
-        self._write(job, json.dumps(meta, ensure_ascii=False))
+        try:
+            with payload.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            meta = {"name": item.name, "title": item.title, "metadata": item.metadata, "text": item.data is None}
+            self._write(job, json.dumps(meta, ensure_ascii=False))
+        except BaseException:
+            payload.unlink(missing_ok=True)  # no job, no upload left behind
+            raise
 
     def update(self, job: Job) -> None:
         self._write(job, None)
@@ -74,7 +83,7 @@ class JobJournal:
         out = []
         for row in reversed(rows):
             fields_ = dict(zip(JOB_FIELDS, row[:-1], strict=True))
-            job = Job(**{**fields_, "status": JobStatus(fields_["status"])})
+            job = Job(**{**fields_, "status": JobStatus(fields_["status"]), "kb_uid": fields_["kb_uid"] or ""})
             out.append((job, None if job.status in FINISHED else self._item(job.id, row[-1])))
         return out
 
@@ -84,9 +93,12 @@ class JobJournal:
             return None
         m = json.loads(meta)
         data = payload.read_bytes()
-        if m["text"]:
-            return SourceItem(name=m["name"], text=data.decode("utf-8"), title=m["title"], metadata=m["metadata"])
-        return SourceItem(name=m["name"], data=data, title=m["title"], metadata=m["metadata"])
+        try:
+            if m["text"]:
+                return SourceItem(name=m["name"], text=data.decode("utf-8"), title=m["title"], metadata=m["metadata"])
+            return SourceItem(name=m["name"], data=data, title=m["title"], metadata=m["metadata"])
+        except InvalidInput:  # metadata an earlier version accepted: the job fails, asking for a new upload
+            return None
 
     def close(self) -> None:
         with self._lock:

@@ -31,6 +31,7 @@ STAGE_STATUS = {
     Stage.STORING: JobStatus.STORING,
 }
 MAX_KEPT_JOBS = 10_000
+DROPPED = "the knowledge base was dropped during this ingestion; nothing of the upload was kept"
 
 
 class JobManager:
@@ -81,7 +82,7 @@ class JobManager:
                 counts["failed"] += 1
             else:  # one by one: two interrupted uploads may share a file name
                 self._update(job.id, status=JobStatus.QUEUED, chunks=0)
-                self._queue(job.kb, [item], [job.id])
+                self._queue(job.kb, [item], [job.id], job.kb_uid)
                 counts["resumed"] += 1
         self._interrupted = []
         if any(counts.values()):
@@ -90,11 +91,11 @@ class JobManager:
 
     def submit(self, kb: str, items: Sequence[SourceItem]) -> list[Job]:
         """Queue ``items`` for ``kb`` (which must exist) and return their jobs at once."""
-        self.catalog.get(kb)
+        uid = self.catalog.get(kb).uid
         names = [item.name for item in items]
         if len(set(names)) != len(names):
             raise InvalidInput(f"two uploads share a name: {sorted({n for n in names if names.count(n) > 1})}")
-        jobs = [Job(id=uuid.uuid4().hex, kb=kb, source=item.name) for item in items]
+        jobs = [Job(id=uuid.uuid4().hex, kb=kb, source=item.name, kb_uid=uid) for item in items]
         if self.journal is not None:
             for job, item in zip(jobs, items, strict=True):
                 self.journal.add(job, item)
@@ -102,7 +103,7 @@ class JobManager:
             for job in jobs:
                 self._jobs[job.id] = job
             self._prune()
-        self._queue(kb, list(items), [j.id for j in jobs])
+        self._queue(kb, list(items), [j.id for j in jobs], uid)
         return jobs
 
     def get(self, job_id: str) -> Job:
@@ -131,14 +132,14 @@ class JobManager:
         for job_id in [j for j, job in self._jobs.items() if job.status in FINISHED][: max(0, excess)]:
             del self._jobs[job_id]
 
-    def _queue(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+    def _queue(self, kb: str, items: list[SourceItem], job_ids: list[str], uid: str) -> None:
         with self._lock:
             self._pending[kb] += 1
-        self._pool.submit(self._run_then_settle, kb, items, job_ids)
+        self._pool.submit(self._run_then_settle, kb, items, job_ids, uid)
 
-    def _run_then_settle(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+    def _run_then_settle(self, kb: str, items: list[SourceItem], job_ids: list[str], uid: str) -> None:
         try:
-            self._run(kb, items, job_ids)
+            self._run(kb, items, job_ids, uid)
         finally:
             with self._lock:
                 self._pending[kb] -= 1
@@ -157,10 +158,12 @@ class JobManager:
         except Exception:  # only a warm-up: the first search does the same work
             log.warning("after the ingest into %r: warm-up failed", kb, exc_info=True)
 
-    def _run(self, kb: str, items: list[SourceItem], job_ids: list[str]) -> None:
+    def _run(self, kb: str, items: list[SourceItem], job_ids: list[str], uid: str) -> None:
         by_source = dict(zip((item.name for item in items), job_ids, strict=True))
         try:
             knowledge_base, embedder = self.catalog.open(kb)
+            if knowledge_base.uid != uid:  # dropped, and another created under its name, since the upload
+                raise KnowledgeBaseNotFound(kb)
             ingestor = Ingestor.from_settings(
                 self.settings,
                 store=self.catalog.store,
@@ -187,9 +190,12 @@ class JobManager:
 
             ingestor.ingest(items, on_result=finished)
         except Exception as exc:  # a job must end failed with the reason, never stay "embedding" forever
-            log.exception("ingest job for %s failed", kb)
+            dropped = isinstance(exc, KnowledgeBaseNotFound)
+            if dropped:
+                log.info("ingest into %s stopped: the knowledge base was dropped", kb)
+            else:
+                log.exception("ingest job for %s failed", kb)
+            reason, error = ("knowledge_base_dropped", DROPPED) if dropped else ("ingest_error", str(exc))
             for job_id in job_ids:
                 if self.get(job_id).status not in FINISHED:
-                    self._update(
-                        job_id, status=JobStatus.FAILED, outcome="failed", reason="ingest_error", error=str(exc)
-                    )
+                    self._update(job_id, status=JobStatus.FAILED, outcome="failed", reason=reason, error=error)

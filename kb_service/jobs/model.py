@@ -29,6 +29,7 @@ class Job:
     id: str
     kb: str
     source: str
+    kb_uid: str = ""  # the identity of the knowledge base it was submitted to (not a successor under its name)
     status: JobStatus = JobStatus.QUEUED
     outcome: str = ""
     doc_id: str | None = None

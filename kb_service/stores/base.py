@@ -79,13 +79,19 @@ class VectorStore(Protocol):
     def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int: ...
 
     def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
-        """Write chunks (with vectors) in one batch; they stay invisible until their document is published."""
+        """Write chunks (with vectors) in one batch; they stay invisible until their document is published. Chunks
+        of a document whose row is gone (deleted during its ingest) are not kept."""
 
     def publish_documents(
         self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> list[str]:
         """Make ``docs`` READY and, in the same step, hide the documents they replace (``replaces``: new id ->
-        old id), then delete those."""
+        old id), then delete those. Only documents whose rows are still PROCESSING are published: one deleted
+        during its ingest stays deleted (its chunks go, and what it would replace stays). Returns the ids
+        published.
+
+        Every write of a knowledge base (documents, chunks, publish) goes to that very knowledge base: after it is
+        dropped they raise KnowledgeBaseNotFound, even when another of the same name exists."""
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         """Remove a document row and every one of its chunks; raise DocumentNotFound when absent."""

@@ -2,11 +2,12 @@
 
 A filter is a JSON object of ``field -> value`` or ``field -> [value, ...]``:
 
-- ``field`` is a chunk column (``doc_id``, ``page``, ``section``) or a metadata key (``source``, ``lang``, any key a
-  document was ingested with): 1-64 letters, digits, ``_`` or ``-``;
-- a value is a string, a number or a boolean; a list matches when the field equals any of its items (it must not be
-  empty); numbers compare by value (``2`` equals ``2.0``) and a boolean equals the number it stands for (``true``
-  equals ``1``), as in Milvus's JSON fields and Python; a string never equals a number;
+- ``field`` is a chunk column (``doc_id`` and ``section`` take strings, ``page`` page numbers from 1) or a metadata
+  key (``source``, ``lang``, any key a document was ingested with): 1-64 letters, digits, ``_`` or ``-``;
+- a value is a string (no control characters), a finite number (whole numbers within 64 bits) or a boolean; a list
+  matches when the field equals any of its items (it must not be empty); numbers compare by value (``2`` equals
+  ``2.0``) and a boolean equals the number it stands for (``true`` equals ``1``), as in Milvus's JSON fields and
+  Python; a string never equals a number;
 - every field must match (AND); a chunk without the field does not match.
 
 ``Filter.matches`` is the reference: each backend only translates a ``Filter`` into its own query language (a Milvus
@@ -15,7 +16,9 @@ expression, SQL) and the contract suite checks them against it.
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,7 @@ from kb_service.core.records import Chunk
 Scalar = str | int | float | bool
 FilterInput = Mapping[str, Any]  # the JSON form, as the API, the CLI and the clients take it
 CHUNK_FIELDS = ("doc_id", "page", "section")
+COLUMN_TYPES: dict[str, type] = {"doc_id": str, "page": int, "section": str}
 _FIELD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_CONDITIONS = 32
 MAX_VALUES = 256
@@ -47,6 +51,14 @@ class Condition:
             raise InvalidInput(f"filter {self.field!r} takes at most {MAX_VALUES} values, got {len(self.values)}")
         if not all(isinstance(v, str | int | float | bool) for v in self.values):
             raise InvalidInput(f"filter {self.field!r} must be a string, number or boolean, or a list of them")
+        for v in self.values:
+            _check_value(self.field, v)
+        column = COLUMN_TYPES.get(self.field)
+        if column is not None and not all(isinstance(v, column) and not isinstance(v, bool) for v in self.values):
+            kind = "a page number (a whole number from 1)" if column is int else "a string"
+            raise InvalidInput(f"filter {self.field!r} compares with {kind}, got {list(self.values)!r}")
+        if self.field == "page" and any(isinstance(v, int) and v < 1 for v in self.values):
+            raise InvalidInput("filter 'page' takes page numbers, which start at 1")
 
     @property
     def is_column(self) -> bool:
@@ -93,6 +105,16 @@ class Filter:
 
     def to_json(self) -> dict[str, Scalar | list[Scalar]]:
         return {c.field: list(c.values) if len(c.values) > 1 else c.values[0] for c in self.conditions}
+
+
+def _check_value(field: str, v: Scalar) -> None:
+    """What every store can compare exactly: finite numbers within 64 bits, text without control characters."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise InvalidInput(f"filter {field!r}: {v} is not a finite number")
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        raise InvalidInput(f"filter {field!r}: {v} does not fit in 64 bits")
+    if isinstance(v, str) and any(unicodedata.category(c) in ("Cc", "Cs") for c in v):
+        raise InvalidInput(f"filter {field!r} contains a control character or a lone surrogate: {v!r}")
 
 
 def _equal(actual: object, expected: Scalar) -> bool:

@@ -33,18 +33,19 @@ class MemoryStore:
         self._lock = threading.RLock()
 
     def _get(self, kb: KnowledgeBase | str) -> _Collection:
+        """The collection of a name, or of that very knowledge base (not a successor under its name)."""
         name = kb if isinstance(kb, str) else kb.name
         found = self._kbs.get(kb_key(name))
-        if found is None:
+        if found is None or (isinstance(kb, KnowledgeBase) and found.kb.uid != kb.uid):
             raise KnowledgeBaseNotFound(name)
         return found
 
     # -- knowledge bases -------------------------------------------------------------------------
     def create_kb(self, kb: KnowledgeBase) -> None:
         with self._lock:
-            if kb.key in self._kbs:
+            if kb.registry_key in self._kbs:
                 raise KnowledgeBaseExists(kb.name)
-            self._kbs[kb.key] = _Collection(kb)
+            self._kbs[kb.registry_key] = _Collection(kb)
 
     def get_kb(self, name: str) -> KnowledgeBase:
         with self._lock:
@@ -56,7 +57,7 @@ class MemoryStore:
 
     def drop_kb(self, name: str) -> None:
         with self._lock:
-            del self._kbs[self._get(name).kb.key]
+            del self._kbs[self._get(name).kb.registry_key]
 
     # -- documents --------------------------------------------------------------------------------
     def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
@@ -104,20 +105,27 @@ class MemoryStore:
         with self._lock:
             c = self._get(kb)
             for chunk in chunks:
-                c.chunks[chunk.id] = replace(chunk, metadata=dict(chunk.metadata), vector=_own(chunk.vector))
+                if chunk.doc_id in c.docs:  # a document deleted meanwhile gets none
+                    c.chunks[chunk.id] = replace(chunk, metadata=dict(chunk.metadata), vector=_own(chunk.vector))
 
     def publish_documents(
         self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> list[str]:
         with self._lock:
             c = self._get(kb)
+            published = []
             for doc in docs:
-                stored = c.docs.get(doc.id, doc)
+                stored = c.docs.get(doc.id)
+                if stored is None or stored.status != DocStatus.PROCESSING:
+                    self._remove(c, doc.id)  # deleted during its ingest: the delete wins
+                    continue
                 vector = _own(doc.summary_vector) if doc.summary_vector is not None else stored.summary_vector
                 c.docs[doc.id] = replace(doc, status=DocStatus.READY, summary_vector=vector)
-            for old in (replaces or {}).values():
-                self._remove(c, old)
+                published.append(doc.id)
+                if (old := (replaces or {}).get(doc.id)) is not None:
+                    self._remove(c, old)
             c.revision += 1
+            return published
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         with self._lock:

@@ -124,6 +124,36 @@ class MilvusStore:
                 self._loaded.add(collection)
         return collection
 
+    def _kb_collection(self, kb: KnowledgeBase, suffix: str) -> str:
+        """A collection of that very knowledge base: KnowledgeBaseNotFound once it is dropped (its successor under
+        the same name has collections of its own)."""
+        name = f"kb_{kb.key}_{suffix}"
+        try:
+            return self._ensure_loaded(name)
+        except MilvusException as exc:
+            if self.client.has_collection(name):
+                raise
+            raise KnowledgeBaseNotFound(kb.name) from exc
+
+    def _registry_info(self, kb: KnowledgeBase) -> dict[str, Any] | None:
+        """The registry entry of that very knowledge base; None once it is dropped (even if its name is taken
+        again)."""
+        rows = self._get_rows(REGISTRY, "key", [kb.registry_key], ["info"])
+        info = json.loads(rows[0]["info"]) if rows else None
+        return info if info is not None and info.get("uid", "") == kb.uid else None
+
+    def _get_rows(self, collection: str, pk: str, ids: Sequence[str], fields: list[str]) -> list[dict[str, Any]]:
+        """Rows by primary key. Not ``MilvusClient.get``, which quotes string keys without escaping them (an id
+        with a quote or a backslash breaks its expression)."""
+        unique = list(dict.fromkeys(ids))
+        rows: list[dict[str, Any]] = []
+        for i in range(0, len(unique), IN_BATCH):
+            part = unique[i : i + IN_BATCH]
+            rows += self.client.query(
+                collection, filter=_bind(pk + " in {ids}", {"ids": part}), output_fields=fields, limit=len(part)
+            )
+        return rows
+
     def _ensure_registry(self) -> None:
         if self.client.has_collection(REGISTRY):
             self._ensure_loaded(REGISTRY)
@@ -138,13 +168,13 @@ class MilvusStore:
 
     def create_kb(self, kb: KnowledgeBase) -> None:
         with self._writing():
-            if self.client.get(REGISTRY, ids=[kb.key]):
+            if self._get_rows(REGISTRY, "key", [kb.registry_key], ["key"]):
                 raise KnowledgeBaseExists(kb.name)
             dim = kb.embedding.dimension
             self._create_docs_collection(kb.key, dim)
             self._create_chunks_collection(kb.key, dim)
             # The registry row is written last: a knowledge base exists only once all its collections do.
-            self.client.insert(REGISTRY, [{"key": kb.key, "info": kb_to_json(kb), "vector": [0.0, 0.0]}])
+            self.client.insert(REGISTRY, [{"key": kb.registry_key, "info": kb_to_json(kb), "vector": [0.0, 0.0]}])
 
     def _vector_index(self) -> Any:
         index = self.client.prepare_index_params()
@@ -194,7 +224,7 @@ class MilvusStore:
         self.client.create_collection(f"kb_{key}_chunks", schema=schema, index_params=index, consistency_level="Strong")
 
     def get_kb(self, name: str) -> KnowledgeBase:
-        rows = self.client.get(REGISTRY, ids=[kb_key(name)], output_fields=["info"])
+        rows = self._get_rows(REGISTRY, "key", [kb_key(name)], ["info"])
         if not rows:
             raise KnowledgeBaseNotFound(name)
         return kb_from_json(rows[0]["info"])
@@ -210,17 +240,17 @@ class MilvusStore:
         kb = self.get_kb(name)
         with self._writing():
             # Registry row first: a half-dropped knowledge base is invisible rather than half-usable.
-            self.client.delete(REGISTRY, ids=[kb.key])
+            self.client.delete(REGISTRY, filter=_bind("key in {k}", {"k": [kb.registry_key]}))
             for collection in [f"kb_{kb.key}_docs", f"kb_{kb.key}_chunks", *self._rr_collections(kb)]:
                 self.client.drop_collection(collection)
                 self._loaded.discard(collection)
 
     # -- documents --------------------------------------------------------------------------------
     def _docs(self, kb: KnowledgeBase) -> str:
-        return self._ensure_loaded(f"kb_{kb.key}_docs")
+        return self._kb_collection(kb, "docs")
 
     def _chunks(self, kb: KnowledgeBase) -> str:
-        return self._ensure_loaded(f"kb_{kb.key}_chunks")
+        return self._kb_collection(kb, "chunks")
 
     def _doc_row(self, kb: KnowledgeBase, doc: Document) -> dict[str, Any]:
         row = doc_to_row(doc)
@@ -243,12 +273,9 @@ class MilvusStore:
                 self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in docs])
 
     def get_documents(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> dict[str, Document]:
-        found: dict[str, Document] = {}
-        unique = list(dict.fromkeys(doc_ids))
-        for i in range(0, len(unique), IN_BATCH):
-            for row in self.client.get(self._docs(kb), ids=unique[i : i + IN_BATCH], output_fields=DOC_OUTPUT):
-                found[row["doc_id"]] = doc_from_row(row)
-        return found
+        return {
+            row["doc_id"]: doc_from_row(row) for row in self._get_rows(self._docs(kb), "doc_id", doc_ids, DOC_OUTPUT)
+        }
 
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
         return self.get_documents(kb, [doc_id]).get(doc_id)
@@ -333,30 +360,41 @@ class MilvusStore:
                 }
             )
         with self._lock:
+            # Under the lock that deletes take: a document deleted during its ingest gets no more chunks.
+            ids = [r["doc_id"] for r in rows]
+            kept = {r["doc_id"] for r in self._get_rows(self._docs(kb), "doc_id", ids, ["doc_id"])}
+            rows = [r for r in rows if r["doc_id"] in kept]
             for i in range(0, len(rows), 2_000):
                 self.client.upsert(self._chunks(kb), rows[i : i + 2_000])
 
     def publish_documents(
         self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> list[str]:
         now = time.time()
-        for doc in docs:
-            doc.status, doc.updated_at = DocStatus.READY, now
-        old_docs = list(self.get_documents(kb, list((replaces or {}).values())).values())
-        for old in old_docs:
-            old.status, old.updated_at = DocStatus.DELETING, now
         with self._writing():
+            # Under the lock that deletes take: a row deleted during its ingest (gone, or DELETING) stays deleted.
+            current = self.get_documents(kb, [d.id for d in docs])
+            live = [d for d in docs if (c := current.get(d.id)) is not None and c.status == DocStatus.PROCESSING]
+            gone = [d.id for d in docs if d.id not in {p.id for p in live}]
+            for doc in live:
+                doc.status, doc.updated_at = DocStatus.READY, now
+            olds = [old_id for d in live if (old_id := (replaces or {}).get(d.id)) is not None]
+            old_docs = list(self.get_documents(kb, olds).values())
+            for old in old_docs:
+                old.status, old.updated_at = DocStatus.DELETING, now
             # One upsert flips new and old rows together: searches see either the old version or the new one.
-            self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*docs, *old_docs]])
-            if old_docs:
-                self._remove(kb, [old.id for old in old_docs])
+            if live or old_docs:
+                self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*live, *old_docs]])
+            if old_docs or gone:
+                self._remove(kb, [old.id for old in old_docs] + gone)
             self._bump_revision(kb)
+        return [d.id for d in live]
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
-        doc = self.get_document(kb, doc_id)
-        if doc is None:
-            raise DocumentNotFound(kb.name, doc_id)
         with self._writing():
+            doc = self.get_document(kb, doc_id)
+            if doc is None:
+                raise DocumentNotFound(kb.name, doc_id)
             doc.status = DocStatus.DELETING
             doc.updated_at = time.time()
             self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
@@ -369,7 +407,7 @@ class MilvusStore:
             self._ensure_loaded(collection)
             self.client.delete(collection, filter=_bind("doc_id in {d}", {"d": doc_ids}))
         self.client.delete(self._chunks(kb), filter=_bind("doc_id in {d}", {"d": doc_ids}))
-        self.client.delete(self._docs(kb), ids=doc_ids)
+        self.client.delete(self._docs(kb), filter=_bind("doc_id in {d}", {"d": doc_ids}))
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
         if doc_id is None:
@@ -390,11 +428,8 @@ class MilvusStore:
             it.close()
 
     def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
-        ids = list(dict.fromkeys(chunk_ids))
         hidden = set(self._hidden_doc_ids(kb))
-        rows: list[Any] = []
-        for i in range(0, len(ids), IN_BATCH):
-            rows += self.client.get(self._chunks(kb), ids=ids[i : i + IN_BATCH], output_fields=CHUNK_FIELDS)
+        rows = self._get_rows(self._chunks(kb), "id", chunk_ids, CHUNK_FIELDS)
         return {r["id"]: _chunk(r) for r in rows if r["doc_id"] not in hidden}
 
     def seal(self, kb: KnowledgeBase) -> None:
@@ -404,8 +439,8 @@ class MilvusStore:
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
         def read() -> str | None:
-            rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
-            return str(json.loads(rows[0]["info"]).get("revision", "")) if rows else None
+            info = self._registry_info(kb)
+            return None if info is None else str(info.get("revision", ""))
 
         revision = self._lite_cached(kb, "revision", read)
         if revision is None:
@@ -413,12 +448,12 @@ class MilvusStore:
         return revision
 
     def _bump_revision(self, kb: KnowledgeBase) -> None:
-        rows = self.client.get(REGISTRY, ids=[kb.key], output_fields=["info"])
-        if rows:
-            info = json.loads(rows[0]["info"])
+        info = self._registry_info(kb)
+        if info is not None:
             info["revision"] = uuid.uuid4().hex
             self.client.upsert(
-                REGISTRY, [{"key": kb.key, "info": json.dumps(info, ensure_ascii=False), "vector": [0.0, 0.0]}]
+                REGISTRY,
+                [{"key": kb.registry_key, "info": json.dumps(info, ensure_ascii=False), "vector": [0.0, 0.0]}],
             )
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -448,14 +483,11 @@ class MilvusStore:
 
     def _rerank_rows(self, kb: KnowledgeBase, space: str, chunk_ids: Sequence[str], fields: list[str]) -> list[Any]:
         collection = rerank_table(kb, space)
-        ids = list(dict.fromkeys(chunk_ids))
         if collection not in self._loaded and not self.client.has_collection(collection):
             return []  # nothing stored in this space yet
-        rows: list[Any] = []
         try:
             self._ensure_loaded(collection)
-            for i in range(0, len(ids), IN_BATCH):
-                rows += self.client.get(collection, ids=ids[i : i + IN_BATCH], output_fields=fields)
+            rows = self._get_rows(collection, "id", chunk_ids, fields)
         except MilvusException:
             if self.client.has_collection(collection):
                 raise

@@ -68,10 +68,16 @@ class PgvectorStore:
         )
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+    def _tx(self, kb: KnowledgeBase | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction; on ``kb``'s tables, KnowledgeBaseNotFound once that very knowledge base is dropped (a
+        successor under its name has tables of its own)."""
         try:
             with self.pool.connection() as conn, conn.transaction():
                 yield conn
+        except psycopg.errors.UndefinedTable as exc:
+            if kb is None:
+                raise
+            raise KnowledgeBaseNotFound(kb.name) from exc
         except psycopg.OperationalError as exc:
             raise StoreError(f"PostgreSQL is unreachable: {exc}") from exc
 
@@ -87,7 +93,7 @@ class PgvectorStore:
     def create_kb(self, kb: KnowledgeBase) -> None:
         docs, chunks, dim = self._t(kb, "docs"), self._t(kb, "chunks"), kb.embedding.dimension
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM kb_registry WHERE key = %s", (kb.key,)).fetchone():
+            if conn.execute("SELECT 1 FROM kb_registry WHERE key = %s", (kb.registry_key,)).fetchone():
                 raise KnowledgeBaseExists(kb.name)
             conn.execute(
                 sql.SQL(
@@ -124,7 +130,7 @@ class PgvectorStore:
                         name=self._index(kb, suffix, col), table=self._t(kb, suffix)
                     )
                 )
-            conn.execute("INSERT INTO kb_registry (key, info) VALUES (%s, %s)", (kb.key, kb_to_json(kb)))
+            conn.execute("INSERT INTO kb_registry (key, info) VALUES (%s, %s)", (kb.registry_key, kb_to_json(kb)))
 
     def get_kb(self, name: str) -> KnowledgeBase:
         with self._tx() as conn:
@@ -151,7 +157,7 @@ class PgvectorStore:
                 self._rr_tables.discard(row["tablename"])
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "chunks")))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "docs")))
-            conn.execute("DELETE FROM kb_registry WHERE key = %s", (kb.key,))
+            conn.execute("DELETE FROM kb_registry WHERE key = %s", (kb.registry_key,))
 
     # -- documents --------------------------------------------------------------------------------
     def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
@@ -167,7 +173,7 @@ class PgvectorStore:
             vector = doc.summary_vector if doc.status == DocStatus.READY else None
             row["vector"] = None if vector is None else np.asarray(vector, np.float32)
             rows.append(row)
-        with self._tx() as conn, conn.cursor() as cur:
+        with self._tx(kb) as conn, conn.cursor() as cur:
             cur.executemany(
                 sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT (doc_id) DO UPDATE SET {upd}").format(
                     t=self._t(kb, "docs"),
@@ -190,7 +196,7 @@ class PgvectorStore:
         return self._select_docs(kb, "source", sources)
 
     def _select_docs(self, kb: KnowledgeBase, column: str, values: Sequence[str]) -> list[Document]:
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             rows = conn.execute(
                 sql.SQL("SELECT {cols} FROM {t} WHERE {c} = ANY(%s)").format(
                     cols=_doc_cols(), t=self._t(kb, "docs"), c=sql.Identifier(column)
@@ -209,7 +215,7 @@ class PgvectorStore:
         limit: int = 100,
     ) -> list[Document]:
         where, params = _doc_where(status, source)
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             rows = conn.execute(
                 sql.SQL("SELECT {cols} FROM {t} WHERE {w} ORDER BY source, doc_id OFFSET %s LIMIT %s").format(
                     cols=_doc_cols(), t=self._t(kb, "docs"), w=where
@@ -220,7 +226,7 @@ class PgvectorStore:
 
     def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
         where, params = _doc_where(status, None)
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             row = conn.execute(
                 sql.SQL("SELECT count(*) AS n FROM {t} WHERE {w}").format(t=self._t(kb, "docs"), w=where), params
             ).fetchone()
@@ -233,7 +239,21 @@ class PgvectorStore:
         copy_sql = sql.SQL("COPY {t} ({cols}) FROM STDIN WITH (FORMAT BINARY)").format(
             t=self._t(kb, "chunks"), cols=sql.SQL(", ").join(map(sql.Identifier, [*CHUNK_COLUMNS, "vector"]))
         )
-        with self._tx() as conn, conn.cursor().copy(copy_sql) as copy:
+        with self._tx(kb) as conn:
+            # Rows locked until the chunks are in: a delete waits, then takes them (ON DELETE CASCADE); chunks of a
+            # document deleted before are not written.
+            kept = {
+                r["doc_id"]
+                for r in conn.execute(
+                    sql.SQL("SELECT doc_id FROM {t} WHERE doc_id = ANY(%s) FOR SHARE").format(t=self._t(kb, "docs")),
+                    (list({c.doc_id for c in chunks}),),
+                ).fetchall()
+            }
+            self._copy_chunks(conn, copy_sql, [c for c in chunks if c.doc_id in kept])
+
+    @staticmethod
+    def _copy_chunks(conn: psycopg.Connection[Any], copy_sql: sql.Composed, chunks: Sequence[Chunk]) -> None:
+        with conn.cursor().copy(copy_sql) as copy:
             copy.set_types(["text", "text", "int4", "text", "text", "int4", "text", "int4", "int4", "jsonb", "vector"])
             for c in chunks:
                 copy.write_row(
@@ -254,8 +274,29 @@ class PgvectorStore:
 
     def publish_documents(
         self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> list[str]:
         now = time.time()
+        with self._tx(kb) as conn, conn.cursor() as cur:
+            # Locked: a delete waits for this transaction; rows deleted before it (during their ingest) stay deleted.
+            live = {
+                r["doc_id"]
+                for r in cur.execute(
+                    sql.SQL("SELECT doc_id FROM {t} WHERE doc_id = ANY(%s) AND status = %s FOR UPDATE").format(
+                        t=self._t(kb, "docs")
+                    ),
+                    ([d.id for d in docs], str(DocStatus.PROCESSING)),
+                ).fetchall()
+            }
+            published = [d for d in docs if d.id in live]
+            self._publish(cur, kb, published, now)
+            olds = [old for d in published if (old := (replaces or {}).get(d.id)) is not None]
+            if olds:
+                # Same transaction: readers see the old version or the new one, never both or neither.
+                cur.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t(kb, "docs")), (olds,))
+            _bump_revision(conn, kb)
+        return [d.id for d in published]
+
+    def _publish(self, cur: psycopg.Cursor[Any], kb: KnowledgeBase, docs: Sequence[Document], now: float) -> None:
         params = []
         for doc in docs:
             doc.status, doc.updated_at = DocStatus.READY, now
@@ -271,7 +312,7 @@ class PgvectorStore:
                     doc.id,
                 )
             )
-        with self._tx() as conn, conn.cursor() as cur:
+        if params:
             cur.executemany(
                 sql.SQL(
                     "UPDATE {t} SET status = %s, error = '', summary = %s, chunk_count = %s, n_chars = %s, "
@@ -279,16 +320,9 @@ class PgvectorStore:
                 ).format(t=self._t(kb, "docs")),
                 params,
             )
-            if replaces:
-                # Same transaction: readers see the old version or the new one, never both or neither.
-                cur.execute(
-                    sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t(kb, "docs")),
-                    (list(replaces.values()),),
-                )
-            _bump_revision(conn, kb)
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             cur = conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (doc_id,))
             if cur.rowcount == 0:
                 raise DocumentNotFound(kb.name, doc_id)
@@ -296,7 +330,7 @@ class PgvectorStore:
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
         where = sql.SQL("TRUE") if doc_id is None else sql.SQL("doc_id = %s")
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             row = conn.execute(
                 sql.SQL("SELECT count(*) AS n FROM {t} WHERE {w}").format(t=self._t(kb, "chunks"), w=where),
                 () if doc_id is None else (doc_id,),
@@ -308,7 +342,7 @@ class PgvectorStore:
             "SELECT {cols} FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id WHERE d.status = 'ready' ORDER BY c.id"
         ).format(cols=_chunk_cols(), c=self._t(kb, "chunks"), d=self._t(kb, "docs"))
         # A server-side cursor streams the rows: the whole table never sits in memory at once.
-        with self._tx() as conn, conn.cursor(name=f"chunks_{uuid.uuid4().hex}") as cur:
+        with self._tx(kb) as conn, conn.cursor(name=f"chunks_{uuid.uuid4().hex}") as cur:
             cur.execute(query)
             while rows := cur.fetchmany(batch_size):
                 yield [_chunk(r) for r in rows]
@@ -317,7 +351,7 @@ class PgvectorStore:
         query = sql.SQL(
             "SELECT {cols} FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id WHERE d.status = 'ready' AND c.id = ANY(%s)"
         ).format(cols=_chunk_cols(), c=self._t(kb, "chunks"), d=self._t(kb, "docs"))
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             rows = conn.execute(query, (list(dict.fromkeys(chunk_ids)),)).fetchall()
         return {r["id"]: _chunk(r) for r in rows}
 
@@ -329,7 +363,7 @@ class PgvectorStore:
         maintains it on every insert. Reads go on during a build; writes to that table wait for it."""
         for suffix in ("chunks", "docs"):
             table, index = self._t(kb, suffix), self._index(kb, suffix, "vector")
-            with self._tx() as conn:
+            with self._tx(kb) as conn:
                 # One sealer per KB at a time: a concurrent one waits here, then finds the work done.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"seal:{kb.key}",))
                 rows = _scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(table))
@@ -352,14 +386,17 @@ class PgvectorStore:
                 )
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
-        with self._tx() as conn:
-            row = conn.execute("SELECT info ->> 'revision' AS r FROM kb_registry WHERE key = %s", (kb.key,)).fetchone()
+        with self._tx(kb) as conn:
+            row = conn.execute(
+                "SELECT info ->> 'revision' AS r FROM kb_registry WHERE key = %s AND coalesce(info ->> 'uid', '') = %s",
+                (kb.registry_key, kb.uid),
+            ).fetchone()
         if row is None:
             raise KnowledgeBaseNotFound(kb.name)
         return row["r"] or ""
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             rows = conn.execute(
                 sql.SQL(
                     "SELECT DISTINCT ON (chunk_hash) chunk_hash, vector FROM {t} WHERE chunk_hash = ANY(%s)"
@@ -498,7 +535,7 @@ class PgvectorStore:
             w=sql.SQL(" AND ").join(clauses),
             order=order,
         )
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
             return [conn.execute(query, {**params, "q": q}).fetchall() for q in np.asarray(queries, dtype=np.float32)]
 
@@ -508,7 +545,7 @@ class PgvectorStore:
             "WHERE status = 'ready' ORDER BY vector <=> %(q)s LIMIT %(k)s) top ORDER BY distance"
         ).format(t=self._t(kb, "docs"))
         out = []
-        with self._tx() as conn:
+        with self._tx(kb) as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
             for q in np.asarray(queries, dtype=np.float32):
                 rows = conn.execute(query, {"q": q, "k": top_k}).fetchall()
@@ -559,7 +596,7 @@ def _lock_rerank_tables(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> Non
 def _bump_revision(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
     conn.execute(
         "UPDATE kb_registry SET info = jsonb_set(info, '{revision}', to_jsonb(%s::text)) WHERE key = %s",
-        (uuid.uuid4().hex, kb.key),
+        (uuid.uuid4().hex, kb.registry_key),
     )
 
 

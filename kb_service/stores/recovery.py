@@ -33,11 +33,12 @@ class Audit:
     chunks: int  # every chunk row in the store
     chunks_of_ready: int  # chunks of ready documents (what retrieval can see)
     leftover_chunks: int  # chunks of unfinished or failed documents, and chunks without a document row
+    incomplete_documents: int = 0  # ready documents whose stored chunks are not the chunk count they declare
 
     @property
     def clean(self) -> bool:
         unfinished = sum(self.documents.get(str(s), 0) for s in UNFINISHED)
-        return self.leftover_chunks == 0 and unfinished == 0
+        return self.leftover_chunks == 0 and unfinished == 0 and self.incomplete_documents == 0
 
 
 def _documents(store: VectorStore, kb: KnowledgeBase, status: DocStatus | None = None) -> list:  # type: ignore[type-arg]
@@ -82,5 +83,13 @@ def audit(store: VectorStore, kb: KnowledgeBase) -> Audit:
     for doc in docs:
         by_status[str(doc.status)] = by_status.get(str(doc.status), 0) + 1
     total = store.count_chunks(kb)
-    ready = sum(store.count_chunks(kb, doc_id=d.id) for d in docs if d.status == DocStatus.READY)
-    return Audit(documents=by_status, chunks=total, chunks_of_ready=ready, leftover_chunks=total - ready)
+    stored = {d.id: store.count_chunks(kb, doc_id=d.id) for d in docs if d.status == DocStatus.READY}
+    ready = sum(stored.values())
+    incomplete = sum(1 for d in docs if d.id in stored and stored[d.id] != d.chunk_count)
+    return Audit(
+        documents=by_status,
+        chunks=total,
+        chunks_of_ready=ready,
+        leftover_chunks=total - ready,
+        incomplete_documents=incomplete,
+    )

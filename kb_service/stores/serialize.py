@@ -16,6 +16,7 @@ def kb_to_json(kb: KnowledgeBase) -> str:
             "name": kb.name,
             "description": kb.description,
             "created_at": kb.created_at,
+            "uid": kb.uid,
             "embedding": vars(kb.embedding),
         },
         ensure_ascii=False,
@@ -28,6 +29,7 @@ def kb_from_json(raw: str) -> KnowledgeBase:
         name=data["name"],
         description=data.get("description", ""),
         created_at=data["created_at"],
+        uid=data.get("uid", ""),  # knowledge bases created before identities have none
         embedding=EmbeddingModelInfo(**data["embedding"]),
     )
 

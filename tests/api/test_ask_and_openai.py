@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 KB = "城市 guide"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+APPS: dict[str, Any] = {}  # the live server's app, by URL
 DOCS = {
     "eiffel.md": "# Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron lattice tower in Paris. It was completed in "
     "1889 for the World's Fair and is 330 metres tall.",
@@ -45,6 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         Ingestor.from_settings(settings, store=app.state.store, kb=kb, embedder=embedder).ingest(
             [SourceItem(name, text=text) for name, text in DOCS.items()]
         )
+        APPS[url] = app
         yield url
 
 
@@ -220,3 +222,48 @@ def test_a_chinese_question_on_a_multilingual_kb_is_answered_in_chinese_with_the
         assert "两年" in body["citations"][0]["snippet"]
         declined = client.post(f"{kb}/ask", json={"question": "净水器的颜色有哪些可选？", "answer_mode": "extractive"})
         assert declined.json()["refused"] and declined.json()["answer"].startswith("信息不足")
+
+
+LONG_LIST = {
+    "stream": True,
+    "max_tokens": 4000,
+    "messages": [
+        {"role": "user", "content": "List every number from 1 to 3000, separated by commas, without stopping."}
+    ],
+}
+
+
+def drop_after_first_words(url: str, model: str) -> None:
+    """Start a long streamed completion, read until the first words arrive, then hang up."""
+    with (
+        httpx.Client(timeout=120) as client,
+        client.stream("POST", f"{url}/v1/chat/completions", json={**LONG_LIST, "model": model}) as r,
+    ):
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                return
+    raise AssertionError("the stream ended before any words")
+
+
+def seconds_the_model_stays_busy(server: str) -> float:
+    lock = APPS[server].state.llm._lock
+    start = time.monotonic()
+    while lock.locked() and time.monotonic() - start < 120:
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_a_dropped_stream_stops_the_local_model(server: str) -> None:
+    """Before, generation ran on to max_tokens (4,000 here) holding the model: the next request waited minutes."""
+    drop_after_first_words(server, LLM_ID)
+    assert seconds_the_model_stays_busy(server) < 3
+
+
+def test_a_dropped_stream_stops_an_openai_compatible_server(server: str, tmp_path: Path) -> None:
+    """This service in front of another (the OpenAI-compatible backend): hanging up on the first ends the second's
+    generation too."""
+    front = Settings(data_dir=tmp_path, llm_backend="openai", llm_api_base=server + "/v1", llm_model=LLM_ID)
+    with live_server(front) as (url, _app):
+        drop_after_first_words(url, LLM_ID)
+        assert seconds_the_model_stays_busy(server) < 3

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,11 +31,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         for name in ("A", "B"):
             r = c.post("/v1/knowledge-bases", json={"name": name}, headers={"X-API-Key": ADMIN})
             assert r.status_code == 201, r.text
-            c.post(
+            job = c.post(
                 f"/v1/knowledge-bases/{name}/documents",
                 json={"name": "n.txt", "text": f"secret plans of team {name}"},
                 headers={"Authorization": f"Bearer {ADMIN}"},
-            )
+            ).json()["jobs"][0]["id"]
+            while c.get(f"/v1/jobs/{job}", headers=as_(ADMIN)).json()["status"] not in ("ready", "failed"):
+                time.sleep(0.05)
         yield c
 
 
@@ -97,3 +101,42 @@ def test_a_scoped_key_sees_and_uses_only_its_knowledge_bases(
 def test_keys_are_validated_at_start_up() -> None:
     with pytest.raises(ValueError, match="API keys must be at least 16 characters long"):
         Settings(api_keys=[{"key": "short"}])  # type: ignore[list-item]
+
+
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(client: TestClient) -> None:
+    sent = 0
+
+    def body() -> Iterator[bytes]:  # 300 MB if it were all read
+        nonlocal sent
+        for _ in range(300):
+            sent += 1
+            yield b"x" * 1_000_000
+
+    r = client.post("/v1/knowledge-bases/A/search", content=body(), headers={"content-type": "application/json"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"]["message"].startswith("an API key is required")
+    assert sent < 300  # refused before the body was read
+    r = client.post("/v1/knowledge-bases/A/search", content=b"{}", headers={"X-API-Key": "wrong" * 4})
+    assert r.status_code == 401 and r.json()["error"]["message"] == "the API key is not valid"
+
+
+def test_the_schema_and_docs_need_a_key_unless_made_public(tmp_path: Path) -> None:
+    keys = [ApiKey(key=ADMIN, name="admin")]
+    with TestClient(create_app(Settings(data_dir=tmp_path / "closed", llm_backend="none", api_keys=keys))) as c:
+        for path in ("/openapi.json", "/docs"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers=as_(ADMIN)).status_code == 200
+        assert c.get("/health").status_code == 200
+    public = Settings(data_dir=tmp_path / "open", llm_backend="none", api_keys=keys, api_public_docs=True)
+    with TestClient(create_app(public)) as c:
+        assert c.get("/openapi.json").status_code == 200 and c.get("/docs").status_code == 200
+        assert c.get("/v1/knowledge-bases").status_code == 401
+
+
+def test_a_scope_matches_any_unicode_spelling_of_its_name(tmp_path: Path) -> None:
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # one name, two spellings
+    keys = [ApiKey(key=ADMIN, name="admin"), ApiKey(key=SCOPED, name="cafe", kbs=[nfd])]
+    with TestClient(create_app(Settings(data_dir=tmp_path, llm_backend="none", api_keys=keys))) as c:
+        assert c.post("/v1/knowledge-bases", json={"name": nfd}, headers=as_(ADMIN)).json()["name"] == nfc
+        for spelling in (nfc, nfd):
+            assert c.get(f"/v1/knowledge-bases/{spelling}", headers=as_(SCOPED)).status_code == 200

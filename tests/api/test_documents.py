@@ -223,3 +223,16 @@ def test_the_lexical_index_is_rebuilt_once_the_queued_uploads_are_done(
     index = state.retriever.lexical.cached(kb)
     assert index is not None and index.revision == state.store.kb_revision(kb)
     assert {c.metadata["source"] for c in index.chunks} >= {"pumps.txt", "valves.txt"}
+
+
+def test_dropping_a_kb_forgets_its_lexical_index(client: TestClient) -> None:
+    assert client.post("/v1/knowledge-bases", json={"name": "forgotten"}).status_code == 201
+    job = client.post("/v1/knowledge-bases/forgotten/documents", json={"name": "a.txt", "text": "pumps and valves"})
+    assert wait(client, job.json()["jobs"][0]["id"])["status"] == "ready"
+    assert client.post("/v1/knowledge-bases/forgotten/search", json={"query": "pumps"}).json()["hits"]
+    app = client.app
+    kb = app.state.catalog.get("forgotten")  # type: ignore[attr-defined]
+    lexical = app.state.retriever.lexical  # type: ignore[attr-defined]
+    assert lexical.cached(kb) is not None and (lexical.root / kb.key).is_dir()
+    assert client.delete("/v1/knowledge-bases/forgotten").status_code == 204
+    assert lexical.cached(kb) is None and not (lexical.root / kb.key).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from kb_service.core.records import DocStatus, KnowledgeBase
 from kb_service.ingest.pipeline import Ingestor, Outcome
 from kb_service.ingest.sources import SourceItem, iter_paths
 from kb_service.stores.base import VectorStore
+from kb_service.stores.recovery import audit
 from tests.fixtures import write_corpus
 
 pytestmark = pytest.mark.integration
@@ -90,6 +92,34 @@ def test_identical_content_under_two_names_is_stored_once(store: VectorStore, kb
     assert [r.outcome for r in results] == [Outcome.ADDED, Outcome.UNCHANGED]
     assert results[0].doc_id == results[1].doc_id
     assert store.count_documents(kb) == 1
+
+
+def test_a_changed_file_whose_new_content_exists_elsewhere_replaces_its_old_version(  # type: ignore[no-untyped-def]
+    store: VectorStore, kb: KnowledgeBase, embedder
+) -> None:
+    """b.txt changes to the content a.txt already has: its old text must not stay searchable."""
+    ingestor = _ingestor(store, kb, embedder)
+    shared, old = "Shared text about turbines and their blades.", "Old text about gaskets and their seals."
+    first = ingestor.ingest([SourceItem("a.txt", text=shared), SourceItem("b.txt", text=old)])
+    old_id = first[1].doc_id
+    [changed] = ingestor.ingest([SourceItem("b.txt", text=shared)])
+    assert (changed.outcome, changed.doc_id, changed.replaced) == (Outcome.REPLACED, first[0].doc_id, old_id)
+    assert store.get_document(kb, old_id) is None and store.count_chunks(kb, doc_id=old_id) == 0
+    assert [d.source for d in store.list_documents(kb)] == ["a.txt"]
+    [again] = ingestor.ingest([SourceItem("b.txt", text=shared)])
+    assert again.outcome == Outcome.UNCHANGED
+
+
+def test_a_ready_document_missing_chunks_is_ingested_again(store: VectorStore, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Re-uploading content whose stored copy lost chunks repairs it instead of answering unchanged."""
+    ingestor = _ingestor(store, kb, embedder)
+    [first] = ingestor.ingest([SourceItem("a.txt", text="Pumps need inspection. " * 200)])
+    doc = store.get_document(kb, first.doc_id)
+    assert doc is not None and doc.chunk_count > 1
+    store.put_documents(kb, [replace(doc, chunk_count=doc.chunk_count + 1)])  # a row that claims a lost chunk
+    assert audit(store, kb).incomplete_documents == 1 and not audit(store, kb).clean
+    [again] = ingestor.ingest([SourceItem("a.txt", text="Pumps need inspection. " * 200)])
+    assert again.outcome == Outcome.ADDED and audit(store, kb).clean
 
 
 def test_parse_failures_are_reported_and_write_nothing(store: VectorStore, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]

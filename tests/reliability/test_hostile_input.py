@@ -136,7 +136,9 @@ def test_control_characters_and_empty_names_are_refused(client: TestClient, file
     assert state(client) == before
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", "a\x00b", "   ", "", "x" * 300, "semi;colon'"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "..", "a\x00b", "   ", "", "x" * 300, "semi;colon'", "\u2800", "\u3164\u3164", "\u0301", "\u0301a"]
+)
 def test_bad_knowledge_base_names_are_refused(client: TestClient, name: str) -> None:
     before = [k["name"] for k in client.get("/v1/knowledge-bases").json()]
     r = client.post("/v1/knowledge-bases", json={"name": name})
@@ -186,3 +188,85 @@ def test_real_broken_files_from_the_shared_documents(client: TestClient) -> None
 def _broken(path: Path) -> bool:
     name = path.name.lower()
     return any(k in name for k in ("password", "encrypted", "corrupt", "broken", "malformed", "invalid"))
+
+
+def payloads(client: TestClient) -> list[str]:
+    folder = client.app.state.settings.data_dir / "jobs" / "payloads"  # type: ignore[attr-defined]
+    return sorted(p.name for p in folder.iterdir())
+
+
+DEEP = '{"a": ' * 500 + "1" + "}" * 500
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (DEEP, "metadata 'a' must be a string, a number or a boolean, not dict"),
+        ("[" * 100_000, "metadata is nested too deeply"),
+        ("{" * 5_000, "metadata is not valid JSON"),
+        ('{"a": NaN}', "metadata may not contain NaN"),
+        ('{"a": "\\ud800"}', "lone surrogate"),
+        (
+            '{"blob": "'
+            + "x" * 2_000
+            + '", "more": "'
+            + "y" * 2_000
+            + '", "m": "'
+            + "z" * 2_000
+            + '", "n": "'
+            + "w" * 2_000
+            + '", "o": "'
+            + "v" * 2_000
+            + '"}',
+            "the limit is 8192",
+        ),
+    ],
+)
+def test_bad_upload_metadata_is_refused_and_leaves_nothing(client: TestClient, metadata: str, message: str) -> None:
+    before, kept = state(client), payloads(client)
+    r = client.post(DOCS, files=[("files", ("m.txt", b"metadata test"))], data={"metadata": metadata})
+    assert r.status_code == 422 and message in r.json()["error"]["message"], r.text
+    lone = '{"name": "m.txt", "text": "metadata test", "metadata": {"a": "\\ud800"}}'  # a JSON escape
+    r = client.post(DOCS, content=lone, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert state(client) == before and payloads(client) == kept
+    assert client.get(DOCS).status_code == 200 and client.post(f"{KB}/search", json={"query": "x"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "where", [{"page": "abc"}, {"page": True}, {"team": "a\u0001b"}, {"n": 2**63}, {"page": -1}, {"doc_id": 1}]
+)
+def test_filters_of_the_wrong_type_are_422(client: TestClient, where: dict[str, Any]) -> None:
+    r = client.post(f"{KB}/search", json={"query": "pumps", "filters": where})
+    assert r.status_code == 422 and "filter" in r.json()["error"]["message"], r.text
+
+
+def test_nan_and_infinity_in_json_bodies_are_refused(client: TestClient) -> None:
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = '{"query": "pumps", "filters": {"n": ' + constant + "}}"
+        r = client.post(f"{KB}/search", content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (constant, r.status_code, r.text)
+
+
+@pytest.mark.parametrize("doc_id", ["it's", "back\\slash", "\\'", 'q"uote'])
+def test_ids_with_quotes_in_urls_are_404(client: TestClient, doc_id: str) -> None:
+    for method in ("GET", "DELETE"):
+        r = client.request(method, f"{DOCS}/{doc_id}")
+        assert r.status_code == 404, (method, r.text)
+    assert client.get(f"{DOCS}/{doc_id}/residue").json()["clean"]
+
+
+def test_a_json_body_beyond_the_limit_is_413_before_it_is_parsed(client: TestClient) -> None:
+    limit = client.app.state.settings.api.max_json_bytes  # type: ignore[attr-defined]
+    big = b'{"query": "' + b"x" * limit + b'"}'
+    r = client.post(f"{KB}/search", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"query": "'
+        for _ in range(limit // 65_536 + 2):
+            yield b"x" * 65_536
+        yield b'"}'
+
+    r = client.post(f"{KB}/search", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413

@@ -398,3 +398,66 @@ def test_filters_translate_to_the_reference_semantics(store: VectorStore, kb: Kn
         if isinstance(store, ChunkIdSearch):
             ids = {chunk_id for chunk_id, _ in store.search_chunk_ids(kb, query, top_k=50, filters=where)[0]}
             assert ids == expected, raw
+
+
+def test_a_document_deleted_during_its_ingest_stays_deleted(store: VectorStore, kb: KnowledgeBase) -> None:
+    """The delete wins whichever step of the ingest it lands between: chunks written after it are not kept, the
+    publish does not bring the row back, and what the new version would have replaced stays."""
+    dim = kb.embedding.dimension
+    _add(store, kb, "old", 1)
+    for when in ("before chunks", "before publish"):
+        doc = _doc("new", "old.txt", dim, 2)
+        store.put_documents(kb, [doc])
+        if when == "before publish":
+            store.add_chunks(kb, _chunks("new", dim, 2))
+        store.delete_document(kb, "new")
+        if when == "before chunks":
+            store.add_chunks(kb, _chunks("new", dim, 2))
+        assert store.publish_documents(kb, [doc], replaces={"new": "old"}) == []
+        assert store.get_document(kb, "new") is None
+        assert store.count_chunks(kb, doc_id="new") == 0
+        assert store.get_document(kb, "old") is not None and store.count_chunks(kb, doc_id="old") == 3
+    other = _doc("other", "other.txt", dim, 3)
+    store.put_documents(kb, [other])
+    store.add_chunks(kb, _chunks("other", dim, 3))
+    assert store.publish_documents(kb, [other]) == ["other"]
+
+
+def test_writes_to_a_dropped_kb_never_reach_its_successor(store: VectorStore) -> None:
+    """A knowledge base has an identity beyond its name: one dropped and created again is another one."""
+    name = f"successor {next(_names)}"
+    old = KnowledgeBase(name=name, embedding=INFO)
+    store.create_kb(old)
+    doc = _doc("doc-a", "a.txt", INFO.dimension, 1)
+    store.put_documents(old, [doc])
+    store.drop_kb(name)
+    new = KnowledgeBase(name=name, embedding=INFO)
+    store.create_kb(new)
+    assert new.uid != old.uid and store.get_kb(name).uid == new.uid
+    writes = [
+        lambda: store.put_documents(old, [doc]),
+        lambda: store.add_chunks(old, _chunks("doc-a", INFO.dimension, 1)),
+        lambda: store.publish_documents(old, [doc]),
+        lambda: store.delete_document(old, "doc-a"),
+        lambda: store.get_documents(old, ["doc-a"]),
+    ]
+    if isinstance(store, Revisioned):
+        writes.append(lambda: store.kb_revision(old))
+    for write in writes:
+        with pytest.raises(KnowledgeBaseNotFound):
+            write()
+    assert store.count_documents(new) == 0 and store.count_chunks(new) == 0
+    store.drop_kb(name)
+
+
+def test_ids_with_quotes_and_backslashes(store: VectorStore, kb: KnowledgeBase) -> None:
+    """Ids come from URLs: quotes and backslashes in them must not break the store's expressions."""
+    for doc_id in ["it's", 'say "hi"', "back\\slash", "\\'", "a\\\\'b"]:
+        assert store.get_document(kb, doc_id) is None
+        with pytest.raises(DocumentNotFound):
+            store.delete_document(kb, doc_id)
+        assert store.get_chunks(kb, [doc_id + ":0"]) == {}
+    _add(store, kb, "it's \\ here", 1)
+    assert store.get_document(kb, "it's \\ here") is not None
+    store.delete_document(kb, "it's \\ here")
+    assert store.count_chunks(kb) == 0

@@ -67,6 +67,16 @@ def test_no_filter() -> None:
         ({"topic": list(range(300))}, "filter 'topic' takes at most 256 values, got 300"),
         ({f"k{i}": 1 for i in range(33)}, "filters take at most 32 fields, got 33"),
         (["lang", "en"], "filters must be an object of field -> value(s)"),
+        ({"page": "abc"}, "filter 'page' compares with a page number (a whole number from 1), got ['abc']"),
+        ({"page": True}, "filter 'page' compares with a page number"),
+        ({"page": 1.5}, "filter 'page' compares with a page number"),
+        ({"page": -1}, "filter 'page' takes page numbers, which start at 1"),
+        ({"doc_id": 7}, "filter 'doc_id' compares with a string, got [7]"),
+        ({"team": "a\u0001b"}, "filter 'team' contains a control character or a lone surrogate"),
+        ({"team": "\ud800"}, "contains a control character or a lone surrogate"),
+        ({"n": float("nan")}, "filter 'n': nan is not a finite number"),
+        ({"n": float("inf")}, "filter 'n': inf is not a finite number"),
+        ({"n": 2**63}, f"filter 'n': {2**63} does not fit in 64 bits"),
     ],
 )
 def test_invalid_filters_say_what_is_wrong(raw: object, message: str) -> None:
