@@ -20,9 +20,11 @@ __all__ = ["kb_serve", "live_server"]
 
 
 @contextmanager
-def kb_serve(env: dict[str, str], log: Path, *, cwd: Path | None = None) -> Iterator[str]:
+def kb_serve(
+    env: dict[str, str], log: Path, *, cwd: Path | None = None, stop: signal.Signals = signal.SIGINT
+) -> Iterator[str]:
     """``kb serve`` on a free port with ``env``, its output in ``log``: the service's URL once it is ready. It is
-    stopped with Ctrl-C (SIGINT) afterwards, as a user stops it."""
+    stopped with Ctrl-C (SIGINT) afterwards, as a user stops it, or with ``stop`` (SIGTERM: as a service manager)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -48,5 +50,5 @@ def kb_serve(env: dict[str, str], log: Path, *, cwd: Path | None = None) -> Iter
                 time.sleep(0.5)
             yield url
         finally:
-            service.send_signal(signal.SIGINT)
+            service.send_signal(stop)
             service.wait(60)

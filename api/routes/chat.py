@@ -92,6 +92,7 @@ async def chat_completions(
         params = generation_params(settings, not_none({**sampling, "stop": stop})).validate()
         if not messages:
             raise InvalidInput("messages must not be empty")
+        await run_in_threadpool(_check_context, llm, messages, params)
         events = await run_in_threadpool(_plain_chat, llm, messages, params)
 
     if not body.stream:
@@ -99,6 +100,21 @@ async def chat_completions(
         return _completion(cid, created, body.model, final)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     return EventStream(_stream(cid, created, body.model, events, include_usage=include_usage), cancel)
+
+
+MESSAGE_OVERHEAD_TOKENS = 8  # what a chat template adds around each message, about
+
+
+def _check_context(llm: LLM, messages: list[Message], params: GenerationParams) -> None:
+    """Refuse messages that, with the answer's ``max_tokens``, do not fit the model's context window (the model
+    would spend minutes on a prompt it cannot attend to, holding every other request)."""
+    prompt = sum(llm.count_tokens(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+    if prompt + params.max_tokens > llm.context_window:
+        raise InvalidInput(
+            f"the messages take about {prompt} tokens and max_tokens is {params.max_tokens}: together more than "
+            f"the context window of {llm.name!r} ({llm.context_window} tokens); shorten the messages or lower "
+            "max_tokens"
+        )
 
 
 def _plain_chat(llm: LLM, messages: list[Message], params: GenerationParams) -> Iterator[Delta | Completion]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from http import HTTPStatus
@@ -283,7 +284,15 @@ def serve(
     from kb_service.api.app import create_app
 
     rt = rt_from(ctx, False)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the exit status; with the default
+    # handler that kills the process before its exit handlers run (the embedded PostgreSQL stops in one). This one
+    # exits normally instead, with the status a SIGTERM gives.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(create_app(rt.settings), host=host, port=port)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 app.command()(search_commands.search)

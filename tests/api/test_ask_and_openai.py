@@ -267,3 +267,16 @@ def test_a_dropped_stream_stops_an_openai_compatible_server(server: str, tmp_pat
     with live_server(front) as (url, _app):
         drop_after_first_words(url, LLM_ID)
         assert seconds_the_model_stays_busy(server) < 3
+
+
+def test_plain_chat_past_the_context_window_is_a_4xx_at_once(server: str) -> None:
+    window = APPS[server].state.llm.context_window
+    words = " ".join(["lighthouse"] * (window + 100))
+    start = time.monotonic()
+    body = {"model": LLM_ID, "messages": [{"role": "user", "content": words}]}
+    r = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 422 and "context window" in r.json()["error"]["message"], r.text
+    assert time.monotonic() - start < 5
+    fits = {"model": LLM_ID, "max_tokens": window, "messages": [{"role": "user", "content": "Hi."}]}
+    r = httpx.post(f"{server}/v1/chat/completions", json=fits, timeout=120)
+    assert r.status_code == 422 and "lower max_tokens" in r.json()["error"]["message"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kb_service.core.errors import InvalidInput
 from kb_service.core.metadata import MAX_BYTES, check_metadata, parse_metadata
 from kb_service.ingest.sources import SourceItem
+from kb_service.stores.filters import Filter
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +66,34 @@ def test_metadata_text_is_parsed_safely(text: str, message: str) -> None:
 def test_a_source_item_checks_its_metadata() -> None:
     with pytest.raises(InvalidInput, match="metadata 'deep'"):
         SourceItem("a.txt", text="x", metadata={"deep": {"er": 1}})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=70), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(raw=JSON)
+@settings(max_examples=500, deadline=None)
+def test_any_json_is_valid_metadata_or_a_clear_refusal(raw: object) -> None:
+    """Whatever a caller sends, the answer is valid metadata (storable on every store as it is) or InvalidInput."""
+    try:
+        meta = check_metadata(raw)
+    except InvalidInput as exc:
+        assert str(exc).startswith("metadata")
+        return
+    assert json.loads(json.dumps(meta, allow_nan=False)) == meta
+
+
+@given(raw=JSON)
+@settings(max_examples=500, deadline=None)
+def test_any_json_is_a_valid_filter_or_a_clear_refusal(raw: object) -> None:
+    try:
+        where = Filter.parse(raw)  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        assert "filter" in str(exc)
+        return
+    if where is not None:
+        json.dumps(where.to_json(), allow_nan=False)
