@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kb_service.core.records import KnowledgeBase
+from kb_service.core.records import KnowledgeBase, possible_doc_id
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.stores.base import VectorStore
 
@@ -23,6 +23,8 @@ class Residue:
 
 
 def residue(store: VectorStore, lexical: LexicalIndexes, kb: KnowledgeBase, doc_id: str) -> Residue:
+    if not possible_doc_id(doc_id):  # no document ever had it
+        return Residue(doc_id=doc_id, document=None, chunks=0, lexical_entries=0)
     doc = store.get_document(kb, doc_id)
     return Residue(
         doc_id=doc_id,

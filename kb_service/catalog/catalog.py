@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kb_service.core.errors import DocumentNotFound, KnowledgeBaseNotFound
-from kb_service.core.records import Document, KnowledgeBase, validate_kb_name
+from kb_service.core.records import Document, KnowledgeBase, possible_doc_id, validate_kb_name
 from kb_service.embeddings.base import Embedder
 from kb_service.embeddings.pool import EmbedderPool
 from kb_service.stores.base import VectorStore
@@ -41,7 +41,7 @@ class Catalog:
     def document(self, name: str, doc_id: str) -> tuple[KnowledgeBase, Document]:
         """The KB and its document, or DocumentNotFound."""
         kb = self.get(name)
-        doc = self.store.get_document(kb, doc_id)
+        doc = self.store.get_document(kb, doc_id) if possible_doc_id(doc_id) else None
         if doc is None:
             raise DocumentNotFound(name, doc_id)
         return kb, doc

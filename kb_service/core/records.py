@@ -214,5 +214,15 @@ def _visible(c: str) -> bool:
     return c not in _INVISIBLE and not category.startswith(("Z", "M", "C"))
 
 
+MAX_DOC_ID_CHARS = 128
+
+
+def possible_doc_id(doc_id: str) -> bool:
+    """Whether a document could have this id (ids are content hashes: no control characters, at most 128
+    characters): one that could not is absent without asking the store, where some characters (NUL) cannot even
+    be sent."""
+    return 0 < len(doc_id) <= MAX_DOC_ID_CHARS and not any(unicodedata.category(c) in ("Cc", "Cs") for c in doc_id)
+
+
 def kb_key(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]

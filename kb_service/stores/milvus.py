@@ -676,9 +676,21 @@ _LITE_SESSION_TS = _LiteHasNoSessionTs()
 
 
 def _bind(expr: str, params: dict[str, Any]) -> str:
-    """Fill ``{name}`` slots with JSON literals (Milvus Lite has no filter templating); JSON escaping keeps
-    quotes and backslashes in values from breaking out of the literal."""
-    return expr.format(**{k: json.dumps(v, ensure_ascii=False) for k, v in params.items()}) if params else expr
+    """Fill ``{name}`` slots with literals (Milvus Lite has no filter templating)."""
+    return expr.format(**{k: _literal(v) for k, v in params.items()}) if params else expr
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
+
+
+def _literal(value: Any) -> str:
+    """A Milvus expression literal. Strings escape only what its parser needs (backslash, quote, line breaks) and
+    keep every other character as it is: it knows no ``\\uXXXX``, ``\\b`` or ``\\f`` escape."""
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPES) + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def _scored_chunk(hit: dict[str, Any]) -> ScoredChunk:

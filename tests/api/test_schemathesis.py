@@ -13,7 +13,7 @@ from tests.live import live_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CASES_PER_OPERATION = 50
+CASES_PER_OPERATION = 72
 MIN_CASES = 1_000
 
 
@@ -25,7 +25,8 @@ def fuzz(operation: object, seen: list[int]) -> None:
     @given(case=operation.as_strategy())  # type: ignore[attr-defined]
     @settings(max_examples=CASES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck))
     def run(case: schemathesis.Case) -> None:
-        if "kb" in (case.path_parameters or {}) and len(seen) % 2 == 0:
+        dropping = case.method == "DELETE" and case.path == "/v1/knowledge-bases/{kb}"
+        if "kb" in (case.path_parameters or {}) and len(seen) % 2 == 0 and not dropping:
             case.path_parameters = {**case.path_parameters, "kb": "fuzz"}
         response = case.call(timeout=60)
         seen.append(response.status_code)

@@ -248,7 +248,7 @@ def test_nan_and_infinity_in_json_bodies_are_refused(client: TestClient) -> None
         assert 400 <= r.status_code < 500, (constant, r.status_code, r.text)
 
 
-@pytest.mark.parametrize("doc_id", ["it's", "back\\slash", "\\'", 'q"uote'])
+@pytest.mark.parametrize("doc_id", ["it's", "back\\slash", "\\'", 'q"uote', "nul%00", "ctl%14%C3%83", "x" * 300])
 def test_ids_with_quotes_in_urls_are_404(client: TestClient, doc_id: str) -> None:
     for method in ("GET", "DELETE"):
         r = client.request(method, f"{DOCS}/{doc_id}")

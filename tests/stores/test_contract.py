@@ -452,12 +452,13 @@ def test_writes_to_a_dropped_kb_never_reach_its_successor(store: VectorStore) ->
 
 def test_ids_with_quotes_and_backslashes(store: VectorStore, kb: KnowledgeBase) -> None:
     """Ids come from URLs: quotes and backslashes in them must not break the store's expressions."""
-    for doc_id in ["it's", 'say "hi"', "back\\slash", "\\'", "a\\\\'b"]:
+    for doc_id in ["it's", 'say "hi"', "back\\slash", "\\'", "a\\\\'b", "\x14\u00c3", "new\nline", "cr\rlf", "\x7f"]:
         assert store.get_document(kb, doc_id) is None
         with pytest.raises(DocumentNotFound):
             store.delete_document(kb, doc_id)
         assert store.get_chunks(kb, [doc_id + ":0"]) == {}
-    _add(store, kb, "it's \\ here", 1)
-    assert store.get_document(kb, "it's \\ here") is not None
-    store.delete_document(kb, "it's \\ here")
+    for doc_id in ["it's \\ here", 'a "quoted"\nline\x14']:
+        _add(store, kb, doc_id, 1)
+        assert store.get_document(kb, doc_id) is not None and store.count_chunks(kb, doc_id=doc_id) == 3
+        store.delete_document(kb, doc_id)
     assert store.count_chunks(kb) == 0
