@@ -7,6 +7,7 @@ body passes the limit. Scopes (which knowledge bases a key may use) are checked 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -26,6 +27,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN = ("/health", "/ready")
 DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 MULTIPART_SLACK = 1024 * 1024  # form boundaries and fields around the files
+UPLOADS = re.compile(r"/v1/knowledge-bases/[^/]+/documents(/[^/]+)?")  # POST a document, PUT a new version
 
 
 class RequestGuard:
@@ -69,7 +71,7 @@ class RequestGuard:
 
     def _limit(self, path: str, content_type: str) -> int:
         """Document uploads carry whole files (JSON text or multipart); everything else is a small JSON body."""
-        if "/documents" in path:
+        if UPLOADS.fullmatch(path):
             multipart = content_type.lower().startswith("multipart/")
             return self.max_document * (self.max_files if multipart else 1)
         return self.max_json
