@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from kb_service.core.records import DocStatus, KnowledgeBase, ScoredChunk
+from kb_service.core.records import KnowledgeBase, ScoredChunk
 from kb_service.embeddings.base import Embedder
 from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
 from kb_service.retrieval.options import (
@@ -138,8 +138,7 @@ class Retriever:
     def _stale(self, kb: KnowledgeBase, hits: list[ScoredChunk]) -> set[str]:
         """Documents of ``hits`` that are not ready (any more)."""
         ids = list(dict.fromkeys(h.chunk.doc_id for h in hits))
-        docs = self.store.get_documents(kb, ids) if ids else {}
-        return {i for i in ids if (d := docs.get(i)) is None or d.status != DocStatus.READY}
+        return set(ids) - self.store.ready_doc_ids(kb, ids) if ids else set()
 
     def _search(
         self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions, plan: Plan

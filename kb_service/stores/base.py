@@ -62,6 +62,9 @@ class VectorStore(Protocol):
 
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None: ...
 
+    def ready_doc_ids(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> set[str]:
+        """Those of ``doc_ids`` that are READY now (a search checks its hits with it), without reading the rows."""
+
     def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
         """Every document (any status) whose source name is among ``sources``."""
 

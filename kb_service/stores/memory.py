@@ -74,6 +74,11 @@ class MemoryStore:
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
         return self.get_documents(kb, [doc_id]).get(doc_id)
 
+    def ready_doc_ids(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            docs = self._get(kb).docs
+            return {d for d in doc_ids if d in docs and docs[d].status == DocStatus.READY}
+
     def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
         wanted = set(sources)
         with self._lock:

@@ -280,6 +280,10 @@ class MilvusStore:
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
         return self.get_documents(kb, [doc_id]).get(doc_id)
 
+    def ready_doc_ids(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> set[str]:
+        rows = self._get_rows(self._docs(kb), "doc_id", doc_ids, ["doc_id", "status"])
+        return {r["doc_id"] for r in rows if r["status"] == str(DocStatus.READY)}
+
     def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
         unique = list(dict.fromkeys(sources))
         docs: list[Document] = []

@@ -192,6 +192,14 @@ class PgvectorStore:
     def get_document(self, kb: KnowledgeBase, doc_id: str) -> Document | None:
         return self.get_documents(kb, [doc_id]).get(doc_id)
 
+    def ready_doc_ids(self, kb: KnowledgeBase, doc_ids: Sequence[str]) -> set[str]:
+        with self._tx(kb) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT doc_id FROM {t} WHERE doc_id = ANY(%s) AND status = %s").format(t=self._t(kb, "docs")),
+                (list(doc_ids), str(DocStatus.READY)),
+            ).fetchall()
+        return {r["doc_id"] for r in rows}
+
     def documents_by_source(self, kb: KnowledgeBase, sources: Sequence[str]) -> list[Document]:
         return self._select_docs(kb, "source", sources)
 

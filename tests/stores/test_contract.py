@@ -462,3 +462,11 @@ def test_ids_with_quotes_and_backslashes(store: VectorStore, kb: KnowledgeBase) 
         assert store.get_document(kb, doc_id) is not None and store.count_chunks(kb, doc_id=doc_id) == 3
         store.delete_document(kb, doc_id)
     assert store.count_chunks(kb) == 0
+
+
+def test_ready_doc_ids(store: VectorStore, kb: KnowledgeBase) -> None:
+    _add(store, kb, "doc-a", 1)
+    _add(store, kb, "doc-b", 2, publish=False)
+    assert store.ready_doc_ids(kb, ["doc-a", "doc-b", "nope", "it's\n"]) == {"doc-a"}
+    store.delete_document(kb, "doc-a")
+    assert store.ready_doc_ids(kb, ["doc-a"]) == set() and store.ready_doc_ids(kb, []) == set()
