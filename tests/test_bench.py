@@ -71,3 +71,10 @@ def test_query_benchmark_per_stage_http_and_llamaindex() -> None:
             assert row["onnx_over_torch_queries_p50"]["embed_stage"] > 0
             assert set(row["no_rerank_torch_queries"]["stages_ms"]) == set(row["no_rerank"]["stages_ms"])
     assert size["llamaindex"]["end_to_end_ms"]["p50"] > 0
+
+
+def test_verify_cost_benchmark_reports_the_check_per_store() -> None:
+    report = bench("verify_cost.py")
+    assert set(report) == {"pgvector", "milvus"}
+    for row in report.values():
+        assert row["searches"] == 20 and 0 < row["p50_verify_ms"] < row["p50_total_ms"]
