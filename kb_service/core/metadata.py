@@ -44,16 +44,18 @@ def check_metadata(raw: object) -> dict[str, Scalar]:
     return out
 
 
+def check_number(what: str, value: int | float) -> None:
+    """What every store compares exactly: a finite number, a whole one within 64 bits (``what`` names the value in
+    the message: "metadata 'year'", "filter 'page'")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{what}: {value} is not a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        raise InvalidInput(f"{what}: {value} does not fit in 64 bits")
+
+
 def _value(key: str, value: Any) -> Scalar:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not -INT64 <= value < INT64:
-            raise InvalidInput(f"metadata {key!r}: {value} does not fit in 64 bits")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInput(f"metadata {key!r}: {value} is not a finite number")
+    if isinstance(value, int | float):  # booleans included: always valid
+        check_number(f"metadata {key!r}", value)
         return value
     if isinstance(value, str):
         if len(value) > MAX_STRING_CHARS:

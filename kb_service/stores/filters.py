@@ -16,7 +16,6 @@ expression, SQL) and the contract suite checks them against it.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kb_service.core.errors import InvalidInput
+from kb_service.core.metadata import check_number
 from kb_service.core.records import Chunk
 
 Scalar = str | int | float | bool
@@ -109,10 +109,8 @@ class Filter:
 
 def _check_value(field: str, v: Scalar) -> None:
     """What every store can compare exactly: finite numbers within 64 bits, text without control characters."""
-    if isinstance(v, float) and not math.isfinite(v):
-        raise InvalidInput(f"filter {field!r}: {v} is not a finite number")
-    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
-        raise InvalidInput(f"filter {field!r}: {v} does not fit in 64 bits")
+    if isinstance(v, int | float):
+        check_number(f"filter {field!r}", v)
     if isinstance(v, str) and any(unicodedata.category(c) in ("Cc", "Cs") for c in v):
         raise InvalidInput(f"filter {field!r} contains a control character or a lone surrogate: {v!r}")
 
