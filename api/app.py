@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = services.store
         services.embedders.get()  # the default embedding model
         app.state.settings = settings
-        app.state.keys = KeyRing(settings)
+        app.state.keys = keys
         app.state.store = store
         app.state.embedders = services.embedders
         app.state.catalog = services.catalog
@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="kb-service", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, settings=settings, max_files=documents.MAX_FILES)
+    keys = KeyRing(settings)
+    app.add_middleware(RequestGuard, settings=settings, keys=keys, max_files=documents.MAX_FILES)
     app.include_router(health.router)
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
     for module in (knowledge_bases, documents, search, ask, chat, embeddings):

@@ -68,9 +68,12 @@ def presented_key(authorization: str, x_api_key: str | None) -> str | None:
 
 
 def authenticate(request: Request) -> Principal:
-    """Router dependency: who is calling, checked against the ``{kb}`` of the path when there is one."""
-    presented = presented_key(request.headers.get("authorization", ""), request.headers.get("x-api-key"))
-    principal: Principal = request.app.state.keys.lookup(presented)
+    """Router dependency: who is calling (found by the request guard when keys are set), checked against the
+    ``{kb}`` of the path when there is one."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # no keys are set: anonymous
+        presented = presented_key(request.headers.get("authorization", ""), request.headers.get("x-api-key"))
+        principal = request.app.state.keys.lookup(presented)
     if (kb := request.path_params.get("kb")) is not None:
         principal.check(kb)
     request.state.principal = principal

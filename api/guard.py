@@ -2,7 +2,8 @@
 
 A request without a valid key gets its 401 here, so an unauthenticated caller cannot make the service read, buffer
 or parse a body; a body beyond its limit gets 413 from its ``Content-Length`` at once, or as soon as a streamed
-body passes the limit. Scopes (which knowledge bases a key may use) are checked later, by the routes' dependency."""
+body passes the limit. Scopes (which knowledge bases a key may use) are checked later, by the routes' dependency,
+on the caller found here."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ UPLOADS = re.compile(r"/v1/knowledge-bases/[^/]+/documents(/[^/]+)?")  # POST a 
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, settings: Settings, *, max_files: int) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, *, keys: KeyRing, max_files: int) -> None:
         self.app = app
-        self.keys = KeyRing(settings)
+        self.keys = keys
         self.public = OPEN + DOCS if settings.api.public_docs else OPEN
         self.max_json = settings.api.max_json_bytes
         self.max_document = settings.ingest.max_file_bytes + MULTIPART_SLACK
@@ -46,10 +47,11 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if self.keys.enabled and scope["path"] not in self.public:
             try:
-                self.keys.lookup(presented_key(headers.get("authorization", ""), headers.get("x-api-key")))
+                principal = self.keys.lookup(presented_key(headers.get("authorization", ""), headers.get("x-api-key")))
             except Unauthorized as exc:
                 await _reply(send, 401, "Unauthorized", str(exc), {"www-authenticate": "Bearer"})
                 return
+            scope.setdefault("state", {})["principal"] = principal  # request.state.principal: the routes' caller
         limit = self._limit(scope["path"], headers.get("content-type", ""))
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
