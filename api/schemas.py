@@ -113,6 +113,9 @@ class ChunkHit(BaseModel):
     source: str
     title: str
     page: int | None
+    bbox: list[float] | None = Field(
+        default=None, description="Where the text is on the page: x0, top, x1, bottom as fractions of the page."
+    )
     section: str | None
     start: int
     end: int
@@ -197,6 +200,9 @@ class ChunkRefPublic(BaseModel):
     source: str
     title: str
     page: int | None
+    bbox: list[float] | None = Field(
+        default=None, description="Where the text is on the page: x0, top, x1, bottom as fractions of the page."
+    )
     section: str | None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kb_service.core.errors import InvalidInput
-from kb_service.core.records import ScoredChunk
+from kb_service.core.records import ScoredChunk, box_of
 from kb_service.generation.llm import Message
 
 Language = Literal["en", "zh"]
@@ -97,6 +97,7 @@ class Source:
             "source": str(c.metadata.get("source", "")),
             "title": str(c.metadata.get("title", "")),
             "page": c.page,
+            "bbox": box_of(c.metadata),
             "section": c.section,
         }
 

@@ -1,4 +1,5 @@
-"""Token-aware chunking with the embedding model's own tokenizer; respects paragraphs and EN/ZH sentences."""
+"""Token-aware chunking with the embedding model's own tokenizer; respects paragraphs and EN/ZH sentences, and keeps
+tables whole or splits them by rows under their header."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from kb_service.core.records import SECTION_JOINER, Chunk, ParsedDocument, text_hash
+from kb_service.core.records import SECTION_JOINER, Chunk, ParsedDocument, Section, box_text, text_hash
 
 # Coarse to fine: paragraphs, lines, sentences (Chinese full-width and Western), clauses, words, characters.
 SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "; ", "，", ", ", "、", " ", ""]
@@ -43,11 +44,9 @@ class TokenChunker:
         base_meta = {**doc.metadata, "source": doc.source, "title": doc.title}
         offset = 0
         for section in doc.sections:
-            cursor = 0
-            for piece in self._split_text(section.text):
-                found = section.text.find(piece, cursor)
-                start = found if found >= 0 else cursor
-                cursor = start + 1
+            meta = {**base_meta, "bbox": box_text(section.box)} if section.box else base_meta
+            spans = self._split_table(section) if section.kind == "table" else self._spans(section.text)
+            for piece, start, end in spans:
                 chunks.append(
                     Chunk(
                         id=f"{doc_id}:{len(chunks)}",
@@ -58,12 +57,50 @@ class TokenChunker:
                         page=section.page,
                         section=section.heading,
                         start=offset + start,
-                        end=offset + start + len(piece),
-                        metadata=dict(base_meta),
+                        end=offset + end,
+                        metadata=dict(meta),
                     )
                 )
             offset += len(section.text) + len(SECTION_JOINER)
         return chunks
+
+    def _spans(self, text: str) -> list[tuple[str, int, int]]:
+        spans, cursor = [], 0
+        for piece in self._split_text(text):
+            found = text.find(piece, cursor)
+            start = found if found >= 0 else cursor
+            cursor = start + 1
+            spans.append((piece, start, start + len(piece)))
+        return spans
+
+    def _split_table(self, section: Section) -> list[tuple[str, int, int]]:
+        """A table whole when it fits; else runs of whole rows, each under the caption and the header rows again.
+        A row longer than a chunk on its own is cut like text (with the header before its first part)."""
+        text = section.text
+        if self.count_tokens(text) <= self.chunk_size:
+            return [(text, 0, len(text))]
+        lines = text.split("\n")
+        n_head = (1 if section.caption else 0) + 2  # caption, header row, |---| row
+        head = "\n".join(lines[:n_head])
+        budget = self.chunk_size - self.count_tokens(head) - 1
+        if budget < self.chunk_size // 4:  # a header as long as a chunk: rows go without it
+            return self._spans(text)
+        spans: list[tuple[str, int, int]] = []
+        rows: list[str] = []
+        start = pos = len(head) + 1
+        for row in lines[n_head:]:
+            if rows and self.count_tokens("\n".join([*rows, row])) > budget:
+                spans.append((f"{head}\n" + "\n".join(rows), start, pos - 1))
+                rows, start = [], pos
+            if self.count_tokens(row) > budget:
+                spans += [(f"{head}\n{part}", pos + s, pos + e) for part, s, e in self._spans(row)]
+                start = pos = pos + len(row) + 1
+                continue
+            rows.append(row)
+            pos += len(row) + 1
+        if rows:
+            spans.append((f"{head}\n" + "\n".join(rows), start, pos - 1))
+        return spans
 
     def _split_text(self, text: str) -> list[str]:
         pieces = []

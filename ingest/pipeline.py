@@ -22,6 +22,7 @@ from kb_service.core.errors import DocumentNotFound, KBError, KnowledgeBaseNotFo
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.chunking import Chunker, TokenChunker
+from kb_service.ingest.parsers.ocr import OcrOptions
 from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
 from kb_service.stores.base import StoredVectors, VectorStore, seal
@@ -108,6 +109,7 @@ class Ingestor:
         batch_chunks: int = 512,
         max_bytes: int | None = None,
         summary_vector: str = "embed",
+        ocr: OcrOptions | None = None,
     ) -> None:
         self.store = store
         self.kb = kb
@@ -117,6 +119,7 @@ class Ingestor:
         self.batch_chunks = batch_chunks
         self.max_bytes = max_bytes
         self.summary_vector = summary_vector
+        self.ocr = ocr or OcrOptions()
         # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
         # ``chunks`` is the document's chunk count once it is known (0 before).
         self.on_stage: Callable[[str, Stage, int], None] = lambda _source, _stage, _chunks: None
@@ -150,6 +153,7 @@ class Ingestor:
             batch_chunks=settings.ingest.batch_chunks,
             max_bytes=settings.ingest.max_file_bytes,
             summary_vector=settings.ingest.summary_vector,
+            ocr=OcrOptions(settings.ingest.ocr, settings.ingest.ocr_min_confidence),
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ class Ingestor:
     def _prepare(self, index: int, item: SourceItem) -> _Prepared | IngestResult:
         self.on_stage(item.name, Stage.PARSING, 0)
         try:
-            parsed = item.parse(max_bytes=self.max_bytes)
+            parsed = item.parse(max_bytes=self.max_bytes, ocr=self.ocr)
         except ParseError as exc:
             return IngestResult(item.name, Outcome.FAILED, reason=exc.reason, error=exc.detail, index=index)
         except OSError as exc:

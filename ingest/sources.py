@@ -9,6 +9,7 @@ from pathlib import Path
 from kb_service.core.metadata import check_metadata
 from kb_service.core.records import Metadata, ParsedDocument
 from kb_service.ingest.parsers import parse_bytes, parse_file
+from kb_service.ingest.parsers.ocr import OcrOptions
 
 
 @dataclass
@@ -26,16 +27,16 @@ class SourceItem:
     def __post_init__(self) -> None:
         self.metadata = check_metadata(self.metadata)  # InvalidInput before any job exists
 
-    def parse(self, *, max_bytes: int | None = None) -> ParsedDocument:
+    def parse(self, *, max_bytes: int | None = None, ocr: OcrOptions | None = None) -> ParsedDocument:
         if self.text is not None:
             doc = parse_bytes(
                 self.text.encode("utf-8"), self.name if "." in self.name else f"{self.name}.txt", max_bytes=max_bytes
             )
             doc.source = self.name
         elif self.data is not None:
-            doc = parse_bytes(self.data, self.name, max_bytes=max_bytes)
+            doc = parse_bytes(self.data, self.name, max_bytes=max_bytes, ocr=ocr)
         elif self.path is not None:
-            doc = parse_file(self.path, source=self.name, max_bytes=max_bytes)
+            doc = parse_file(self.path, source=self.name, max_bytes=max_bytes, ocr=ocr)
         else:
             raise ValueError(f"source {self.name!r} has neither text, data nor path")
         if self.title:

@@ -9,6 +9,9 @@ from typing import Protocol
 
 from kb_service.core.errors import ArchiveBomb, CorruptDocument
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.ingest.parsers.layout import Block
+
+Box = tuple[float, float, float, float]
 
 # A zip entry set that expands past this, at a ratio past MAX_ZIP_RATIO, is refused as a likely zip bomb.
 MAX_ZIP_BYTES = 500 * 1024 * 1024
@@ -67,23 +70,59 @@ class SectionBuilder:
         self.sections: list[Section] = []
         self.headings = HeadingTracker()
         self._blocks: list[str] = []
+        self._boxes: list[Box] = []
         self._page: int | None = None
 
-    def heading(self, level: int, text: str) -> None:
+    def heading(self, level: int, text: str, *, box: Box | None = None) -> None:
         self.flush()
         self.headings.enter(level, text)
-        self._blocks.append(text)
+        self.block(text, box=box)
 
-    def block(self, text: str) -> None:
+    def block(self, text: str, *, box: Box | None = None) -> None:
         if text.strip():
             self._blocks.append(text)
+            if box is not None:
+                self._boxes.append(box)
+
+    def table(self, markdown: str, *, caption: str = "", box: Box | None = None) -> None:
+        """A table is a section of its own, so the chunker can keep it whole or split it by rows."""
+        self.flush()
+        caption = " ".join(caption.split())
+        text = f"{caption}\n{markdown}" if caption else markdown
+        self.sections.append(
+            Section(text=text, page=self._page, heading=self.headings.heading, kind="table", caption=caption, box=box)
+        )
 
     def page(self, number: int | None) -> None:
         self.flush()
         self._page = number
 
+    def layout(self, blocks: list[Block], width: float, height: float, *, flat: bool = False) -> None:
+        """A page's layout blocks (``layout.blocks``), their boxes turned into fractions of the page. ``flat``: a
+        section's heading is the nearest heading above it, not a path (levels guessed from fonts nest badly)."""
+        for block in blocks:
+            x0, top, x1, bottom = block.box
+            w, h = width or 1.0, height or 1.0
+            box = (_unit(x0 / w), _unit(top / h), _unit(x1 / w), _unit(bottom / h))
+            if block.kind == "heading":
+                self.heading(1 if flat else block.level, block.text, box=box)
+            elif block.kind == "table":
+                self.table(block.text, caption=block.caption, box=box)
+            else:
+                self.block(block.text, box=box)
+
     def flush(self) -> None:
         text = "\n".join(self._blocks).strip()
         if text:
-            self.sections.append(Section(text=text, page=self._page, heading=self.headings.heading))
+            box = union_box(self._boxes) if self._boxes else None
+            self.sections.append(Section(text=text, page=self._page, heading=self.headings.heading, box=box))
         self._blocks = []
+        self._boxes = []
+
+
+def _unit(value: float) -> float:
+    return round(min(1.0, max(0.0, value)), 4)
+
+
+def union_box(boxes: list[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))

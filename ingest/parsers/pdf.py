@@ -1,47 +1,164 @@
-"""PDF through pypdf (BSD): one section per page, page numbers kept for citations."""
+"""PDF through PDFium (pypdfium2, Apache-2.0/BSD): positioned characters, then the page layout of ``layout``.
+
+Each page becomes its paragraphs, headings and tables in reading order, with the page number and each block's box
+(as fractions of the page) kept for citations. Repeated page headers, footers and page numbers are removed from the
+text and kept in the document's metadata. A page without a usable text layer goes through OCR (``ocr``) when OCR
+is on or ``auto``.
+"""
 
 from __future__ import annotations
 
-import io
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from pypdf import PdfReader
-from pypdf.errors import PdfReadError, PyPdfError
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 
 from kb_service.core.errors import CorruptDocument, EncryptedDocument, NoTextLayer
-from kb_service.core.records import ParsedDocument, Section
-from kb_service.ingest.parsers.base import stem
+from kb_service.core.records import ParsedDocument
+from kb_service.ingest.parsers import layout
+from kb_service.ingest.parsers.base import SectionBuilder, stem
+from kb_service.ingest.parsers.ocr import DEFAULT_OCR, OcrOptions, OcrPage, recognise
 
-logging.getLogger("pypdf").setLevel(logging.ERROR)
+log = logging.getLogger(__name__)
+
+# A page with fewer characters than this in its text layer, but an image on it, is treated as scanned.
+MIN_TEXT_CHARS = 20
+RENDER_SCALE = 2.0  # 144 dpi for OCR
 
 
-def parse_pdf(data: bytes, source: str) -> ParsedDocument:
+@dataclass
+class PageText:
+    number: int
+    width: float
+    height: float
+    lines: list[layout.Line]
+    ocr: OcrPage | None = None
+
+
+def parse_pdf(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     if not data.lstrip()[:1024].startswith(b"%PDF") and b"%PDF-" not in data[:1024]:
         raise CorruptDocument(source, "not a PDF file (no %PDF header)")
+    pdf = open_pdf(data, source)
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise EncryptedDocument(source, "the PDF is password-protected; remove the password and upload it again")
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = page.extract_text() or ""
-            if text.strip():
-                sections.append(Section(text=text, page=number))
-        meta_title = (reader.metadata.title if reader.metadata else None) or ""
-        pages = len(reader.pages)
-    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptDocument(source, f"the PDF cannot be read ({type(exc).__name__}: {exc})") from exc
-    if not sections:
-        raise NoTextLayer(
-            source, f"none of the {pages} pages has a text layer (a scanned PDF?); run OCR on it and upload again"
+        pages = list(_pages(pdf, ocr))
+        meta_title = str(pdf.get_metadata_dict().get("Title") or "")
+    finally:
+        pdf.close()
+    n = len(pages)
+    lines, running = layout.strip_running_lines([p.lines for p in pages], [p.height for p in pages])
+    body = layout.body_size(lines)
+    out = SectionBuilder()
+    for page, page_lines in zip(pages, lines, strict=True):
+        out.page(page.number)
+        out.layout(layout.blocks(page_lines, body), page.width, page.height, flat=True)
+    out.flush()
+    if not out.sections:
+        raise NoTextLayer(source, _no_text(n, pages, ocr))
+    first_heading = next((s.heading for s in out.sections if s.heading), None)
+    title = meta_title.strip() if _usable_title(meta_title) else first_heading or _first_line(out.sections[0].text)
+    metadata: dict[str, object] = {"pages": n}
+    if running:
+        metadata["page_furniture"] = " | ".join(running)[:1000]
+    scanned = [p for p in pages if p.ocr is not None]
+    if scanned:
+        metadata["ocr_pages"] = len(scanned)
+        metadata["ocr_confidence"] = round(min(p.ocr.confidence for p in scanned if p.ocr), 3)
+        low = [p.number for p in scanned if p.ocr and p.ocr.low_confidence]
+        if low:
+            metadata["ocr_low_confidence_pages"] = ",".join(map(str, low))[:1000]
+    return ParsedDocument(
+        source=source, title=(title or stem(source))[:200], format="pdf", sections=out.sections, metadata=metadata
+    )
+
+
+def open_pdf(data: bytes, source: str) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
+            raise EncryptedDocument(
+                source, "the PDF is password-protected; remove the password and upload it again"
+            ) from exc
+        raise CorruptDocument(source, f"the PDF cannot be read ({exc})") from exc
+
+
+def _pages(pdf: pdfium.PdfDocument, options: OcrOptions) -> Iterator[PageText]:
+    mode = options.mode
+    for index in range(len(pdf)):
+        page = pdf[index]
+        try:
+            width, height = page.get_size()
+            words = layout.words_from_chars(_chars(page, height))
+            ocr = None
+            if mode == "on" or (mode == "auto" and _needs_ocr(page, words)):
+                ocr = recognise(page.render(scale=RENDER_SCALE).to_pil(), scale=RENDER_SCALE, options=options)
+                if ocr.words and not ocr.low_confidence:  # else the text layer stays, whatever it holds
+                    words = ocr.words
+            lines = layout.reading_order(layout.group_lines(words), width)
+            yield PageText(index + 1, width, height, lines, ocr)
+        finally:
+            page.close()
+
+
+def _chars(page: pdfium.PdfPage, height: float) -> Iterator[layout.Char]:
+    """Every character of the page's text layer: text, box (top-left origin), size and whether it is bold. The box is
+    PDFium's loose one (the font's advance and line height), so its height is the font size as drawn."""
+    textpage = page.get_textpage()
+    try:
+        handle = textpage.raw
+        rect = pdfium_c.FS_RECTF()
+        for i in range(textpage.count_chars()):
+            code = pdfium_c.FPDFText_GetUnicode(handle, i)
+            if code in (2, 0xAD) or pdfium_c.FPDFText_IsHyphen(handle, i) == 1:
+                code = 0xAD  # a hyphen that breaks a word at the line's end: the paragraph joins the word again
+            if code in (0, 0xFFFE, 0xFFFF) or pdfium_c.FPDFText_IsGenerated(handle, i) == 1:
+                yield (" ", 0, 0, 0, 0, 0, False)
+                continue
+            angle = pdfium_c.FPDFText_GetCharAngle(handle, i)
+            if 0.1 < angle < 6.18:  # rotated text (an arXiv stamp in the margin, an axis label) is not body text
+                continue
+            try:
+                ch = chr(code)
+            except ValueError:
+                continue
+            pdfium_c.FPDFText_GetLooseCharBox(handle, i, rect)
+            top, bottom = height - rect.top, height - rect.bottom
+            bold = pdfium_c.FPDFText_GetFontWeight(handle, i) >= 600
+            yield (ch, rect.left, top, rect.right, bottom, bottom - top, bold)
+    finally:
+        textpage.close()
+
+
+def _needs_ocr(page: pdfium.PdfPage, words: list[layout.Word]) -> bool:
+    """A page whose text layer is (nearly) empty but which shows an image: a scan."""
+    if sum(len(w.text) for w in words) >= MIN_TEXT_CHARS:
+        return False
+    return any(obj.type == pdfium_c.FPDF_PAGEOBJ_IMAGE for obj in page.get_objects(max_depth=2))
+
+
+def _no_text(n: int, pages: list[PageText], options: OcrOptions) -> str:
+    if options.mode == "off":
+        return f"none of the {n} pages has a text layer (a scanned PDF?); OCR is off: set KB_OCR=auto to read it"
+    scores = [p.ocr.confidence for p in pages if p.ocr is not None and p.ocr.words]
+    if scores:
+        return (
+            f"OCR read the {n} pages with a mean confidence of {max(scores):.2f}, below the threshold "
+            f"{options.min_confidence} (KB_OCR_MIN_CONFIDENCE); a sharper scan would read better"
         )
-    title = meta_title.strip() if _usable_title(meta_title) else _first_line(sections[0].text) or stem(source)
-    return ParsedDocument(source=source, title=title, format="pdf", sections=sections, metadata={"pages": pages})
+    return f"none of the {n} pages has text, and OCR found none on them either"
 
 
 def _usable_title(title: str) -> bool:
     t = title.strip()
-    return bool(t) and not t.lower().startswith(("microsoft word", "untitled")) and not t.endswith((".doc", ".docx"))
+    letters = sum(c.isalpha() for c in t)
+    return (
+        letters >= 3
+        and letters >= len(t) / 3
+        and not t.lower().startswith(("microsoft word", "untitled"))
+        and not t.endswith((".doc", ".docx"))
+    )
 
 
 def _first_line(text: str) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from kb_service.core.errors import CorruptDocument, EmptyDocument, FileTooLarge, ParseError, UnsupportedFormat
-from kb_service.core.records import ParsedDocument, Section, normalise_text
+from kb_service.core.records import ParsedDocument, normalise_text
 from kb_service.ingest.parsers.base import Parser, check_expansion
 from kb_service.ingest.parsers.html import parse_epub, parse_html
+from kb_service.ingest.parsers.image import parse_image
 from kb_service.ingest.parsers.markdown import parse_markdown
+from kb_service.ingest.parsers.ocr import OcrOptions
 from kb_service.ingest.parsers.office import parse_docx, parse_odt, parse_pptx, parse_xlsx, refuse_legacy_office
 from kb_service.ingest.parsers.pdf import parse_pdf
 from kb_service.ingest.parsers.text import parse_csv, parse_rtf, parse_text
@@ -19,7 +23,6 @@ from kb_service.ingest.parsers.text import parse_csv, parse_rtf, parse_text
 log = logging.getLogger(__name__)
 
 PARSERS: dict[str, Parser] = {
-    "pdf": parse_pdf,
     "docx": parse_docx,
     "pptx": parse_pptx,
     "xlsx": parse_xlsx,
@@ -32,6 +35,7 @@ PARSERS: dict[str, Parser] = {
     "rtf": parse_rtf,
     "legacy-office": refuse_legacy_office,
 }
+OCR_PARSERS: dict[str, Callable[..., ParsedDocument]] = {"pdf": parse_pdf, "image": parse_image}  # take OCR options
 
 EXTENSIONS = {
     ".pdf": "pdf",
@@ -58,17 +62,17 @@ EXTENSIONS = {
     ".doc": "legacy-office",
     ".xls": "legacy-office",
     ".ppt": "legacy-office",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
+    ".bmp": "image",
+    ".webp": "image",
+    ".gif": "image",
 }
 SUPPORTED_EXTENSIONS = frozenset(ext for ext, fmt in EXTENSIONS.items() if fmt != "legacy-office")
 MEDIA_EXTENSIONS = {
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".gif",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
     ".mp3",
     ".mp4",
     ".wav",
@@ -82,6 +86,7 @@ MEDIA_EXTENSIONS = {
     ".bin",
 }
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF87a", b"GIF89a")
 ZIP_FORMATS = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
 
 
@@ -93,6 +98,8 @@ def detect_format(data: bytes, source: str) -> str:
         return "pdf"
     if data.startswith(OLE_MAGIC):
         return "legacy-office"
+    if data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return "image"
     if data.startswith(b"PK\x03\x04"):
         return _zip_format(data, source, EXTENSIONS.get(ext))
     if ext in EXTENSIONS:
@@ -129,7 +136,9 @@ def _supported() -> str:
     return " ".join(sorted(SUPPORTED_EXTENSIONS))
 
 
-def parse_bytes(data: bytes, source: str, *, max_bytes: int | None = None) -> ParsedDocument:
+def parse_bytes(
+    data: bytes, source: str, *, max_bytes: int | None = None, ocr: OcrOptions | None = None
+) -> ParsedDocument:
     """Parse one file's bytes into sections of normalised text, or raise a specific ParseError."""
     if max_bytes is not None and len(data) > max_bytes:
         raise FileTooLarge(source, f"the file is {len(data)} bytes; the limit is {max_bytes}")
@@ -137,15 +146,16 @@ def parse_bytes(data: bytes, source: str, *, max_bytes: int | None = None) -> Pa
         raise EmptyDocument(source, "the file is empty")
     fmt = detect_format(data, source)
     try:
-        parsed = PARSERS[fmt](data, source)
+        if fmt in OCR_PARSERS:
+            parsed = OCR_PARSERS[fmt](data, source, ocr=ocr or OcrOptions())
+        else:
+            parsed = PARSERS[fmt](data, source)
     except ParseError:
         raise
     except Exception as exc:  # a library failing on malformed input: report it as corrupt, never crash
         log.warning("parser %s failed on %s", fmt, source, exc_info=True)
         raise CorruptDocument(source, f"the {fmt} file cannot be read ({type(exc).__name__}: {exc})") from exc
-    sections = [
-        Section(text=text, page=s.page, heading=s.heading) for s in parsed.sections if (text := normalise_text(s.text))
-    ]
+    sections = [dataclasses.replace(s, text=text) for s in parsed.sections if (text := normalise_text(s.text))]
     if not sections:
         raise EmptyDocument(source, f"no text found in this {fmt} file")
     parsed.sections = sections
@@ -153,7 +163,9 @@ def parse_bytes(data: bytes, source: str, *, max_bytes: int | None = None) -> Pa
     return parsed
 
 
-def parse_file(path: Path, *, source: str | None = None, max_bytes: int | None = None) -> ParsedDocument:
+def parse_file(
+    path: Path, *, source: str | None = None, max_bytes: int | None = None, ocr: OcrOptions | None = None
+) -> ParsedDocument:
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise FileTooLarge(source or path.name, f"the file is {path.stat().st_size} bytes; the limit is {max_bytes}")
-    return parse_bytes(path.read_bytes(), source or path.name, max_bytes=max_bytes)
+    return parse_bytes(path.read_bytes(), source or path.name, max_bytes=max_bytes, ocr=ocr)

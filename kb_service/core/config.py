@@ -169,6 +169,14 @@ class IngestSettings(Group):
     summary_concurrency: int = Field(default=4, ge=1, le=64, description="LLM summary requests in flight.")
     batch_chunks: int = Field(default=512, ge=1, description="Chunks embedded and written together across documents.")
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    ocr: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="OCR (RapidOCR, models from PyPI): 'auto' reads scanned PDF pages and image files, 'on' every "
+        "PDF page, 'off' none (a scan is then refused).",
+    )
+    ocr_min_confidence: float = Field(
+        default=0.6, ge=0, le=1, description="A page OCR reads with a lower mean confidence is reported, not kept."
+    )
     recovery_grace_s: float = Field(
         default=0.0,
         ge=0,

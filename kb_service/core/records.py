@@ -68,11 +68,16 @@ class Section:
     text: str
     page: int | None = None
     heading: str | None = None
+    kind: str = "text"  # "table": a Markdown table (after its caption line, when it has one)
+    caption: str = ""  # a table's caption, the first line of its text
+    box: tuple[float, float, float, float] | None = None  # x0, top, x1, bottom as fractions of the page
 
 
 # Metadata keys the parsers derive from a file (a PDF's page count, a deck's slide count); every other key is the
 # caller's and carries over when a document is replaced.
-DERIVED_METADATA = frozenset({"pages", "slides"})
+DERIVED_METADATA = frozenset(
+    {"pages", "slides", "page_furniture", "ocr_pages", "ocr_confidence", "ocr_low_confidence_pages"}
+)
 
 
 @dataclass
@@ -94,6 +99,23 @@ class ParsedDocument:
 
 
 SECTION_JOINER = "\n\n"
+
+
+def box_text(box: tuple[float, float, float, float]) -> str:
+    """A box as chunk metadata keeps it: ``x0,top,x1,bottom`` as fractions of the page."""
+    return ",".join(f"{v:.4f}" for v in box)
+
+
+def box_of(metadata: Metadata) -> list[float] | None:
+    """The box a chunk's metadata holds (``box_text``), or None."""
+    raw = metadata.get("bbox")
+    if not isinstance(raw, str):
+        return None
+    try:
+        values = [float(v) for v in raw.split(",")]
+    except ValueError:
+        return None
+    return values if len(values) == 4 else None
 
 
 @dataclass
@@ -149,6 +171,7 @@ class ScoredChunk:
             "source": c.metadata.get("source", ""),
             "title": c.metadata.get("title", ""),
             "page": c.page,
+            "bbox": box_of(c.metadata),
             "section": c.section,
             "start": c.start,
             "end": c.end,

@@ -65,7 +65,8 @@ def test_text_in_any_encoding(data: bytes, name: str) -> None:
         (b"PK\x03\x04garbage-not-a-zip", "broken.docx", CorruptDocument, "corrupt or truncated archive"),
         (b"%PDF-1.7\n%broken", "broken.pdf", CorruptDocument, "cannot be read"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, "old.doc", UnsupportedFormat, "legacy Office"),
-        (b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "photo.png", UnsupportedFormat, ".png files are not supported"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "photo.png", CorruptDocument, "the image cannot be read"),
+        (b"\0" * 100, "song.mp3", UnsupportedFormat, ".mp3 files are not supported"),
     ],
 )
 def test_broken_input_fails_with_a_specific_error(data: bytes, name: str, error: type, message: str) -> None:
