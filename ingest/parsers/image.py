@@ -45,7 +45,7 @@ def parse_image(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> P
     out.flush()
     if not out.sections:
         detail = (
-            f"OCR read it with a mean confidence of {max(confidences):.2f}, below the threshold {ocr.min_confidence} "
+            f"OCR read it with a mean confidence of {max(confidences):.4f}, below the threshold {ocr.min_confidence} "
             "(KB_OCR_MIN_CONFIDENCE)"
             if confidences
             else "OCR found no text in it"

@@ -221,7 +221,7 @@ def _gutter(lines: list[Line], width: float) -> float | None:
     prose = [line for line in lines if len(line.words) >= 4]
     if len(prose) < 8:
         return None
-    best: tuple[int, float] | None = None
+    best: tuple[int, int, float] | None = None  # fewest lines across it, then most prose on both sides
     for x in range(int(width * 0.3), int(width * 0.7), 2):
         crossing = sum(1 for line in prose if any(w.x0 < x < w.x1 for w in line.words))
         if crossing > 0.2 * len(prose):
@@ -231,9 +231,9 @@ def _gutter(lines: list[Line], width: float) -> float | None:
             for line in prose
             if _wordy([w for w in line.words if w.x1 <= x]) and _wordy([w for w in line.words if w.x0 >= x])
         )
-        if both >= 0.4 * len(prose) and (best is None or both > best[0]):
-            best = (both, float(x))
-    return best[1] if best else None
+        if both >= 0.4 * len(prose) and (best is None or (-crossing, both) > best[:2]):
+            best = (-crossing, both, float(x))
+    return best[2] if best else None
 
 
 def _wordy(words: list[Word]) -> bool:

@@ -62,9 +62,10 @@ def recognise(image: Any, *, scale: float, options: OcrOptions) -> OcrPage:
     groups = getattr(result, "word_results", None) or ()
     words = []
     for group in groups:  # one group per recognised text line: its words (CJK: characters) with boxes
-        for text, score, box in group:
-            if not str(text).strip():
+        for entry in group if group and not isinstance(group[0], str) else (group,):
+            if len(entry) != 3 or not str(entry[0]).strip():
                 continue
+            text, score, box = entry
             xs, ys = [float(p[0]) / scale for p in box], [float(p[1]) / scale for p in box]
             top, bottom = min(ys), max(ys)
             words.append(layout.Word(str(text).strip(), min(xs), top, max(xs), bottom, bottom - top, float(score)))

@@ -144,7 +144,7 @@ def _no_text(n: int, pages: list[PageText], options: OcrOptions) -> str:
     scores = [p.ocr.confidence for p in pages if p.ocr is not None and p.ocr.words]
     if scores:
         return (
-            f"OCR read the {n} pages with a mean confidence of {max(scores):.2f}, below the threshold "
+            f"OCR read the {n} pages with a mean confidence of {max(scores):.4f} at best, below the threshold "
             f"{options.min_confidence} (KB_OCR_MIN_CONFIDENCE); a sharper scan would read better"
         )
     return f"none of the {n} pages has text, and OCR found none on them either"

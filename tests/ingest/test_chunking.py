@@ -77,3 +77,33 @@ def test_one_chunk_document_is_its_own_summary(embedder, chunker: TokenChunker) 
     doc = _doc(Section("A short note."))
     chunks = chunker.split(doc, "d")
     assert ExtractiveSummarizer(embedder.count_tokens, budget_tokens=100).summarize(doc, chunks) == "A short note."
+
+
+def _table(rows: int) -> Section:
+    caption = "Revenue by region (in millions):"
+    body = [f"| Region number {i} with a long descriptive name | {1000 + i:,} | {900 + i:,} |" for i in range(rows)]
+    text = "\n".join([caption, "|  | 2023 | 2022 |", "| --- | --- | --- |", *body])
+    return Section(text, page=3, kind="table", caption=caption, box=(0.1, 0.2, 0.9, 0.8))
+
+
+def test_a_table_that_fits_is_one_chunk(chunker: TokenChunker) -> None:
+    section = _table(3)
+    [chunk] = chunker.split(_doc(Section("Intro."), section), "d")[1:]
+    assert chunk.text == section.text and chunk.page == 3
+    assert chunk.metadata["bbox"] == "0.1000,0.2000,0.9000,0.8000"
+
+
+def test_a_long_table_splits_by_rows_under_its_header(chunker: TokenChunker, embedder) -> None:  # type: ignore[no-untyped-def]
+    section = _table(60)
+    doc = _doc(section)
+    chunks = chunker.split(doc, "d")
+    assert len(chunks) > 3
+    head = "Revenue by region (in millions):\n|  | 2023 | 2022 |\n| --- | --- | --- |\n"
+    rows = []
+    for c in chunks:
+        assert c.text.startswith(head) and embedder.count_tokens(c.text) <= 128
+        body = c.text[len(head) :].split("\n")
+        assert all(r.startswith("| Region number") and r.endswith(" |") for r in body)  # no row cut in two
+        assert doc.text[c.start : c.end] == "\n".join(body)  # offsets name the rows' own span
+        rows += body
+    assert rows == section.text.split("\n")[3:]  # every row once, in order

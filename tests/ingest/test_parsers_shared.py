@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kb_service.core.errors import EncryptedDocument, NoTextLayer, ParseError, UnsupportedFormat
+from kb_service.core.errors import EncryptedDocument, ParseError, UnsupportedFormat
 from kb_service.ingest.parsers import parse_file
 from tests.conftest import DOCUMENTS, needs_shared
 
@@ -14,7 +14,6 @@ pytestmark = [pytest.mark.unit, needs_shared]
 
 EXPECTED_FAILURES: dict[str, type[ParseError]] = {
     "unstructured/pdf/password.pdf": EncryptedDocument,  # needs a user password
-    "unstructured/pdf/single_table.pdf": NoTextLayer,  # an image of a table, no text layer
     "unstructured/simple.doc": UnsupportedFormat,  # legacy Word 97-2003 binary
 }
 
