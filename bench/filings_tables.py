@@ -63,7 +63,8 @@ def gold_pages(path: Path, questions: list[dict[str, Any]]) -> dict[str, set[int
     for q in questions:
         pages = {n for n, text in enumerate(texts, 1) if squash(q["row"]) in text and squash(q["answer"]) in text}
         if q["page"] not in pages:
-            raise SystemExit(f"{q['id']}: page {q['page']} of {q['file']} does not show {q['row']!r} and {q['answer']!r}")
+            shows = f"{q['row']!r} and {q['answer']!r}"
+            raise SystemExit(f"{q['id']}: page {q['page']} of {q['file']} does not show {shows}")
         out[q["id"]] = pages
     return out
 

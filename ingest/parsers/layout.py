@@ -409,10 +409,8 @@ def _table_block(header: list[Line], body: list[Line]) -> Block | None:
     for line in header:
         for cell in line.cells():
             targets = [k for k, col in enumerate(columns) if cell.x0 <= col[1] + 2 and cell.x1 >= col[0] - 2]
-            if len(targets) > 1 and len(cell.words) > 1:  # set tight: its words go to the columns they sit over
-                parts = [Cell([w]) for w in cell.words]
-            else:
-                parts = [cell]
+            # a cell set tight across several columns: its words go to the columns they sit over
+            parts = [Cell([w]) for w in cell.words] if len(targets) > 1 and len(cell.words) > 1 else [cell]
             for part in parts:
                 spans = [k for k, col in enumerate(columns) if part.x0 <= col[1] + 2 and part.x1 >= col[0] - 2]
                 if len(parts) > 1 or not spans:

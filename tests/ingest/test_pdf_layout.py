@@ -16,10 +16,8 @@ from tests.conftest import SHARED_DATA, needs_shared
 pytestmark = pytest.mark.integration
 
 FILINGS = SHARED_DATA / "filings"
-LOREM = (
-    "Operations continued across every region during the year while the company invested in new facilities "
-    "and trained its staff on the safety programme that the board approved in the spring"
-).split()
+PROSE = "Operations continued across every region during the year while the company invested in new facilities"
+LOREM = PROSE.split(" ")
 
 
 def _report() -> bytes:
@@ -44,8 +42,11 @@ def _report() -> bytes:
             c.drawString(72, height - 90, "The following table shows net revenue by segment (in millions):")
             c.drawRightString(420, height - 115, "2023")
             c.drawRightString(500, height - 115, "2022")
-            rows = [("Industrial segment", "$1,234", "$1,100"), ("Consumer segment", "567", "(45)"),
-                    ("Total net revenue", "$1,801", "$1,055")]
+            rows = [
+                ("Industrial segment", "$1,234", "$1,100"),
+                ("Consumer segment", "567", "(45)"),
+                ("Total net revenue", "$1,801", "$1,055"),
+            ]
             for i, (label, a, b) in enumerate(rows):
                 y = height - 132 - i * 15
                 c.drawString(72, y, label)
