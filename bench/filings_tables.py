@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import pypdfium2 as pdfium
-
 from kb_service.client.local import LocalClient
 from kb_service.core.records import ParsedDocument, Section
+from kb_service.evaluation.tables import gold_pages, load_questions, together
 from kb_service.ingest.sources import SourceItem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,38 +44,6 @@ class PageTextItem(SourceItem):
             Section(text=text, page=n) for n, page in enumerate(reader.pages, 1) if (text := page.extract_text() or "")
         ]
         return ParsedDocument(self.name, self.path.stem, "pdf", sections, {"pages": len(reader.pages)})
-
-
-def squash(text: str) -> str:
-    """Lower case, one space for any run of spaces, none before ``%`` or ``)`` (a text layer's "(4 )")."""
-    text = re.sub(r"\s+", " ", text.replace("’", "'")).strip().lower()
-    return re.sub(r" ([%)])", r"\1", text)
-
-
-def gold_pages(path: Path, questions: list[dict[str, Any]]) -> dict[str, set[int]]:
-    """For each question, the pages whose text layer has its row label and its answer."""
-    pdf = pdfium.PdfDocument(path)
-    texts = [squash(pdf[i].get_textpage().get_text_bounded()) for i in range(len(pdf))]
-    pdf.close()
-    out = {}
-    for q in questions:
-        pages = {n for n, text in enumerate(texts, 1) if squash(q["row"]) in text and squash(q["answer"]) in text}
-        if q["page"] not in pages:
-            shows = f"{q['row']!r} and {q['answer']!r}"
-            raise SystemExit(f"{q['id']}: page {q['page']} of {q['file']} does not show {shows}")
-        out[q["id"]] = pages
-    return out
-
-
-def column_key(column: str) -> str:
-    years = re.findall(r"(?:19|20)\d\d", column)
-    return years[-1] if years else column
-
-
-def together(text: str, q: dict[str, Any]) -> bool:
-    """The chunk shows the row label, the column header and the number (on one table row, as printed)."""
-    t = squash(text)
-    return all(squash(part) in t for part in (q["row"], column_key(q["column"]), q["answer"]))
 
 
 def run(parser: str, filings: Path, questions: list[dict[str, Any]], gold: dict[str, set[int]]) -> dict[str, Any]:
@@ -117,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.filings.is_dir():
         raise SystemExit(f"no filings at {args.filings}: pass --filings DIR (the PDFs the questions name)")
-    questions = [json.loads(line) for line in args.questions.open() if line.strip()]
+    questions = load_questions(args.questions)
     gold: dict[str, set[int]] = {}
     for file in sorted({q["file"] for q in questions}):
         gold |= gold_pages(args.filings / file, [q for q in questions if q["file"] == file])

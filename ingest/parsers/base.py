@@ -9,7 +9,7 @@ from typing import Protocol
 
 from kb_service.core.errors import ArchiveBomb, CorruptDocument
 from kb_service.core.records import ParsedDocument, Section
-from kb_service.ingest.parsers.layout import Block
+from kb_service.ingest.parsers.layout import Block, markdown_table
 
 Box = tuple[float, float, float, float]
 
@@ -83,6 +83,25 @@ class SectionBuilder:
             self._blocks.append(text)
             if box is not None:
                 self._boxes.append(box)
+
+    def grid(self, rows: list[list[str]], *, caption: str = "") -> None:
+        """A table given as rows of cell texts, the first row its header; a one-row or one-column table is text."""
+        rows = [[" ".join(c.split()) for c in row] for row in rows]
+        filled = [i for i, row in enumerate(rows) if any(row)]
+        rows = rows[filled[0] : filled[-1] + 1] if filled else []  # empty rows inside the table stay
+        width = max((len(r) for r in rows), default=0)
+        while width and not any(len(r) >= width and r[width - 1] for r in rows):
+            width -= 1  # trailing columns empty in every row
+        rows = [(r + [""] * width)[:width] for r in rows]
+        if len(rows) < 2 or width < 2:
+            for row in rows:
+                self.block(" | ".join(c for c in row if c))
+            return
+        if not caption and self._blocks and len(self._blocks[-1]) <= 300:  # the line above it: its caption
+            caption = self._blocks.pop()
+            if self._boxes and len(self._boxes) > len(self._blocks):
+                self._boxes.pop()
+        self.table(markdown_table(rows[0], rows[1:]), caption=caption or (self.headings.heading or ""))
 
     def table(self, markdown: str, *, caption: str = "", box: Box | None = None) -> None:
         """A table is a section of its own, so the chunker can keep it whole or split it by rows."""

@@ -75,6 +75,11 @@ def html_sections(soup: BeautifulSoup | Tag) -> list[Section]:
                     if text:
                         out.heading(HEADINGS[name], text)
                     continue
+                if name == "table" and not child.find_parent("table"):
+                    end_line()
+                    caption = child.find("caption")
+                    out.grid(_table_rows(child), caption=caption.get_text(" ").strip() if caption else "")
+                    continue
                 if name in ("td", "th"):
                     walk(child)
                     line.append(" | ")
@@ -90,6 +95,50 @@ def html_sections(soup: BeautifulSoup | Tag) -> list[Section]:
     end_line()
     out.flush()
     return out.sections
+
+
+def _table_rows(table: Tag) -> list[list[str]]:
+    """A table's grid: a cell spanning columns or rows (colspan, rowspan) has its text in each grid cell it covers; a
+    nested table's text stays inside its cell."""
+    rows: list[list[str]] = []
+    below: dict[int, tuple[str, int]] = {}  # column → (text, rows still to cover) of cells spanning down
+    for tr in table.find_all("tr"):
+        if tr.find_parent("table") is not table:
+            continue
+        row: list[str] = []
+
+        started, own = [], 0
+        for cell in tr.find_all(["td", "th"], recursive=False):
+            _carry(row, below)
+            text = SPACES.sub(" ", cell.get_text(" ")).strip()
+            cols, down = _span(cell.get("colspan")), _span(cell.get("rowspan"))
+            own += down == 1
+            for _ in range(cols):
+                if down > 1:
+                    below[len(row)] = (text, down - 1)
+                    started.append(len(row))
+                row.append(text)
+        _carry(row, below)
+        if started and not own:  # a row of nothing but cells spanning down (a group label): no row of its own
+            continue
+        rows.append(row)
+    return rows
+
+
+def _carry(row: list[str], below: dict[int, tuple[str, int]]) -> None:
+    """Fill the row's next columns with the cells from rows above that span down into it."""
+    while len(row) in below:
+        text, left = below.pop(len(row))
+        if left > 1:
+            below[len(row)] = (text, left - 1)
+        row.append(text)
+
+
+def _span(value: object) -> int:
+    try:
+        return max(1, min(int(str(value or 1)), 100))
+    except ValueError:
+        return 1
 
 
 def parse_html(data: bytes, source: str) -> ParsedDocument:

@@ -43,7 +43,7 @@ def parse_docx(data: bytes, source: str) -> ParsedDocument:
             else:
                 out.block(text)
         elif element.tag == f"{W}tbl":
-            out.block(_docx_table(element))
+            out.grid(_docx_table(element))
     out.flush()
     title = (document.core_properties.title or "").strip() or first_heading or stem(source)
     return ParsedDocument(source=source, title=title, format="docx", sections=out.sections)
@@ -61,17 +61,24 @@ def _heading_level(paragraph: Any, styles: dict[str, str]) -> int:
     return int(outline.get(f"{W}val")) + 1 if outline is not None else 0
 
 
-def _docx_table(table: Any) -> str:
-    rows = []
-    for tr in table.iter(f"{W}tr"):
-        cells: list[str] = []
-        for tc in tr.iter(f"{W}tc"):
+def _docx_table(table: Any) -> list[list[str]]:
+    """The table's grid: a cell spanning columns (gridSpan) or continuing a vertical merge (vMerge) repeats its text
+    in each grid cell it covers, so every row has the header's columns."""
+    rows: list[list[str]] = []
+    for tr in table.iterchildren(f"{W}tr"):  # not a nested table's rows: their text stays in their cell
+        before = tr.find(f"{W}trPr/{W}gridBefore")
+        row: list[str] = [""] * (int(before.get(f"{W}val", "0")) if before is not None else 0)
+        for tc in tr.iterchildren(f"{W}tc"):
             text = " ".join("".join(t.text or "" for t in p.iter(f"{W}t")) for p in tc.iter(f"{W}p")).strip()
-            if not cells or cells[-1] != text:  # merged cells repeat their text
-                cells.append(text)
-        if any(cells):
-            rows.append(" | ".join(cells))
-    return "\n".join(rows)
+            props = tc.find(f"{W}tcPr")
+            span = props.find(f"{W}gridSpan") if props is not None else None
+            merge = props.find(f"{W}vMerge") if props is not None else None
+            if merge is not None and merge.get(f"{W}val") != "restart" and rows:
+                above = rows[-1]
+                text = above[len(row)] if len(row) < len(above) else text
+            row += [text] * (int(span.get(f"{W}val", "1")) if span is not None else 1)
+        rows.append(row)
+    return rows
 
 
 def parse_pptx(data: bytes, source: str) -> ParsedDocument:
@@ -90,9 +97,13 @@ def parse_pptx(data: bytes, source: str) -> ParsedDocument:
         if title:
             out.heading(1, title)
         for shape in slide.shapes:
-            if shape is not title_shape:
-                for text in _shape_texts(shape):
-                    out.block(text)
+            if shape is title_shape:
+                continue
+            if getattr(shape, "has_table", False) and shape.has_table:
+                out.grid(_pptx_grid(shape.table))
+                continue
+            for text in _shape_texts(shape):
+                out.block(text)
         if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
             out.block(slide.notes_slide.notes_text_frame.text)
     out.flush()
@@ -102,6 +113,19 @@ def parse_pptx(data: bytes, source: str) -> ParsedDocument:
     return ParsedDocument(
         source=source, title=title, format="pptx", sections=out.sections, metadata={"slides": len(deck.slides)}
     )
+
+
+def _pptx_grid(table: Any) -> list[list[str]]:
+    """A slide table's grid, a merged cell's text in each cell it covers."""
+    grid = [[cell.text.strip() for cell in row.cells] for row in table.rows]
+    for r, row in enumerate(table.rows):
+        for c, cell in enumerate(row.cells):
+            if cell.is_merge_origin:
+                for dr in range(cell.span_height):
+                    for dc in range(cell.span_width):
+                        if r + dr < len(grid) and c + dc < len(grid[r + dr]):
+                            grid[r + dr][c + dc] = grid[r][c]
+    return grid
 
 
 def _shape_texts(shape: Any) -> list[str]:
@@ -137,10 +161,10 @@ def parse_xlsx(data: bytes, source: str) -> ParsedDocument:
     out = SectionBuilder()
     for sheet in book.worksheets:
         out.heading(1, f"Sheet: {sheet.title}")
-        for row in sheet.iter_rows(values_only=True):
-            cells = [text for v in row if v is not None and (text := cell_text(v))]
-            if cells:
-                out.block(" | ".join(cells))
+        rows = [["" if v is None else cell_text(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+        rows = [row for row in rows if any(row)]
+        first = min((next(i for i, c in enumerate(row) if c) for row in rows), default=0)
+        out.grid([row[first:] for row in rows])  # the sheet's first row is its header
     out.flush()
     book.close()
     return ParsedDocument(source=source, title=stem(source), format="xlsx", sections=out.sections)

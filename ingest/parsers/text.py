@@ -10,7 +10,7 @@ from charset_normalizer import from_bytes
 
 from kb_service.core.errors import UnsupportedFormat
 from kb_service.core.records import ParsedDocument, Section
-from kb_service.ingest.parsers.base import stem
+from kb_service.ingest.parsers.base import SectionBuilder, stem
 
 BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -82,10 +82,10 @@ def parse_csv(data: bytes, source: str) -> ParsedDocument:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    rows = [" | ".join(cell.strip() for cell in row) for row in csv.reader(io.StringIO(text), dialect)]
-    return ParsedDocument(
-        source=source, title=stem(source), format="csv", sections=[Section(text="\n".join(r for r in rows if r))]
-    )
+    out = SectionBuilder()
+    out.grid([[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), dialect)])  # row 1: header
+    out.flush()
+    return ParsedDocument(source=source, title=stem(source), format="csv", sections=out.sections)
 
 
 def parse_rtf(data: bytes, source: str) -> ParsedDocument:

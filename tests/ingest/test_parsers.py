@@ -21,9 +21,11 @@ def test_generated_pdf_pages_and_title() -> None:
 
 def test_generated_docx_headings_and_tables() -> None:
     doc = parse_bytes(make_docx([("h1", "Guide"), ("p", "Intro."), ("h2", "Care"), ("p", "Water it.")]), "g.docx")
-    assert [(s.heading, s.text) for s in doc.sections] == [
-        ("Guide", "Guide\nIntro."),
-        ("Guide > Care", "Care\nWater it.\nmetric | value\nlatency | 12 ms"),
+    assert [(s.heading, s.kind, s.text) for s in doc.sections] == [
+        ("Guide", "text", "Guide\nIntro."),
+        ("Guide > Care", "text", "Care"),
+        # a table is a section of its own, the line above it its caption
+        ("Guide > Care", "table", "Water it.\n| metric | value |\n| --- | --- |\n| latency | 12 ms |"),
     ]
     assert doc.title == "Guide"
 
@@ -31,9 +33,15 @@ def test_generated_docx_headings_and_tables() -> None:
 def test_html_sections_tables_and_no_scripts() -> None:
     doc = parse_bytes(HTML.encode(), "manual.html")
     assert doc.title == "Pump manual"
-    assert [s.heading for s in doc.sections] == ["Pump manual", "Pump manual > Maintenance"]
+    assert [(s.heading, s.kind) for s in doc.sections] == [
+        ("Pump manual", "text"),
+        ("Pump manual > Maintenance", "text"),
+        ("Pump manual > Maintenance", "table"),
+    ]
     assert "do not index" not in doc.text
-    assert "seal | 500 h |" in doc.text
+    assert doc.sections[-1].text == (
+        "Replace the seal every 500 hours.\n| part | interval |\n| --- | --- |\n| seal | 500 h |"
+    )
 
 
 def test_markdown_ignores_hashes_in_code() -> None:
@@ -112,4 +120,10 @@ def test_spreadsheet_cells_read_as_a_person_reads_them() -> None:
     book.save(buffer)
     parsed = parse_bytes(buffer.getvalue(), "stock.xlsx")
     assert parsed.sections[0].heading == "Sheet: Stock"
-    assert "impeller | 12 | 2.5 | 2026-03-01" in parsed.text and "seal | 3 | 2026-03-01 14:30:00" in parsed.text
+    assert parsed.sections[0].kind == "table"
+    assert parsed.text.split("\n")[1:] == [  # the first row is the header; an empty cell keeps its column
+        "| part | count | price | checked |",
+        "| --- | --- | --- | --- |",
+        "| impeller | 12 | 2.5 | 2026-03-01 |",
+        "| seal | 3 |  | 2026-03-01 14:30:00 |",
+    ]
