@@ -1,5 +1,6 @@
 """Questions over real filings answered by one table cell: page hit@5 and whether a retrieved chunk shows the row
-label, the column header and the number together, for the page-text PDF parser we had (pypdf, one section per page)
+label, the column header and the number together (and whether it holds the number as the cell of that row and
+column of a table), for the page-text PDF parser we had (pypdf, one section per page)
 and the layout parser (tables as Markdown grids), side by side in one run. Prints JSON.
 
     python bench/filings_tables.py                      # ../shared/data/filings, 43 questions
@@ -23,7 +24,7 @@ from typing import Any
 
 from kb_service.client.local import LocalClient
 from kb_service.core.records import ParsedDocument, Section
-from kb_service.evaluation.tables import gold_pages, load_questions, together
+from kb_service.evaluation.tables import aligned, gold_pages, load_questions, together
 from kb_service.ingest.sources import SourceItem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def run(parser: str, filings: Path, questions: list[dict[str, Any]], gold: dict[
         started = time.perf_counter()
         client._ingest("filings", [item(name=f, path=filings / f) for f in files])
         ingest_s = time.perf_counter() - started
-        hits = shown = 0
+        hits = shown = cells = 0
         misses = []
         for q in questions:
             found = client.search("filings", q["question"], top_k=TOP_K).hits
@@ -63,6 +64,7 @@ def run(parser: str, filings: Path, questions: list[dict[str, Any]], gold: dict[
             hits += bool(on_page)
             ok = any(together(h.text, q) for h in on_page)
             shown += ok
+            cells += any(aligned(h.text, q) for h in on_page)
             if not ok:
                 misses.append(q["id"])
         n = len(questions)
@@ -70,6 +72,7 @@ def run(parser: str, filings: Path, questions: list[dict[str, Any]], gold: dict[
             "questions": n,
             f"page_hit@{TOP_K}": round(hits / n, 3),
             f"row_column_number_together@{TOP_K}": round(shown / n, 3),
+            f"answer_in_its_table_cell@{TOP_K}": round(cells / n, 3),
             "chunks": sum(d.chunk_count for d in client.documents("filings")),
             "ingest_s": round(ingest_s, 1),
             "missed_together": misses,

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from kb_service.core.records import SECTION_JOINER, Chunk, ParsedDocument, Section, box_text, text_hash
+from kb_service.core.records import SECTION_JOINER, Chunk, ParsedDocument, Section, box_text, text_hash, union_box
 
 # Coarse to fine: paragraphs, lines, sentences (Chinese full-width and Western), clauses, words, characters.
 SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "! ", "? ", "; ", "，", ", ", "、", " ", ""]
@@ -43,7 +43,7 @@ class TokenChunker:
         chunks: list[Chunk] = []
         base_meta = {**doc.metadata, "source": doc.source, "title": doc.title}
         offset = 0
-        for section in doc.sections:
+        for section in self._packed(doc.sections):
             meta = {**base_meta, "bbox": box_text(section.box)} if section.box else base_meta
             spans = self._split_table(section) if section.kind == "table" else self._spans(section.text)
             for piece, start, end in spans:
@@ -63,6 +63,33 @@ class TokenChunker:
                 )
             offset += len(section.text) + len(SECTION_JOINER)
         return chunks
+
+    def _packed(self, sections: list[Section]) -> list[Section]:
+        """Neighbouring sections of one page (a PDF's paragraphs, headings and tables, a slide) share a chunk while
+        together they fit, as a page's text would, but a table is never cut to do it: the paragraph that explains a
+        table stays next to it. Without pages, a table and the text around it under one heading do the same. A table
+        longer than a chunk stays alone, to be split by rows."""
+        out: list[Section] = []
+        for section in sections:
+            last = out[-1] if out else None
+            paged = last is not None and last.page is not None and last.page == section.page
+            beside = last is not None and "table" in (last.kind, section.kind) and last.heading == section.heading
+            if (
+                last is not None
+                and (paged or (beside and last.page == section.page))
+                and not (section.kind == "table" and self.count_tokens(section.text) > self.chunk_size)
+                and self.count_tokens(last.text + SECTION_JOINER + section.text) <= self.chunk_size
+            ):
+                boxes = [b for b in (last.box, section.box) if b]
+                out[-1] = Section(
+                    text=last.text + SECTION_JOINER + section.text,
+                    page=last.page,
+                    heading=last.heading or section.heading,
+                    box=union_box(boxes) if boxes else None,
+                )
+            else:
+                out.append(section)
+        return out
 
     def _spans(self, text: str) -> list[tuple[str, int, int]]:
         spans, cursor = [], 0

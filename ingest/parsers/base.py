@@ -8,7 +8,7 @@ from pathlib import PurePath
 from typing import Protocol
 
 from kb_service.core.errors import ArchiveBomb, CorruptDocument
-from kb_service.core.records import ParsedDocument, Section
+from kb_service.core.records import ParsedDocument, Section, union_box
 from kb_service.ingest.parsers.layout import Block, markdown_table
 
 Box = tuple[float, float, float, float]
@@ -63,6 +63,9 @@ class HeadingTracker:
         return " > ".join(t for _, t in self.path) or None
 
 
+CAPTION_CHARS = 300  # text just above a table, up to this long, travels with it as its caption
+
+
 class SectionBuilder:
     """Accumulates blocks of text into sections that break at every heading or page change."""
 
@@ -97,15 +100,22 @@ class SectionBuilder:
             for row in rows:
                 self.block(" | ".join(c for c in row if c))
             return
-        if not caption and self._blocks and len(self._blocks[-1]) <= 300:  # the line above it: its caption
-            caption = self._blocks.pop()
-            if self._boxes and len(self._boxes) > len(self._blocks):
-                self._boxes.pop()
-        self.table(markdown_table(rows[0], rows[1:]), caption=caption or (self.headings.heading or ""))
+        self.table(markdown_table(rows[0], rows[1:]), caption=caption)
 
     def table(self, markdown: str, *, caption: str = "", box: Box | None = None) -> None:
-        """A table is a section of its own, so the chunker can keep it whole or split it by rows."""
+        """A table is a section of its own, so the chunker can keep it whole or split it by rows. Its caption is what
+        stands just above it, when short (a heading, the line that introduces it), and names its heading, so a
+        chunk of the table alone still says what it is about."""
+        lead = [b for b in self._blocks if b.strip()]
+        if lead and sum(map(len, lead)) + len(caption) <= CAPTION_CHARS:
+            caption = " — ".join(dict.fromkeys([*lead, caption] if caption else lead))
+            if box is not None and self._boxes:
+                box = union_box([*self._boxes, box])
+            self._blocks, self._boxes = [], []
         self.flush()
+        nearest = self.headings.path[-1][1] if self.headings.path else ""
+        if nearest and nearest.lower() not in caption.lower():
+            caption = f"{nearest} — {caption}" if caption else nearest
         caption = " ".join(caption.split())
         text = f"{caption}\n{markdown}" if caption else markdown
         self.sections.append(
@@ -141,7 +151,3 @@ class SectionBuilder:
 
 def _unit(value: float) -> float:
     return round(min(1.0, max(0.0, value)), 4)
-
-
-def union_box(boxes: list[Box]) -> Box:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))

@@ -101,6 +101,11 @@ class ParsedDocument:
 SECTION_JOINER = "\n\n"
 
 
+def union_box(boxes: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    """The smallest box around all of ``boxes``."""
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
 def box_text(box: tuple[float, float, float, float]) -> str:
     """A box as chunk metadata keeps it: ``x0,top,x1,bottom`` as fractions of the page."""
     return ",".join(f"{v:.4f}" for v in box)

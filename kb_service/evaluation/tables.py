@@ -46,3 +46,32 @@ def together(text: str, q: dict[str, Any]) -> bool:
     """The chunk shows the row label, the column header and the number (on one table row, as printed)."""
     t = squash(text)
     return all(squash(part) in t for part in (q["row"], column_key(q["column"]), q["answer"]))
+
+
+def aligned(text: str, q: dict[str, Any]) -> bool:
+    """The chunk holds the answer as a table cell: on the row of the row label, in the column whose header names
+    the question's column (Markdown grids only; plain text cannot show which number belongs to which column)."""
+    key = squash(column_key(q["column"]))
+    for table in _grids(text):
+        header = table[0]
+        for row in table[1:]:
+            if squash(row[0]).rstrip(":") != squash(q["row"]) and squash(q["row"]) not in squash(row[0]):
+                continue
+            for k, cell in enumerate(row[1:], 1):
+                if squash(q["answer"]) in squash(cell) and k < len(header) and key in squash(header[k]):
+                    return True
+    return False
+
+
+def _grids(text: str) -> list[list[list[str]]]:
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in [*text.split("\n"), ""]:
+        if line.startswith("|") and line.rstrip().endswith("|"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells if c):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables

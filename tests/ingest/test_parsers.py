@@ -23,9 +23,8 @@ def test_generated_docx_headings_and_tables() -> None:
     doc = parse_bytes(make_docx([("h1", "Guide"), ("p", "Intro."), ("h2", "Care"), ("p", "Water it.")]), "g.docx")
     assert [(s.heading, s.kind, s.text) for s in doc.sections] == [
         ("Guide", "text", "Guide\nIntro."),
-        ("Guide > Care", "text", "Care"),
-        # a table is a section of its own, the line above it its caption
-        ("Guide > Care", "table", "Water it.\n| metric | value |\n| --- | --- |\n| latency | 12 ms |"),
+        # a table is a section of its own; the short text above it (its heading, a line) is its caption
+        ("Guide > Care", "table", "Care — Water it.\n| metric | value |\n| --- | --- |\n| latency | 12 ms |"),
     ]
     assert doc.title == "Guide"
 
@@ -33,14 +32,10 @@ def test_generated_docx_headings_and_tables() -> None:
 def test_html_sections_tables_and_no_scripts() -> None:
     doc = parse_bytes(HTML.encode(), "manual.html")
     assert doc.title == "Pump manual"
-    assert [(s.heading, s.kind) for s in doc.sections] == [
-        ("Pump manual", "text"),
-        ("Pump manual > Maintenance", "text"),
-        ("Pump manual > Maintenance", "table"),
-    ]
+    assert [(s.heading, s.kind) for s in doc.sections] == [("Pump manual", "text"), ("Pump manual > Maintenance", "table")]
     assert "do not index" not in doc.text
     assert doc.sections[-1].text == (
-        "Replace the seal every 500 hours.\n| part | interval |\n| --- | --- |\n| seal | 500 h |"
+        "Maintenance — Replace the seal every 500 hours.\n| part | interval |\n| --- | --- |\n| seal | 500 h |"
     )
 
 
