@@ -144,6 +144,7 @@ def _write(path: Path, data: bytes) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three pages, no retrieval")
+    parser.add_argument("--json", action="store_true", help="accepted for symmetry: the report is always JSON")
     quick = parser.parse_args().quick
     if not FILINGS.is_dir():
         raise SystemExit(f"no filings at {FILINGS}: this benchmark reads ../shared/data (our CI's evaluation data)")

@@ -78,3 +78,19 @@ def test_verify_cost_benchmark_reports_the_check_per_store() -> None:
     assert set(report) == {"pgvector", "milvus"}
     for row in report.values():
         assert row["searches"] == 20 and 0 < row["p50_verify_ms"] < row["p50_total_ms"]
+
+
+def test_filings_table_check_compares_both_parsers() -> None:
+    report = bench("filings_tables.py")
+    for parser in ("page-text", "layout"):
+        run = report[parser]
+        assert run["questions"] == 7 and run["chunks"] > 0
+        assert 0 <= run["answer_in_its_table_cell@5"] <= run["row_column_number_together@5"] <= 1
+    assert report["page-text"]["answer_in_its_table_cell@5"] == 0  # plain page text has no cells
+    assert report["layout"]["answer_in_its_table_cell@5"] > 0
+
+
+def test_ocr_benchmark_reports_character_error_rates() -> None:
+    report = bench("scan_ocr.py")["ocr"]
+    assert len(report["pages"]) == 3 and report["ocr_pages_per_s"] > 0
+    assert all(0 <= page["cer"] < 0.2 for page in report["pages"])

@@ -182,7 +182,8 @@ def group_lines(words: Sequence[Word]) -> list[Line]:
     for word in sorted(words, key=lambda w: ((w.top + w.bottom) / 2, w.x0)):
         mid = (word.top + word.bottom) / 2
         for line in reversed(lines[-3:]):
-            top, bottom = min(w.top for w in line), max(w.bottom for w in line)
+            # the line's extent is its typical word's, so one tall or stray piece cannot stretch it over the next
+            top, bottom = statistics.median(w.top for w in line), statistics.median(w.bottom for w in line)
             height = min(bottom - top, word.bottom - word.top) or 1.0
             overlap = min(bottom, word.bottom) - max(top, word.top)
             if overlap >= 0.5 * height or top <= mid <= bottom and overlap > 0:
@@ -268,10 +269,10 @@ def strip_running_lines(pages: list[list[Line]], heights: list[float]) -> tuple[
     seen: set[str] = set()
     out = []
     for lines, height in zip(pages, heights, strict=True):
-        candidates = {id(line) for line in edges(lines, height)}
+        at_edges = {id(line) for line in edges(lines, height)}
         kept = []
         for line in lines:
-            if id(line) in candidates:
+            if id(line) in at_edges:
                 if PAGE_NUMBER.match(line.text.strip()):
                     continue
                 if repeated(exact[line.text]) or (n >= 4 and shapes[key(line)] >= max(3, n / 2)):
@@ -334,6 +335,8 @@ def join_lines(lines: Sequence[Line]) -> str:
         text = line.text
         if out.endswith(SOFT_HYPHEN):  # "ef-" + "ficient" is one word; "Lucene-" + "BM25" keeps its hyphen
             out = out[:-1] + ("" if text[:1].islower() else "-") + text
+        elif out.endswith("-") and out[-2:-1].isalpha() and text[:1].islower():  # OCR has no hyphen marks
+            out = out[:-1] + text
         else:
             out = f"{out}\n{text}" if out else text
     return out.replace(SOFT_HYPHEN, "")
@@ -497,7 +500,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ").strip() for c in cells) + " |"
 
     width = max([len(header)] + [len(r) for r in rows])
-    pad = lambda cells: list(cells) + [""] * (width - len(cells))  # noqa: E731
+
+    def pad(cells: Sequence[str]) -> list[str]:
+        return list(cells) + [""] * (width - len(cells))
+
     return "\n".join([fmt(pad(header)), fmt(["---"] * width)] + [fmt(pad(r)) for r in rows])
 
 

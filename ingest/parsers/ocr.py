@@ -71,6 +71,10 @@ def recognise(image: Any, *, scale: float, options: OcrOptions) -> OcrPage:
             words.append(layout.Word(str(text).strip(), min(xs), top, max(xs), bottom, bottom - top, float(score)))
     if not words:
         return OcrPage()
+    # Vertical text (a margin stamp, an axis label) would join every line it stands beside; the text layer's
+    # rotated characters are skipped the same way.
+    height = sorted(w.bottom - w.top for w in words)[len(words) // 2]
+    words = [w for w in words if not (w.bottom - w.top > 2 * height and w.bottom - w.top > 1.5 * (w.x1 - w.x0))]
     chars = sum(len(w.text) for w in words) or 1
     confidence = sum(w.confidence * len(w.text) for w in words) / chars
     return OcrPage(words, round(confidence, 4), confidence < options.min_confidence)
