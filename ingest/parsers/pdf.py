@@ -16,7 +16,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from kb_service.core.errors import CorruptDocument, EncryptedDocument, NoTextLayer
-from kb_service.core.records import ParsedDocument
+from kb_service.core.records import ParsedDocument, Section
 from kb_service.ingest.parsers import layout
 from kb_service.ingest.parsers.base import SectionBuilder, stem
 from kb_service.ingest.parsers.ocr import DEFAULT_OCR, OcrOptions, OcrPage, recognise
@@ -56,6 +56,7 @@ def parse_pdf(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> Par
     out.flush()
     if not out.sections:
         raise NoTextLayer(source, _no_text(n, pages, ocr))
+    _carry_table_headers(out.sections)
     first_heading = next((s.heading for s in out.sections if s.heading), None)
     title = meta_title.strip() if _usable_title(meta_title) else first_heading or _first_line(out.sections[0].text)
     metadata: dict[str, object] = {"pages": n}
@@ -71,6 +72,31 @@ def parse_pdf(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> Par
     return ParsedDocument(
         source=source, title=(title or stem(source))[:200], format="pdf", sections=out.sections, metadata=metadata
     )
+
+
+def _carry_table_headers(sections: list[Section]) -> None:
+    """A table that ends a page and goes on at the top of the next: the continuation, when it has no header of its
+    own (or the same one), gets the first part's caption and header, so each part reads whole on its own page."""
+    for prev, cur in zip(sections, sections[1:], strict=False):
+        if prev.kind != "table" or cur.kind != "table" or prev.page is None or cur.page != prev.page + 1:
+            continue
+        if sections.index(cur) != next(i for i, s in enumerate(sections) if s.page == cur.page):
+            continue  # not the first thing on its page
+        p_head, cur_head = _header(prev), _header(cur)
+        if p_head.count("|") != cur_head.count("|") or cur_head not in (p_head, _blank(p_head)):
+            continue
+        rows = cur.text.split("\n")[(1 if cur.caption else 0) + 2 :]
+        caption = f"{prev.caption} (continued)" if prev.caption else "(continued)"
+        cur.caption = caption
+        cur.text = "\n".join([caption, p_head, prev.text.split("\n")[(1 if prev.caption else 0) + 1], *rows])
+
+
+def _header(section: Section) -> str:
+    return section.text.split("\n")[1 if section.caption else 0]
+
+
+def _blank(header: str) -> str:
+    return "|" + "|".join("  " for _ in range(header.count("|") - 1)) + "|"
 
 
 def open_pdf(data: bytes, source: str) -> pdfium.PdfDocument:

@@ -211,3 +211,33 @@ def test_a_rendered_filing_page_reads_back_as_the_same_table() -> None:
     table = _table_on(parse_bytes(out.getvalue(), "fedex-p65.png"), 1, "Capital expenditures")
     assert "| Capital expenditures | (6,174) | (6,763) |" in table
     assert "| Net income | $3,972 | $3,826 |" in table
+
+
+def test_a_table_continued_on_the_next_page_gets_its_header_there() -> None:
+    from reportlab.lib.pagesizes import LETTER
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=LETTER)
+    width, height = LETTER
+    rows = [(f"Region {i}", f"{100 + i:,}", f"{90 + i:,}") for i in range(30)]
+    for page, part in enumerate((rows[:20], rows[20:])):
+        c.setFont("Helvetica", 10)
+        top = height - 90
+        if page == 0:
+            c.drawString(72, top, "Sales by region (in thousands):")
+            c.drawRightString(420, top - 25, "2023")
+            c.drawRightString(500, top - 25, "2022")
+            top -= 40
+        for i, (label, a, b) in enumerate(part):
+            c.drawString(72, top - i * 15, label)
+            c.drawRightString(420, top - i * 15, a)
+            c.drawRightString(500, top - i * 15, b)
+        c.showPage()
+    c.save()
+    doc = parse_bytes(buf.getvalue(), "sales.pdf")
+    first, second = [s for s in doc.sections if s.kind == "table"]
+    assert (first.page, second.page) == (1, 2)
+    assert second.caption == "Sales by region (in thousands): (continued)"
+    assert second.text.split("\n")[1:4] == ["|  | 2023 | 2022 |", "| --- | --- | --- |", "| Region 20 | 120 | 110 |"]
+    assert len(second.text.split("\n")) == 3 + 10
