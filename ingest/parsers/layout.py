@@ -286,9 +286,23 @@ def strip_running_lines(pages: list[list[Line]], heights: list[float]) -> tuple[
 
 
 def blocks(lines: list[Line], body_size: float) -> list[Block]:
-    """A page's lines (in reading order) as paragraphs, headings and tables."""
+    """A page's lines (in reading order) as paragraphs, headings and tables. Tables are found first, each with the
+    header rows above its first row of numbers (column titles, years, dates) and the label rows between them
+    ("ASSETS", "Current assets:"); the rest is paragraphs and headings."""
+    tables: dict[int, tuple[list[Line], list[Line], int]] = {}  # start → (header lines, body lines, end)
+    i, floor = 0, 0
+    while i < len(lines):
+        end = _table_run(lines, i)
+        if not end:
+            i += 1
+            continue
+        first = i
+        while first < end - 1 and all(YEAR.match(c.text) for c in lines[first].cells()) and _is_row(lines[first + 1]):
+            first += 1  # a row of years ("2023  2022") heads the table; its numbers start below
+        start, header, labels = _table_top(lines, first, floor)
+        tables[start] = (header, labels + lines[first:end], end)
+        i = floor = end
     out: list[Block] = []
-    i = 0
     para: list[Line] = []
 
     def end_paragraph() -> None:
@@ -296,20 +310,17 @@ def blocks(lines: list[Line], body_size: float) -> list[Block]:
             out.append(Block("text", join_lines(para), _union(para), lines=list(para)))
             para.clear()
 
+    i = 0
     while i < len(lines):
-        table_end = _table_run(lines, i)
-        if table_end:
-            head_start = _header_start(lines, i, para)
-            header = lines[head_start:i]
-            del para[len(para) - len(header) :]
-            end_paragraph()
-            table = _table_block(header, lines[i:table_end])
+        if i in tables:
+            header, body, end = tables[i]
+            table = _table_block(header, body)
             if table is not None:
+                end_paragraph()
                 _attach_caption(out, table)
                 out.append(table)
-                i = table_end
+                i = end
                 continue
-            para.extend(header)
         line = lines[i]
         level = _heading_level(line, body_size)
         gap = line.top - para[-1].bottom if para else 0.0
@@ -322,6 +333,51 @@ def blocks(lines: list[Line], body_size: float) -> list[Block]:
             para.append(line)
         i += 1
     end_paragraph()
+    return out
+
+
+def _table_top(lines: list[Line], first: int, floor: int) -> tuple[int, list[Line], list[Line]]:
+    """Where a table whose first row of numbers is ``first`` begins: up through label rows and header rows (at most
+    six lines, none of them prose, no wide gap), to its topmost header row. Returns that index, the header rows and
+    the label rows below them (which belong to the body)."""
+    cells = lines[first].cells()
+    label_edge, values_x0 = cells[0].x1, cells[1].x0
+    j = first
+    kinds: list[str] = []
+    while j > floor and first - j < 6:
+        line, below = lines[j - 1], lines[j]
+        if below.top - line.bottom > 2.0 * max(line.size, below.size) or _prose(line.text):
+            break
+        row = line.cells()
+        if line.text.rstrip().endswith(".") or any(len(c.text) > 60 for c in row):
+            break
+        over_values = any(c.x1 > values_x0 - 1 and c.x0 > label_edge - 1 for c in row) or YEAR.match(line.text)
+        if over_values or (len(row) >= 2 and not line.text.rstrip().endswith(":")):
+            kinds.append("header")
+        elif len(row) == 1 and row[0].x1 < values_x0:  # a row label ("Current assets:") or a centred "ASSETS"
+            kinds.append("label")
+        else:
+            break
+        j -= 1
+    kinds.reverse()  # top to bottom, lines[j:first]
+    if "header" not in kinds:
+        labels = [line for line, kind in zip(lines[j:first], kinds, strict=True) if kind == "label"]
+        return first - len(_trailing(kinds, "label")), [], labels[len(labels) - len(_trailing(kinds, "label")) :]
+    top = kinds.index("header")
+    region = list(zip(lines[j + top : first], kinds[top:], strict=True))
+    return (
+        j + top,
+        [line for line, kind in region if kind == "header"],
+        [line for line, kind in region if kind == "label"],
+    )
+
+
+def _trailing(kinds: list[str], kind: str) -> list[str]:
+    out: list[str] = []
+    for k in reversed(kinds):
+        if k != kind:
+            break
+        out.append(k)
     return out
 
 
@@ -369,26 +425,6 @@ def _table_run(lines: list[Line], start: int) -> int:
         if i - end > 2:
             break
     return end if rows >= 2 else 0
-
-
-def _header_start(lines: list[Line], start: int, para: list[Line]) -> int:
-    """Where a table's header rows begin: short, non-prose lines just above the first row (at most four) that sit
-    over its value columns."""
-    first = lines[start].cells()
-    label_edge, values_x0 = first[0].x1, first[1].x0
-    i = start
-    while i > 0 and start - i < 4 and len(para) > start - i:
-        line = lines[i - 1]
-        below = lines[i]
-        if below.top - line.bottom > 2.0 * max(line.size, below.size) or _prose(line.text):
-            break
-        cells = line.cells()
-        if line.text.rstrip().endswith((".", ":")):
-            break
-        if not (len(cells) >= 2 or cells[0].x0 > label_edge - 1 or cells[0].x1 > values_x0 or YEAR.match(line.text)):
-            break
-        i -= 1
-    return i
 
 
 def _table_block(header: list[Line], body: list[Line]) -> Block | None:
