@@ -275,7 +275,12 @@ def strip_running_lines(pages: list[list[Line]], heights: list[float]) -> tuple[
             if id(line) in at_edges:
                 if PAGE_NUMBER.match(line.text.strip()):
                     continue
-                if repeated(exact[line.text]) or (n >= 4 and shapes[key(line)] >= max(3, n / 2)):
+                margin = line.bottom < height * 0.1 or line.top > height * 0.9
+                # in the margins, a line on 3 pages (and a tenth of them) is a header or footer; a page's first or
+                # last lines inside its body only when they repeat on half the pages
+                often = exact[line.text] >= max(3, n / 2) or (n <= 5 and repeated(exact[line.text]))
+                running = repeated(exact[line.text]) and exact[line.text] >= n / 10  # not a statement title
+                if (margin and running) or often or (n >= 4 and shapes[key(line)] >= max(3, n / 2)):
                     if key(line) not in seen:
                         seen.add(key(line))
                         removed.append(line.text)
@@ -466,14 +471,22 @@ def _table_block(header: list[Line], body: list[Line]) -> Block | None:
                 k = _nearest(columns, cell) + 1
                 row[k] = f"{row[k]} {cell.text}".strip()
         grid.append(row)
-    while grid and any(grid[0][1:]) and all(not c or YEAR.match(c) or not NUMERIC.match(c) for c in grid[0][1:]):
-        headers = [f"{h} {c}".strip() for h, c in zip(headers, grid.pop(0), strict=True)]
+    lead: list[str] = []  # label-only rows above a header row found in the body: the table's title
+    while grid:
+        k = next((n for n, r in enumerate(grid) if any(r[1:])), None)
+        if k is None or not all(not c or YEAR.match(c) or not NUMERIC.match(c) for c in grid[k][1:]):
+            break
+        lead += [r[0] for r in grid[:k] if r[0]]
+        headers = [f"{h} {c}".strip() for h, c in zip(headers, grid[k], strict=True)]
+        grid = grid[k + 1 :]
     if not grid:
         return None
     keep = [k for k in range(len(headers)) if k == 0 or headers[k] or any(r[k] for r in grid)]
     headers = [headers[k] for k in keep]
     grid = [[r[k] for k in keep] for r in grid]
-    return Block("table", markdown_table(headers, grid), _union(header + body), lines=header + body)
+    table = Block("table", markdown_table(headers, grid), _union(header + body), lines=header + body)
+    table.caption = " — ".join(lead)
+    return table
 
 
 def _merge_overlapping(columns: list[list[float]]) -> list[list[float]]:
@@ -496,10 +509,12 @@ def _nearest(columns: list[list[float]], cell: Cell) -> int:
 
 def _attach_caption(out: list[Block], table: Block) -> None:
     """The paragraph just above a table, when short, is its caption and travels with it."""
+    above = ""
     if out and out[-1].kind == "text" and len(out[-1].text) <= 400 and table.box[1] - out[-1].box[3] < 30:
-        table.caption = out.pop().text.replace("\n", " ")
+        above = out.pop().text.replace("\n", " ")
     elif out and out[-1].kind == "heading":
-        table.caption = out[-1].text
+        above = out[-1].text
+    table.caption = " — ".join(c for c in (above, table.caption) if c)
 
 
 def _heading_level(line: Line, body_size: float) -> int:
