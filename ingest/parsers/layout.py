@@ -473,12 +473,12 @@ def _table_block(header: list[Line], body: list[Line]) -> Block | None:
         grid.append(row)
     lead: list[str] = []  # label-only rows above a header row found in the body: the table's title
     while grid:
-        k = next((n for n, r in enumerate(grid) if any(r[1:])), None)
-        if k is None or not all(not c or YEAR.match(c) or not NUMERIC.match(c) for c in grid[k][1:]):
+        first = next((n for n, r in enumerate(grid) if any(r[1:])), None)
+        if first is None or not all(not c or YEAR.match(c) or not NUMERIC.match(c) for c in grid[first][1:]):
             break
-        lead += [r[0] for r in grid[:k] if r[0]]
-        headers = [f"{h} {c}".strip() for h, c in zip(headers, grid[k], strict=True)]
-        grid = grid[k + 1 :]
+        lead += [r[0] for r in grid[:first] if r[0]]
+        headers = [f"{h} {c}".strip() for h, c in zip(headers, grid[first], strict=True)]
+        grid = grid[first + 1 :]
     if not grid:
         return None
     keep = [k for k in range(len(headers)) if k == 0 or headers[k] or any(r[k] for r in grid)]
