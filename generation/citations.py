@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass
 class ChunkRef:
-    """Source ``number`` in a prompt → the chunk behind it: document, chunk, file name, title, page, section."""
+    """Source ``number`` in a prompt → the chunk behind it: document, chunk, file name, title, page, section, box."""
 
     number: int
     doc_id: str
@@ -17,6 +17,7 @@ class ChunkRef:
     title: str
     page: int | None
     section: str | None
+    bbox: list[float] | None = None  # where the chunk's text is on its page: x0, top, x1, bottom as fractions
 
 
 @dataclass
