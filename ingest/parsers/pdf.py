@@ -77,10 +77,13 @@ def parse_pdf(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> Par
 def _carry_table_headers(sections: list[Section]) -> None:
     """A table that ends a page and goes on at the top of the next: the continuation, when it has no header of its
     own (or the same one), gets the first part's caption and header, so each part reads whole on its own page."""
-    for prev, cur in zip(sections, sections[1:], strict=False):
+    first_on_page: dict[int | None, int] = {}
+    for i, section in enumerate(sections):
+        first_on_page.setdefault(section.page, i)
+    for i, (prev, cur) in enumerate(zip(sections, sections[1:], strict=False), start=1):
         if prev.kind != "table" or cur.kind != "table" or prev.page is None or cur.page != prev.page + 1:
             continue
-        if sections.index(cur) != next(i for i, s in enumerate(sections) if s.page == cur.page):
+        if first_on_page[cur.page] != i:
             continue  # not the first thing on its page
         p_head, cur_head = _header(prev), _header(cur)
         if p_head.count("|") != cur_head.count("|") or cur_head not in (p_head, _blank(p_head)):
