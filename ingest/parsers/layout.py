@@ -365,9 +365,8 @@ def _table_top(lines: list[Line], first: int, floor: int) -> tuple[int, list[Lin
             break
         j -= 1
     kinds.reverse()  # top to bottom, lines[j:first]
-    if "header" not in kinds:
-        labels = [line for line, kind in zip(lines[j:first], kinds, strict=True) if kind == "label"]
-        return first - len(_trailing(kinds, "label")), [], labels[len(labels) - len(_trailing(kinds, "label")) :]
+    if "header" not in kinds:  # label rows only: they open the body
+        return j, [], list(lines[j:first])
     top = kinds.index("header")
     region = list(zip(lines[j + top : first], kinds[top:], strict=True))
     return (
@@ -375,15 +374,6 @@ def _table_top(lines: list[Line], first: int, floor: int) -> tuple[int, list[Lin
         [line for line, kind in region if kind == "header"],
         [line for line, kind in region if kind == "label"],
     )
-
-
-def _trailing(kinds: list[str], kind: str) -> list[str]:
-    out: list[str] = []
-    for k in reversed(kinds):
-        if k != kind:
-            break
-        out.append(k)
-    return out
 
 
 SOFT_HYPHEN = "\u00ad"
