@@ -138,6 +138,7 @@ def _chars(page: pdfium.PdfPage, height: float) -> Iterator[layout.Char]:
     try:
         handle = textpage.raw
         rect = pdfium_c.FS_RECTF()
+        high: tuple[int, float, float, float, float, float, bool] | None = None
         for i in range(textpage.count_chars()):
             code = pdfium_c.FPDFText_GetUnicode(handle, i)
             if code in (2, 0xAD) or pdfium_c.FPDFText_IsHyphen(handle, i) == 1:
@@ -148,14 +149,19 @@ def _chars(page: pdfium.PdfPage, height: float) -> Iterator[layout.Char]:
             angle = pdfium_c.FPDFText_GetCharAngle(handle, i)
             if 0.1 < angle < 6.18:  # rotated text (an arXiv stamp in the margin, an axis label) is not body text
                 continue
-            try:
-                ch = chr(code)
-            except ValueError:
+            if 0xDC00 <= code <= 0xDFFF:  # the second half of a character beyond the BMP: joined to the first
+                if high is not None:
+                    yield (chr(0x10000 + ((high[0] - 0xD800) << 10) + (code - 0xDC00)), *high[1:])
+                high = None
                 continue
+            high = None
             pdfium_c.FPDFText_GetLooseCharBox(handle, i, rect)
             top, bottom = height - rect.top, height - rect.bottom
             bold = pdfium_c.FPDFText_GetFontWeight(handle, i) >= 600
-            yield (ch, rect.left, top, rect.right, bottom, bottom - top, bold)
+            if 0xD800 <= code <= 0xDBFF:  # PDFium gives UTF-16 units: wait for the second half
+                high = (code, rect.left, top, rect.right, bottom, bottom - top, bold)
+                continue
+            yield (chr(code), rect.left, top, rect.right, bottom, bottom - top, bold)
     finally:
         textpage.close()
 

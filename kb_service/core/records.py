@@ -192,7 +192,8 @@ class ScoredDocument:
     score: float
 
 
-_CONTROLS = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None}
+# Control characters, and UTF-16 surrogate halves that no parser should leave (they cannot be encoded as UTF-8).
+_CONTROLS = {c: None for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F: None} | dict.fromkeys(range(0xD800, 0xE000))
 
 
 def normalise_text(text: str) -> str:

@@ -158,7 +158,7 @@ def test_an_encrypted_pdf_from_the_shared_documents_fails_cleanly(client: TestCl
 @pytest.mark.parametrize(
     ("kwargs", "status", "message"),
     [
-        ({"files": [("files", ("a.png", b"\x89PNG....", "image/png"))]}, 415, ".png files are not supported"),
+        ({"files": [("files", ("a.mp3", b"ID3\x04....", "audio/mpeg"))]}, 415, ".mp3 files are not supported"),
         ({"files": [("files", ("big.txt", b"x" * 200_001, "text/plain"))]}, 413, "larger than the limit"),
         ({"json": {"name": "a\u202eb.txt", "text": "x"}}, 422, "control characters"),
         ({"files": {"metadata": (None, "{}")}}, 422, "no files"),
