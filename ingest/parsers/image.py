@@ -8,7 +8,7 @@ from kb_service.core.errors import CorruptDocument, NoTextLayer
 from kb_service.core.records import ParsedDocument
 from kb_service.ingest.parsers import layout
 from kb_service.ingest.parsers.base import SectionBuilder, stem
-from kb_service.ingest.parsers.ocr import DEFAULT_OCR, OcrOptions, recognise
+from kb_service.ingest.parsers.ocr import DEFAULT_OCR, OcrOptions, recognise, too_unsure
 
 MAX_PIXELS = 80_000_000  # a larger image is refused (a decompression bomb?) rather than decoded
 MAX_FRAMES = 500
@@ -44,12 +44,7 @@ def parse_image(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> P
         out.layout(layout.blocks(lines, layout.body_size([lines])), width, height, flat=True)
     out.flush()
     if not out.sections:
-        detail = (
-            f"OCR read it with a mean confidence of {max(confidences):.4f}, below the threshold {ocr.min_confidence} "
-            "(KB_OCR_MIN_CONFIDENCE)"
-            if confidences
-            else "OCR found no text in it"
-        )
+        detail = too_unsure("it", max(confidences), ocr) if confidences else "OCR found no text in it"
         raise NoTextLayer(source, detail)
     title = next((s.heading for s in out.sections if s.heading), None) or stem(source)
     metadata: dict[str, object] = {"pages": len(frames), "ocr_pages": len(frames)}

@@ -78,3 +78,11 @@ def recognise(image: Any, *, scale: float, options: OcrOptions) -> OcrPage:
     chars = sum(len(w.text) for w in words) or 1
     confidence = sum(w.confidence * len(w.text) for w in words) / chars
     return OcrPage(words, round(confidence, 4), confidence < options.min_confidence)
+
+
+def too_unsure(what: str, best: float, options: OcrOptions) -> str:
+    """Why a scan was not kept: OCR read ``what`` with confidence ``best`` at most, under the threshold."""
+    return (
+        f"OCR read {what} with a mean confidence of {best:.4f} at best, below the threshold {options.min_confidence} "
+        "(KB_OCR_MIN_CONFIDENCE); a sharper scan would read better"
+    )

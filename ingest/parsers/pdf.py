@@ -19,7 +19,7 @@ from kb_service.core.errors import CorruptDocument, EncryptedDocument, NoTextLay
 from kb_service.core.records import ParsedDocument, Section
 from kb_service.ingest.parsers import layout
 from kb_service.ingest.parsers.base import SectionBuilder, stem
-from kb_service.ingest.parsers.ocr import DEFAULT_OCR, OcrOptions, OcrPage, recognise
+from kb_service.ingest.parsers.ocr import DEFAULT_OCR, OcrOptions, OcrPage, recognise, too_unsure
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +178,7 @@ def _no_text(n: int, pages: list[PageText], options: OcrOptions) -> str:
         return f"none of the {n} pages has a text layer (a scanned PDF?); OCR is off: set KB_OCR=auto to read it"
     scores = [p.ocr.confidence for p in pages if p.ocr is not None and p.ocr.words]
     if scores:
-        return (
-            f"OCR read the {n} pages with a mean confidence of {max(scores):.4f} at best, below the threshold "
-            f"{options.min_confidence} (KB_OCR_MIN_CONFIDENCE); a sharper scan would read better"
-        )
+        return too_unsure(f"the {n} pages", max(scores), options)
     return f"none of the {n} pages has text, and OCR found none on them either"
 
 

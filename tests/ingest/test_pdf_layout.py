@@ -141,7 +141,7 @@ def test_a_page_read_below_the_confidence_threshold_is_reported_not_kept() -> No
     image = Image.open(io.BytesIO(_text_image(SCAN_LINES, size=18))).filter(ImageFilter.GaussianBlur(1.5))
     out = io.BytesIO()
     image.save(out, format="PNG")  # read as "Quarterty revenue …" with a confidence just under 1
-    with pytest.raises(NoTextLayer, match=r"mean confidence of 0\.\d+, below the threshold 1\.0"):
+    with pytest.raises(NoTextLayer, match=r"mean confidence of 0\.\d+ at best, below the threshold 1\.0"):
         parse_bytes(out.getvalue(), "blurred.png", ocr=OcrOptions(min_confidence=1.0))
 
 
