@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from kb_service.api.auth import KeyRing, authenticate
 from kb_service.api.errors import install_error_handlers
 from kb_service.api.guard import RequestGuard
-from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, search
+from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, originals, search
 from kb_service.core.config import Settings, get_settings
 from kb_service.services import Services
 from kb_service.stores.recovery import recover
@@ -35,8 +35,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.answerer = services.answerer
         app.state.jobs = services.jobs
         # After a crash: remove half-written documents, then resume the jobs that were writing them.
-        for kb in store.list_kbs():
-            recover(store, kb, grace_s=settings.ingest.recovery_grace_s)
+        kbs = store.list_kbs()
+        for kb in kbs:
+            recover(store, kb, grace_s=settings.ingest.recovery_grace_s, originals=services.originals)
+        services.originals.sweep_dropped(kbs)  # folders of knowledge bases dropped by a process that then died
         app.state.jobs.resume()
         # Passage vectors of the embedding reranker, computed while the models are idle.
         warmer = app.state.rerank_warmer = services.rerank_warmer
@@ -53,6 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings, keys=keys, max_files=documents.MAX_FILES)
     app.include_router(health.router)
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
-    for module in (knowledge_bases, documents, search, ask, chat, embeddings):
+    for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings):
         app.include_router(module.router, dependencies=protected)
     return app

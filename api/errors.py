@@ -18,6 +18,8 @@ STATUS: list[tuple[type[errors.KBError], int]] = [
     (errors.KnowledgeBaseNotFound, 404),
     (errors.DocumentNotFound, 404),
     (errors.JobNotFound, 404),
+    (errors.OriginalNotFound, 404),
+    (errors.PageNotFound, 404),
     (errors.KnowledgeBaseExists, 409),
     (errors.EmbeddingModelMismatch, 409),
     (errors.FileTooLarge, 413),

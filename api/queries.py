@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import mimetypes
 from dataclasses import asdict
+from pathlib import PurePosixPath
 
 from kb_service.api.schemas import AuditPublic, DocumentPage, DocumentPublic, ResiduePublic
 from kb_service.catalog.catalog import Catalog
-from kb_service.core.records import DocStatus
+from kb_service.core.errors import OriginalNotFound
+from kb_service.core.records import DocStatus, Document
+from kb_service.ingest.parsers.pages import page_png
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.residue import residue
+from kb_service.stores.originals import Original
 from kb_service.stores.recovery import audit
 
 
@@ -20,10 +25,33 @@ def document_page(catalog: Catalog, kb: str, *, status: DocStatus | None, offset
 
 
 def document_residue(catalog: Catalog, lexical: LexicalIndexes, kb: str, doc_id: str) -> ResiduePublic:
-    r = residue(catalog.store, lexical, catalog.get(kb), doc_id)
+    r = residue(catalog.store, lexical, catalog.get(kb), doc_id, catalog.originals)
     return ResiduePublic(**asdict(r), clean=r.clean)
 
 
 def kb_audit(catalog: Catalog, kb: str) -> AuditPublic:
-    a = audit(catalog.store, catalog.get(kb))
+    a = audit(catalog.store, catalog.get(kb), catalog.originals)
     return AuditPublic(**asdict(a), clean=a.clean)
+
+
+def original(catalog: Catalog, kb: str, doc_id: str) -> tuple[Document, Original]:
+    """The document and its kept original file, or OriginalNotFound."""
+    found, doc = catalog.document(kb, doc_id)
+    kept = catalog.originals.get(found, doc_id) if catalog.originals is not None else None
+    if kept is None:
+        raise OriginalNotFound(kb, doc_id)
+    return doc, kept
+
+
+def page_image(catalog: Catalog, kb: str, doc_id: str, page: int, width: int) -> tuple[Original, bytes]:
+    """Page ``page`` (1-based) of a PDF or image document, rendered from its original as a PNG."""
+    doc, kept = original(catalog, kb, doc_id)
+    return kept, page_png(kept.path, doc.format, page, width, name=doc.source)
+
+
+def media_type(doc: Document) -> str:
+    """The original's media type, from its name (text given without a file name is plain text)."""
+    guessed, _ = mimetypes.guess_type(PurePosixPath(doc.source).name, strict=False)
+    if guessed is None:
+        return "text/plain; charset=utf-8" if doc.format in ("text", "markdown") else "application/octet-stream"
+    return guessed

@@ -345,6 +345,13 @@ class DocumentQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=MAX_DOCUMENT_PAGE)
 
 
+class PageQuery(BaseModel):
+    """Which page of a document to render, and how wide (``GET …/documents/{id}/pages/{n}.png``)."""
+
+    page: int = Field(ge=1, le=limits.MAX_PAGE_NUMBER)
+    width: int = Field(default=limits.DEFAULT_PAGE_WIDTH, ge=limits.MIN_PAGE_WIDTH, le=limits.MAX_PAGE_WIDTH)
+
+
 class DocumentPage(BaseModel):
     documents: list[DocumentPublic]
     total: int
@@ -359,16 +366,20 @@ class ResiduePublic(BaseModel):
     document: str | None = Field(description="Status of a remaining document row, null when there is none.")
     chunks: int
     lexical_entries: int
+    original_files: int = Field(description="The document's original file, 1 while it is kept.")
     clean: bool
 
 
 class AuditPublic(BaseModel):
-    """Documents by status and chunk counts; ``leftover_chunks`` belong to no ready document and
-    ``incomplete_documents`` are ready documents without all the chunks they declare (both 0 when healthy)."""
+    """Documents by status and chunk counts; ``leftover_chunks`` belong to no ready document,
+    ``incomplete_documents`` are ready documents without all the chunks they declare and ``orphan_originals`` are
+    original files without their document (all 0 when healthy)."""
 
     documents: dict[str, int]
     chunks: int
     chunks_of_ready: int
     leftover_chunks: int
     incomplete_documents: int
+    originals: int = Field(description="Original files kept.")
+    orphan_originals: int = Field(description="Original files whose document is gone (0 when healthy).")
     clean: bool

@@ -18,7 +18,7 @@ from enum import StrEnum
 import numpy as np
 
 from kb_service.core.config import Settings
-from kb_service.core.errors import DocumentNotFound, KBError, KnowledgeBaseNotFound, ParseError
+from kb_service.core.errors import DocumentNotFound, KBError, KnowledgeBaseNotFound, ParseError, StoreError
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.chunking import Chunker, TokenChunker
@@ -26,6 +26,7 @@ from kb_service.ingest.parsers.ocr import OcrOptions
 from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
 from kb_service.stores.base import StoredVectors, VectorStore, seal
+from kb_service.stores.originals import Originals
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Ingestor:
         max_bytes: int | None = None,
         summary_vector: str = "embed",
         ocr: OcrOptions | None = None,
+        originals: Originals | None = None,
     ) -> None:
         self.store = store
         self.kb = kb
@@ -120,6 +122,7 @@ class Ingestor:
         self.max_bytes = max_bytes
         self.summary_vector = summary_vector
         self.ocr = ocr or OcrOptions()
+        self.originals = originals  # where each document's original file is kept (None: nowhere)
         # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
         # ``chunks`` is the document's chunk count once it is known (0 before).
         self.on_stage: Callable[[str, Stage, int], None] = lambda _source, _stage, _chunks: None
@@ -133,6 +136,7 @@ class Ingestor:
         kb: KnowledgeBase,
         embedder: Embedder,
         summarizer: Summarizer | None = None,
+        originals: Originals | None = None,
     ) -> Ingestor:
         max_tokens = embedder.info.max_tokens
         chunker = TokenChunker(
@@ -154,6 +158,7 @@ class Ingestor:
             max_bytes=settings.ingest.max_file_bytes,
             summary_vector=settings.ingest.summary_vector,
             ocr=OcrOptions(settings.ingest.ocr, settings.ingest.ocr_min_confidence),
+            originals=originals,
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -304,6 +309,11 @@ class Ingestor:
         """Content the KB holds already. Under another source name, this source's own earlier version (if any) is
         still replaced: it must not stay searchable because its new content happens to exist elsewhere."""
         result = IngestResult(p.item.name, Outcome.UNCHANGED, p.doc_id, there.chunk_count, index=p.index)
+        if self.originals is not None and self.originals.get(self.kb, p.doc_id) is None:
+            try:  # ingested before originals were kept (or with them off): kept now
+                self._keep_original(p)
+            except StoreError as exc:
+                log.warning("%s", exc)
         if there.source == p.item.name:
             return result
         for own in self.store.documents_by_source(self.kb, [p.item.name]):
@@ -331,6 +341,8 @@ class Ingestor:
                 raise staged.error
             published = self._write(todo, staged.vectors)
         except KnowledgeBaseNotFound:
+            if self.originals is not None:  # what this run kept of a dropped knowledge base
+                self.originals.drop(self.kb)
             raise  # dropped meanwhile: the whole run stops
         except KBError as exc:
             log.error("ingest batch of %d documents failed: %s", len(todo), exc)
@@ -338,6 +350,7 @@ class Ingestor:
         results = []
         for p in todo:
             if p.doc_id not in published:  # deleted during its ingest: the delete won
+                self._forget_original(p.doc_id)
                 results.append(
                     IngestResult(p.item.name, Outcome.FAILED, p.doc_id, reason="deleted", error=DELETED, index=p.index)
                 )
@@ -372,15 +385,39 @@ class Ingestor:
             self.on_stage(p.item.name, Stage.STORING, len(p.chunks))
         self.store.put_documents(self.kb, docs)
         self.store.add_chunks(self.kb, [c for p in todo for c in p.chunks])
+        for p in todo:  # before publishing: a ready document always has its original
+            self._keep_original(p)
         replaces = {p.doc_id: old for p in todo for old in p.replaces[:1]}
         published = set(self.store.publish_documents(self.kb, docs, replaces=replaces))
+        for new, old in replaces.items():
+            if new in published:  # the store removed the old version on publishing
+                self._forget_original(old)
         for old in (old for p in todo if p.doc_id in published for old in p.replaces[1:]):
             self._delete_if_there(old)
         return published
 
+    def _keep_original(self, p: _Prepared) -> None:
+        if self.originals is None:
+            return
+        item = p.item
+        try:
+            if item.data is not None:
+                self.originals.put(self.kb, p.doc_id, item.data)
+            elif item.text is not None:
+                self.originals.put(self.kb, p.doc_id, item.text.encode("utf-8"))
+            elif item.path is not None:
+                self.originals.put_file(self.kb, p.doc_id, item.path)
+        except OSError as exc:
+            raise StoreError(f"could not keep the original of {item.name!r}: {exc}") from exc
+
+    def _forget_original(self, doc_id: str) -> None:
+        if self.originals is not None:
+            self.originals.delete(self.kb, doc_id)
+
     def _delete_if_there(self, doc_id: str) -> None:
         with contextlib.suppress(DocumentNotFound):  # deleted meanwhile
             self.store.delete_document(self.kb, doc_id)
+        self._forget_original(doc_id)
 
     def _summary_vector(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> np.ndarray:
         if self.summary_vector == "embed" or not p.chunks:
@@ -408,6 +445,7 @@ class Ingestor:
             try:
                 if self.store.get_document(self.kb, p.doc_id) is not None:
                     self.store.delete_document(self.kb, p.doc_id)
+                self._forget_original(p.doc_id)
                 self.store.put_documents(
                     self.kb,
                     [p.document(DocStatus.FAILED, error=str(exc))],

@@ -22,6 +22,7 @@ from kb_service.retrieval.pipeline import Retriever
 from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import VectorStore
 from kb_service.stores.factory import open_store
+from kb_service.stores.originals import Originals
 
 
 class Services:
@@ -59,7 +60,11 @@ class Services:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog(self.store, self.embedders)
+        return Catalog(self.store, self.embedders, self.originals)
+
+    @cached_property
+    def originals(self) -> Originals:
+        return Originals(self.settings.data_dir / "originals", keep=self.settings.ingest.keep_originals)
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -89,7 +94,12 @@ class Services:
     def ingestor(self, kb: KnowledgeBase, embedder: Embedder) -> Ingestor:
         """An ingestor into ``kb`` with its own embedder and the configured summaries."""
         return Ingestor.from_settings(
-            self.settings, store=self.store, kb=kb, embedder=embedder, summarizer=self.summarizer(embedder)
+            self.settings,
+            store=self.store,
+            kb=kb,
+            embedder=embedder,
+            summarizer=self.summarizer(embedder),
+            originals=self.originals,
         )
 
     @cached_property

@@ -24,6 +24,20 @@ def make_pdf(pages: list[str]) -> bytes:
     return buf.getvalue()
 
 
+def text_image(lines: list[str], size: int = 36, *, fmt: str = "PNG") -> bytes:
+    """An image of ``lines`` in black on white (a scan without a text layer), as ``fmt`` bytes."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=size)
+    image = Image.new("RGB", (1400, 120 + 70 * len(lines)), "white")
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((60, 60 + 70 * i), line, fill="black", font=font)
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
 def make_docx(blocks: list[tuple[str, str]]) -> bytes:
     """``blocks``: (style, text) with style 'h1', 'h2' or 'p'."""
     import docx

@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 
 from kb_service.api import queries
 from kb_service.api.auth import PrincipalDep
-from kb_service.api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep, StoreDep
+from kb_service.api.deps import CatalogDep, JobsDep, RetrieverDep, SettingsDep
 from kb_service.api.schemas import (
     MAX_DOCUMENT_OFFSET,
     MAX_DOCUMENT_PAGE,
@@ -106,12 +106,9 @@ async def get_document(kb: str, doc_id: str, catalog: CatalogDep) -> DocumentPub
 
 
 @router.delete(KB_DOCS + "/{doc_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_document(kb: str, doc_id: str, catalog: CatalogDep, store: StoreDep) -> Response:
-    def delete() -> None:
-        found, _ = catalog.document(kb, doc_id)
-        store.delete_document(found, doc_id)
-
-    await run_in_threadpool(delete)
+async def delete_document(kb: str, doc_id: str, catalog: CatalogDep) -> Response:
+    """Delete the document: its row, its chunks, its lexical-index entries and its original file."""
+    await run_in_threadpool(catalog.delete_document, kb, doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

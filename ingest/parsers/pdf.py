@@ -9,6 +9,7 @@ is on or ``auto``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 # A page with fewer characters than this in its text layer, but an image on it, is treated as scanned.
 MIN_TEXT_CHARS = 20
 RENDER_SCALE = 2.0  # 144 dpi for OCR
+# PDFium is not thread-safe: every call into it (parsing here, rendering pages for the API) holds this lock. OCR,
+# the slow part of a scan, runs outside it.
+PDFIUM = threading.RLock()
 
 
 @dataclass
@@ -40,12 +44,15 @@ class PageText:
 def parse_pdf(data: bytes, source: str, *, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     if not data.lstrip()[:1024].startswith(b"%PDF") and b"%PDF-" not in data[:1024]:
         raise CorruptDocument(source, "not a PDF file (no %PDF header)")
-    pdf = open_pdf(data, source)
+    with PDFIUM:
+        pdf = open_pdf(data, source)
     try:
         pages = list(_pages(pdf, ocr))
-        meta_title = str(pdf.get_metadata_dict().get("Title") or "")
+        with PDFIUM:
+            meta_title = str(pdf.get_metadata_dict().get("Title") or "")
     finally:
-        pdf.close()
+        with PDFIUM:
+            pdf.close()
     n = len(pages)
     lines, running = layout.strip_running_lines([p.lines for p in pages], [p.height for p in pages])
     body = layout.body_size(lines)
@@ -115,20 +122,28 @@ def open_pdf(data: bytes, source: str) -> pdfium.PdfDocument:
 
 def _pages(pdf: pdfium.PdfDocument, options: OcrOptions) -> Iterator[PageText]:
     mode = options.mode
-    for index in range(len(pdf)):
-        page = pdf[index]
-        try:
-            width, height = page.get_size()
-            words = layout.words_from_chars(_chars(page, height))
-            ocr = None
-            if mode == "on" or (mode == "auto" and _needs_ocr(page, words)):
-                ocr = recognise(page.render(scale=RENDER_SCALE).to_pil(), scale=RENDER_SCALE, options=options)
-                if ocr.words and not ocr.low_confidence:  # else the text layer stays, whatever it holds
-                    words = ocr.words
-            lines = layout.reading_order(layout.group_lines(words), width)
-            yield PageText(index + 1, width, height, lines, ocr)
-        finally:
-            page.close()
+    with PDFIUM:
+        n = len(pdf)
+    for index in range(n):
+        scan = None
+        with PDFIUM:
+            page = pdf[index]
+            try:
+                width, height = page.get_size()
+                words = layout.words_from_chars(_chars(page, height))
+                if mode == "on" or (mode == "auto" and _needs_ocr(page, words)):
+                    bitmap = page.render(scale=RENDER_SCALE)
+                    scan = bitmap.to_pil().copy()  # its own pixels: the bitmap is freed here, under the lock
+                    bitmap.close()
+            finally:
+                page.close()
+        ocr = None
+        if scan is not None:
+            ocr = recognise(scan, scale=RENDER_SCALE, options=options)
+            if ocr.words and not ocr.low_confidence:  # else the text layer stays, whatever it holds
+                words = ocr.words
+        lines = layout.reading_order(layout.group_lines(words), width)
+        yield PageText(index + 1, width, height, lines, ocr)
 
 
 def _chars(page: pdfium.PdfPage, height: float) -> Iterator[layout.Char]:

@@ -7,12 +7,14 @@ from kb_service.core.records import Document, KnowledgeBase, possible_doc_id, va
 from kb_service.embeddings.base import Embedder
 from kb_service.embeddings.pool import EmbedderPool
 from kb_service.stores.base import VectorStore
+from kb_service.stores.originals import Originals
 
 
 class Catalog:
-    def __init__(self, store: VectorStore, embedders: EmbedderPool) -> None:
+    def __init__(self, store: VectorStore, embedders: EmbedderPool, originals: Originals | None = None) -> None:
         self.store = store
         self.embedders = embedders
+        self.originals = originals
 
     def create(self, name: str, *, description: str = "", embedding_model: str | None = None) -> KnowledgeBase:
         """Create a KB bound to ``embedding_model`` (default: the configured one); the model is loaded to
@@ -53,4 +55,13 @@ class Catalog:
         """Drop the knowledge base; returns what it was (its derived indexes are the caller's to forget)."""
         kb = self.get(name)
         self.store.drop_kb(kb.name)
+        if self.originals is not None:
+            self.originals.drop(kb)
         return kb
+
+    def delete_document(self, name: str, doc_id: str) -> None:
+        """Delete a document: its row, its chunks and its original file (DocumentNotFound when absent)."""
+        kb, _ = self.document(name, doc_id)
+        self.store.delete_document(kb, doc_id)
+        if self.originals is not None:
+            self.originals.delete(kb, doc_id)

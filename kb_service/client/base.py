@@ -88,6 +88,12 @@ class KBClient(Protocol):
 
     def delete_document(self, kb: str, doc_id: str) -> None: ...
 
+    def download(self, kb: str, doc_id: str) -> bytes:
+        """The document's original file as it was uploaded."""
+
+    def page_image(self, kb: str, doc_id: str, page: int, *, width: int = 1000) -> bytes:
+        """Page ``page`` (from 1) of a PDF or image document as PNG bytes, ``width`` pixels wide."""
+
     def residue(self, kb: str, doc_id: str) -> ResiduePublic:
         """Proof of deletion: what remains of a document (``clean`` once nothing does)."""
 

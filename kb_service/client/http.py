@@ -133,6 +133,12 @@ class HTTPClient:
     def delete_document(self, kb: str, doc_id: str) -> None:
         self._call("DELETE", _doc(kb, doc_id))
 
+    def download(self, kb: str, doc_id: str) -> bytes:
+        return self._bytes(f"{_doc(kb, doc_id)}/file")
+
+    def page_image(self, kb: str, doc_id: str, page: int, *, width: int = 1000) -> bytes:
+        return self._bytes(f"{_doc(kb, doc_id)}/pages/{int(page)}.png", params={"width": width})
+
     def residue(self, kb: str, doc_id: str) -> ResiduePublic:
         return ResiduePublic.model_validate(self._call("GET", f"{_doc(kb, doc_id)}/residue"))
 
@@ -167,6 +173,12 @@ class HTTPClient:
                     elif event == "error":  # the model failed mid-answer; the status was sent already
                         error = data["error"]
                         raise ClientError(502, error["type"], error["message"])
+
+    def _bytes(self, path: str, **kwargs: Any) -> bytes:
+        response = self.http.request("GET", path, **kwargs)
+        if response.is_success:
+            return response.content
+        _raise(response)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)

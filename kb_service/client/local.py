@@ -20,6 +20,7 @@ from kb_service.api.schemas import (
     DocumentPublic,
     DocumentQuery,
     KnowledgeBasePublic,
+    PageQuery,
     ResiduePublic,
     SearchRequest,
     SearchResponse,
@@ -129,8 +130,16 @@ class LocalClient:
 
     def delete_document(self, kb: str, doc_id: str) -> None:
         with _errors():
-            found, _ = self.services.catalog.document(kb, doc_id)
-            self.services.store.delete_document(found, doc_id)
+            self.services.catalog.delete_document(kb, doc_id)
+
+    def download(self, kb: str, doc_id: str) -> bytes:
+        with _errors():
+            return queries.original(self.services.catalog, kb, doc_id)[1].path.read_bytes()
+
+    def page_image(self, kb: str, doc_id: str, page: int, *, width: int = 1000) -> bytes:
+        with _errors():
+            q = PageQuery.model_validate({"page": page, "width": width})
+            return queries.page_image(self.services.catalog, kb, doc_id, q.page, q.width)[1]
 
     def residue(self, kb: str, doc_id: str) -> ResiduePublic:
         with _errors():
@@ -143,7 +152,9 @@ class LocalClient:
     def repair(self, kb: str) -> dict[str, Any]:
         """Remove what a crash left unfinished in ``kb`` (the service does this at start-up; in-process only)."""
         with _errors():
-            return asdict(recover(self.services.store, self.services.catalog.get(kb)))
+            return asdict(
+                recover(self.services.store, self.services.catalog.get(kb), originals=self.services.originals)
+            )
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         with _errors():

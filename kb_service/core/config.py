@@ -177,6 +177,10 @@ class IngestSettings(Group):
     ocr_min_confidence: float = Field(
         default=0.6, ge=0, le=1, description="A page OCR reads with a lower mean confidence is reported, not kept."
     )
+    keep_originals: bool = Field(
+        default=True,
+        description="Keep each document's original file (downloadable, pages rendered) in <data_dir>/originals.",
+    )
     recovery_grace_s: float = Field(
         default=0.0,
         ge=0,

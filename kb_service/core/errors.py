@@ -30,6 +30,20 @@ class DocumentNotFound(KBError):
         self.doc_id = doc_id
 
 
+class OriginalNotFound(KBError):
+    """A document whose original file is not kept (ingested before originals were kept, or with them off)."""
+
+    def __init__(self, kb: str, doc_id: str) -> None:
+        super().__init__(
+            f"document {doc_id!r} of knowledge base {kb!r} has no original file kept (ingested before originals "
+            "were kept, or with KB_KEEP_ORIGINALS=false): upload the file again to keep it"
+        )
+
+
+class PageNotFound(KBError):
+    """A page a document does not have, or a document without pages to render."""
+
+
 class EmbeddingModelMismatch(KBError):
     """The knowledge base was built with another embedding model than the one offered."""
 

@@ -170,6 +170,7 @@ class JobManager:
                 kb=knowledge_base,
                 embedder=embedder,
                 summarizer=self.summarizer_for(embedder),
+                originals=self.catalog.originals,
             )
             ingestor.on_stage = lambda source, stage, chunks: self._update(
                 by_source[source], status=STAGE_STATUS[stage], chunks=chunks

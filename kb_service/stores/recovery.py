@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from kb_service.core.records import DocStatus, KnowledgeBase
 from kb_service.stores.base import VectorStore
+from kb_service.stores.originals import Originals
 
 log = logging.getLogger(__name__)
 UNFINISHED = (DocStatus.PENDING, DocStatus.PROCESSING, DocStatus.DELETING)
@@ -25,6 +26,7 @@ class Recovery:
     kb: str
     documents_removed: dict[str, int] = field(default_factory=dict)  # status -> count
     chunks_removed: int = 0
+    originals_removed: int = 0  # original files whose document is gone
 
 
 @dataclass
@@ -34,11 +36,18 @@ class Audit:
     chunks_of_ready: int  # chunks of ready documents (what retrieval can see)
     leftover_chunks: int  # chunks of unfinished or failed documents, and chunks without a document row
     incomplete_documents: int = 0  # ready documents whose stored chunks are not the chunk count they declare
+    originals: int = 0  # original files kept
+    orphan_originals: int = 0  # original files whose document row is gone
 
     @property
     def clean(self) -> bool:
         unfinished = sum(self.documents.get(str(s), 0) for s in UNFINISHED)
-        return self.leftover_chunks == 0 and unfinished == 0 and self.incomplete_documents == 0
+        return (
+            self.leftover_chunks == 0
+            and unfinished == 0
+            and self.incomplete_documents == 0
+            and self.orphan_originals == 0
+        )
 
 
 def _documents(store: VectorStore, kb: KnowledgeBase, status: DocStatus | None = None) -> list:  # type: ignore[type-arg]
@@ -49,10 +58,13 @@ def _documents(store: VectorStore, kb: KnowledgeBase, status: DocStatus | None =
     return docs
 
 
-def recover(store: VectorStore, kb: KnowledgeBase, *, grace_s: float = 0.0) -> Recovery:
-    """Remove documents left unfinished by a crash (their rows and chunks). Rows touched in the last ``grace_s``
-    seconds are left alone: with several replicas on one store, another one may be writing them right now.
-    Content whose ingestion was interrupted is ingested again by uploading it again (or by a resumed job)."""
+def recover(
+    store: VectorStore, kb: KnowledgeBase, *, grace_s: float = 0.0, originals: Originals | None = None
+) -> Recovery:
+    """Remove documents left unfinished by a crash (their rows, chunks and original files) and original files whose
+    document is gone. What was touched in the last ``grace_s`` seconds is left alone: with several replicas on one
+    store, another one may be writing it right now. Content whose ingestion was interrupted is ingested again by
+    uploading it again (or by a resumed job)."""
     report = Recovery(kb.name)
     cutoff = time.time() - grace_s
     for status in UNFINISHED:
@@ -65,19 +77,26 @@ def recover(store: VectorStore, kb: KnowledgeBase, *, grace_s: float = 0.0) -> R
             except Exception as exc:  # noqa: BLE001 - recovery of the others goes on; the next start retries
                 log.warning("could not remove unfinished document %s of %s: %s", doc.id, kb.name, exc)
                 continue
+            if originals is not None:
+                originals.delete(kb, doc.id)
             report.documents_removed[str(status)] = report.documents_removed.get(str(status), 0) + 1
-    if report.documents_removed:
+    if originals is not None:
+        live = [d.id for d in _documents(store, kb)]
+        report.originals_removed = originals.sweep(kb, live, older_than_s=grace_s)
+    if report.documents_removed or report.originals_removed:
         log.warning(
-            "recovered %s: removed %s unfinished documents and %d chunks",
+            "recovered %s: removed %s unfinished documents, %d chunks and %d original files",
             kb.name,
             report.documents_removed,
             report.chunks_removed,
+            report.originals_removed,
         )
     return report
 
 
-def audit(store: VectorStore, kb: KnowledgeBase) -> Audit:
-    """Counts of documents by status and of chunks, and how many chunks belong to no ready document."""
+def audit(store: VectorStore, kb: KnowledgeBase, originals: Originals | None = None) -> Audit:
+    """Counts of documents by status and of chunks, how many chunks belong to no ready document, and the original
+    files kept (with those whose document is gone)."""
     docs = _documents(store, kb)
     by_status: dict[str, int] = {}
     for doc in docs:
@@ -86,7 +105,10 @@ def audit(store: VectorStore, kb: KnowledgeBase) -> Audit:
     stored = {d.id: store.count_chunks(kb, doc_id=d.id) for d in docs if d.status == DocStatus.READY}
     ready = sum(stored.values())
     incomplete = sum(1 for d in docs if d.id in stored and stored[d.id] != d.chunk_count)
+    files = originals.doc_ids(kb) if originals is not None else set()
     return Audit(
+        originals=len(files),
+        orphan_originals=len(files - {d.id for d in docs}),
         documents=by_status,
         chunks=total,
         chunks_of_ready=ready,

@@ -12,6 +12,7 @@ from kb_service.core.records import ParsedDocument
 from kb_service.ingest.parsers import parse_bytes, parse_file
 from kb_service.ingest.parsers.ocr import OcrOptions
 from tests.conftest import SHARED_DATA, needs_shared
+from tests.fixtures import text_image
 
 pytestmark = pytest.mark.integration
 
@@ -96,24 +97,11 @@ def test_two_columns_read_column_by_column(report: ParsedDocument) -> None:
     assert order == [f"LEFT{i}" for i in range(30)] + [f"RIGHT{i}" for i in range(30)]
 
 
-def _text_image(lines: list[str], size: int = 36) -> bytes:
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=size)
-    image = Image.new("RGB", (1400, 120 + 70 * len(lines)), "white")
-    draw = ImageDraw.Draw(image)
-    for i, line in enumerate(lines):
-        draw.text((60, 60 + 70 * i), line, fill="black", font=font)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
 SCAN_LINES = ["Quarterly revenue grew twelve percent", "The warehouse in Rotterdam opened in May"]
 
 
 def test_an_image_is_read_by_ocr() -> None:
-    doc = parse_bytes(_text_image(SCAN_LINES), "scan.png")
+    doc = parse_bytes(text_image(SCAN_LINES), "scan.png")
     assert doc.format == "image" and [s.page for s in doc.sections] == [1]
     assert "Quarterly revenue grew twelve percent" in doc.text and "Rotterdam" in doc.text
     assert doc.metadata["ocr_pages"] == 1 and doc.metadata["ocr_confidence"] > 0.8
@@ -122,7 +110,7 @@ def test_an_image_is_read_by_ocr() -> None:
 def test_an_image_only_pdf_is_read_by_ocr_with_its_pages() -> None:
     from PIL import Image
 
-    pages = [Image.open(io.BytesIO(_text_image([line]))) for line in SCAN_LINES]
+    pages = [Image.open(io.BytesIO(text_image([line]))) for line in SCAN_LINES]
     out = io.BytesIO()
     pages[0].save(out, format="PDF", save_all=True, append_images=pages[1:], resolution=150)
     doc = parse_bytes(out.getvalue(), "scan.pdf")
@@ -132,13 +120,13 @@ def test_an_image_only_pdf_is_read_by_ocr_with_its_pages() -> None:
 
 def test_with_ocr_off_a_scan_is_refused_with_what_to_do() -> None:
     with pytest.raises(NoTextLayer, match="OCR is off: set KB_OCR=auto"):
-        parse_bytes(_text_image(SCAN_LINES), "scan.png", ocr=OcrOptions(mode="off"))
+        parse_bytes(text_image(SCAN_LINES), "scan.png", ocr=OcrOptions(mode="off"))
 
 
 def test_a_page_read_below_the_confidence_threshold_is_reported_not_kept() -> None:
     from PIL import Image, ImageFilter
 
-    image = Image.open(io.BytesIO(_text_image(SCAN_LINES, size=18))).filter(ImageFilter.GaussianBlur(1.5))
+    image = Image.open(io.BytesIO(text_image(SCAN_LINES, size=18))).filter(ImageFilter.GaussianBlur(1.5))
     out = io.BytesIO()
     image.save(out, format="PNG")  # read as "Quarterty revenue …" with a confidence just under 1
     with pytest.raises(NoTextLayer, match=r"mean confidence of 0\.\d+ at best, below the threshold 1\.0"):
