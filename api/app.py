@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kbs = store.list_kbs()
         for kb in kbs:
             recover(store, kb, grace_s=settings.ingest.recovery_grace_s, originals=services.originals)
-        services.originals.sweep_dropped(kbs)  # folders of knowledge bases dropped by a process that then died
+        # Folders of knowledge bases dropped by a process that died before removing them.
+        services.originals.sweep_dropped(kbs, older_than_s=settings.ingest.recovery_grace_s)
         app.state.jobs.resume()
         # Passage vectors of the embedding reranker, computed while the models are idle.
         warmer = app.state.rerank_warmer = services.rerank_warmer

@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--filings", type=Path, default=FILINGS)
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--quick", action="store_true", help="the 4-page McDonald's release only (a smoke test)")
+    parser.add_argument("--parsers", nargs="+", choices=["page-text", "layout"], default=["page-text", "layout"])
     parser.add_argument("--json", action="store_true", help="accepted for symmetry: the report is always JSON")
     args = parser.parse_args()
     if not args.filings.is_dir():
@@ -98,7 +99,7 @@ def main() -> None:
     gold: dict[str, set[int]] = {}
     for file in sorted({q["file"] for q in questions}):
         gold |= gold_pages(args.filings / file, [q for q in questions if q["file"] == file])
-    report = {p: run(p, args.filings, questions, gold) for p in ("page-text", "layout")}
+    report = {p: run(p, args.filings, questions, gold) for p in args.parsers}
     print(json.dumps(report, indent=1))
 
 

@@ -9,6 +9,12 @@ the raw ``SentenceTransformer.encode`` rate on the same chunk texts, measured in
 
     python bench/ingest.py --json              # SciFact dev corpus (5,183 abstracts), both stores
     python bench/ingest.py --quick --json      # first 300 abstracts: a smoke test
+    python bench/ingest.py --documents --json  # real files: pages/s for text PDFs and scans, parse in processes
+
+``--documents`` ingests the SEC filings of the shared data (text PDFs) and image-only copies of two of them (scans,
+read by OCR) through the whole pipeline, once with parsing in the ingesting process and once in worker processes
+(``KB_PARSE_WORKERS``), and reports pages/s next to the parse stage alone and the embedding model alone on the same
+chunks: which stage bounds ingestion.
 """
 
 from __future__ import annotations
@@ -33,14 +39,20 @@ from kb_service.core.records import KnowledgeBase, text_hash  # noqa: E402
 from kb_service.embeddings import EmbedderPool  # noqa: E402
 from kb_service.embeddings.runner import MODEL_THREAD  # noqa: E402
 from kb_service.embeddings.sentence import embedding_dimension, resolve_model_path  # noqa: E402
+from kb_service.ingest.parse_pool import shared_pool  # noqa: E402
 from kb_service.ingest.pipeline import Ingestor, Outcome  # noqa: E402
 from kb_service.ingest.sources import SourceItem  # noqa: E402
 from kb_service.retrieval.rerank import EmbeddingReranker  # noqa: E402
 from kb_service.retrieval.rerank_warmer import RerankWarmer  # noqa: E402
 from kb_service.stores.base import VectorStore  # noqa: E402
 from kb_service.stores.factory import open_store  # noqa: E402
+from kb_service.stores.originals import Originals  # noqa: E402
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact-dev" / "corpus.jsonl"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_CORPUS = SHARED_DATA / "scifact-dev" / "corpus.jsonl"
+FILINGS = SHARED_DATA / "filings"
+SCANNED = ["MCDONALDS_2023Q1_EARNINGS.pdf", "EBAY_2023Q1_EARNINGS.pdf"]
+QUICK_FILES = ["MCDONALDS_2023Q1_EARNINGS.pdf"]
 
 
 def load_corpus(path: Path, limit: int | None) -> list[SourceItem]:
@@ -55,21 +67,28 @@ def load_corpus(path: Path, limit: int | None) -> list[SourceItem]:
     return items
 
 
-def run_pipeline(backend: str, items: list[SourceItem], settings_kw: dict, *, rerank_vectors: bool = False) -> dict:
+def run_pipeline(
+    backend: str, items: list[SourceItem], settings_kw: dict, *, rerank_vectors: bool = False, parse_again: bool = True
+) -> dict:
+    """One timed ingest into a fresh store (originals kept, as the service does). After it, the chunk texts and
+    what the model embedded are recomputed by parsing again (``parse_again``), else read back from the store."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), backend=backend, **settings_kw)
         store = open_store(settings)
         pool = EmbedderPool(settings)
-        catalog = Catalog(store, pool)
+        catalog = Catalog(store, pool, Originals(Path(tmp) / "originals"))
         kb = catalog.create("bench")
         _, embedder = catalog.open("bench")
-        ingestor = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder)
+        ingestor = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder, originals=catalog.originals)
         start = time.perf_counter()
         results = ingestor.ingest(items)
         seconds = time.perf_counter() - start
         chunks = store.count_chunks(kb)
         ready = sum(r.outcome == Outcome.ADDED for r in results)
-        texts, model_texts = model_work(ingestor, items, settings.ingest.summary_vector)
+        if parse_again:
+            texts, model_texts = model_work(ingestor, items, settings.ingest.summary_vector)
+        else:
+            texts = model_texts = [c.text for batch in store.iter_chunks(kb) for c in batch]
         warmed = warm_rerank_vectors(store, kb, pool.get(settings.rerank.model)) if rerank_vectors else None
         store.close()
     return {
@@ -223,6 +242,46 @@ def llamaindex_store(backend: str, tmp: Path, dim: int) -> Iterator[tuple[Any, C
         server.cleanup()
 
 
+def documents(workers: list[int], *, quick: bool) -> dict:
+    """Text PDFs and their scanned copies through the pipeline (Milvus Lite), for each parse-worker count, beside
+    the parse stage alone (in this process) and the model alone on the same chunk texts."""
+    from kb_service.evaluation.scans import image_pdf
+    from kb_service.ingest.parsers import parse_bytes
+
+    names = QUICK_FILES if quick else sorted(p.name for p in FILINGS.glob("*.pdf"))
+    sets = {
+        "text_pdf": [(name, (FILINGS / name).read_bytes()) for name in names],
+        "scanned_pdf": [(name, image_pdf(FILINGS / name)) for name in (QUICK_FILES if quick else SCANNED)],
+    }
+    report: dict = {}
+    for label, files in sets.items():
+        started = time.perf_counter()
+        parsed = [parse_bytes(data, name) for name, data in files]
+        parse_s = time.perf_counter() - started
+        pages = sum(int(p.metadata.get("pages", 1)) for p in parsed)
+        entry: dict = {"files": len(files), "pages": pages, "parse_pages_per_s": round(pages / parse_s, 3)}
+        for count in workers:
+            if (pool := shared_pool(count)) is not None:
+                pool.start()  # process start-up is paid once per service, not per upload: not timed
+            items = [SourceItem(name, data=data) for name, data in files]
+            run = run_pipeline("milvus", items, {"parse_workers": count, "rerank_backend": "none"}, parse_again=False)
+            texts = run.pop("_texts")
+            run.pop("_model_texts")
+            entry[f"parse_workers_{count}"] = {
+                "seconds": round(run["seconds"], 1),
+                "pages_per_s": round(pages / run["seconds"], 3),
+                "chunks": run["chunks"],
+                "chunks_per_s": round(run["chunks_per_s"], 1),
+            }
+        embedder = EmbedderPool(Settings()).get()
+        model = embedder.model  # type: ignore[attr-defined]
+        raw = raw_encode(texts, model, embedder.batch_size)  # type: ignore[attr-defined]
+        entry["embed_chunks_per_s"] = round(raw["chunks_per_s"], 1)
+        entry["embed_pages_per_s"] = round(pages / raw["seconds"], 3)
+        report[label] = entry
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="BEIR corpus.jsonl")
@@ -234,8 +293,15 @@ def main() -> None:
     parser.add_argument(
         "--rerank-vectors", action="store_true", help="also time the warmer storing the e5 reranker's vectors"
     )
+    parser.add_argument("--documents", action="store_true", help="real files: text PDFs and scans (see above)")
+    parser.add_argument("--parse-workers", type=int, nargs="+", default=[1, 2], help="with --documents")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
+    if args.documents:
+        if not FILINGS.is_dir():
+            sys.exit(f"filings not found: {FILINGS} (the shared evaluation data)")
+        print(json.dumps({"threads": os.cpu_count(), **documents(args.parse_workers, quick=args.quick)}, indent=2))
+        return
     if not args.corpus.is_file():
         sys.exit(f"corpus not found: {args.corpus} (the shared evaluation data)")
     items = load_corpus(args.corpus, args.limit if args.limit is not None else 300 if args.quick else None)

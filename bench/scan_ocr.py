@@ -13,7 +13,6 @@ that concern them are asked of each copy.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import tempfile
@@ -21,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pypdfium2 as pdfium
 from rapidfuzz.distance import Levenshtein
 
 from kb_service.client.local import LocalClient
+from kb_service.evaluation.scans import image_pdf, render
 from kb_service.evaluation.tables import gold_pages, load_questions, together
 from kb_service.ingest.parsers import parse_bytes, parse_file
 
@@ -45,29 +44,6 @@ PAGES = [  # (file, 1-based page)
     (SHARED_DATA / "documents" / "chatchat_zh/ocr_test.pdf", 1),
 ]
 SCANNED = ["MCDONALDS_2023Q1_EARNINGS.pdf", "EBAY_2023Q1_EARNINGS.pdf"]
-SCALE = 2.0
-
-
-def render(path: Path, pages: list[int] | None = None) -> list[bytes]:
-    """PNG images of the pages (all when None)."""
-    pdf = pdfium.PdfDocument(path)
-    out = []
-    for index in pages or range(len(pdf)):
-        buf = io.BytesIO()
-        pdf[index].render(scale=SCALE).to_pil().save(buf, format="PNG")
-        out.append(buf.getvalue())
-    pdf.close()
-    return out
-
-
-def image_pdf(path: Path) -> bytes:
-    """The file rebuilt from page images only: a scan, with no text layer."""
-    from PIL import Image
-
-    images = [Image.open(io.BytesIO(png)).convert("RGB") for png in render(path)]
-    buf = io.BytesIO()
-    images[0].save(buf, format="PDF", save_all=True, append_images=images[1:], resolution=72 * SCALE)
-    return buf.getvalue()
 
 
 def plain(text: str) -> str:

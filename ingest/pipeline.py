@@ -19,9 +19,18 @@ import numpy as np
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import DocumentNotFound, KBError, KnowledgeBaseNotFound, ParseError, StoreError
-from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ParsedDocument, text_hash
+from kb_service.core.records import (
+    Chunk,
+    DocStatus,
+    Document,
+    KnowledgeBase,
+    ParsedDocument,
+    indexed_text,
+    text_hash,
+)
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.chunking import Chunker, TokenChunker
+from kb_service.ingest.parse_pool import ParsePool, auto_workers, shared_pool
 from kb_service.ingest.parsers.ocr import OcrOptions
 from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import ExtractiveSummarizer, Summarizer
@@ -112,6 +121,8 @@ class Ingestor:
         summary_vector: str = "embed",
         ocr: OcrOptions | None = None,
         originals: Originals | None = None,
+        parse_pool: ParsePool | None = None,
+        chunk_context: str = "none",
     ) -> None:
         self.store = store
         self.kb = kb
@@ -123,6 +134,8 @@ class Ingestor:
         self.summary_vector = summary_vector
         self.ocr = ocr or OcrOptions()
         self.originals = originals  # where each document's original file is kept (None: nowhere)
+        self.parse_pool = parse_pool  # worker processes for files (None: parse in the producer thread)
+        self.chunk_context = chunk_context  # "title": each chunk is embedded under its document's title
         # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
         # ``chunks`` is the document's chunk count once it is known (0 before).
         self.on_stage: Callable[[str, Stage, int], None] = lambda _source, _stage, _chunks: None
@@ -159,6 +172,8 @@ class Ingestor:
             summary_vector=settings.ingest.summary_vector,
             ocr=OcrOptions(settings.ingest.ocr, settings.ingest.ocr_min_confidence),
             originals=originals,
+            parse_pool=shared_pool(settings.ingest.parse_workers or auto_workers()),
+            chunk_context=settings.ingest.chunk_context,
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -237,7 +252,8 @@ class Ingestor:
 
     # -- producer: parsing, chunking, summaries -----------------------------------------------------
     def _produce(self, items: Iterable[SourceItem], out: queue.Queue[object], failure: list[BaseException]) -> None:
-        workers = self.summarizer.concurrency
+        # Several documents are prepared at once when summaries call a model or files parse in worker processes.
+        workers = max(self.summarizer.concurrency, self.parse_pool.workers if self.parse_pool else 1)
         try:
             if workers <= 1:
                 for index, item in enumerate(items):
@@ -259,7 +275,10 @@ class Ingestor:
     def _prepare(self, index: int, item: SourceItem) -> _Prepared | IngestResult:
         self.on_stage(item.name, Stage.PARSING, 0)
         try:
-            parsed = item.parse(max_bytes=self.max_bytes, ocr=self.ocr)
+            if self.parse_pool is not None and item.text is None:  # a file: parsed in a worker process
+                parsed = self.parse_pool.parse(item, max_bytes=self.max_bytes, ocr=self.ocr)
+            else:
+                parsed = item.parse(max_bytes=self.max_bytes, ocr=self.ocr)
         except ParseError as exc:
             return IngestResult(item.name, Outcome.FAILED, reason=exc.reason, error=exc.detail, index=index)
         except OSError as exc:
@@ -267,6 +286,9 @@ class Ingestor:
         doc_id = parsed.content_hash
         self.on_stage(item.name, Stage.CHUNKING, 0)
         chunks = self.chunker.split(parsed, doc_id)
+        if self.chunk_context == "title":
+            for c in chunks:  # the hash names what is embedded: a vector is reused only for the same input
+                c.hash = text_hash(indexed_text(parsed.title, c.text))
         known = self.store.get_document(self.kb, doc_id) if self.summarizer.calls_model else None
         if known is not None and known.status == DocStatus.READY:
             summary = known.summary  # unchanged content: no model call (the consumer reports it unchanged)
@@ -295,11 +317,15 @@ class Ingestor:
         for p in todo:
             self.on_stage(p.item.name, Stage.EMBEDDING, len(p.chunks))
         summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
+        inputs = [self._embedded(p, c) for p in todo for c in p.chunks]
         try:
-            vectors = self._vectors([c.text for p in todo for c in p.chunks] + summaries, reuse=reuse)
+            vectors = self._vectors(inputs + summaries, reuse=reuse)
         except KBError as exc:
             return unchanged, _Staged(todo, stale, error=exc)
         return unchanged, _Staged(todo, stale, vectors)
+
+    def _embedded(self, p: _Prepared, c: Chunk) -> str:
+        return indexed_text(p.parsed.title, c.text) if self.chunk_context == "title" else c.text
 
     def _complete(self, doc: Document) -> bool:
         """A ready row holds every chunk it declares (one that lost some is ingested again, not called unchanged)."""
@@ -408,6 +434,8 @@ class Ingestor:
             elif item.path is not None:
                 self.originals.put_file(self.kb, p.doc_id, item.path)
         except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and self.store.get_document(self.kb, p.doc_id) is None:
+                return  # deleted meanwhile, its folder with it: the delete wins (the publish will not happen)
             raise StoreError(f"could not keep the original of {item.name!r}: {exc}") from exc
 
     def _forget_original(self, doc_id: str) -> None:

@@ -46,7 +46,7 @@ def build_retriever(
 
 def lexical_indexes(settings: Settings, store: VectorStore) -> LexicalIndexes:
     """The lexical indexes of ``store``'s knowledge bases, kept under the data directory."""
-    return LexicalIndexes(store, settings.data_dir / "lexical")
+    return LexicalIndexes(store, settings.data_dir / "lexical", chunk_context=settings.ingest.chunk_context)
 
 
 def build_rerank_warmer(settings: Settings, retriever: Retriever) -> RerankWarmer | None:

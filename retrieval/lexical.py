@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk
+from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, indexed_text
 from kb_service.stores.base import Revisioned, VectorStore
 from kb_service.stores.filters import Filter
 
@@ -89,12 +89,16 @@ class LexicalIndex:
     by_id: dict[str, Chunk] = field(init=False, repr=False, compare=False)  # chunks by id, for dense hits
 
     @classmethod
-    def build(cls, chunks: list[Chunk], revision: str) -> LexicalIndex:
+    def build(cls, chunks: list[Chunk], revision: str, titles: Mapping[str, str] | None = None) -> LexicalIndex:
+        """``titles`` (document id -> title): each chunk is indexed under its document's title too."""
         import bm25s
 
         if not chunks:
             return cls(revision, [], None)
-        tokens = [lexical_tokens(c.text) for c in chunks]
+        if titles is None:
+            tokens = [lexical_tokens(c.text) for c in chunks]
+        else:
+            tokens = [lexical_tokens(indexed_text(titles.get(c.doc_id, ""), c.text)) for c in chunks]
         bm25 = bm25s.BM25()
         bm25.index(tokens, show_progress=False)
         by_doc: dict[str, list[str]] = {}
@@ -226,15 +230,16 @@ def _top_positive(scores: np.ndarray, top_k: int) -> np.ndarray:
 class LexicalIndexes:
     """One LexicalIndex per knowledge base, kept current with the store's revision token."""
 
-    def __init__(self, store: VectorStore, root: Path) -> None:
+    def __init__(self, store: VectorStore, root: Path, *, chunk_context: str = "none") -> None:
         self.store = store
         self.root = root
+        self.titled = chunk_context == "title"
         self._indexes: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
     def get(self, kb: KnowledgeBase) -> LexicalIndex:
         if not isinstance(self.store, Revisioned):  # no way to tell the index is current: read the chunks again
-            return LexicalIndex.build([c for b in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in b], "")
+            return self._build(kb, "")
         revision = self.store.kb_revision(kb)
         index = self._indexes.get(kb.key)
         if index is not None and index.revision == revision:
@@ -251,17 +256,33 @@ class LexicalIndexes:
         return self._indexes.get(kb.key)
 
     def _load_or_build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
-        folder = self.root / kb.key
+        folder = self._folder(kb)
         saved = _saved_index(folder)
         if saved is not None and saved.revision == revision:
             return saved
-        chunks = [c for batch in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in batch]
-        index = LexicalIndex.build(chunks, revision)
+        index = self._build(kb, revision)
         index.save(folder)
         return index
+
+    def _build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
+        chunks = [c for batch in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in batch]
+        if not self.titled:
+            return LexicalIndex.build(chunks, revision)
+        ids = list(dict.fromkeys(c.doc_id for c in chunks))
+        titles: dict[str, str] = {}
+        for start in range(0, len(ids), READ_BATCH):
+            docs = self.store.get_documents(kb, ids[start : start + READ_BATCH])
+            titles.update((doc_id, doc.title) for doc_id, doc in docs.items())
+        return LexicalIndex.build(chunks, revision, titles)
+
+    def _folder(self, kb: KnowledgeBase) -> Path:
+        """Where ``kb``'s index is saved: one folder per way of indexing, so a changed setting never loads the
+        other's index."""
+        return self.root / (f"{kb.key}.titled" if self.titled else kb.key)
 
     def forget(self, kb: KnowledgeBase) -> None:
         """Drop the cached index of a knowledge base (when it is dropped)."""
         with self._lock:
             self._indexes.pop(kb.key, None)
             shutil.rmtree(self.root / kb.key, ignore_errors=True)
+            shutil.rmtree(self.root / f"{kb.key}.titled", ignore_errors=True)

@@ -75,6 +75,14 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     assert "history must be a JSON list" in kb(base_args, "ask", name, "x", "--history", "{}", code=2)["error"]
 
     target = next(d for d in docs if d["source"] == "report.pdf")
+    wrote = kb(base_args, "download", name, target["id"], "-o", str(tmp_path / "copy.pdf"))
+    assert (tmp_path / "copy.pdf").read_bytes() == (tmp_path / "corpus" / "report.pdf").read_bytes()
+    assert wrote == {"doc_id": target["id"], "source": "report.pdf", "path": str(tmp_path / "copy.pdf"),
+                     "bytes": (tmp_path / "copy.pdf").stat().st_size}  # fmt: skip
+    shown = kb(base_args, "download", name, target["id"], "--page", "2", "-o", str(tmp_path / "p2.png"))
+    assert (tmp_path / "p2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shown["bytes"] > 1000
+    missing = kb(base_args, "download", name, target["id"], "--page", "9", code=2)["error"]
+    assert missing == "report.pdf has 2 pages; there is no page 9"
     deleted = kb(base_args, "delete", name, target["id"])
     assert deleted["deleted"] == target  # the document as it was, then proof that nothing of it is left
     assert deleted["residue"] == {
@@ -82,13 +90,21 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
         "document": None,
         "chunks": 0,
         "lexical_entries": 0,
+        "original_files": 0,
         "clean": True,
     }
     assert kb(base_args, "delete", name, target["id"], code=2)["error"].startswith("document ")
     checked = kb(base_args, "check", name, target["id"], "--repair")
     assert checked["clean"] and checked["recovered"]["chunks_removed"] == 0
     assert checked["deleted"] == [
-        {"doc_id": target["id"], "document": None, "chunks": 0, "lexical_entries": 0, "clean": True}
+        {
+            "doc_id": target["id"],
+            "document": None,
+            "chunks": 0,
+            "lexical_entries": 0,
+            "original_files": 0,
+            "clean": True,
+        }
     ]
     assert checked["audit"]["documents"] == {"ready": 4} and checked["audit"]["leftover_chunks"] == 0
     still_there = next(d for d in docs if d["source"] == "notes.md")["id"]

@@ -6,7 +6,7 @@ import signal
 import time
 from collections import Counter
 from http import HTTPStatus
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +17,7 @@ from kb_service.cli import ask as ask_commands
 from kb_service.cli import search as search_commands
 from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, reported, rt_from, table
 from kb_service.client import ClientError, IngestOutcome, KBClient
+from kb_service.core.limits import DEFAULT_PAGE_WIDTH
 from kb_service.core.records import DocStatus
 from kb_service.ingest.pipeline import Outcome
 from kb_service.ingest.sources import iter_paths
@@ -213,8 +214,8 @@ def docs(
 
 @app.command()
 def delete(ctx: typer.Context, kb: str, doc_id: str, as_json: JsonOpt = False) -> None:
-    """Delete a document and every one of its chunks, and prove it: what remains of it afterwards (its row, chunks
-    and lexical-index entries) must be nothing. Exit status 1 if anything remains."""
+    """Delete a document, every one of its chunks and its original file, and prove it: what remains of it afterwards
+    (its row, chunks, lexical-index entries and original) must be nothing. Exit status 1 if anything remains."""
     rt = rt_from(ctx, as_json)
     with reported(as_json=as_json):
         document = rt.client.get_document(kb, doc_id)
@@ -223,10 +224,41 @@ def delete(ctx: typer.Context, kb: str, doc_id: str, as_json: JsonOpt = False) -
     if as_json:
         emit_json({"deleted": document.model_dump(), "residue": left.model_dump()})
     else:
-        state = "nothing left" if left.clean else f"NOT gone: {left.chunks} chunks, {left.lexical_entries} lexical"
+        state = "nothing left"
+        if not left.clean:
+            state = f"NOT gone: {left.chunks} chunks, {left.lexical_entries} lexical, {left.original_files} original"
         out_console.print(f"deleted {doc_id} ({document.source}, {document.chunk_count} chunks): {state}")
     if not left.clean:
         raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    kb: str,
+    doc_id: str,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: its name).")] = None,
+    page: Annotated[
+        int | None, typer.Option(help="Write this page as a PNG instead (PDF and image documents).")
+    ] = None,
+    width: Annotated[int, typer.Option(help="Width of the page image in pixels.")] = DEFAULT_PAGE_WIDTH,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a document's original file (as it was uploaded), or one of its pages as a PNG (--page N)."""
+    rt = rt_from(ctx, as_json)
+    with reported(as_json=as_json):
+        document = rt.client.get_document(kb, doc_id)
+        data = rt.client.download(kb, doc_id) if page is None else rt.client.page_image(kb, doc_id, page, width=width)
+    name = PurePosixPath(document.source).name
+    target = output or Path(name if page is None else f"{PurePosixPath(name).stem}-p{page}.png")
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc.strerror or exc}", as_json=as_json)
+    if as_json:
+        emit_json({"doc_id": doc_id, "source": document.source, "path": str(target), "bytes": len(data)})
+    else:
+        out_console.print(f"wrote {target} ({len(data):,} bytes)")
 
 
 @app.command()
@@ -237,8 +269,9 @@ def check(
     repair: Annotated[bool, typer.Option(help="Remove documents a crash left unfinished first.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Audit a knowledge base (documents by status, chunks that belong to no ready document) and prove that
-    deleted documents left nothing behind: no row, no chunk, no lexical-index entry. Exit status 1 if not clean."""
+    """Audit a knowledge base (documents by status, chunks that belong to no ready document, original files without
+    their document) and prove that deleted documents left nothing behind: no row, no chunk, no lexical-index entry,
+    no original file. Exit status 1 if not clean."""
     rt = rt_from(ctx, as_json)
     with reported(as_json=as_json):
         recovered = rt.client.repair(kb) if repair else None
@@ -258,15 +291,20 @@ def check(
     else:
         if recovered:
             removed = recovered["documents_removed"]
-            out_console.print(f"repaired: removed {removed} documents, {recovered['chunks_removed']} chunks")
+            out_console.print(
+                f"repaired: removed {removed} documents, {recovered['chunks_removed']} chunks, "
+                f"{recovered['originals_removed']} original files"
+            )
         out_console.print(
             f"{kb}: documents {report.documents}, {report.chunks} chunks ({report.chunks_of_ready} of ready "
-            f"documents, {report.leftover_chunks} left over)"
+            f"documents, {report.leftover_chunks} left over), {report.originals} original files "
+            f"({report.orphan_originals} without their document)"
         )
         for r in residues:
             state = "gone" if r.clean else "NOT gone"
             out_console.print(
-                f"{r.doc_id}: {state} (row: {r.document or 'none'}, chunks: {r.chunks}, lexical: {r.lexical_entries})"
+                f"{r.doc_id}: {state} (row: {r.document or 'none'}, chunks: {r.chunks}, lexical: {r.lexical_entries}, "
+                f"original: {r.original_files})"
             )
     if not clean:
         raise typer.Exit(1)

@@ -156,6 +156,12 @@ class IngestSettings(Group):
 
     chunk_size: int = Field(default=256, ge=16, description="Maximum tokens per chunk (model tokenizer).")
     chunk_overlap: int = Field(default=32, ge=0)
+    chunk_context: Literal["none", "title"] = Field(
+        default="none",
+        description="What a chunk is indexed with besides its text (dense and lexical): 'title', its document's "
+        "title, so a chunk that does not name its document (a table row, a later paragraph) still matches a "
+        "question that does; the stored text and citations are unchanged.",
+    )
     summary_tokens: int = Field(default=200, ge=16, description="Token budget of an extractive summary.")
     summary_vector: Literal["embed", "chunk-mean"] = Field(
         default="embed",
@@ -176,6 +182,13 @@ class IngestSettings(Group):
     )
     ocr_min_confidence: float = Field(
         default=0.6, ge=0, le=1, description="A page OCR reads with a lower mean confidence is reported, not kept."
+    )
+    parse_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Processes that parse files (PDF, office, images) side by side: 0 = auto (three cores or more: "
+        "one per core but one, at most 4; else in-process), 1 = in the ingesting process.",
     )
     keep_originals: bool = Field(
         default=True,

@@ -70,6 +70,9 @@ class ParseError(KBError):
         self.source = source
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, str]]:  # raised in a parse worker, re-raised here
+        return type(self), (self.source, self.detail)
+
 
 class UnsupportedFormat(ParseError):
     reason = "unsupported_format"

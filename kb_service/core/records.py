@@ -207,6 +207,11 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
+def indexed_text(title: str, text: str) -> str:
+    """A chunk as it is indexed under ``chunk_context=title``: its document's title, then its text."""
+    return f"{title}\n{text}" if title and not text.startswith(title) else text
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -116,12 +116,13 @@ class Originals:
                 removed += 1
         return removed
 
-    def sweep_dropped(self, live: Iterable[KnowledgeBase]) -> int:
-        """Remove the folders of knowledge bases that no longer exist; returns how many."""
+    def sweep_dropped(self, live: Iterable[KnowledgeBase], *, older_than_s: float = 0.0) -> int:
+        """Remove the folders of knowledge bases that no longer exist (dropped by a process that died before it
+        removed them) and are unchanged for ``older_than_s``; returns how many."""
         if not self.root.is_dir():
             return 0
-        keys = {kb.key for kb in live}
-        gone = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keys]
+        keys, cutoff = {kb.key for kb in live}, time.time() - older_than_s
+        gone = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keys and d.stat().st_mtime <= cutoff]
         for folder in gone:
             shutil.rmtree(folder, ignore_errors=True)
         return len(gone)

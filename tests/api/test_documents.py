@@ -102,11 +102,15 @@ def test_json_upload_replace_and_delete(client: TestClient) -> None:
 
     present = client.get(f"{DOCS}/{replaced['doc_id']}/residue").json()
     assert present["document"] == "ready" and present["chunks"] >= 1 and present["lexical_entries"] >= 1
+    assert present["original_files"] == 1
     assert not present["clean"]
     assert client.delete(f"{DOCS}/{replaced['doc_id']}").status_code == 204
     assert client.get(f"{DOCS}/{replaced['doc_id']}").status_code == 404
     gone = client.get(f"{DOCS}/{replaced['doc_id']}/residue").json()  # proof of deletion
-    assert gone == {"doc_id": replaced["doc_id"], "document": None, "chunks": 0, "lexical_entries": 0, "clean": True}
+    assert gone == {
+        "doc_id": replaced["doc_id"], "document": None, "chunks": 0, "lexical_entries": 0, "original_files": 0,
+        "clean": True,
+    }  # fmt: skip
     audit = client.get(DOCS.replace("/documents", "/audit")).json()
     assert audit["clean"] and audit["leftover_chunks"] == 0
     after = client.post(DOCS.replace("/documents", "/search"), json={"query": "warranty", "mode": "lexical"}).json()

@@ -68,12 +68,14 @@ def test_ingest_search_list_delete(client: KBClient, tmp_path: Path) -> None:
     assert client.get_document("手册 one", docs["valves.md"].id) == docs["valves.md"]
     valves = docs["valves.md"].id
     assert not client.residue("手册 one", valves).clean  # still there
+    assert client.download("手册 one", valves).startswith(b"# Valves")  # the original file, as it was given
     client.delete_document("手册 one", valves)
     assert client.residue("手册 one", valves).model_dump() == {
         "doc_id": valves,
         "document": None,
         "chunks": 0,
         "lexical_entries": 0,
+        "original_files": 0,
         "clean": True,
     }
     assert "valves.md" not in {h.source for h in client.search("手册 one", "check valve one direction").hits}
@@ -128,6 +130,9 @@ def test_errors_are_the_apis(client: KBClient) -> None:
         (lambda: client.document_page("手册 one", limit=0), 422, "ValidationError"),
         (lambda: client.audit("no such kb"), 404, "KnowledgeBaseNotFound"),
         (lambda: client.create_kb("手册 one"), 409, "KnowledgeBaseExists"),
+        (lambda: client.download("手册 one", "0" * 64), 404, "DocumentNotFound"),
+        (lambda: client.page_image("手册 one", "0" * 64, 0), 422, "ValidationError"),
+        (lambda: client.page_image("手册 one", client.documents("手册 one")[0].id, 1), 404, "PageNotFound"),
     ]
     for call, status, kind in cases:
         with pytest.raises(ClientError) as info:
