@@ -25,6 +25,7 @@ from kb_service.core.records import (
     Document,
     KnowledgeBase,
     ParsedDocument,
+    document_context,
     indexed_text,
     text_hash,
 )
@@ -135,7 +136,7 @@ class Ingestor:
         self.ocr = ocr or OcrOptions()
         self.originals = originals  # where each document's original file is kept (None: nowhere)
         self.parse_pool = parse_pool  # worker processes for files (None: parse in the producer thread)
-        self.chunk_context = chunk_context  # "title": each chunk is embedded under its document's title
+        self.chunk_context = chunk_context  # "document": each chunk is embedded under its document's title and name
         # Told (source name, stage, chunks) as a document moves: parsing, chunking, embedding, storing;
         # ``chunks`` is the document's chunk count once it is known (0 before).
         self.on_stage: Callable[[str, Stage, int], None] = lambda _source, _stage, _chunks: None
@@ -286,9 +287,10 @@ class Ingestor:
         doc_id = parsed.content_hash
         self.on_stage(item.name, Stage.CHUNKING, 0)
         chunks = self.chunker.split(parsed, doc_id)
-        if self.chunk_context == "title":
+        if self.chunk_context == "document":
+            context = document_context(parsed.title, item.name)
             for c in chunks:  # the hash names what is embedded: a vector is reused only for the same input
-                c.hash = text_hash(indexed_text(parsed.title, c.text))
+                c.hash = text_hash(indexed_text(context, c.text))
         known = self.store.get_document(self.kb, doc_id) if self.summarizer.calls_model else None
         if known is not None and known.status == DocStatus.READY:
             summary = known.summary  # unchanged content: no model call (the consumer reports it unchanged)
@@ -325,7 +327,9 @@ class Ingestor:
         return unchanged, _Staged(todo, stale, vectors)
 
     def _embedded(self, p: _Prepared, c: Chunk) -> str:
-        return indexed_text(p.parsed.title, c.text) if self.chunk_context == "title" else c.text
+        if self.chunk_context == "document":
+            return indexed_text(document_context(p.parsed.title, p.item.name), c.text)
+        return c.text
 
     def _complete(self, doc: Document) -> bool:
         """A ready row holds every chunk it declares (one that lost some is ingested again, not called unchanged)."""

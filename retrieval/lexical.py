@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, indexed_text
+from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, document_context, indexed_text
 from kb_service.stores.base import Revisioned, VectorStore
 from kb_service.stores.filters import Filter
 
@@ -90,7 +90,7 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, chunks: list[Chunk], revision: str, titles: Mapping[str, str] | None = None) -> LexicalIndex:
-        """``titles`` (document id -> title): each chunk is indexed under its document's title too."""
+        """``titles`` (document id -> context line): each chunk is indexed under its document's context too."""
         import bm25s
 
         if not chunks:
@@ -233,7 +233,7 @@ class LexicalIndexes:
     def __init__(self, store: VectorStore, root: Path, *, chunk_context: str = "none") -> None:
         self.store = store
         self.root = root
-        self.titled = chunk_context == "title"
+        self.titled = chunk_context == "document"
         self._indexes: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
 
@@ -272,7 +272,7 @@ class LexicalIndexes:
         titles: dict[str, str] = {}
         for start in range(0, len(ids), READ_BATCH):
             docs = self.store.get_documents(kb, ids[start : start + READ_BATCH])
-            titles.update((doc_id, doc.title) for doc_id, doc in docs.items())
+            titles.update((doc_id, document_context(doc.title, doc.source)) for doc_id, doc in docs.items())
         return LexicalIndex.build(chunks, revision, titles)
 
     def _folder(self, kb: KnowledgeBase) -> Path:

@@ -156,11 +156,11 @@ class IngestSettings(Group):
 
     chunk_size: int = Field(default=256, ge=16, description="Maximum tokens per chunk (model tokenizer).")
     chunk_overlap: int = Field(default=32, ge=0)
-    chunk_context: Literal["none", "title"] = Field(
+    chunk_context: Literal["none", "document"] = Field(
         default="none",
-        description="What a chunk is indexed with besides its text (dense and lexical): 'title', its document's "
-        "title, so a chunk that does not name its document (a table row, a later paragraph) still matches a "
-        "question that does; the stored text and citations are unchanged.",
+        description="What a chunk is indexed with besides its text (dense and lexical): 'document', its document's "
+        "title and telling file name, so a chunk that does not name its document (a table row, a later paragraph) "
+        "still matches a question that does; the stored text and citations are unchanged.",
     )
     summary_tokens: int = Field(default=200, ge=16, description="Token budget of an extractive summary.")
     summary_vector: Literal["embed", "chunk-mean"] = Field(

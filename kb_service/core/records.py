@@ -8,6 +8,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -207,9 +208,19 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
-def indexed_text(title: str, text: str) -> str:
-    """A chunk as it is indexed under ``chunk_context=title``: its document's title, then its text."""
-    return f"{title}\n{text}" if title and not text.startswith(title) else text
+def document_context(title: str, source: str) -> str:
+    """What a chunk is indexed under with ``chunk_context=document``: its document's title and, when the file name
+    says something (three letters or more, not only an id) that the title does not, the file name too."""
+    stem = " ".join(PurePosixPath(source).stem.replace("_", " ").replace("-", " ").split())
+    parts = [" ".join(title.split())]
+    if sum(c.isalpha() for c in stem) >= 3 and stem.lower() not in parts[0].lower():
+        parts.append(stem)
+    return " · ".join(p for p in parts if p)
+
+
+def indexed_text(context: str, text: str) -> str:
+    """A chunk as it is indexed under ``chunk_context=document``: its document's context line, then its text."""
+    return f"{context}\n{text}" if context and not text.startswith(context) else text
 
 
 def text_hash(text: str) -> str:

@@ -48,7 +48,10 @@ class EvalRun:
         seconds spent ingesting and whether a cached one was reused."""
         s = self.settings
         model = embedding_model or s.embedding.model
-        name = eval_kb_name(dataset, model, f"{s.ingest.chunk_size}/{s.ingest.chunk_overlap}")
+        chunking = f"{s.ingest.chunk_size}/{s.ingest.chunk_overlap}"
+        if s.ingest.chunk_context != "none":  # chunks indexed under another context are another index
+            chunking += f"/{s.ingest.chunk_context}"
+        name = eval_kb_name(dataset, model, chunking)
         store = self.catalog.store
         kb = cached_kb_ready(store, name, dataset.unique_documents)
         if kb is not None:

@@ -188,3 +188,19 @@ def test_the_audit_counts_an_orphan_original(tmp_path: Path) -> None:
         Originals(tmp_path / "originals").put(kb, "ef" * 32, b"no row for me")
         audit = c.get("/v1/knowledge-bases/kb/audit").json()
         assert audit["originals"] == 1 and audit["orphan_originals"] == 1 and not audit["clean"]
+
+
+@pytest.mark.unit
+def test_only_document_ids_name_files(tmp_path: Path) -> None:
+    from kb_service.core.records import EmbeddingModelInfo, KnowledgeBase
+
+    info = EmbeddingModelInfo(name="m", dimension=4, fingerprint="f" * 16, max_tokens=16)
+    originals, kb = Originals(tmp_path), KnowledgeBase(name="kb", embedding=info)
+    kept = originals.put(kb, "ab" * 32, b"bytes")
+    assert kept is not None and kept.sha256 == "277089d91c0bdf4f2e6862ba7e4a07605119431f5d13f726dd352b06f1b206a9"
+    assert originals.get(kb, "ab" * 32) == kept and originals.doc_ids(kb) == {"ab" * 32}
+    for bad in ("../../etc/passwd", "AB" * 32, "ab" * 31, "/" + "a" * 63):
+        assert originals.get(kb, bad) is None and not originals.delete(kb, bad)
+    again = originals.put(kb, "ab" * 32, b"other bytes")  # one original per document: the earlier one goes
+    assert again is not None and [p.name for p in again.path.parent.iterdir()] == [again.sha256]
+    assert originals.delete(kb, "ab" * 32) and originals.get(kb, "ab" * 32) is None
