@@ -85,27 +85,12 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     assert missing == "report.pdf has 2 pages; there is no page 9"
     deleted = kb(base_args, "delete", name, target["id"])
     assert deleted["deleted"] == target  # the document as it was, then proof that nothing of it is left
-    assert deleted["residue"] == {
-        "doc_id": target["id"],
-        "document": None,
-        "chunks": 0,
-        "lexical_entries": 0,
-        "original_files": 0,
-        "clean": True,
-    }
+    gone = {"doc_id": target["id"], "document": None, "chunks": 0, "lexical_entries": 0, "original_files": 0}
+    assert deleted["residue"] == {**gone, "clean": True}
     assert kb(base_args, "delete", name, target["id"], code=2)["error"].startswith("document ")
     checked = kb(base_args, "check", name, target["id"], "--repair")
     assert checked["clean"] and checked["recovered"]["chunks_removed"] == 0
-    assert checked["deleted"] == [
-        {
-            "doc_id": target["id"],
-            "document": None,
-            "chunks": 0,
-            "lexical_entries": 0,
-            "original_files": 0,
-            "clean": True,
-        }
-    ]
+    assert checked["deleted"] == [{**gone, "clean": True}]
     assert checked["audit"]["documents"] == {"ready": 4} and checked["audit"]["leftover_chunks"] == 0
     still_there = next(d for d in docs if d["source"] == "notes.md")["id"]
     assert not kb(base_args, "check", name, still_there, code=1)["deleted"][0]["clean"]

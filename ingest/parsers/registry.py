@@ -86,8 +86,20 @@ MEDIA_EXTENSIONS = {
     ".bin",
 }
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF87a", b"GIF89a")
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF87a", b"GIF89a")
+BMP_HEADERS = {12, 40, 52, 56, 64, 108, 124}  # sizes of the DIB header that follows a BMP's 14-byte file header
 ZIP_FORMATS = {"word/document.xml": "docx", "ppt/presentation.xml": "pptx", "xl/workbook.xml": "xlsx"}
+
+
+def _is_bmp(data: bytes) -> bool:
+    """``BM`` alone is no proof (a text may start "BMI was …"): the reserved bytes must be zero and the DIB header
+    one of the known sizes."""
+    return (
+        data[:2] == b"BM"
+        and len(data) >= 18
+        and data[6:10] == b"\x00\x00\x00\x00"
+        and int.from_bytes(data[14:18], "little") in BMP_HEADERS
+    )
 
 
 def detect_format(data: bytes, source: str) -> str:
@@ -98,7 +110,7 @@ def detect_format(data: bytes, source: str) -> str:
         return "pdf"
     if data.startswith(OLE_MAGIC):
         return "legacy-office"
-    if data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+    if data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or _is_bmp(data):
         return "image"
     if data.startswith(b"PK\x03\x04"):
         return _zip_format(data, source, EXTENSIONS.get(ext))

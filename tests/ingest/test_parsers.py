@@ -100,6 +100,19 @@ def test_content_wins_over_a_misleading_extension() -> None:
     assert parse_bytes(make_pdf(["hello"]), "really-a-pdf.txt").format == "pdf"
 
 
+def test_a_text_that_starts_like_a_bitmap_is_still_text() -> None:
+    import io
+
+    from PIL import Image
+
+    bitmap = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(bitmap, format="BMP")
+    assert detect_format(bitmap.getvalue(), "scan.bmp") == "image"
+    # "BM" alone is no image: a SciFact abstract begins "BMI …"
+    assert detect_format(b"BMI was associated with mortality.", "1996292.txt") == "text"
+    assert parse_bytes(b"BMI was associated with mortality.", "1996292.txt").format == "text"
+
+
 def test_spreadsheet_cells_read_as_a_person_reads_them() -> None:
     import datetime
     import io
