@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, document_context, indexed_text
+from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, document_context
 from kb_service.stores.base import Revisioned, VectorStore
 from kb_service.stores.filters import Filter
 
@@ -95,14 +95,19 @@ class LexicalIndex:
 
         if not chunks:
             return cls(revision, [], None)
-        if titles is None:
-            tokens = [lexical_tokens(c.text) for c in chunks]
-        else:
-            tokens = [lexical_tokens(indexed_text(titles.get(c.doc_id, ""), c.text)) for c in chunks]
+        plain = [lexical_tokens(c.text) for c in chunks]
+        tokens = plain
+        by_doc: dict[str, list[str]] = {}
+        if titles is not None:  # each chunk under its document's context; the document itself holds it once
+            heads = {d: lexical_tokens(t) for d, t in titles.items()}
+            tokens = [
+                terms if c.text.startswith(titles.get(c.doc_id, "")) else heads.get(c.doc_id, []) + terms
+                for c, terms in zip(chunks, plain, strict=True)
+            ]
+            by_doc = {d: list(heads.get(d, [])) for d in dict.fromkeys(c.doc_id for c in chunks)}
         bm25 = bm25s.BM25()
         bm25.index(tokens, show_progress=False)
-        by_doc: dict[str, list[str]] = {}
-        for chunk, terms in zip(chunks, tokens, strict=True):
+        for chunk, terms in zip(chunks, plain, strict=True):  # the gate's whole-document BM25
             by_doc.setdefault(chunk.doc_id, []).extend(terms)
         doc_bm25 = bm25s.BM25()
         doc_bm25.index(list(by_doc.values()), show_progress=False)
