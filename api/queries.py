@@ -43,10 +43,14 @@ def original(catalog: Catalog, kb: str, doc_id: str) -> tuple[Document, Original
     return doc, kept
 
 
-def page_image(catalog: Catalog, kb: str, doc_id: str, page: int, width: int) -> tuple[Original, bytes]:
+def page_image(catalog: Catalog, kb: str, doc_id: str, page: int, width: int) -> bytes:
     """Page ``page`` (1-based) of a PDF or image document, rendered from its original as a PNG."""
     doc, kept = original(catalog, kb, doc_id)
-    return kept, page_png(kept.path, doc.format, page, width, name=doc.source)
+    return page_of(doc, kept, page, width)
+
+
+def page_of(doc: Document, kept: Original, page: int, width: int) -> bytes:
+    return page_png(kept.path, doc.format, page, width, name=doc.source)
 
 
 def media_type(doc: Document) -> str:

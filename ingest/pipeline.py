@@ -78,6 +78,7 @@ class _Prepared:
     chunks: list[Chunk]
     summary: str
     replaces: list[str] = field(default_factory=list)
+    context: str = ""  # the line each chunk is embedded under (``chunk_context=document``), else ""
 
     def document(self, status: DocStatus, **fields: object) -> Document:
         return Document(
@@ -287,8 +288,8 @@ class Ingestor:
         doc_id = parsed.content_hash
         self.on_stage(item.name, Stage.CHUNKING, 0)
         chunks = self.chunker.split(parsed, doc_id)
-        if self.chunk_context == "document":
-            context = document_context(parsed.title, item.name)
+        context = document_context(parsed.title, item.name) if self.chunk_context == "document" else ""
+        if context:
             for c in chunks:  # the hash names what is embedded: a vector is reused only for the same input
                 c.hash = text_hash(indexed_text(context, c.text))
         known = self.store.get_document(self.kb, doc_id) if self.summarizer.calls_model else None
@@ -296,7 +297,9 @@ class Ingestor:
             summary = known.summary  # unchanged content: no model call (the consumer reports it unchanged)
         else:
             summary = self.summarizer.summarize(parsed, chunks)
-        return _Prepared(index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary)
+        return _Prepared(
+            index=index, item=item, parsed=parsed, doc_id=doc_id, chunks=chunks, summary=summary, context=context
+        )
 
     # -- consumer: embedding; writer: storing -------------------------------------------------------
     def _stage(self, batch: list[_Prepared], *, reuse: bool) -> tuple[list[IngestResult], _Staged | None]:
@@ -319,17 +322,12 @@ class Ingestor:
         for p in todo:
             self.on_stage(p.item.name, Stage.EMBEDDING, len(p.chunks))
         summaries = [p.summary for p in todo if self.summary_vector == "embed" or not p.chunks]
-        inputs = [self._embedded(p, c) for p in todo for c in p.chunks]
+        inputs = [indexed_text(p.context, c.text) for p in todo for c in p.chunks]
         try:
             vectors = self._vectors(inputs + summaries, reuse=reuse)
         except KBError as exc:
             return unchanged, _Staged(todo, stale, error=exc)
         return unchanged, _Staged(todo, stale, vectors)
-
-    def _embedded(self, p: _Prepared, c: Chunk) -> str:
-        if self.chunk_context == "document":
-            return indexed_text(document_context(p.parsed.title, p.item.name), c.text)
-        return c.text
 
     def _complete(self, doc: Document) -> bool:
         """A ready row holds every chunk it declares (one that lost some is ingested again, not called unchanged)."""

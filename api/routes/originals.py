@@ -69,11 +69,11 @@ async def page_image(
 ) -> Response:
     """Page ``page`` of a PDF (rendered by PDFium) or of an image document (a TIFF's frame), ``width`` pixels wide.
     A chunk's ``bbox`` (fractions of the page: left, top, right, bottom) marks its text on this image."""
-    _, kept = await run_in_threadpool(queries.original, catalog, kb, doc_id)
+    doc, kept = await run_in_threadpool(queries.original, catalog, kb, doc_id)
     etag = f'"{kept.sha256}-{page}-{width}"'
     if _fresh(request, etag):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE})
-    _, png = await run_in_threadpool(queries.page_image, catalog, kb, doc_id, page, width)
+    png = await run_in_threadpool(queries.page_of, doc, kept, page, width)
     return Response(png, media_type="image/png", headers={"ETag": etag, "Cache-Control": CACHE})
 
 

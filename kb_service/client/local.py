@@ -139,7 +139,7 @@ class LocalClient:
     def page_image(self, kb: str, doc_id: str, page: int, *, width: int = 1000) -> bytes:
         with _errors():
             q = PageQuery.model_validate({"page": page, "width": width})
-            return queries.page_image(self.services.catalog, kb, doc_id, q.page, q.width)[1]
+            return queries.page_image(self.services.catalog, kb, doc_id, q.page, q.width)
 
     def residue(self, kb: str, doc_id: str) -> ResiduePublic:
         with _errors():
