@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from kb_service.api.auth import KeyRing, authenticate
 from kb_service.api.errors import install_error_handlers
 from kb_service.api.guard import RequestGuard
-from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, originals, search
+from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, originals, search, ui
 from kb_service.core.config import Settings, get_settings
 from kb_service.services import Services
 from kb_service.stores.recovery import recover
@@ -58,4 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
     for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings):
         app.include_router(module.router, dependencies=protected)
+    if settings.api.ui:
+        ui.mount(app)  # the web page: public static files; its API calls carry the user's key
     return app

@@ -27,6 +27,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN = ("/health", "/ready")
 DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+UI = re.compile(r"/|/ui(/.*)?")  # the web page's static files (they hold no data; its API calls carry a key)
 MULTIPART_SLACK = 1024 * 1024  # form boundaries and fields around the files
 UPLOADS = re.compile(r"/v1/knowledge-bases/[^/]+/documents(/[^/]+)?")  # POST a document, PUT a new version
 
@@ -36,6 +37,7 @@ class RequestGuard:
         self.app = app
         self.keys = keys
         self.public = OPEN + DOCS if settings.api.public_docs else OPEN
+        self.ui = settings.api.ui
         self.max_json = settings.api.max_json_bytes
         self.max_document = settings.ingest.max_file_bytes + MULTIPART_SLACK
         self.max_files = max_files
@@ -45,7 +47,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.keys.enabled and scope["path"] not in self.public:
+        if self.keys.enabled and not self._public(scope["path"]):
             try:
                 principal = self.keys.lookup(presented_key(headers.get("authorization", ""), headers.get("x-api-key")))
             except Unauthorized as exc:
@@ -70,6 +72,9 @@ class RequestGuard:
             return message
 
         await self.app(scope, counted, send)
+
+    def _public(self, path: str) -> bool:
+        return path in self.public or (self.ui and UI.fullmatch(path) is not None)
 
     def _limit(self, path: str, content_type: str) -> int:
         """Document uploads carry whole files (JSON text or multipart); everything else is a small JSON body."""

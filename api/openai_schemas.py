@@ -87,6 +87,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "kb-service"
+    kind: Literal["knowledge_base", "llm", "embedding"] = Field(
+        description="Not OpenAI's: what the id names: a knowledge base to chat with (kb:<name>), the LLM, or an "
+        "embedding model for /v1/embeddings and new knowledge bases."
+    )
 
 
 class ModelList(BaseModel):

@@ -45,12 +45,18 @@ KB_PREFIX = "kb:"
 
 @router.get("/models")
 async def list_models(catalog: CatalogDep, request: Request, principal: PrincipalDep) -> ModelList:
-    """Knowledge bases (those the caller's key may use) as ``kb:<name>`` models, and the service's own LLM."""
+    """Knowledge bases (those the caller's key may use) as ``kb:<name>`` models, the service's own LLM, and the
+    embedding models a request may name (``/v1/embeddings``, a new knowledge base's ``embedding_model``)."""
     kbs = await run_in_threadpool(catalog.list)
-    cards = [ModelCard(id=KB_PREFIX + kb.name, created=int(kb.created_at)) for kb in kbs if principal.allows(kb.name)]
+    cards = [
+        ModelCard(id=KB_PREFIX + kb.name, created=int(kb.created_at), kind="knowledge_base")
+        for kb in kbs
+        if principal.allows(kb.name)
+    ]
     llm: LLM | None = request.app.state.llm
     if llm is not None:
-        cards.append(ModelCard(id=llm.name, created=0))
+        cards.append(ModelCard(id=llm.name, created=0, kind="llm"))
+    cards += [ModelCard(id=name, created=0, kind="embedding") for name in catalog.embedders.offered]
     return ModelList(data=cards)
 
 

@@ -373,6 +373,10 @@ class ApiSettings(Group):
         default=False,
         description="Serve /docs and /openapi.json without a key when keys are set (default: they need one too).",
     )
+    ui: bool = Field(
+        default=True,
+        description="Serve the web page at /ui/ (static files; its calls to the API need a key when keys are set).",
+    )
     max_json_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=1024,

@@ -24,6 +24,7 @@ class EmbedderPool:
         allowed = [settings.embedding.model, settings.rerank.model, *settings.embedding.allowed_models]
         self._any = "*" in allowed
         self._allowed = {canonical(n) for n in allowed if n != "*"}
+        self.offered = list(dict.fromkeys(n for n in allowed if n != "*"))  # as configured: names to choose from
 
     def get(self, name: str | None = None) -> Embedder:
         """The embedder for ``name`` (default: the configured model), loaded on first use."""

@@ -57,8 +57,11 @@ def sdk(server: str) -> openai.OpenAI:
 
 
 def test_models_lists_knowledge_bases_and_the_llm(sdk: openai.OpenAI) -> None:
-    ids = [m.id for m in sdk.models.list()]
+    models = list(sdk.models.list())
+    ids = [m.id for m in models]
     assert f"kb:{KB}" in ids and LLM_ID in ids
+    embedding = [m.id for m in models if m.kind == "embedding"]  # type: ignore[attr-defined]
+    assert "sentence-transformers/all-MiniLM-L6-v2" in embedding  # what a client may pass to /v1/embeddings
     vectors = sdk.embeddings.create(model="sentence-transformers/all-MiniLM-L6-v2", input=["pumps", "valves"])
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
 

@@ -84,8 +84,9 @@ def test_a_scoped_key_sees_and_uses_only_its_knowledge_bases(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     assert [kb["name"] for kb in client.get("/v1/knowledge-bases", headers=as_(SCOPED)).json()] == ["A"]
-    models = [m["id"] for m in client.get("/v1/models", headers=as_(SCOPED)).json()["data"]]
-    assert models == ["kb:A"]
+    models = client.get("/v1/models", headers=as_(SCOPED)).json()["data"]
+    assert [m["id"] for m in models if m["kind"] == "knowledge_base"] == ["kb:A"]
+    assert {m["kind"] for m in models} == {"knowledge_base", "embedding"}  # no LLM configured here
     hits = client.post("/v1/knowledge-bases/A/search", json={"query": "plans"}, headers=as_(SCOPED)).json()["hits"]
     assert hits and all("team A" in h["text"] for h in hits)
     answer = client.post("/v1/knowledge-bases/A/ask", json={"question": "plans?"}, headers=as_(SCOPED)).json()
