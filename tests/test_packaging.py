@@ -66,6 +66,8 @@ def test_the_wheel_adds_one_top_level_package(tmp_path: Path) -> None:
         "generation/answer.py",
         "api/app.py",
         "core/config.py",
+        "api/ui/index.html",  # the web page's static files are package data
+        "api/ui/app.js",
     ):
         assert f"kb_service/{module}" in names
     assert not any("tests/" in name or "bench/" in name for name in names)

@@ -30,7 +30,8 @@ async function failure(response) {
     const error = body.error || {};
     type = error.type || type;
     if (error.message) message = error.message;
-    else if (Array.isArray(body.detail)) message = body.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+    else if (Array.isArray(body.detail))
+      message = body.detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
     else if (body.detail) message = String(body.detail);
   } catch {
     // not JSON: the status line says it

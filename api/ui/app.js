@@ -27,6 +27,7 @@ async function render() {
   if (leaving) leaving();
   leaving = null;
   const { kb, tab } = route();
+  document.querySelector("#toast .toast.error")?.remove(); // an error belongs to the view it happened in
   renderHeader();
   clear(main);
   if (!kb) {
@@ -56,7 +57,12 @@ function renderHeader() {
   clear(
     crumbs,
     h("a", { href: "#/" }, t("nav.home")),
-    kb ? [h("span", { "aria-hidden": "true" }, " / "), h("a", { href: kbHash(kb, "documents"), "aria-current": "page" }, kb)] : null,
+    kb
+      ? [
+          h("span", { "aria-hidden": "true" }, " / "),
+          h("a", { href: kbHash(kb, "documents"), "aria-current": "page" }, kb),
+        ]
+      : null,
   );
   document.getElementById("key-label").textContent = t("key.label");
   const input = document.getElementById("key-input");
@@ -81,6 +87,11 @@ function start() {
   document.getElementById("lang").addEventListener("click", () => {
     setLanguage(currentLanguage() === "zh" ? "en" : "zh");
     render();
+  });
+  // The skip link moves the focus to the content; it must not change the hash, which names the view.
+  document.getElementById("skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    main.focus();
   });
   window.addEventListener("hashchange", render);
   render();

@@ -14,7 +14,14 @@ const MAX_HISTORY = 50;
 export async function chatView(root, kb) {
   const state = { kb, history: [], controller: null };
   const log = h("ol", { class: "messages", role: "log", "aria-live": "polite", "aria-label": t("nav.chat") });
-  const input = h("textarea", { id: "chat-input", rows: "3", required: true, maxlength: "4000", placeholder: t("chat.placeholder"), "aria-describedby": "chat-hint" });
+  const input = h("textarea", {
+    id: "chat-input",
+    rows: "3",
+    required: true,
+    maxlength: "4000",
+    placeholder: t("chat.placeholder"),
+    "aria-describedby": "chat-hint",
+  });
   const mode = h(
     "select",
     { id: "chat-mode" },
@@ -22,7 +29,11 @@ export async function chatView(root, kb) {
     ["auto", "generated", "extractive"].map((m) => h("option", { value: m }, t(`chat.mode.${m}`))),
   );
   const send = h("button", { type: "submit", class: "primary", id: "chat-send" }, t("chat.send"));
-  const stop = h("button", { type: "button", class: "ghost", hidden: true, onclick: () => state.controller?.abort() }, t("chat.stop"));
+  const stop = h(
+    "button",
+    { type: "button", class: "ghost", hidden: true, onclick: () => state.controller?.abort() },
+    t("chat.stop"),
+  );
   const reset = h(
     "button",
     {
@@ -43,7 +54,15 @@ export async function chatView(root, kb) {
     h("label", { for: "chat-input", class: "visually-hidden" }, t("chat.placeholder")),
     input,
     h("small", { id: "chat-hint", class: "muted" }, t("chat.hint")),
-    h("div", { class: "row" }, field("chat-mode", t("chat.answerMode"), mode), h("span", { class: "spacer" }), reset, stop, send),
+    h(
+      "div",
+      { class: "row" },
+      field("chat-mode", t("chat.answerMode"), mode),
+      h("span", { class: "spacer" }),
+      reset,
+      stop,
+      send,
+    ),
   );
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -58,7 +77,12 @@ export async function chatView(root, kb) {
     input.value = "";
     append(log, h("li", { class: "message user" }, h("span", { class: "who" }, t("chat.you")), h("p", {}, question)));
     const text = h("p", { class: "answer streaming" });
-    const reply = h("li", { class: "message assistant", "aria-busy": "true" }, h("span", { class: "who" }, t("chat.assistant")), text);
+    const reply = h(
+      "li",
+      { class: "message assistant", "aria-busy": "true" },
+      h("span", { class: "who" }, t("chat.assistant")),
+      text,
+    );
     append(log, reply);
     reply.scrollIntoView({ block: "end" });
     state.controller = new AbortController();
@@ -75,6 +99,7 @@ export async function chatView(root, kb) {
           if (name === "delta") {
             streamed += data.content || "";
             text.textContent = streamed;
+            reply.dataset.deltas = String(Number(reply.dataset.deltas || 0) + 1);
           } else if (name === "answer") {
             drawAnswer(state, reply, data);
             state.history.push({ role: "user", content: question }, { role: "assistant", content: data.answer });
@@ -106,16 +131,28 @@ function drawAnswer(state, reply, answer) {
     { class: "badges" },
     h("span", { class: `badge mode ${answer.mode}`, title: t("chat.answerMode") }, t(`chat.badge.${answer.mode}`)),
     answer.mode !== "no_sources" && !answer.refused
-      ? h("span", { class: `badge ${answer.verified ? "ok" : "warn"}` }, answer.verified ? t("chat.verified") : t("chat.unverified"))
+      ? h(
+          "span",
+          { class: `badge ${answer.verified ? "ok" : "warn"}` },
+          answer.verified ? t("chat.verified") : t("chat.unverified"),
+        )
       : null,
   );
-  const body = h("p", { class: "answer" }, answerNodes(answer, (number, position) => openCitation(state.kb, answer, number, position)));
+  const body = h(
+    "p",
+    { class: "answer" },
+    answerNodes(answer, (number, position) => openCitation(state.kb, answer, number, position)),
+  );
   const notes = h(
     "ul",
     { class: "notes" },
     answer.refused ? h("li", {}, t("chat.refused")) : null,
-    answer.unsupported_claims.length ? h("li", { class: "warn" }, t("chat.unsupported", { count: answer.unsupported_claims.length })) : null,
-    answer.removed_citations.length ? h("li", { class: "warn" }, t("chat.removed", { count: answer.removed_citations.length })) : null,
+    answer.unsupported_claims.length
+      ? h("li", { class: "warn" }, t("chat.unsupported", { count: answer.unsupported_claims.length }))
+      : null,
+    answer.removed_citations.length
+      ? h("li", { class: "warn" }, t("chat.removed", { count: answer.removed_citations.length }))
+      : null,
   );
   const sources = answer.sources.length
     ? h(
@@ -132,14 +169,25 @@ function drawAnswer(state, reply, answer) {
               h(
                 "li",
                 {},
-                h("button", { type: "button", class: "link", onclick: () => openCitation(state.kb, answer, s.number, null) }, `[${s.number}] ${s.title || s.source}`),
+                h(
+                  "button",
+                  { type: "button", class: "link", onclick: () => openCitation(state.kb, answer, s.number, null) },
+                  `[${s.number}] ${s.title || s.source}`,
+                ),
                 s.page ? ` · ${t("cite.page", { page: s.page })}` : "",
               ),
             ),
         ),
       )
     : null;
-  clear(reply, h("span", { class: "who" }, t("chat.assistant")), badges, body, notes.children.length ? notes : null, sources);
+  clear(
+    reply,
+    h("span", { class: "who" }, t("chat.assistant")),
+    badges,
+    body,
+    notes.children.length ? notes : null,
+    sources,
+  );
 }
 
 // The answer's text with [n] markers as buttons and unsupported claims marked.
@@ -168,7 +216,13 @@ function answerNodes(answer, onCite) {
         known
           ? h(
               "button",
-              { type: "button", class: "cite", dataset: { number: String(n) }, "aria-label": `${t("chat.citation", { number: n })}: ${source ? source.title || source.source : ""}`, onclick: () => onCite(n, match.index) },
+              {
+                type: "button",
+                class: "cite",
+                dataset: { number: String(n) },
+                "aria-label": `${t("chat.citation", { number: n })}: ${source ? source.title || source.source : ""}`,
+                onclick: () => onCite(n, match.index),
+              },
               `[${n}]`,
             )
           : h("span", { class: "cite invalid", title: t("chat.citationMissing") }, `[${n}]`),
@@ -202,7 +256,13 @@ function openCitation(kb, answer, number, position) {
   const text = source ? source.text : citation.snippet;
   const start = citation && source ? Math.min(citation.evidence_start, text.length) : 0;
   const end = citation && source ? Math.min(citation.evidence_end, text.length) : 0;
-  const evidence = h("blockquote", { class: "evidence", tabindex: "0" }, text.slice(0, start), end > start ? h("mark", {}, text.slice(start, end)) : null, text.slice(end));
+  const evidence = h(
+    "blockquote",
+    { class: "evidence", tabindex: "0" },
+    text.slice(0, start),
+    end > start ? h("mark", {}, text.slice(start, end)) : null,
+    text.slice(end),
+  );
   const pageBox = where.page ? h("figure", { class: "page" }) : null;
   let blobUrl = null;
   const dialog = h(
@@ -225,7 +285,11 @@ function openCitation(kb, answer, number, position) {
       ? h(
           "p",
           { class: "badges" },
-          h("span", { class: `badge ${citation.status === "verified" ? "ok" : "warn"}` }, t(`cite.status.${citation.status}`)),
+          h(
+            "span",
+            { class: `badge ${citation.status === "verified" ? "ok" : "warn"}` },
+            t(`cite.status.${citation.status}`),
+          ),
           h("span", { class: "badge" }, t("cite.support", { support: Math.round(citation.support * 100) })),
         )
       : null,
@@ -251,7 +315,12 @@ function openCitation(kb, answer, number, position) {
         if (where.bbox) {
           const [x0, top, x1, bottom] = where.bbox;
           const box = h("div", { class: "bbox", "aria-hidden": "true" });
-          Object.assign(box.style, { left: `${x0 * 100}%`, top: `${top * 100}%`, width: `${(x1 - x0) * 100}%`, height: `${(bottom - top) * 100}%` });
+          Object.assign(box.style, {
+            left: `${x0 * 100}%`,
+            top: `${top * 100}%`,
+            width: `${(x1 - x0) * 100}%`,
+            height: `${(bottom - top) * 100}%`,
+          });
           frame.append(box);
         }
         append(pageBox, h("figcaption", {}, t("cite.page", { page: where.page })), frame);

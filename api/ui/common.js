@@ -5,7 +5,9 @@ import { append, clear, h, toast } from "./dom.js";
 import { formatNumber, t } from "./i18n.js";
 
 function describe(error) {
-  return error instanceof ApiError && error.status === 401 ? t("key.needed") : t("common.error", { message: error.message });
+  return error instanceof ApiError && error.status === 401
+    ? t("key.needed")
+    : t("common.error", { message: error.message });
 }
 
 // In place, where the thing that failed would have been.
@@ -43,4 +45,3 @@ export async function refreshSummary(kb) {
     showError(error, summary);
   }
 }
-

@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { refreshSummary, reportError, showError } from "./common.js";
-import { append, clear, confirmDialog, field, h, saveBlob, toast } from "./dom.js";
+import { append, clear, confirmDialog, field, h, saveBlob, stacked, toast } from "./dom.js";
 import { formatDate, formatNumber, t } from "./i18n.js";
 
 const STAGES = ["queued", "parsing", "chunking", "embedding", "storing", "ready"];
@@ -27,9 +27,21 @@ export async function documentsView(root, kb) {
 }
 
 function uploadZone(state, uploads) {
-  const input = h("input", { type: "file", multiple: true, id: "file-input", class: "visually-hidden", tabindex: "-1" });
+  const input = h("input", {
+    type: "file",
+    multiple: true,
+    id: "file-input",
+    class: "visually-hidden",
+    tabindex: "-1",
+  });
   const choose = h("button", { type: "button", class: "primary", onclick: () => input.click() }, t("docs.choose"));
-  const zone = h("div", { class: "dropzone", id: "dropzone" }, h("h2", {}, t("docs.upload")), h("p", {}, t("docs.dropHere"), " ", choose), input);
+  const zone = h(
+    "div",
+    { class: "dropzone", id: "dropzone" },
+    h("h2", {}, t("docs.upload")),
+    h("p", {}, t("docs.dropHere"), " ", choose),
+    input,
+  );
   input.addEventListener("change", () => {
     uploadAll(state, uploads, [...input.files]);
     input.value = "";
@@ -77,14 +89,21 @@ function uploadRow(name, action = "job.sending") {
   const progress = h("progress", { max: String(STAGES.length - 1), value: "0", "aria-label": name });
   const stage = h("span", { class: "stage" }, t(action));
   const detail = h("span", { class: "detail" });
-  const el = h("li", { class: "upload", dataset: { name } }, h("span", { class: "name" }, name), progress, stage, detail);
+  const el = h(
+    "li",
+    { class: "upload", dataset: { name } },
+    h("span", { class: "name" }, name),
+    progress,
+    stage,
+    detail,
+  );
   return {
     el,
     show(job) {
       el.dataset.status = job.status;
       progress.value = String(Math.max(0, STAGES.indexOf(job.status)));
       stage.textContent = t(`job.${job.status}`);
-      if (job.status === "ready") detail.textContent = t(`job.${job.outcome}`, { chunks: formatNumber(job.chunks) });
+      if (job.status === "ready") detail.textContent = t(`job.${job.outcome}`, { count: job.chunks });
       if (job.status === "failed") this.fail(t("job.failed"), [job.reason, job.error].filter(Boolean).join(": "));
     },
     fail(label, message) {
@@ -155,20 +174,54 @@ async function drawList(state) {
     clear(list, h("p", { class: "muted" }, t("docs.empty")));
     return;
   }
-  const head = ["docs.title", "docs.format", "docs.status", "docs.chunks", "docs.chars", "docs.updated", "docs.actions"];
-  const table = h(
-    "table",
-    { class: "documents" },
-    h("thead", {}, h("tr", {}, head.map((key) => h("th", { scope: "col" }, t(key))))),
-    h("tbody", {}, page.documents.map((doc) => documentRow(state, doc))),
+  const head = [
+    "docs.title",
+    "docs.format",
+    "docs.status",
+    "docs.chunks",
+    "docs.chars",
+    "docs.updated",
+    "docs.actions",
+  ];
+  const table = stacked(
+    h(
+      "table",
+      { class: "documents" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          head.map((key) => h("th", { scope: "col" }, t(key))),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        page.documents.map((doc) => documentRow(state, doc)),
+      ),
+    ),
   );
   const last = Math.min(page.offset + page.documents.length, page.total);
   const pager = h(
     "div",
     { class: "row pager" },
-    h("span", {}, t("docs.range", { from: formatNumber(page.offset + 1), to: formatNumber(last), total: formatNumber(page.total) })),
-    h("button", { type: "button", class: "ghost", disabled: page.offset === 0, onclick: () => turn(state, -PAGE) }, t("docs.previous")),
-    h("button", { type: "button", class: "ghost", disabled: last >= page.total, onclick: () => turn(state, PAGE) }, t("docs.next")),
+    h(
+      "span",
+      {},
+      t("docs.range", { from: formatNumber(page.offset + 1), to: formatNumber(last), total: formatNumber(page.total) }),
+    ),
+    h(
+      "button",
+      { type: "button", class: "ghost", disabled: page.offset === 0, onclick: () => turn(state, -PAGE) },
+      t("docs.previous"),
+    ),
+    h(
+      "button",
+      { type: "button", class: "ghost", disabled: last >= page.total, onclick: () => turn(state, PAGE) },
+      t("docs.next"),
+    ),
   );
   clear(list, table, pager);
 }
@@ -185,7 +238,13 @@ function documentRow(state, doc) {
   return h(
     "tr",
     { dataset: { doc: doc.id, source: doc.source } },
-    h("th", { scope: "row" }, h("span", { class: "title" }, name), doc.title && doc.title !== doc.source ? h("small", { class: "muted block" }, doc.source) : null, doc.error ? h("small", { class: "error block" }, doc.error) : null),
+    h(
+      "th",
+      { scope: "row" },
+      h("span", { class: "title" }, name),
+      doc.title && doc.title !== doc.source ? h("small", { class: "muted block" }, doc.source) : null,
+      doc.error ? h("small", { class: "error block" }, doc.error) : null,
+    ),
     h("td", {}, doc.format),
     h("td", {}, h("span", { class: `status ${doc.status}` }, t(`status.${doc.status}`))),
     h("td", { class: "num" }, formatNumber(doc.chunk_count)),
@@ -193,11 +252,42 @@ function documentRow(state, doc) {
     h("td", {}, formatDate(doc.updated_at)),
     h(
       "td",
-      { class: "actions" },
-      h("button", { type: "button", class: "ghost", onclick: () => download(state, doc), "aria-label": `${t("docs.download")} ${doc.source}` }, t("docs.download")),
-      h("button", { type: "button", class: "ghost", onclick: () => replaceInput.click(), "aria-label": `${t("docs.replace")} ${doc.source}` }, t("docs.replace")),
-      replaceInput,
-      h("button", { type: "button", class: "danger", onclick: () => remove(state, doc), "aria-label": `${t("docs.delete")} ${doc.source}` }, t("docs.delete")),
+      {},
+      h(
+        "div",
+        { class: "actions" },
+        h(
+          "button",
+          {
+            type: "button",
+            class: "ghost",
+            onclick: () => download(state, doc),
+            "aria-label": `${t("docs.download")} ${doc.source}`,
+          },
+          t("docs.download"),
+        ),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "ghost",
+            onclick: () => replaceInput.click(),
+            "aria-label": `${t("docs.replace")} ${doc.source}`,
+          },
+          t("docs.replace"),
+        ),
+        replaceInput,
+        h(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            onclick: () => remove(state, doc),
+            "aria-label": `${t("docs.delete")} ${doc.source}`,
+          },
+          t("docs.delete"),
+        ),
+      ),
     ),
   );
 }
@@ -241,7 +331,16 @@ async function remove(state, doc) {
     await api.deleteDocument(state.kb, doc.id);
     const left = await api.residue(state.kb, doc.id);
     if (left.clean) toast(t("docs.deleted", { name: doc.source }));
-    else toast(t("docs.residue", { name: doc.source, chunks: left.chunks, lexical: left.lexical_entries, files: left.original_files }), "error");
+    else
+      toast(
+        t("docs.residue", {
+          name: doc.source,
+          chunks: left.chunks,
+          lexical: left.lexical_entries,
+          files: left.original_files,
+        }),
+        "error",
+      );
   } catch (error) {
     reportError(error);
   }
@@ -275,17 +374,37 @@ function auditBox(state, out) {
 }
 
 function drawAudit(out, audit) {
-  const counts = ["chunks", "chunks_of_ready", "leftover_chunks", "incomplete_documents", "originals", "orphan_originals"];
-  const byStatus = Object.entries(audit.documents).map(([status, n]) => `${t(`status.${status}`)}: ${formatNumber(n)}`).join(", ");
+  const counts = [
+    "chunks",
+    "chunks_of_ready",
+    "leftover_chunks",
+    "incomplete_documents",
+    "originals",
+    "orphan_originals",
+  ];
+  const byStatus = Object.entries(audit.documents)
+    .map(([status, n]) => `${t(`status.${status}`)}: ${formatNumber(n)}`)
+    .join(", ");
   clear(
     out,
-    h("p", { class: audit.clean ? "ok" : "error", role: "status" }, audit.clean ? t("docs.auditClean") : t("docs.auditDirty")),
+    h(
+      "p",
+      { class: audit.clean ? "ok" : "error", role: "status" },
+      audit.clean ? t("docs.auditClean") : t("docs.auditDirty"),
+    ),
     h(
       "dl",
       { class: "counts" },
       h("dt", {}, t("audit.documents")),
       h("dd", {}, byStatus || t("common.none")),
-      counts.map((key) => [h("dt", {}, t(`audit.${key}`)), h("dd", { class: audit[key] && /leftover|incomplete|orphan/.test(key) ? "error" : "" }, formatNumber(audit[key]))]),
+      counts.map((key) => [
+        h("dt", {}, t(`audit.${key}`)),
+        h(
+          "dd",
+          { class: audit[key] && /leftover|incomplete|orphan/.test(key) ? "error" : "" },
+          formatNumber(audit[key]),
+        ),
+      ]),
     ),
   );
 }

@@ -83,5 +83,23 @@ export function saveBlob(blob, name) {
 
 // A labelled form control, with an optional help line.
 export function field(id, label, control, help) {
-  return h("div", { class: "field" }, h("label", { for: id }, label), control, help ? h("small", { id: `${id}-help`, class: "muted" }, help) : null);
+  return h(
+    "div",
+    { class: "field" },
+    h("label", { for: id }, label),
+    control,
+    help ? h("small", { id: `${id}-help`, class: "muted" }, help) : null,
+  );
+}
+
+// A table that a phone shows as one card per row: each cell labelled with its column's heading.
+export function stacked(table) {
+  const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const row of table.querySelectorAll("tbody tr")) {
+    [...row.children].forEach((cell, i) => {
+      if (i > 0 && i < heads.length && !cell.querySelector(".actions")) cell.dataset.label = heads[i];
+    });
+  }
+  table.classList.add("stack");
+  return table;
 }

@@ -6,7 +6,7 @@ const MESSAGES = {
     "app.title": "Knowledge bases",
     "app.skip": "Skip to content",
     "key.label": "API key",
-    "key.placeholder": "only if the service needs one",
+    "key.placeholder": "API key, if the service needs one",
     "key.save": "Use key",
     "key.saved": "The key is kept in this browser.",
     "key.needed": "This service needs an API key: type it in the box at the top of the page.",
@@ -44,7 +44,7 @@ const MESSAGES = {
       "This deletes the knowledge base with its {documents} documents and {chunks} chunks, and their files. It cannot be undone. Type its name to confirm.",
     "kbs.dropConfirm": "Drop for good",
     "kbs.dropped": "Knowledge base {name} dropped.",
-    "kbs.summary": "{model} · {documents} documents · {chunks} chunks",
+    "kbs.summary": "{model} · documents: {documents} · chunks: {chunks}",
     "docs.upload": "Upload documents",
     "docs.dropHere": "Drop files here, or",
     "docs.choose": "choose files",
@@ -90,8 +90,10 @@ const MESSAGES = {
     "job.failed": "failed",
     "job.sending": "uploading",
     "job.refused": "refused",
-    "job.added": "added, {chunks} chunks",
-    "job.replaced": "replaced the old version, {chunks} chunks",
+    "job.added": "added, {count} chunks",
+    "job.added.one": "added, 1 chunk",
+    "job.replaced": "replaced the old version, {count} chunks",
+    "job.replaced.one": "replaced the old version, 1 chunk",
     "job.unchanged": "unchanged: identical content is already here",
     "status.pending": "pending",
     "status.processing": "processing",
@@ -105,7 +107,7 @@ const MESSAGES = {
     "search.rerank": "Rerank",
     "search.filters": "Filters (JSON)",
     "search.filtersHelp": 'e.g. {"source": "manual.pdf"}',
-    "search.filtersBad": "Filters must be a JSON object, e.g. {\"source\": \"manual.pdf\"}.",
+    "search.filtersBad": 'Filters must be a JSON object, e.g. {"source": "manual.pdf"}.',
     "search.button": "Search",
     "search.results": "Results",
     "search.noHits": "Nothing found.",
@@ -123,7 +125,8 @@ const MESSAGES = {
     "trace.document": "Document",
     "trace.chunk": "Chunk",
     "trace.scores": "Scores",
-    "trace.after": "After rerank",
+    "trace.after": "Final rank",
+    "trace.rerankOff": "Reranking was off for this search: the hits keep the candidates' order.",
     "trace.dropped": "dropped",
     "chat.placeholder": "Ask a question about the documents…",
     "chat.send": "Ask",
@@ -162,7 +165,7 @@ const MESSAGES = {
     "app.title": "知识库",
     "app.skip": "跳到正文",
     "key.label": "API 密钥",
-    "key.placeholder": "服务需要时才填",
+    "key.placeholder": "API 密钥（服务需要时填写）",
     "key.save": "使用密钥",
     "key.saved": "密钥保存在此浏览器中。",
     "key.needed": "此服务需要 API 密钥：请在页面顶部的输入框中填写。",
@@ -196,10 +199,11 @@ const MESSAGES = {
     "kbs.createButton": "创建",
     "kbs.created.toast": "已创建知识库 {name}。",
     "kbs.dropTitle": "删除 {name}？",
-    "kbs.dropText": "将删除此知识库及其 {documents} 个文档、{chunks} 个分块和原始文件，且无法恢复。请输入知识库名称确认。",
+    "kbs.dropText":
+      "将删除此知识库及其 {documents} 个文档、{chunks} 个分块和原始文件，且无法恢复。请输入知识库名称确认。",
     "kbs.dropConfirm": "永久删除",
     "kbs.dropped": "已删除知识库 {name}。",
-    "kbs.summary": "{model} · {documents} 个文档 · {chunks} 个分块",
+    "kbs.summary": "{model} · 文档：{documents} · 分块：{chunks}",
     "docs.upload": "上传文档",
     "docs.dropHere": "将文件拖到这里，或",
     "docs.choose": "选择文件",
@@ -245,8 +249,8 @@ const MESSAGES = {
     "job.failed": "失败",
     "job.sending": "上传中",
     "job.refused": "被拒绝",
-    "job.added": "已添加，{chunks} 个分块",
-    "job.replaced": "已替换旧版本，{chunks} 个分块",
+    "job.added": "已添加，{count} 个分块",
+    "job.replaced": "已替换旧版本，{count} 个分块",
     "job.unchanged": "未变化：相同内容已存在",
     "status.pending": "等待中",
     "status.processing": "处理中",
@@ -260,7 +264,7 @@ const MESSAGES = {
     "search.rerank": "重排序",
     "search.filters": "过滤条件（JSON）",
     "search.filtersHelp": '例如 {"source": "manual.pdf"}',
-    "search.filtersBad": "过滤条件必须是 JSON 对象，例如 {\"source\": \"manual.pdf\"}。",
+    "search.filtersBad": '过滤条件必须是 JSON 对象，例如 {"source": "manual.pdf"}。',
     "search.button": "检索",
     "search.results": "结果",
     "search.noHits": "没有找到结果。",
@@ -278,7 +282,8 @@ const MESSAGES = {
     "trace.document": "文档",
     "trace.chunk": "分块",
     "trace.scores": "得分",
-    "trace.after": "重排序后",
+    "trace.after": "最终名次",
+    "trace.rerankOff": "本次检索未开启重排序：结果保持候选的顺序。",
     "trace.dropped": "已淘汰",
     "chat.placeholder": "就文档内容提问…",
     "chat.send": "提问",
@@ -335,8 +340,10 @@ export function setLanguage(lang) {
   document.documentElement.lang = language === "zh" ? "zh-CN" : "en";
 }
 
+// With a count of 1, a "<key>.one" message where the language has one (English does; Chinese needs none).
 export function t(key, vars = {}) {
-  const text = MESSAGES[language][key] ?? MESSAGES.en[key] ?? key;
+  const singular = vars.count === 1 ? MESSAGES[language][`${key}.one`] : undefined;
+  const text = singular ?? MESSAGES[language][key] ?? MESSAGES.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
 }
 

@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { go, kbHash, reportError, showError } from "./common.js";
-import { append, clear, confirmDialog, field, h, toast } from "./dom.js";
+import { append, clear, confirmDialog, field, h, stacked, toast } from "./dom.js";
 import { formatDate, formatNumber, t } from "./i18n.js";
 
 export async function kbsView(root) {
@@ -25,32 +25,63 @@ async function drawList(list) {
     clear(list, h("p", { class: "muted" }, t("kbs.empty")));
     return;
   }
-  const head = ["kbs.name", "kbs.description", "kbs.model", "kbs.documents", "kbs.chunks", "kbs.created", "kbs.actions"];
+  const head = [
+    "kbs.name",
+    "kbs.description",
+    "kbs.model",
+    "kbs.documents",
+    "kbs.chunks",
+    "kbs.created",
+    "kbs.actions",
+  ];
   clear(
     list,
-    h(
-      "table",
-      { class: "kbs" },
-      h("thead", {}, h("tr", {}, head.map((key) => h("th", { scope: "col" }, t(key))))),
+    stacked(
       h(
-        "tbody",
-        {},
-        kbs.map((kb) =>
+        "table",
+        { class: "kbs" },
+        h(
+          "thead",
+          {},
           h(
             "tr",
-            { dataset: { kb: kb.name } },
-            h("th", { scope: "row" }, h("a", { href: kbHash(kb.name, "documents") }, kb.name)),
-            h("td", {}, kb.description),
-            h("td", { class: "mono" }, kb.embedding_model),
-            h("td", { class: "num" }, formatNumber(kb.documents)),
-            h("td", { class: "num" }, formatNumber(kb.chunks)),
-            h("td", {}, formatDate(kb.created_at)),
+            {},
+            head.map((key) => h("th", { scope: "col" }, t(key))),
+          ),
+        ),
+        h(
+          "tbody",
+          {},
+          kbs.map((kb) =>
             h(
-              "td",
-              { class: "actions" },
-              h("a", { href: kbHash(kb.name, "search"), class: "button ghost" }, t("nav.search")),
-              h("a", { href: kbHash(kb.name, "chat"), class: "button ghost" }, t("nav.chat")),
-              h("button", { type: "button", class: "danger", onclick: () => drop(kb, list), "aria-label": `${t("kbs.drop")} ${kb.name}` }, t("kbs.drop")),
+              "tr",
+              { dataset: { kb: kb.name } },
+              h("th", { scope: "row" }, h("a", { href: kbHash(kb.name, "documents") }, kb.name)),
+              h("td", {}, kb.description),
+              h("td", { class: "mono" }, kb.embedding_model),
+              h("td", { class: "num" }, formatNumber(kb.documents)),
+              h("td", { class: "num" }, formatNumber(kb.chunks)),
+              h("td", {}, formatDate(kb.created_at)),
+              h(
+                "td",
+                {},
+                h(
+                  "div",
+                  { class: "actions" },
+                  h("a", { href: kbHash(kb.name, "search"), class: "button ghost" }, t("nav.search")),
+                  h("a", { href: kbHash(kb.name, "chat"), class: "button ghost" }, t("nav.chat")),
+                  h(
+                    "button",
+                    {
+                      type: "button",
+                      class: "danger",
+                      onclick: () => drop(kb, list),
+                      "aria-label": `${t("kbs.drop")} ${kb.name}`,
+                    },
+                    t("kbs.drop"),
+                  ),
+                ),
+              ),
             ),
           ),
         ),
@@ -85,14 +116,23 @@ function createForm() {
     .models()
     .then((models) => {
       const names = models.data.filter((m) => m.kind === "embedding").map((m) => m.id);
-      clear(model, names.map((id, i) => h("option", { value: id, selected: i === 0 }, id)));
+      clear(
+        model,
+        names.map((id, i) => h("option", { value: id, selected: i === 0 }, id)),
+      );
     })
     .catch(() => clear(model, h("option", { value: "" }, t("common.default"))));
   const form = h(
     "form",
     { class: "card create", "aria-labelledby": "create-heading" },
     h("h2", { id: "create-heading" }, t("kbs.create")),
-    h("div", { class: "fields" }, field("kb-name", t("kbs.name"), name), field("kb-description", t("kbs.description"), description), field("kb-model", t("kbs.model"), model)),
+    h(
+      "div",
+      { class: "fields" },
+      field("kb-name", t("kbs.name"), name),
+      field("kb-description", t("kbs.description"), description),
+      field("kb-model", t("kbs.model"), model),
+    ),
     h("div", { class: "row end" }, h("button", { type: "submit", class: "primary" }, t("kbs.createButton"))),
   );
   form.addEventListener("submit", async (event) => {

@@ -9,18 +9,34 @@ import { t } from "./i18n.js";
 const score = (x) => (typeof x === "number" ? x.toFixed(3) : "");
 
 export async function searchView(root, kb) {
-  const query = h("input", { id: "search-query", type: "search", required: true, maxlength: "4000", autocomplete: "off" });
+  const query = h("input", {
+    id: "search-query",
+    type: "search",
+    required: true,
+    maxlength: "4000",
+    autocomplete: "off",
+  });
   const topK = h("input", { id: "search-top-k", type: "number", min: "1", max: "100", value: "5" });
   const mode = choice("search-mode", ["", "hybrid", "dense", "lexical"], (v) => v || t("common.default"));
   const gate = choice("search-gate", ["", "true", "false"], onOff);
   const rerank = choice("search-rerank", ["", "true", "false"], onOff);
-  const filters = h("input", { id: "search-filters", autocomplete: "off", placeholder: '{"source": "manual.pdf"}', "aria-describedby": "search-filters-help" });
+  const filters = h("input", {
+    id: "search-filters",
+    autocomplete: "off",
+    placeholder: '{"source": "manual.pdf"}',
+    "aria-describedby": "search-filters-help",
+  });
   const results = h("section", { class: "results", "aria-live": "polite", "aria-label": t("search.results") });
   const trace = h("section", { class: "trace" });
   const form = h(
     "form",
     { class: "card search", role: "search" },
-    h("div", { class: "row grow" }, field("search-query", t("search.query"), query), h("button", { type: "submit", class: "primary" }, t("search.button"))),
+    h(
+      "div",
+      { class: "row grow" },
+      field("search-query", t("search.query"), query),
+      h("button", { type: "submit", class: "primary" }, t("search.button")),
+    ),
     h(
       "div",
       { class: "fields compact" },
@@ -74,7 +90,11 @@ function onOff(v) {
 }
 
 function choice(id, values, label) {
-  return h("select", { id }, values.map((v) => h("option", { value: v }, label(v))));
+  return h(
+    "select",
+    { id },
+    values.map((v) => h("option", { value: v }, label(v))),
+  );
 }
 
 function drawResults(out, response) {
@@ -105,7 +125,13 @@ function drawResults(out, response) {
             h("span", { class: "score" }, t("search.score", { score: score(hit.score) })),
           ),
           stageChips(hit.stages),
-          trace ? h("p", { class: "muted small" }, was ? t("search.ranks", { before: was, after: i + 1 }) : t("search.newRank", { after: i + 1 })) : null,
+          trace
+            ? h(
+                "p",
+                { class: "muted small" },
+                was ? t("search.ranks", { before: was, after: i + 1 }) : t("search.newRank", { after: i + 1 }),
+              )
+            : null,
           h("p", { class: "hit-text" }, hit.text),
         );
       }),
@@ -117,7 +143,9 @@ function stageChips(stages) {
   return h(
     "ul",
     { class: "chips", "aria-label": t("trace.scores") },
-    Object.entries(stages || {}).map(([stage, value]) => h("li", { class: "chip" }, h("span", {}, stage), " ", h("b", {}, score(value)))),
+    Object.entries(stages || {}).map(([stage, value]) =>
+      h("li", { class: "chip" }, h("span", {}, stage), " ", h("b", {}, score(value))),
+    ),
   );
 }
 
@@ -127,7 +155,9 @@ function drawTrace(out, response) {
     clear(out);
     return;
   }
-  const after = new Map(trace.reranked.map((c, i) => [c.chunk_id, i + 1]));
+  // Where each candidate ended: its place after reranking, or among the hits when reranking was off.
+  const final = trace.reranked.length ? trace.reranked : response.hits;
+  const after = new Map(final.map((c, i) => [c.chunk_id, i + 1]));
   const total = trace.timings_ms.total || Math.max(1, ...Object.values(trace.timings_ms));
   const details = h(
     "details",
@@ -140,7 +170,13 @@ function drawTrace(out, response) {
       Object.entries(trace.timings_ms).map(([stage, ms]) => {
         const bar = h("span", { class: "bar" });
         bar.style.width = `${Math.min(100, (ms / total) * 100)}%`;
-        return h("li", {}, h("span", { class: "stage" }, stage), h("span", { class: "track" }, bar), h("span", { class: "ms" }, ms.toFixed(1)));
+        return h(
+          "li",
+          {},
+          h("span", { class: "stage" }, stage),
+          h("span", { class: "track" }, bar),
+          h("span", { class: "ms" }, ms.toFixed(1)),
+        );
       }),
     ),
     h("h3", {}, t("trace.gated")),
@@ -154,22 +190,36 @@ function drawTrace(out, response) {
     h("h3", {}, t("trace.candidates")),
     table(
       ["trace.rank", "trace.chunk", "trace.scores", "trace.after"],
-      trace.candidates.map((c, i) => [`#${i + 1}`, chunkCell(c), stageChips(c.stages), after.has(c.chunk_id) ? `#${after.get(c.chunk_id)}` : t("trace.dropped")]),
+      trace.candidates.map((c, i) => [
+        `#${i + 1}`,
+        chunkCell(c),
+        stageChips(c.stages),
+        after.has(c.chunk_id) ? `#${after.get(c.chunk_id)}` : t("trace.dropped"),
+      ]),
       "candidates",
     ),
     h("h3", {}, t("trace.reranked")),
-    table(
-      ["trace.rank", "trace.chunk", "trace.scores"],
-      trace.reranked.map((c, i) => [`#${i + 1}`, chunkCell(c), stageChips(c.stages)]),
-      "reranked",
-    ),
+    trace.reranked.length
+      ? table(
+          ["trace.rank", "trace.chunk", "trace.scores"],
+          trace.reranked.map((c, i) => [`#${i + 1}`, chunkCell(c), stageChips(c.stages)]),
+          "reranked",
+        )
+      : h("p", { class: "muted" }, t("trace.rerankOff")),
   );
   clear(out, details);
 }
 
 function chunkCell(c) {
   const text = c.text.length > 160 ? `${c.text.slice(0, 160)}…` : c.text;
-  return h("div", {}, h("strong", {}, c.title || c.source), c.page ? ` · ${t("search.page", { page: c.page })}` : "", h("br"), h("span", { class: "muted small" }, text));
+  return h(
+    "div",
+    {},
+    h("strong", {}, c.title || c.source),
+    c.page ? ` · ${t("search.page", { page: c.page })}` : "",
+    h("br"),
+    h("span", { class: "muted small" }, text),
+  );
 }
 
 function table(head, rows, name) {
@@ -179,8 +229,26 @@ function table(head, rows, name) {
     h(
       "table",
       { class: `trace-table ${name}` },
-      h("thead", {}, h("tr", {}, head.map((key) => h("th", { scope: "col" }, t(key))))),
-      h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((cell) => h("td", {}, cell))))),
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          head.map((key) => h("th", { scope: "col" }, t(key))),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        rows.map((cells) =>
+          h(
+            "tr",
+            {},
+            cells.map((cell) => h("td", {}, cell)),
+          ),
+        ),
+      ),
     ),
   );
 }
