@@ -147,6 +147,7 @@ function drawAnswer(state, reply, answer) {
     "ul",
     { class: "notes" },
     answer.refused ? h("li", {}, t("chat.refused")) : null,
+    answer.llm_error ? h("li", { class: "warn" }, t("chat.llmError", { reason: answer.llm_error })) : null,
     answer.unsupported_claims.length
       ? h("li", { class: "warn" }, t("chat.unsupported", { count: answer.unsupported_claims.length }))
       : null,

@@ -222,6 +222,7 @@ def test_a_support_person_uses_the_page_end_to_end(service: str, browser: Browse
     second = page.locator(".message.assistant").nth(1)
     expect(second.locator(".answer")).to_contain_text("3 months")
     expect(second.locator("button.cite").first).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()  # shown only while an answer streams
     browser.shot("4-chat")
 
     # A phone's width: nothing wider than the screen.
@@ -249,6 +250,18 @@ def test_a_support_person_uses_the_page_end_to_end(service: str, browser: Browse
     page.keyboard.press("Enter")
     expect(page.locator("main")).to_be_focused()
     expect(page).to_have_url(re.compile(r"#/kb/Support%20manuals/documents$"))
+
+    # The status filter, then a new version of the manual: replaced in place, still two documents.
+    page.get_by_label("Status").select_option("failed")
+    expect(page.get_by_text("No documents here.")).to_be_visible()
+    page.get_by_label("Status").select_option("")
+    edited = MANUAL.read_bytes().replace(b"every 3 months", b"every 6 months")
+    replace = page.locator(f'tr[data-source="{MANUAL.name}"] input[type=file]')
+    replace.set_input_files(files=[{"name": MANUAL.name, "mimeType": "text/markdown", "buffer": edited}])
+    replaced = page.locator(f'.upload[data-name="{MANUAL.name} ← {MANUAL.name}"]')
+    expect(replaced).to_have_attribute("data-status", "ready")
+    expect(replaced.locator(".detail")).to_contain_text("replaced the old version")
+    expect(page.locator("table.documents tbody tr")).to_have_count(2)
 
     # Delete one document: its residue check is clean.
     page.get_by_role("button", name=f"Delete {MANUAL.name}").click()
