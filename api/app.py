@@ -10,7 +10,18 @@ from fastapi import Depends, FastAPI
 from kb_service.api.auth import KeyRing, authenticate
 from kb_service.api.errors import install_error_handlers
 from kb_service.api.guard import RequestGuard
-from kb_service.api.routes import ask, chat, documents, embeddings, health, knowledge_bases, originals, search, ui
+from kb_service.api.routes import (
+    ask,
+    chat,
+    documents,
+    embeddings,
+    health,
+    knowledge_bases,
+    originals,
+    search,
+    sync,
+    ui,
+)
 from kb_service.core.config import Settings, get_settings
 from kb_service.services import Services
 from kb_service.stores.recovery import recover
@@ -34,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.llm = services.llm[0]  # a local model loads here; None (extractive answers) if it cannot
         app.state.answerer = services.answerer
         app.state.jobs = services.jobs
+        app.state.sync = services.sync  # folder syncs (POST …/sync), after the retriever: they share its index
         # After a crash: remove half-written documents, then resume the jobs that were writing them.
         kbs = store.list_kbs()
         for kb in kbs:
@@ -56,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings, keys=keys, max_files=documents.MAX_FILES)
     app.include_router(health.router)
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
-    for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings):
+    for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings, sync):
         app.include_router(module.router, dependencies=protected)
     if settings.api.ui:
         ui.mount(app)  # the web page: public static files; its API calls carry the user's key

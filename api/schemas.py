@@ -15,6 +15,7 @@ from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
 from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 from kb_service.stores.base import VectorStore
+from kb_service.sync import SyncReport
 
 SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
 
@@ -383,3 +384,32 @@ class AuditPublic(BaseModel):
     originals: int = Field(description="Original files kept.")
     orphan_originals: int = Field(description="Original files whose document is gone (0 when healthy).")
     clean: bool
+
+
+class SyncRequest(BaseModel):
+    dry_run: bool = Field(default=False, description="Only report what would change.")
+
+
+class SyncFailurePublic(BaseModel):
+    path: str
+    reason: str
+    error: str
+
+
+class SyncReportPublic(BaseModel):
+    """One sync of a knowledge base from its folder: paths inside the folder, by what happened to them."""
+
+    knowledge_base: str
+    source: str = Field(description="The folder, as an absolute path.")
+    dry_run: bool
+    added: list[str] = Field(description="New at the source (or gone from the knowledge base): ingested.")
+    changed: list[str] = Field(description="Other bytes than at the last sync: their documents replaced.")
+    deleted: list[str] = Field(description="Gone from the source: their documents deleted.")
+    unchanged: int = Field(description="Files skipped: the same as at the last sync (not parsed).")
+    failed: list[SyncFailurePublic] = Field(description="Files that could not be ingested; tried again next time.")
+    clean: bool = Field(description="Every deleted document left nothing behind (its residue check).")
+    seconds: float
+
+    @classmethod
+    def of(cls, report: SyncReport) -> SyncReportPublic:
+        return cls(**asdict(report))

@@ -23,6 +23,7 @@ from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import VectorStore
 from kb_service.stores.factory import open_store
 from kb_service.stores.originals import Originals
+from kb_service.sync import FolderSync, SyncState
 
 
 class Services:
@@ -43,6 +44,8 @@ class Services:
             jobs.close()
         if (retriever := built.get("retriever")) is not None:
             retriever.close()
+        if (sync := built.get("sync")) is not None:
+            sync.state.close()
         if (store := built.get("store")) is not None:
             store.close()
 
@@ -69,6 +72,13 @@ class Services:
     @cached_property
     def retriever(self) -> Retriever:
         return build_retriever(self.settings, self.store, self.embedders)
+
+    @cached_property
+    def sync(self) -> FolderSync:
+        """Folder syncs; their state (what each file was when last synced) in <data_dir>/sync.sqlite3."""
+        built = self.__dict__.get("retriever")
+        lexical = built.lexical if built is not None else lexical_indexes(self.settings, self.store)
+        return FolderSync(self.catalog, lexical, SyncState(self.settings.data_dir / "sync.sqlite3"), self.ingestor)
 
     def forget(self, kb: KnowledgeBase) -> None:
         """Remove what was derived from a dropped knowledge base here (its lexical index, in memory and on disk)."""

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kb_service.cli import ask as ask_commands
 from kb_service.cli import search as search_commands
+from kb_service.cli import sync as sync_commands
 from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, reported, rt_from, table
 from kb_service.client import ClientError, IngestOutcome, KBClient
 from kb_service.core.limits import DEFAULT_PAGE_WIDTH
@@ -337,6 +338,7 @@ app.command()(search_commands.search)
 app.command("eval")(search_commands.evaluate_cmd)
 app.command()(ask_commands.ask)
 app.command("eval-answers")(ask_commands.eval_answers)
+app.command()(sync_commands.sync)
 
 _debug: list[bool] = []  # the invocation's --debug, once its options are read
 

@@ -16,6 +16,7 @@ from kb_service.api.schemas import (
     KnowledgeBasePublic,
     ResiduePublic,
     SearchResponse,
+    SyncReportPublic,
 )
 
 Scalar = str | int | float | bool
@@ -99,6 +100,9 @@ class KBClient(Protocol):
 
     def audit(self, kb: str) -> AuditPublic:
         """Documents by status and chunk counts, with chunks that belong to no ready document."""
+
+    def sync(self, kb: str, *, dry_run: bool = False) -> SyncReportPublic:
+        """Mirror the folder configured for ``kb`` (``KB_SYNC_SOURCES``); ``dry_run`` only reports what would change."""
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         """Options as in ``POST /v1/knowledge-bases/{kb}/search``: top_k, mode, gate, rerank, filters, trace."""

@@ -21,6 +21,7 @@ from kb_service.api.schemas import (
     KnowledgeBasePublic,
     ResiduePublic,
     SearchResponse,
+    SyncReportPublic,
 )
 from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, OnStage, Scalar, named_files
 
@@ -144,6 +145,9 @@ class HTTPClient:
 
     def audit(self, kb: str) -> AuditPublic:
         return AuditPublic.model_validate(self._call("GET", f"{_kb(kb)}/audit"))
+
+    def sync(self, kb: str, *, dry_run: bool = False) -> SyncReportPublic:
+        return SyncReportPublic.model_validate(self._call("POST", f"{_kb(kb)}/sync", json={"dry_run": dry_run}))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         body = {"query": query, **{k: v for k, v in options.items() if v is not None}}

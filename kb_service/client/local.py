@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from kb_service.api.schemas import (
     ResiduePublic,
     SearchRequest,
     SearchResponse,
+    SyncReportPublic,
 )
 from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, OnStage, Scalar, named_files
 from kb_service.core.config import Settings
@@ -39,6 +41,7 @@ from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.pipeline import SearchOptions
 from kb_service.services import Services
 from kb_service.stores.recovery import recover
+from kb_service.sync import configured_source
 
 PAGE = 1000
 
@@ -155,6 +158,20 @@ class LocalClient:
             return asdict(
                 recover(self.services.store, self.services.catalog.get(kb), originals=self.services.originals)
             )
+
+    def sync(
+        self,
+        kb: str,
+        folder: Path | None = None,
+        *,
+        dry_run: bool = False,
+        on_outcome: OnOutcome | None = None,
+    ) -> SyncReportPublic:
+        """Mirror ``folder`` (default: the one ``KB_SYNC_SOURCES`` names for ``kb``) into ``kb``."""
+        hear = (lambda result: on_outcome(_outcome(result))) if on_outcome is not None else None
+        with _errors():
+            source = folder if folder is not None else configured_source(self.settings.ingest.sync_sources, kb)
+            return SyncReportPublic.of(self.services.sync.run(kb, source, dry_run=dry_run, on_result=hear))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         with _errors():

@@ -194,6 +194,11 @@ class IngestSettings(Group):
         default=True,
         description="Keep each document's original file (downloadable, pages rendered) in <data_dir>/originals.",
     )
+    sync_sources: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Knowledge base -> folder that POST /v1/knowledge-bases/{kb}/sync mirrors, as JSON: "
+        '{"manuals": "/srv/manuals"} (the kb sync command takes any folder).',
+    )
     recovery_grace_s: float = Field(
         default=0.0,
         ge=0,

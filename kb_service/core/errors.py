@@ -124,3 +124,12 @@ class Unauthorized(KBError):
 
 class Forbidden(KBError):
     """A valid API key used outside the knowledge bases it is scoped to."""
+
+
+class SyncSourceNotFound(KBError):
+    """A sync source that is not there: a folder that does not exist, or no source configured for the KB."""
+
+
+class SyncInProgress(KBError):
+    def __init__(self, kb: str, source: str) -> None:
+        super().__init__(f"a sync of knowledge base {kb!r} from {source} is already running; try again when it ends")

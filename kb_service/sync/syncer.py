@@ -1,0 +1,230 @@
+"""One sync of a knowledge base from a folder: scan the folder, compare with what was synced before, then add the
+new files, replace the changed ones and delete the documents of files deleted at the source (each delete proved by
+its residue check).
+
+A file whose size and modification time are what the last sync recorded is unchanged without being read; one whose
+bytes hash to the recorded SHA-256 is unchanged without being parsed. Documents are named by their path inside the
+folder, as ``kb ingest`` of a folder names them, so a sync takes over documents ingested that way. A file the state
+calls unchanged but whose document is gone from the knowledge base (deleted by hand) is added again: the knowledge
+base mirrors the folder. Documents that did not come from the folder are never touched."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kb_service.catalog import Catalog
+from kb_service.core.errors import SyncInProgress, SyncSourceNotFound
+from kb_service.core.records import DocStatus, Document, KnowledgeBase
+from kb_service.embeddings.base import Embedder
+from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
+from kb_service.ingest.sources import SourceItem, iter_paths
+from kb_service.retrieval.lexical import LexicalIndexes
+from kb_service.retrieval.residue import residue
+from kb_service.sync.state import FileState, SyncState
+
+BLOCK = 1 << 20
+
+
+@dataclass
+class SyncPlan:
+    """What a sync would do: paths inside the source, by what happens to them."""
+
+    source: str
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    files: dict[str, tuple[Path, FileState]] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class SyncFailure:
+    path: str
+    reason: str
+    error: str
+
+
+@dataclass
+class SyncReport:
+    knowledge_base: str
+    source: str
+    dry_run: bool
+    added: list[str]
+    changed: list[str]
+    deleted: list[str]
+    unchanged: int
+    failed: list[SyncFailure]
+    clean: bool  # every deleted document left nothing behind (row, chunks, index entries, original)
+    seconds: float
+
+    @property
+    def changes(self) -> int:
+        return len(self.added) + len(self.changed) + len(self.deleted)
+
+
+IngestorFactory = Callable[[KnowledgeBase, Embedder], Ingestor]
+
+
+class FolderSync:
+    def __init__(self, catalog: Catalog, lexical: LexicalIndexes, state: SyncState, ingestor: IngestorFactory) -> None:
+        self.catalog = catalog
+        self.lexical = lexical
+        self.state = state
+        self.ingestor = ingestor
+        self._running: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def plan(self, kb_name: str, folder: Path) -> SyncPlan:
+        kb = self.catalog.get(kb_name)
+        return self._plan(kb, _source(folder), folder)
+
+    def run(
+        self,
+        kb_name: str,
+        folder: Path,
+        *,
+        dry_run: bool = False,
+        on_result: Callable[[IngestResult], None] | None = None,
+    ) -> SyncReport:
+        started = time.perf_counter()
+        source = _source(folder)
+        kb, embedder = self.catalog.open(kb_name)
+        with self._exclusive(kb, source):
+            plan = self._plan(kb, source, folder)
+            failed: list[SyncFailure] = []
+            clean = True
+            if not dry_run:
+                failed = self._ingest(kb, embedder, plan, on_result)
+                clean = self._delete(kb, plan)
+        return SyncReport(
+            knowledge_base=kb.name,
+            source=source,
+            dry_run=dry_run,
+            added=plan.added,
+            changed=plan.changed,
+            deleted=plan.deleted,
+            unchanged=len(plan.unchanged),
+            failed=failed,
+            clean=clean,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _plan(self, kb: KnowledgeBase, source: str, folder: Path) -> SyncPlan:
+        known = self.state.files(kb, source)
+        plan = SyncPlan(source=source)
+        for item in iter_paths([folder]):
+            assert item.path is not None
+            name, path = item.name, item.path
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # deleted while the folder was walked
+                continue
+            before = known.get(name)
+            if before is not None and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                plan.unchanged.append(name)
+                plan.files[name] = (path, before)
+                continue
+            try:
+                now = FileState(stat.st_size, stat.st_mtime_ns, _sha256(path))
+            except FileNotFoundError:
+                continue
+            plan.files[name] = (path, now)
+            if before is None:
+                plan.added.append(name)
+            elif before.sha256 == now.sha256:  # touched, not changed: remember the new time, read it no more
+                plan.unchanged.append(name)
+                self.state.put(kb, source, name, now)
+            else:
+                plan.changed.append(name)
+        plan.deleted = sorted(set(known) - set(plan.files))
+        # An unchanged file whose document is gone from the knowledge base (deleted by hand) comes back.
+        if plan.unchanged:
+            present = {d.source for d in self._ready(kb, plan.unchanged)}
+            missing = [n for n in plan.unchanged if n not in present]
+            plan.unchanged = [n for n in plan.unchanged if n in present]
+            plan.added = sorted([*plan.added, *missing])
+        return plan
+
+    def _ready(self, kb: KnowledgeBase, names: list[str]) -> Iterator[Document]:
+        for doc in self.catalog.store.documents_by_source(kb, names):
+            if doc.status == DocStatus.READY:
+                yield doc
+
+    def _ingest(
+        self,
+        kb: KnowledgeBase,
+        embedder: Embedder,
+        plan: SyncPlan,
+        on_result: Callable[[IngestResult], None] | None,
+    ) -> list[SyncFailure]:
+        names = [*plan.added, *plan.changed]
+        if not names:
+            return []
+        failed: list[SyncFailure] = []
+
+        def record(result: IngestResult) -> None:
+            if result.outcome == Outcome.FAILED:
+                failed.append(SyncFailure(result.source, result.reason, result.error))
+            else:  # only a file that made it in is remembered: a failed one is tried again next time
+                self.state.put(kb, plan.source, result.source, plan.files[result.source][1])
+            if on_result is not None:
+                on_result(result)
+
+        items = [SourceItem(name=name, path=plan.files[name][0]) for name in names]
+        self.ingestor(kb, embedder).ingest(items, on_result=record)
+        return failed
+
+    def _delete(self, kb: KnowledgeBase, plan: SyncPlan) -> bool:
+        clean = True
+        for name in plan.deleted:
+            for doc in self.catalog.store.documents_by_source(kb, [name]):
+                self.catalog.delete_document(kb.name, doc.id)
+                left = residue(self.catalog.store, self.lexical, kb, doc.id, self.catalog.originals)
+                clean = clean and left.clean
+            self.state.forget(kb, plan.source, name)
+        return clean
+
+    @contextmanager
+    def _exclusive(self, kb: KnowledgeBase, source: str) -> Iterator[None]:
+        key = (kb.key, source)
+        with self._lock:
+            if key in self._running:
+                raise SyncInProgress(kb.name, source)
+            self._running.add(key)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(key)
+
+
+def configured_source(sources: Mapping[str, Path], kb: str) -> Path:
+    """The folder ``KB_SYNC_SOURCES`` names for ``kb`` (names compare in NFC, as knowledge bases are stored)."""
+    folder = {unicodedata.normalize("NFC", k): v for k, v in sources.items()}.get(unicodedata.normalize("NFC", kb))
+    if folder is None:
+        raise SyncSourceNotFound(
+            f"no sync source is configured for knowledge base {kb!r}: the operator names its folder in "
+            'KB_SYNC_SOURCES (e.g. {"manuals": "/srv/manuals"}), or run `kb sync KB FOLDER`'
+        )
+    return folder
+
+
+def _source(folder: Path) -> str:
+    if not folder.is_dir():
+        raise SyncSourceNotFound(f"sync source {str(folder)!r} is not a folder")
+    return str(folder.resolve())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
