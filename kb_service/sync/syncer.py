@@ -95,13 +95,13 @@ class FolderSync:
     ) -> SyncReport:
         started = time.perf_counter()
         source = _source(folder)
-        kb, embedder = self.catalog.open(kb_name)
+        kb = self.catalog.get(kb_name)
         with self._exclusive(kb, source):
             plan = self._plan(kb, source, folder)
             failed: list[SyncFailure] = []
             clean = True
             if not dry_run:
-                failed = self._ingest(kb, embedder, plan, on_result)
+                failed = self._ingest(kb, plan, on_result)
                 clean = self._delete(kb, plan)
         return SyncReport(
             knowledge_base=kb.name,
@@ -158,15 +158,12 @@ class FolderSync:
                 yield doc
 
     def _ingest(
-        self,
-        kb: KnowledgeBase,
-        embedder: Embedder,
-        plan: SyncPlan,
-        on_result: Callable[[IngestResult], None] | None,
+        self, kb: KnowledgeBase, plan: SyncPlan, on_result: Callable[[IngestResult], None] | None
     ) -> list[SyncFailure]:
         names = [*plan.added, *plan.changed]
         if not names:
             return []
+        embedder = self.catalog.embedders.for_kb(kb)  # the model loads only when something is to be embedded
         failed: list[SyncFailure] = []
 
         def record(result: IngestResult) -> None:
