@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +184,34 @@ def test_the_service_syncs_its_configured_folder(service: tuple[HTTPClient, Path
     with pytest.raises(ClientError) as absent:
         client.sync("nope")
     assert absent.value.status == 404
+
+
+def test_watch_keeps_syncing_until_stopped(tmp_path: Path) -> None:
+    """``kb sync --watch`` in a process of its own: a file added while it runs is picked up, Ctrl-C ends it."""
+    folder = tmp_path / "watched"
+    write(folder, {"a.md": "# Alpha\n\nAlpha pumps."})
+    env = {**os.environ, "KB_DATA_DIR": str(tmp_path / "data"), "KB_BACKEND": "milvus"}
+    command = [sys.executable, "-m", "kb_service.cli.main", "sync", "w", str(folder), "--watch", "--interval", "0.2"]
+    watcher = subprocess.Popen([*command, "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _next_report(watcher)["added"] == ["a.md"]
+        write(folder, {"b.md": "# Beta\n\nBeta valves."})
+        assert _next_report(watcher)["added"] == ["b.md"]  # unchanged syncs in between print nothing
+        (folder / "a.md").unlink()
+        assert _next_report(watcher)["deleted"] == ["a.md"]
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def _next_report(process: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
+    """The next JSON object the watcher prints (indented, so read up to its closing brace)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or lines[-1] != "}\n":
+        line = process.stdout.readline()
+        assert line, f"the watcher ended: {process.stderr.read() if process.stderr else ''}"
+        lines.append(line)
+    return json.loads("".join(lines))  # type: ignore[no-any-return]
