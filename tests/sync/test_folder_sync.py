@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kb_service.cli.main import app
-from kb_service.client import ClientError, HTTPClient
+from kb_service.client import ClientError, HTTPClient, LocalClient
 from kb_service.core.config import Settings
 from kb_service.sync import syncer
 from tests.live import live_server
@@ -215,3 +215,16 @@ def _next_report(process: subprocess.Popen[str]) -> dict:  # type: ignore[type-a
         assert line, f"the watcher ended: {process.stderr.read() if process.stderr else ''}"
         lines.append(line)
     return json.loads("".join(lines))  # type: ignore[no-any-return]
+
+
+def test_one_sync_of_a_knowledge_base_at_a_time(tmp_path: Path) -> None:
+    folder = tmp_path / "one"
+    write(folder, {"a.md": "# Alpha\n\nAlpha pumps."})
+    with LocalClient(Settings(data_dir=tmp_path / "data")) as client:
+        client.create_kb("one")
+        kb = client.services.catalog.get("one")
+        with client.services.sync._exclusive(kb, str(folder.resolve())):  # a sync of this folder is running
+            with pytest.raises(ClientError) as busy:
+                client.sync("one", folder)
+            assert busy.value.status == 409 and "already running" in str(busy.value)
+        assert client.sync("one", folder).added == ["a.md"]  # once it ended
