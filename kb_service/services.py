@@ -23,7 +23,7 @@ from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import VectorStore
 from kb_service.stores.factory import open_store
 from kb_service.stores.originals import Originals
-from kb_service.sync import FolderSync, SyncState
+from kb_service.sync import Syncer, SyncState
 
 
 class Services:
@@ -74,11 +74,11 @@ class Services:
         return build_retriever(self.settings, self.store, self.embedders)
 
     @cached_property
-    def sync(self) -> FolderSync:
+    def sync(self) -> Syncer:
         """Folder syncs; their state (what each file was when last synced) in <data_dir>/sync.sqlite3."""
         built = self.__dict__.get("retriever")
         lexical = built.lexical if built is not None else lexical_indexes(self.settings, self.store)
-        return FolderSync(self.catalog, lexical, SyncState(self.settings.data_dir / "sync.sqlite3"), self.ingestor)
+        return Syncer(self.catalog, lexical, SyncState(self.settings.data_dir / "sync.sqlite3"), self.ingestor)
 
     def forget(self, kb: KnowledgeBase) -> None:
         """Remove what was derived from a dropped knowledge base here (its lexical index, in memory and on disk)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from http import HTTPStatus
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ from kb_service.api.schemas import SyncReportPublic
 from kb_service.cli.runtime import JsonOpt, emit_json, fail, out_console, reported, rt_from
 from kb_service.client import ClientError
 from kb_service.core.errors import SyncSourceNotFound
-from kb_service.sync import configured_source
+from kb_service.sync import configured_source, open_source
 
 EXIT_SOME_FAILED = 3
 
@@ -23,7 +22,8 @@ def sync(
     ctx: typer.Context,
     kb: Annotated[str, typer.Argument(help="Knowledge base (created with the default model if missing).")],
     source: Annotated[
-        Path | None, typer.Argument(help="The folder to mirror (default: the one KB_SYNC_SOURCES names).")
+        str | None,
+        typer.Argument(help="A folder or s3://bucket/prefix to mirror (default: the one KB_SYNC_SOURCES names)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would change.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep syncing until stopped (Ctrl-C).")] = False,
@@ -31,17 +31,16 @@ def sync(
     embedding_model: Annotated[str | None, typer.Option(help="Model for a KB created by this command.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Mirror a folder: new files are added, changed ones replaced, deleted ones deleted (with the residue check),
-    unchanged ones skipped without being read again. What each file was is remembered between runs.
+    """Mirror a folder or an S3 prefix: new files are added, changed ones replaced, deleted ones deleted (with the
+    residue check), unchanged ones skipped without being read again. What each file was is remembered between runs.
 
     Exit status 3 when some files failed (tried again at the next sync)."""
     rt = rt_from(ctx, as_json)
-    try:  # the folder is checked before a knowledge base is created for it
+    try:  # the source is checked before a knowledge base is created for it
         folder = source if source is not None else configured_source(rt.settings.ingest.sync_sources, kb)
+        open_source(folder)
     except SyncSourceNotFound as exc:
         fail(str(exc), as_json=as_json)
-    if not folder.is_dir():
-        fail(f"sync source {str(folder)!r} is not a folder", as_json=as_json)
     with reported(as_json=as_json):
         if not dry_run:
             try:

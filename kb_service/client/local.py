@@ -162,15 +162,17 @@ class LocalClient:
     def sync(
         self,
         kb: str,
-        folder: Path | None = None,
+        source: str | Path | None = None,
         *,
         dry_run: bool = False,
         on_outcome: OnOutcome | None = None,
     ) -> SyncReportPublic:
-        """Mirror ``folder`` (default: the one ``KB_SYNC_SOURCES`` names for ``kb``) into ``kb``."""
+        """Mirror ``source``, a folder or ``s3://bucket/prefix`` (default: the one ``KB_SYNC_SOURCES`` names for
+        ``kb``), into ``kb``."""
         hear = (lambda result: on_outcome(_outcome(result))) if on_outcome is not None else None
         with _errors():
-            source = folder if folder is not None else configured_source(self.settings.ingest.sync_sources, kb)
+            if source is None:
+                source = configured_source(self.settings.ingest.sync_sources, kb)
             return SyncReportPublic.of(self.services.sync.run(kb, source, dry_run=dry_run, on_result=hear))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:

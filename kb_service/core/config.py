@@ -194,10 +194,10 @@ class IngestSettings(Group):
         default=True,
         description="Keep each document's original file (downloadable, pages rendered) in <data_dir>/originals.",
     )
-    sync_sources: dict[str, Path] = Field(
+    sync_sources: dict[str, str] = Field(
         default_factory=dict,
-        description="Knowledge base -> folder that POST /v1/knowledge-bases/{kb}/sync mirrors, as JSON: "
-        '{"manuals": "/srv/manuals"} (the kb sync command takes any folder).',
+        description="Knowledge base -> folder or s3://bucket/prefix that POST /v1/knowledge-bases/{kb}/sync "
+        'mirrors, as JSON: {"manuals": "/srv/manuals"} (the kb sync command takes any source).',
     )
     recovery_grace_s: float = Field(
         default=0.0,

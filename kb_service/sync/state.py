@@ -1,4 +1,4 @@
-"""What each file of a synced source was when it was last synced (size, modification time, SHA-256), kept in
+"""What each file of a synced source was when it was last synced (size, version, SHA-256), kept in
 SQLite under the data directory so a sync after a restart skips unchanged files without reading them again.
 
 One row per (knowledge base, source, path). The knowledge base is named by its key (name and identity), so a
@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS synced (
     source TEXT NOT NULL,
     path TEXT NOT NULL,
     size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    version TEXT NOT NULL,
     sha256 TEXT NOT NULL,
     PRIMARY KEY (kb, source, path)
 )
@@ -28,8 +28,10 @@ CREATE TABLE IF NOT EXISTS synced (
 
 @dataclass(frozen=True)
 class FileState:
+    """``version`` changes whenever the bytes may have: a file's modification time, an object's ETag."""
+
     size: int
-    mtime_ns: int
+    version: str
     sha256: str
 
 
@@ -45,15 +47,15 @@ class SyncState:
     def files(self, kb: KnowledgeBase, source: str) -> dict[str, FileState]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT path, size, mtime_ns, sha256 FROM synced WHERE kb = ? AND source = ?", (kb.key, source)
+                "SELECT path, size, version, sha256 FROM synced WHERE kb = ? AND source = ?", (kb.key, source)
             ).fetchall()
-        return {path: FileState(size, mtime, sha) for path, size, mtime, sha in rows}
+        return {path: FileState(size, version, sha) for path, size, version, sha in rows}
 
     def put(self, kb: KnowledgeBase, source: str, path: str, state: FileState) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?)",
-                (kb.key, source, path, state.size, state.mtime_ns, state.sha256),
+                (kb.key, source, path, state.size, state.version, state.sha256),
             )
 
     def forget(self, kb: KnowledgeBase, source: str, path: str) -> None:

@@ -1,16 +1,19 @@
-"""One sync of a knowledge base from a folder: scan the folder, compare with what was synced before, then add the
-new files, replace the changed ones and delete the documents of files deleted at the source (each delete proved by
-its residue check).
+"""One sync of a knowledge base from its source (a folder or an S3 prefix): list the files, compare them with what
+was synced before, then add the new files, replace the changed ones and delete the documents of files deleted at the
+source (each delete proved by its residue check).
 
-A file whose size and modification time are what the last sync recorded is unchanged without being read; one whose
-bytes hash to the recorded SHA-256 is unchanged without being parsed. Documents are named by their path inside the
-folder, as ``kb ingest`` of a folder names them, so a sync takes over documents ingested that way. A file the state
+A file whose size and version (modification time, ETag) are what the last sync recorded is unchanged without being
+read; one whose
+bytes hash to the recorded SHA-256 is unchanged without being parsed (an object is downloaded into a spool folder
+that lives as long as the sync). Documents are named by their path inside the source, as ``kb ingest`` of a folder
+names them, so a sync takes over documents ingested that way. A file the state
 calls unchanged but whose document is gone from the knowledge base (deleted by hand) is added again: the knowledge
 base mirrors the folder. Documents that did not come from the folder are never touched."""
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 import time
 import unicodedata
@@ -24,9 +27,10 @@ from kb_service.core.errors import SyncInProgress, SyncSourceNotFound
 from kb_service.core.records import DocStatus, Document, KnowledgeBase
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome
-from kb_service.ingest.sources import SourceItem, iter_paths
+from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.residue import residue
+from kb_service.sync.sources import Entry, Source, open_source
 from kb_service.sync.state import FileState, SyncState
 
 BLOCK = 1 << 20
@@ -72,7 +76,7 @@ class SyncReport:
 IngestorFactory = Callable[[KnowledgeBase, Embedder], Ingestor]
 
 
-class FolderSync:
+class Syncer:
     def __init__(self, catalog: Catalog, lexical: LexicalIndexes, state: SyncState, ingestor: IngestorFactory) -> None:
         self.catalog = catalog
         self.lexical = lexical
@@ -81,23 +85,20 @@ class FolderSync:
         self._running: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def plan(self, kb_name: str, folder: Path) -> SyncPlan:
-        kb = self.catalog.get(kb_name)
-        return self._plan(kb, _source(folder), folder)
-
     def run(
         self,
         kb_name: str,
-        folder: Path,
+        source: str | Path,
         *,
         dry_run: bool = False,
         on_result: Callable[[IngestResult], None] | None = None,
     ) -> SyncReport:
+        """Sync ``kb_name`` from ``source``: a folder, or ``s3://bucket/prefix``."""
         started = time.perf_counter()
-        source = _source(folder)
+        origin = open_source(source)
         kb = self.catalog.get(kb_name)
-        with self._exclusive(kb, source):
-            plan = self._plan(kb, source, folder)
+        with self._exclusive(kb, origin.name), tempfile.TemporaryDirectory(prefix="kb-sync-") as spool:
+            plan = self._plan(kb, origin, Path(spool))
             failed: list[SyncFailure] = []
             clean = True
             if not dry_run:
@@ -105,7 +106,7 @@ class FolderSync:
                 clean = self._delete(kb, plan)
         return SyncReport(
             knowledge_base=kb.name,
-            source=source,
+            source=origin.name,
             dry_run=dry_run,
             added=plan.added,
             changed=plan.changed,
@@ -116,38 +117,45 @@ class FolderSync:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _plan(self, kb: KnowledgeBase, source: str, folder: Path) -> SyncPlan:
-        known = self.state.files(kb, source)
-        plan = SyncPlan(source=source)
-        for item in iter_paths([folder]):
-            assert item.path is not None
-            name, path = item.name, item.path
-            try:
-                stat = path.stat()
-            except FileNotFoundError:  # deleted while the folder was walked
-                continue
+    def _plan(self, kb: KnowledgeBase, origin: Source, spool: Path) -> SyncPlan:
+        known = self.state.files(kb, origin.name)
+        plan = SyncPlan(source=origin.name)
+        listed: dict[str, Entry] = {}
+        for entry in origin.entries():
+            name = entry.path
+            listed[name] = entry
             before = known.get(name)
-            if before is not None and (before.size, before.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            if before is not None and (before.size, before.version) == (entry.size, entry.version):
                 plan.unchanged.append(name)
-                plan.files[name] = (path, before)
                 continue
             try:
-                now = FileState(stat.st_size, stat.st_mtime_ns, _sha256(path))
-            except FileNotFoundError:
+                path = origin.local(entry, spool)
+                now = FileState(entry.size, entry.version, _sha256(path))
+            except FileNotFoundError:  # deleted since it was listed: the next sync sees it gone
+                del listed[name]
                 continue
             plan.files[name] = (path, now)
             if before is None:
                 plan.added.append(name)
             elif before.sha256 == now.sha256:  # touched, not changed: remember the new time, read it no more
                 plan.unchanged.append(name)
-                self.state.put(kb, source, name, now)
+                self.state.put(kb, origin.name, name, now)
             else:
                 plan.changed.append(name)
-        plan.deleted = sorted(set(known) - set(plan.files))
+        plan.deleted = sorted(set(known) - set(listed))
         # An unchanged file whose document is gone from the knowledge base (deleted by hand) comes back.
         if plan.unchanged:
             present = {d.source for d in self._ready(kb, plan.unchanged)}
-            missing = [n for n in plan.unchanged if n not in present]
+            missing = []
+            for name in plan.unchanged:
+                if name in present:
+                    continue
+                if name not in plan.files:  # not read yet: it was unchanged by size and time
+                    try:
+                        plan.files[name] = (origin.local(listed[name], spool), known[name])
+                    except FileNotFoundError:
+                        continue
+                missing.append(name)
             plan.unchanged = [n for n in plan.unchanged if n in present]
             plan.added = sorted([*plan.added, *missing])
         return plan
@@ -202,7 +210,7 @@ class FolderSync:
                 self._running.discard(key)
 
 
-def configured_source(sources: Mapping[str, Path], kb: str) -> Path:
+def configured_source(sources: Mapping[str, str], kb: str) -> str:
     """The folder ``KB_SYNC_SOURCES`` names for ``kb`` (names compare in NFC, as knowledge bases are stored)."""
     folder = {unicodedata.normalize("NFC", k): v for k, v in sources.items()}.get(unicodedata.normalize("NFC", kb))
     if folder is None:
@@ -211,12 +219,6 @@ def configured_source(sources: Mapping[str, Path], kb: str) -> Path:
             'KB_SYNC_SOURCES (e.g. {"manuals": "/srv/manuals"}), or run `kb sync KB FOLDER`'
         )
     return folder
-
-
-def _source(folder: Path) -> str:
-    if not folder.is_dir():
-        raise SyncSourceNotFound(f"sync source {str(folder)!r} is not a folder")
-    return str(folder.resolve())
 
 
 def _sha256(path: Path) -> str:

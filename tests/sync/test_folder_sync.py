@@ -159,7 +159,7 @@ def test_bad_sources_are_clear_errors(base_args: list[str], tmp_path: Path) -> N
 def service(tmp_path: Path) -> Iterator[tuple[HTTPClient, Path]]:
     folder = tmp_path / "shared-folder"
     write(folder, {"a.md": "# Alpha\n\nAlpha pumps lift water.", "b.md": "# Beta\n\nBeta valves stop it."})
-    settings = Settings(data_dir=tmp_path / "data", sync_sources={"团队 docs": folder})
+    settings = Settings(data_dir=tmp_path / "data", sync_sources={"团队 docs": str(folder)})
     with live_server(settings) as (url, _app), HTTPClient(url) as client:
         client.create_kb("团队 docs")
         client.create_kb("other")
