@@ -94,3 +94,10 @@ def test_ocr_benchmark_reports_character_error_rates() -> None:
     report = bench("scan_ocr.py")["ocr"]
     assert len(report["pages"]) == 3 and report["ocr_pages_per_s"] > 0
     assert all(0 <= page["cer"] < 0.2 for page in report["pages"])
+
+
+def test_sync_benchmark_against_reingesting() -> None:
+    report = bench("sync.py")
+    assert report["files"] == report["first_sync"]["added"] > 0 and report["unchanged_files"] == report["files"]
+    assert report["reingest_outcomes"] == ["unchanged"] and report["touched_changes"] == 0
+    assert len(report["one_edit_changed"]) == 1 and report["audit_clean"]

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS synced (
     size INTEGER NOT NULL,
     version TEXT NOT NULL,
     sha256 TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
     PRIMARY KEY (kb, source, path)
 )
 """
@@ -28,11 +29,13 @@ CREATE TABLE IF NOT EXISTS synced (
 
 @dataclass(frozen=True)
 class FileState:
-    """``version`` changes whenever the bytes may have: a file's modification time, an object's ETag."""
+    """``version`` changes whenever the bytes may have: a file's modification time, an object's ETag. ``doc_id``: the
+    document the file became (another file's, when its content was already there under another name)."""
 
     size: int
     version: str
     sha256: str
+    doc_id: str = ""
 
 
 class SyncState:
@@ -47,15 +50,15 @@ class SyncState:
     def files(self, kb: KnowledgeBase, source: str) -> dict[str, FileState]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT path, size, version, sha256 FROM synced WHERE kb = ? AND source = ?", (kb.key, source)
+                "SELECT path, size, version, sha256, doc_id FROM synced WHERE kb = ? AND source = ?", (kb.key, source)
             ).fetchall()
-        return {path: FileState(size, version, sha) for path, size, version, sha in rows}
+        return {path: FileState(size, version, sha, doc) for path, size, version, sha, doc in rows}
 
     def put(self, kb: KnowledgeBase, source: str, path: str, state: FileState) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?)",
-                (kb.key, source, path, state.size, state.version, state.sha256),
+                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kb.key, source, path, state.size, state.version, state.sha256, state.doc_id),
             )
 
     def forget(self, kb: KnowledgeBase, source: str, path: str) -> None:

@@ -19,7 +19,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kb_service.catalog import Catalog
@@ -138,6 +138,8 @@ class Syncer:
             if before is None:
                 plan.added.append(name)
             elif before.sha256 == now.sha256:  # touched, not changed: remember the new time, read it no more
+                now = replace(now, doc_id=before.doc_id)
+                plan.files[name] = (path, now)
                 plan.unchanged.append(name)
                 self.state.put(kb, origin.name, name, now)
             else:
@@ -146,6 +148,10 @@ class Syncer:
         # An unchanged file whose document is gone from the knowledge base (deleted by hand) comes back.
         if plan.unchanged:
             present = {d.source for d in self._ready(kb, plan.unchanged)}
+            # a file whose content another file's document already held is present through that document
+            recorded = {n: known[n].doc_id for n in plan.unchanged if n in known and known[n].doc_id}
+            ready = self.catalog.store.ready_doc_ids(kb, list(set(recorded.values())))
+            present |= {n for n, doc_id in recorded.items() if doc_id in ready}
             missing = []
             for name in plan.unchanged:
                 if name in present:
@@ -178,7 +184,8 @@ class Syncer:
             if result.outcome == Outcome.FAILED:
                 failed.append(SyncFailure(result.source, result.reason, result.error))
             else:  # only a file that made it in is remembered: a failed one is tried again next time
-                self.state.put(kb, plan.source, result.source, plan.files[result.source][1])
+                state = replace(plan.files[result.source][1], doc_id=result.doc_id or "")
+                self.state.put(kb, plan.source, result.source, state)
             if on_result is not None:
                 on_result(result)
 

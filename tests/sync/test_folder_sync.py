@@ -133,18 +133,26 @@ def test_the_sync_state_survives_a_restart_and_a_failed_file_is_tried_again(
 ) -> None:
     folder = tmp_path / "docs"
     write(folder, {"a.md": "# A\n\nAlpha pumps.", "b.md": "# B\n\nBeta valves."})
+    write(folder, {"copy-of-a.md": "# A\n\nAlpha pumps."})  # a.md's content: one document holds both
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7\nnot really a pdf")
     name = "restart"
     first = kb(base_args, "sync", name, str(folder), code=3)  # some file failed
-    assert changes(first) == (["a.md", "b.md", "broken.pdf"], [], [])
+    assert changes(first) == (["a.md", "b.md", "broken.pdf", "copy-of-a.md"], [], [])
     assert [f["path"] for f in first["failed"]] == ["broken.pdf"] and first["failed"][0]["reason"]
 
     # Each `kb` invocation is a new process's worth of state: the SQLite state is all that carries over.
     second = kb(base_args, "sync", name, str(folder), code=3)
-    assert changes(second) == (["broken.pdf"], [], []) and second["unchanged"] == 2
+    assert changes(second) == (["broken.pdf"], [], []) and second["unchanged"] == 3
     (folder / "broken.pdf").unlink()
     third = kb(base_args, "sync", name, str(folder))
-    assert changes(third) == ([], [], []) and third["unchanged"] == 2  # it never made it in: nothing to delete
+    assert changes(third) == ([], [], []) and third["unchanged"] == 3  # it never made it in: nothing to delete
+    # The original of the shared content goes: its document goes, and at the next sync the copy comes back under
+    # its own name (a sync plans before it deletes).
+    (folder / "a.md").unlink()
+    fourth = kb(base_args, "sync", name, str(folder))
+    assert changes(fourth) == ([], [], ["a.md"]) and fourth["clean"]
+    assert changes(kb(base_args, "sync", name, str(folder))) == (["copy-of-a.md"], [], [])
+    assert {d["source"] for d in kb(base_args, "docs", name)["documents"]} == {"b.md", "copy-of-a.md"}
 
 
 def test_bad_sources_are_clear_errors(base_args: list[str], tmp_path: Path) -> None:
