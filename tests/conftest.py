@@ -71,6 +71,15 @@ def store(request: pytest.FixtureRequest) -> VectorStore:
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
+@pytest.fixture(params=BACKENDS)
+def base_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """The ``kb`` CLI's global options for a fresh data directory on each store."""
+    args = ["--backend", request.param, "--data-dir", str(tmp_path / "data")]
+    if request.param == "pgvector":
+        args += ["--dsn", request.getfixturevalue("pg_dsn")]
+    return args
+
+
 @pytest.fixture
 def kb(store: VectorStore, embedder: SentenceTransformerEmbedder) -> Iterator[KnowledgeBase]:
     """A fresh knowledge base (with a Unicode name) in the parametrised store, dropped afterwards."""

@@ -16,14 +16,6 @@ pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 
-@pytest.fixture(params=["milvus", "pgvector"])
-def base_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
-    args = ["--backend", request.param, "--data-dir", str(tmp_path / "data")]
-    if request.param == "pgvector":
-        args += ["--dsn", request.getfixturevalue("pg_dsn")]
-    return args
-
-
 def kb(args: list[str], *cmd: str, code: int = 0) -> object:
     result = runner.invoke(app, [*args, *cmd, "--json"])
     assert result.exit_code == code, result.output

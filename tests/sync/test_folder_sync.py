@@ -39,14 +39,6 @@ def write(folder: Path, files: dict[str, str]) -> None:
         (folder / name).write_text(text, encoding="utf-8")
 
 
-@pytest.fixture(params=["milvus", "pgvector"])
-def base_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
-    args = ["--backend", request.param, "--data-dir", str(tmp_path / "data")]
-    if request.param == "pgvector":
-        args += ["--dsn", request.getfixturevalue("pg_dsn")]
-    return args
-
-
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every file the sync reads to hash it."""
