@@ -1,7 +1,7 @@
-"""POST /v1/knowledge-bases/{kb}/sync: mirror the source (a folder or an S3 prefix) configured for the knowledge base
-(``KB_SYNC_SOURCES``):
-new files added, changed ones replaced, deleted ones deleted, unchanged ones skipped unread. It answers when the
-sync is done, with what changed; a second sync of the same knowledge base while one runs is a 409."""
+"""POST /v1/knowledge-bases/{kb}/sync: mirror the source (a folder or an S3 prefix) configured for the knowledge
+base in ``KB_SYNC_SOURCES``: new files added, changed ones replaced, deleted ones deleted, unchanged ones skipped
+unread. It answers when the sync is done, with what changed; a second sync of the same knowledge base while one
+runs is a 409."""
 
 from __future__ import annotations
 

@@ -68,10 +68,6 @@ class SyncReport:
     clean: bool  # every deleted document left nothing behind (row, chunks, index entries, original)
     seconds: float
 
-    @property
-    def changes(self) -> int:
-        return len(self.added) + len(self.changed) + len(self.deleted)
-
 
 IngestorFactory = Callable[[KnowledgeBase, Embedder], Ingestor]
 
