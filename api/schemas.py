@@ -397,10 +397,10 @@ class SyncFailurePublic(BaseModel):
 
 
 class SyncReportPublic(BaseModel):
-    """One sync of a knowledge base from its folder: paths inside the folder, by what happened to them."""
+    """One sync of a knowledge base from its source: paths inside the source, by what happened to them."""
 
     knowledge_base: str
-    source: str = Field(description="The folder, as an absolute path.")
+    source: str = Field(description="The folder, as an absolute path, or s3://bucket/prefix/.")
     dry_run: bool
     added: list[str] = Field(description="New at the source (or gone from the knowledge base): ingested.")
     changed: list[str] = Field(description="Other bytes than at the last sync: their documents replaced.")

@@ -45,3 +45,21 @@ export async function refreshSummary(kb) {
     showError(error, summary);
   }
 }
+
+// A table with a heading row of translated column names over the given body rows (<tr> elements).
+export function dataTable(className, headKeys, rows) {
+  return h(
+    "table",
+    { class: className },
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        headKeys.map((key) => h("th", { scope: "col" }, t(key))),
+      ),
+    ),
+    h("tbody", {}, rows),
+  );
+}

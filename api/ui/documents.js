@@ -2,7 +2,7 @@
 // download, replace, delete with its residue check, and the knowledge base's audit.
 
 import { api } from "./api.js";
-import { refreshSummary, reportError, showError } from "./common.js";
+import { dataTable, refreshSummary, reportError, showError } from "./common.js";
 import { append, clear, confirmDialog, field, h, saveBlob, stacked, toast } from "./dom.js";
 import { formatDate, formatNumber, t } from "./i18n.js";
 
@@ -184,23 +184,10 @@ async function drawList(state) {
     "docs.actions",
   ];
   const table = stacked(
-    h(
-      "table",
-      { class: "documents" },
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          head.map((key) => h("th", { scope: "col" }, t(key))),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        page.documents.map((doc) => documentRow(state, doc)),
-      ),
+    dataTable(
+      "documents",
+      head,
+      page.documents.map((doc) => documentRow(state, doc)),
     ),
   );
   const last = Math.min(page.offset + page.documents.length, page.total);

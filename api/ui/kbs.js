@@ -1,7 +1,7 @@
 // Knowledge bases: the list with counts, create (choosing the embedding model), drop after typing the name.
 
 import { api } from "./api.js";
-import { go, kbHash, reportError, showError } from "./common.js";
+import { dataTable, go, kbHash, reportError, showError } from "./common.js";
 import { append, clear, confirmDialog, field, h, stacked, toast } from "./dom.js";
 import { formatDate, formatNumber, t } from "./i18n.js";
 
@@ -37,49 +37,36 @@ async function drawList(list) {
   clear(
     list,
     stacked(
-      h(
-        "table",
-        { class: "kbs" },
-        h(
-          "thead",
-          {},
+      dataTable(
+        "kbs",
+        head,
+        kbs.map((kb) =>
           h(
             "tr",
-            {},
-            head.map((key) => h("th", { scope: "col" }, t(key))),
-          ),
-        ),
-        h(
-          "tbody",
-          {},
-          kbs.map((kb) =>
+            { dataset: { kb: kb.name } },
+            h("th", { scope: "row" }, h("a", { href: kbHash(kb.name, "documents") }, kb.name)),
+            h("td", {}, kb.description),
+            h("td", { class: "mono" }, kb.embedding_model),
+            h("td", { class: "num" }, formatNumber(kb.documents)),
+            h("td", { class: "num" }, formatNumber(kb.chunks)),
+            h("td", {}, formatDate(kb.created_at)),
             h(
-              "tr",
-              { dataset: { kb: kb.name } },
-              h("th", { scope: "row" }, h("a", { href: kbHash(kb.name, "documents") }, kb.name)),
-              h("td", {}, kb.description),
-              h("td", { class: "mono" }, kb.embedding_model),
-              h("td", { class: "num" }, formatNumber(kb.documents)),
-              h("td", { class: "num" }, formatNumber(kb.chunks)),
-              h("td", {}, formatDate(kb.created_at)),
+              "td",
+              {},
               h(
-                "td",
-                {},
+                "div",
+                { class: "actions" },
+                h("a", { href: kbHash(kb.name, "search"), class: "button ghost" }, t("nav.search")),
+                h("a", { href: kbHash(kb.name, "chat"), class: "button ghost" }, t("nav.chat")),
                 h(
-                  "div",
-                  { class: "actions" },
-                  h("a", { href: kbHash(kb.name, "search"), class: "button ghost" }, t("nav.search")),
-                  h("a", { href: kbHash(kb.name, "chat"), class: "button ghost" }, t("nav.chat")),
-                  h(
-                    "button",
-                    {
-                      type: "button",
-                      class: "danger",
-                      onclick: () => drop(kb, list),
-                      "aria-label": `${t("kbs.drop")} ${kb.name}`,
-                    },
-                    t("kbs.drop"),
-                  ),
+                  "button",
+                  {
+                    type: "button",
+                    class: "danger",
+                    onclick: () => drop(kb, list),
+                    "aria-label": `${t("kbs.drop")} ${kb.name}`,
+                  },
+                  t("kbs.drop"),
                 ),
               ),
             ),

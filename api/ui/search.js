@@ -2,7 +2,7 @@
 // candidates before and after rerank, timings) so a person can see why a hit ranks where it does.
 
 import { api } from "./api.js";
-import { reportError } from "./common.js";
+import { dataTable, reportError } from "./common.js";
 import { append, clear, field, h } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -226,27 +226,14 @@ function table(head, rows, name) {
   return h(
     "div",
     { class: "table-wrap" },
-    h(
-      "table",
-      { class: `trace-table ${name}` },
-      h(
-        "thead",
-        {},
+    dataTable(
+      `trace-table ${name}`,
+      head,
+      rows.map((cells) =>
         h(
           "tr",
           {},
-          head.map((key) => h("th", { scope: "col" }, t(key))),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        rows.map((cells) =>
-          h(
-            "tr",
-            {},
-            cells.map((cell) => h("td", {}, cell)),
-          ),
+          cells.map((cell) => h("td", {}, cell)),
         ),
       ),
     ),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -16,8 +15,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kb_service.cli import ask as ask_commands
 from kb_service.cli import search as search_commands
 from kb_service.cli import sync as sync_commands
-from kb_service.cli.runtime import JsonOpt, Runtime, emit_json, err_console, fail, out_console, reported, rt_from, table
-from kb_service.client import ClientError, IngestOutcome, KBClient
+from kb_service.cli.runtime import (
+    EXIT_SOME_FAILED,
+    JsonOpt,
+    Runtime,
+    emit_json,
+    ensure_kb,
+    err_console,
+    fail,
+    out_console,
+    reported,
+    rt_from,
+    table,
+)
+from kb_service.client import IngestOutcome, KBClient
 from kb_service.core.limits import DEFAULT_PAGE_WIDTH
 from kb_service.core.records import DocStatus
 from kb_service.ingest.pipeline import Outcome
@@ -28,8 +39,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-EXIT_SOME_FAILED = 3
 
 
 @app.callback()
@@ -109,11 +118,7 @@ def ingest(
         fail(f"no such file or folder: {', '.join(missing)}", as_json=as_json)
     files = {item.name: item.path for item in iter_paths(paths) if item.path is not None}
     with reported(as_json=as_json):
-        try:
-            rt.client.create_kb(kb, embedding_model=embedding_model)
-        except ClientError as exc:
-            if exc.status != HTTPStatus.CONFLICT or exc.type != "KnowledgeBaseExists":
-                raise
+        ensure_kb(rt.client, kb, embedding_model=embedding_model)
         started = time.perf_counter()
         outcomes = _ingest_with_progress(rt.client, kb, files, quiet=as_json)
         elapsed = time.perf_counter() - started

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from functools import cached_property
+from http import HTTPStatus
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from kb_service.client import ClientError, LocalClient
+from kb_service.client import ClientError, KBClient, LocalClient
 from kb_service.core.config import describe_errors
 from kb_service.services import Services
 
@@ -31,6 +32,18 @@ class Runtime(Services):
     @cached_property
     def client(self) -> LocalClient:
         return LocalClient(services=self)
+
+
+EXIT_SOME_FAILED = 3  # some files failed, the others went in (kb ingest, kb sync)
+
+
+def ensure_kb(client: KBClient, kb: str, *, embedding_model: str | None) -> None:
+    """Create ``kb`` with ``embedding_model`` unless it exists (what ``kb ingest`` and ``kb sync`` do first)."""
+    try:
+        client.create_kb(kb, embedding_model=embedding_model)
+    except ClientError as exc:
+        if exc.status != HTTPStatus.CONFLICT or exc.type != "KnowledgeBaseExists":
+            raise
 
 
 def emit_json(payload: Any) -> None:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import time
-from http import HTTPStatus
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from kb_service.api.schemas import SyncReportPublic
-from kb_service.cli.runtime import JsonOpt, emit_json, fail, out_console, reported, rt_from
-from kb_service.client import ClientError
+from kb_service.cli.runtime import EXIT_SOME_FAILED, JsonOpt, emit_json, ensure_kb, fail, out_console, reported, rt_from
 from kb_service.core.errors import SyncSourceNotFound
 from kb_service.sync import configured_source, open_source
-
-EXIT_SOME_FAILED = 3
 
 
 def sync(
@@ -43,11 +39,7 @@ def sync(
         fail(str(exc), as_json=as_json)
     with reported(as_json=as_json):
         if not dry_run:
-            try:
-                rt.client.create_kb(kb, embedding_model=embedding_model)
-            except ClientError as exc:
-                if exc.status != HTTPStatus.CONFLICT or exc.type != "KnowledgeBaseExists":
-                    raise
+            ensure_kb(rt.client, kb, embedding_model=embedding_model)
         report = rt.client.sync(kb, folder, dry_run=dry_run)
         _show(report, as_json=as_json, first=True)
         if watch:
