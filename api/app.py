@@ -18,6 +18,7 @@ from kb_service.api.routes import (
     health,
     knowledge_bases,
     originals,
+    reindex,
     search,
     sync,
     ui,
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Folders of knowledge bases dropped by a process that died before removing them.
         services.originals.sweep_dropped(kbs, older_than_s=settings.ingest.recovery_grace_s)
         app.state.jobs.resume()
+        # Re-indexes a previous process left unfinished, and indexes its switches left retired.
+        app.state.reindex = services.reindex
+        app.state.reindex.resume_recorded()
         # Passage vectors of the embedding reranker, computed while the models are idle.
         warmer = app.state.rerank_warmer = services.rerank_warmer
         if warmer is not None:
@@ -68,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings, keys=keys, max_files=documents.MAX_FILES)
     app.include_router(health.router)
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
-    for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings, sync):
+    for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings, sync, reindex):
         app.include_router(module.router, dependencies=protected)
     if settings.api.ui:
         ui.mount(app)  # the web page: public static files; its API calls carry the user's key

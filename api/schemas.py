@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kb_service.core import limits
 from kb_service.core.config import Settings
@@ -13,6 +13,7 @@ from kb_service.core.records import DocStatus, Document, KnowledgeBase, ScoredCh
 from kb_service.generation.answer import Answer
 from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
+from kb_service.reindex import ReindexPlan, ReindexStatus
 from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 from kb_service.stores.base import VectorStore
 from kb_service.sync import SyncReport
@@ -31,6 +32,8 @@ class KnowledgeBasePublic(BaseModel):
     description: str
     embedding_model: str
     dimension: int
+    fingerprint: str = Field(default="", description="Of the embedding model's weights.")
+    index: str = Field(default="", description="Which index serves: a re-index switches to a new one.")
     created_at: float
     documents: int | None = None
     chunks: int | None = None
@@ -42,6 +45,8 @@ class KnowledgeBasePublic(BaseModel):
             description=kb.description,
             embedding_model=kb.embedding.name,
             dimension=kb.embedding.dimension,
+            fingerprint=kb.embedding.fingerprint,
+            index=kb.index,
             created_at=kb.created_at,
             documents=documents,
             chunks=chunks,
@@ -413,3 +418,47 @@ class SyncReportPublic(BaseModel):
     @classmethod
     def of(cls, report: SyncReport) -> SyncReportPublic:
         return cls(**asdict(report))
+
+
+class ReindexRequest(BaseModel):
+    """A re-index: the embedding model to build the new index with and, to re-chunk the documents from their kept
+    original files, the chunking (without it, the stored chunks are embedded again as they are)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_model: str = Field(min_length=1, max_length=1000, description="A model name or path.")
+    chunk_size: int | None = Field(default=None, ge=16, le=8192, description="Tokens per chunk: re-chunk.")
+    chunk_overlap: int | None = Field(default=None, ge=0, le=8192, description="Tokens of overlap: re-chunk.")
+    switch: bool = Field(default=True, description="false: build the new index and keep it beside, to compare.")
+
+    def plan(self) -> ReindexPlan:
+        return ReindexPlan(self.embedding_model, self.chunk_size, self.chunk_overlap)
+
+
+class ReindexStatusPublic(BaseModel):
+    """Where a re-index is. ``state``: building (copying documents into the new index), switching, ready (the new
+    index serves), failed or cancelled (the knowledge base is as it was), built (asked not to switch: kept beside the
+    serving index, to compare; starting it again switches), interrupted (recorded by a process that stopped: start it
+    again to resume)."""
+
+    knowledge_base: str
+    embedding_model: str
+    chunk_size: int | None
+    chunk_overlap: int | None
+    state: Literal["building", "switching", "ready", "failed", "cancelled", "built", "interrupted"]
+    documents: int = Field(description="Ready documents of the serving index, at the last pass.")
+    copied: int = Field(description="Documents written into the new index by this run.")
+    kept: int = Field(description="Documents the new index held already when this run started (resumed).")
+    removed: int = Field(description="Documents removed from the new index: deleted or replaced meanwhile.")
+    chunks: int = Field(description="Chunks embedded by this run.")
+    passes: int
+    started_at: float
+    updated_at: float
+    seconds: float
+    error: str
+    index: str = Field(description="The new index's id.")
+    dimension: int = Field(description="The new model's vector dimension.")
+
+    @classmethod
+    def of(cls, status: ReindexStatus) -> ReindexStatusPublic:
+        return cls(**asdict(status))

@@ -18,7 +18,14 @@ from enum import StrEnum
 import numpy as np
 
 from kb_service.core.config import Settings
-from kb_service.core.errors import DocumentNotFound, KBError, KnowledgeBaseNotFound, ParseError, StoreError
+from kb_service.core.errors import (
+    DocumentNotFound,
+    IndexSwitched,
+    KBError,
+    KnowledgeBaseNotFound,
+    ParseError,
+    StoreError,
+)
 from kb_service.core.records import (
     Chunk,
     DocStatus,
@@ -246,6 +253,10 @@ class Ingestor:
                 raise failure[0]
             flush(batch)
             settle()
+        except KnowledgeBaseNotFound as exc:
+            if self._reindexed():  # a write went to the index a re-index has just retired
+                raise IndexSwitched(self.kb.name) from exc
+            raise
         finally:
             writer.shutdown(wait=True)
         if any(r.outcome in (Outcome.ADDED, Outcome.REPLACED) for r in results):
@@ -368,7 +379,9 @@ class Ingestor:
             if staged.error is not None:
                 raise staged.error
             published = self._write(todo, staged.vectors)
-        except KnowledgeBaseNotFound:
+        except KnowledgeBaseNotFound as exc:
+            if self._reindexed():  # the originals are the knowledge base's, kept across its indexes
+                raise IndexSwitched(self.kb.name) from exc
             if self.originals is not None:  # what this run kept of a dropped knowledge base
                 self.originals.drop(self.kb)
             raise  # dropped meanwhile: the whole run stops
@@ -423,6 +436,14 @@ class Ingestor:
         for old in (old for p in todo if p.doc_id in published for old in p.replaces[1:]):
             self._delete_if_there(old)
         return published
+
+    def _reindexed(self) -> bool:
+        """Whether the knowledge base is still there under another index (a re-index switched it), not dropped."""
+        try:
+            now = self.store.get_kb(self.kb.name)
+        except KnowledgeBaseNotFound:
+            return False
+        return now.uid == self.kb.uid and now.index != self.kb.index
 
     def _keep_original(self, p: _Prepared) -> None:
         if self.originals is None:

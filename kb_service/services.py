@@ -17,7 +17,9 @@ from kb_service.generation.llm import LLM
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.summarize import Summarizer
 from kb_service.jobs import JobJournal, JobManager
+from kb_service.reindex import Reindexer, ReindexJobs
 from kb_service.retrieval.factory import build_rerank_warmer, build_retriever, lexical_indexes
+from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever
 from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import VectorStore
@@ -40,6 +42,8 @@ class Services:
         built = self.__dict__
         if (warmer := built.get("rerank_warmer")) is not None:
             warmer.close()
+        if (reindex := built.get("reindex")) is not None:
+            reindex.close()
         if (jobs := built.get("jobs")) is not None:
             jobs.close()
         if (retriever := built.get("retriever")) is not None:
@@ -76,14 +80,28 @@ class Services:
     @cached_property
     def sync(self) -> Syncer:
         """Folder syncs; their state (what each file was when last synced) in <data_dir>/sync.sqlite3."""
-        built = self.__dict__.get("retriever")
-        lexical = built.lexical if built is not None else lexical_indexes(self.settings, self.store)
-        return Syncer(self.catalog, lexical, SyncState(self.settings.data_dir / "sync.sqlite3"), self.ingestor)
+        return Syncer(self.catalog, self._lexical, SyncState(self.settings.data_dir / "sync.sqlite3"), self.ingestor)
 
     def forget(self, kb: KnowledgeBase) -> None:
-        """Remove what was derived from a dropped knowledge base here (its lexical index, in memory and on disk)."""
+        """Remove what was derived from a dropped knowledge base (or a removed index of one) here: its lexical
+        index, in memory and on disk."""
+        self._lexical.forget(kb)
+
+    @property
+    def _lexical(self) -> LexicalIndexes:
         built = self.__dict__.get("retriever")
-        (built.lexical if built is not None else lexical_indexes(self.settings, self.store)).forget(kb)
+        return built.lexical if built is not None else lexical_indexes(self.settings, self.store)
+
+    @cached_property
+    def reindexer(self) -> Reindexer:
+        """Re-indexes (another embedding model or chunking) built beside the serving index, then switched to."""
+        warm = self._lexical.get if self.settings.search.mode != "dense" else None
+        return Reindexer(self.settings, self.catalog, warm=warm, forget=self.forget)
+
+    @cached_property
+    def reindex(self) -> ReindexJobs:
+        """The re-indexes running in this process's background (the API's)."""
+        return ReindexJobs(self.reindexer)
 
     @cached_property
     def llm(self) -> tuple[LLM | None, str]:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kb_service.cli import ask as ask_commands
+from kb_service.cli import reindex as reindex_commands
 from kb_service.cli import search as search_commands
 from kb_service.cli import sync as sync_commands
 from kb_service.cli.runtime import (
@@ -344,6 +345,7 @@ app.command("eval")(search_commands.evaluate_cmd)
 app.command()(ask_commands.ask)
 app.command("eval-answers")(ask_commands.eval_answers)
 app.command()(sync_commands.sync)
+app.command()(reindex_commands.reindex)
 
 _debug: list[bool] = []  # the invocation's --debug, once its options are read
 

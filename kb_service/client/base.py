@@ -14,6 +14,7 @@ from kb_service.api.schemas import (
     DocumentPage,
     DocumentPublic,
     KnowledgeBasePublic,
+    ReindexStatusPublic,
     ResiduePublic,
     SearchResponse,
     SyncReportPublic,
@@ -103,6 +104,24 @@ class KBClient(Protocol):
 
     def sync(self, kb: str, *, dry_run: bool = False) -> SyncReportPublic:
         """Mirror the folder configured for ``kb`` (``KB_SYNC_SOURCES``); ``dry_run`` only reports what would change."""
+
+    def reindex(
+        self,
+        kb: str,
+        embedding_model: str,
+        *,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        switch: bool = True,
+        on_progress: Callable[[ReindexStatusPublic], None] | None = None,
+    ) -> ReindexStatusPublic:
+        """Re-index ``kb`` with another embedding model (a chunking re-chunks it from the original files) while it
+        serves, and wait until the new index serves (``ready``), or is built without ``switch``."""
+
+    def reindex_status(self, kb: str) -> ReindexStatusPublic: ...
+
+    def cancel_reindex(self, kb: str) -> ReindexStatusPublic:
+        """Discard the running or recorded re-index: the knowledge base stays as it was."""
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         """Options as in ``POST /v1/knowledge-bases/{kb}/search``: top_k, mode, gate, rerank, filters, trace."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -19,6 +19,7 @@ from kb_service.api.schemas import (
     JobList,
     JobPublic,
     KnowledgeBasePublic,
+    ReindexStatusPublic,
     ResiduePublic,
     SearchResponse,
     SyncReportPublic,
@@ -148,6 +149,38 @@ class HTTPClient:
 
     def sync(self, kb: str, *, dry_run: bool = False) -> SyncReportPublic:
         return SyncReportPublic.model_validate(self._call("POST", f"{_kb(kb)}/sync", json={"dry_run": dry_run}))
+
+    def reindex(
+        self,
+        kb: str,
+        embedding_model: str,
+        *,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        switch: bool = True,
+        on_progress: Callable[[ReindexStatusPublic], None] | None = None,
+        poll_s: float = 1.0,
+    ) -> ReindexStatusPublic:
+        """Start a re-index on the service and wait for it to finish (``on_progress`` hears each polled status)."""
+        body = {
+            "embedding_model": embedding_model,
+            "chunk_size": chunk_size,
+            "chunk_overlap": chunk_overlap,
+            "switch": switch,
+        }
+        status = ReindexStatusPublic.model_validate(self._call("POST", f"{_kb(kb)}/reindex", json=body))
+        while status.state in ("building", "switching"):
+            if on_progress is not None:
+                on_progress(status)
+            time.sleep(poll_s)
+            status = self.reindex_status(kb)
+        return status
+
+    def reindex_status(self, kb: str) -> ReindexStatusPublic:
+        return ReindexStatusPublic.model_validate(self._call("GET", f"{_kb(kb)}/reindex"))
+
+    def cancel_reindex(self, kb: str) -> ReindexStatusPublic:
+        return ReindexStatusPublic.model_validate(self._call("DELETE", f"{_kb(kb)}/reindex"))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         body = {"query": query, **{k: v for k, v in options.items() if v is not None}}

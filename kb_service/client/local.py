@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,8 @@ from kb_service.api.schemas import (
     DocumentQuery,
     KnowledgeBasePublic,
     PageQuery,
+    ReindexRequest,
+    ReindexStatusPublic,
     ResiduePublic,
     SearchRequest,
     SearchResponse,
@@ -174,6 +177,42 @@ class LocalClient:
             if source is None:
                 source = configured_source(self.settings.ingest.sync_sources, kb)
             return SyncReportPublic.of(self.services.sync.run(kb, source, dry_run=dry_run, on_result=hear))
+
+    def reindex(
+        self,
+        kb: str,
+        embedding_model: str,
+        *,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        switch: bool = True,
+        on_progress: Callable[[ReindexStatusPublic], None] | None = None,
+    ) -> ReindexStatusPublic:
+        """Re-index ``kb`` with ``embedding_model`` (and, given a chunking, re-chunked from the original files),
+        here and now; the old index keeps answering searches that started on it for ``reindex_retire_s`` after the
+        switch, then it is removed (this call waits for that). A recorded re-index of the same plan is resumed."""
+        with _errors():
+            body = ReindexRequest(
+                embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, switch=switch
+            )
+            hear = (lambda s: on_progress(ReindexStatusPublic.of(s))) if on_progress is not None else lambda _s: None
+            reindexer = self.services.reindexer
+            status = reindexer.run(kb, body.plan(), report=hear, switch=switch, retire_later=False)
+            if status.state == "ready":
+                time.sleep(self.settings.ingest.reindex_retire_s)
+                reindexer.retire(self.services.catalog.get(kb))
+            return ReindexStatusPublic.of(status)
+
+    def reindex_status(self, kb: str) -> ReindexStatusPublic:
+        """The re-index recorded for ``kb`` (none runs in this process between calls: ``interrupted`` or
+        ``built``); 404 when there is none."""
+        with _errors():
+            return ReindexStatusPublic.of(self.services.reindex.status(kb))
+
+    def cancel_reindex(self, kb: str) -> ReindexStatusPublic:
+        """Discard the re-index recorded for ``kb``: it stays as it was."""
+        with _errors():
+            return ReindexStatusPublic.of(self.services.reindex.cancel(kb))
 
     def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
         with _errors():

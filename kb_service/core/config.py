@@ -199,6 +199,13 @@ class IngestSettings(Group):
         description="Knowledge base -> folder or s3://bucket/prefix that POST /v1/knowledge-bases/{kb}/sync "
         'mirrors, as JSON: {"manuals": "/srv/manuals"} (the kb sync command takes any source).',
     )
+    reindex_retire_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="After a re-index switches a knowledge base to its new index, the old one keeps answering the "
+        "searches that had started on it for this long, then it is removed.",
+    )
     recovery_grace_s: float = Field(
         default=0.0,
         ge=0,

@@ -133,3 +133,24 @@ class SyncSourceNotFound(KBError):
 class SyncInProgress(KBError):
     def __init__(self, kb: str, source: str) -> None:
         super().__init__(f"a sync of knowledge base {kb!r} from {source} is already running; try again when it ends")
+
+
+class ReindexInProgress(KBError):
+    """A re-index of the knowledge base is running already (or another one is recorded and not finished)."""
+
+
+class ReindexNotFound(KBError):
+    """No re-index of the knowledge base is recorded."""
+
+
+class ReindexCancelled(KBError):
+    """The re-index was cancelled; the knowledge base is as it was."""
+
+
+class IndexSwitched(KBError):
+    """A write went to an index of a knowledge base that a re-index has just replaced: do it again on the one now
+    serving (an ingest job does so by itself)."""
+
+    def __init__(self, kb: str) -> None:
+        super().__init__(f"knowledge base {kb!r} switched to a new index (re-indexed) during this write; run it again")
+        self.kb = kb

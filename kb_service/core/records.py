@@ -50,11 +50,24 @@ class KnowledgeBase:
     # one, with other collections, so nothing still on its way to the old one (an ingest job) can land in the new.
     # Empty for knowledge bases created before it existed.
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    # Which of its indexes this is: a re-index builds the next one (another model or chunking) under another
+    # ``index`` beside the one serving, then switches. Empty for the first.
+    index: str = ""
+
+    @property
+    def home_key(self) -> str:
+        """ASCII identifier of this knowledge base (its name and identity), the same across re-indexes: what is
+        kept per knowledge base outside its index (original files, sync state) is kept under it."""
+        return kb_key(f"{self.name}\x00{self.uid}" if self.uid else self.name)
 
     @property
     def key(self) -> str:
-        """ASCII identifier of this knowledge base (its name and identity), used for collection and table names."""
-        return kb_key(f"{self.name}\x00{self.uid}" if self.uid else self.name)
+        """ASCII identifier of this index of the knowledge base, used for collection and table names."""
+        return kb_key(f"{self.name}\x00{self.uid}\x00{self.index}") if self.index else self.home_key
+
+    def same_index(self, other: KnowledgeBase) -> bool:
+        """Whether ``other`` is this very index of this very knowledge base."""
+        return (self.uid, self.index) == (other.uid, other.index)
 
     @property
     def registry_key(self) -> str:

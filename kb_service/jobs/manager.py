@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
-from kb_service.core.errors import InvalidInput, JobNotFound, KnowledgeBaseNotFound
+from kb_service.core.errors import IndexSwitched, InvalidInput, JobNotFound, KnowledgeBaseNotFound
 from kb_service.core.records import KnowledgeBase
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome, Stage
@@ -31,6 +31,7 @@ STAGE_STATUS = {
     Stage.STORING: JobStatus.STORING,
 }
 MAX_KEPT_JOBS = 10_000
+SWITCH_RETRIES = 3  # ingests started again after a re-index switched the knowledge base under them
 DROPPED = "the knowledge base was dropped during this ingestion; nothing of the upload was kept"
 
 
@@ -161,35 +162,16 @@ class JobManager:
     def _run(self, kb: str, items: list[SourceItem], job_ids: list[str], uid: str) -> None:
         by_source = dict(zip((item.name for item in items), job_ids, strict=True))
         try:
-            knowledge_base, embedder = self.catalog.open(kb)
-            if knowledge_base.uid != uid:  # dropped, and another created under its name, since the upload
-                raise KnowledgeBaseNotFound(kb)
-            ingestor = Ingestor.from_settings(
-                self.settings,
-                store=self.catalog.store,
-                kb=knowledge_base,
-                embedder=embedder,
-                summarizer=self.summarizer_for(embedder),
-                originals=self.catalog.originals,
-            )
-            ingestor.on_stage = lambda source, stage, chunks: self._update(
-                by_source[source], status=STAGE_STATUS[stage], chunks=chunks
-            )
-
-            def finished(result: IngestResult) -> None:  # each job as soon as its document is published
-                failed = result.outcome == Outcome.FAILED
-                self._update(
-                    by_source[result.source],
-                    status=JobStatus.FAILED if failed else JobStatus.READY,
-                    outcome=result.outcome.value,
-                    doc_id=result.doc_id,
-                    replaced=result.replaced,
-                    chunks=result.chunks,
-                    reason=result.reason,
-                    error=result.error,
-                )
-
-            ingestor.ingest(items, on_result=finished)
+            for attempt in range(SWITCH_RETRIES + 1):
+                try:
+                    # what a first attempt finished (published, unchanged, failed) stays as it was
+                    todo = [item for item in items if self.get(by_source[item.name]).status not in FINISHED]
+                    self._ingest(kb, todo, by_source, uid)
+                    return
+                except IndexSwitched:  # re-indexed meanwhile: again, into the new index with its model
+                    if attempt == SWITCH_RETRIES:
+                        raise
+                    log.info("ingest into %s: the knowledge base was re-indexed; ingesting again", kb)
         except Exception as exc:  # a job must end failed with the reason, never stay "embedding" forever
             dropped = isinstance(exc, KnowledgeBaseNotFound)
             if dropped:
@@ -200,3 +182,34 @@ class JobManager:
             for job_id in job_ids:
                 if self.get(job_id).status not in FINISHED:
                     self._update(job_id, status=JobStatus.FAILED, outcome="failed", reason=reason, error=error)
+
+    def _ingest(self, kb: str, items: list[SourceItem], by_source: dict[str, str], uid: str) -> None:
+        knowledge_base, embedder = self.catalog.open(kb)
+        if knowledge_base.uid != uid:  # dropped, and another created under its name, since the upload
+            raise KnowledgeBaseNotFound(kb)
+        ingestor = Ingestor.from_settings(
+            self.settings,
+            store=self.catalog.store,
+            kb=knowledge_base,
+            embedder=embedder,
+            summarizer=self.summarizer_for(embedder),
+            originals=self.catalog.originals,
+        )
+        ingestor.on_stage = lambda source, stage, chunks: self._update(
+            by_source[source], status=STAGE_STATUS[stage], chunks=chunks
+        )
+
+        def finished(result: IngestResult) -> None:  # each job as soon as its document is published
+            failed = result.outcome == Outcome.FAILED
+            self._update(
+                by_source[result.source],
+                status=JobStatus.FAILED if failed else JobStatus.READY,
+                outcome=result.outcome.value,
+                doc_id=result.doc_id,
+                replaced=result.replaced,
+                chunks=result.chunks,
+                reason=result.reason,
+                error=result.error,
+            )
+
+        ingestor.ingest(items, on_result=finished)

@@ -1,13 +1,15 @@
 """The storage seam: one core protocol, ``VectorStore`` (knowledge bases, documents, chunks, publish, search), and
 small optional capabilities a backend may add (``ChunkIdSearch``, ``StoredVectors``, ``RerankVectorStore``,
-``Sealable``, ``Revisioned``). Callers check a capability with ``isinstance`` and fall back without it. Every backend
-passes the same contract suite (tests/stores/test_contract.py); ``MemoryStore`` is the reference for the core."""
+``Sealable``, ``Revisioned``, ``Reindexable``). Callers check a capability with ``isinstance`` and fall back without
+it. Every backend passes the same contract suite (tests/stores/test_contract.py); ``MemoryStore`` is the reference
+for the core."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -187,6 +189,41 @@ class Revisioned(Protocol):
     def kb_revision(self, kb: KnowledgeBase) -> str:
         """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
         indexes (the lexical one) are rebuilt when it moves."""
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """The index a re-index is building beside the one serving, and what it was asked to build."""
+
+    kb: KnowledgeBase  # the knowledge base as it will be once switched: the same name and uid, another ``index``
+    params: dict[str, Any]
+
+
+@runtime_checkable
+class Reindexable(Revisioned, Protocol):
+    """Builds a second index of a knowledge base (another embedding model or chunking) beside the one serving and
+    makes it the one serving in one step. The shadow's documents and chunks are written with the usual calls on the
+    shadow's ``KnowledgeBase``; searches on it work too (to compare it before switching), and so do searches on an
+    index a switch retired, until it is discarded; writes to a retired index raise KnowledgeBaseNotFound."""
+
+    def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
+        """Create ``shadow``'s collections and record it, with ``params``, beside ``kb`` (the index serving).
+        ReindexInProgress when a shadow is recorded already; KnowledgeBaseNotFound when ``kb`` is not serving."""
+
+    def reindex_of(self, kb: KnowledgeBase) -> Shadow | None:
+        """The shadow recorded for the knowledge base named like ``kb`` (it survives restarts), or None."""
+
+    def switch_index(self, kb: KnowledgeBase, revision: str) -> KnowledgeBase | None:
+        """Make the shadow serve and retire ``kb``, in one step, if ``kb``'s revision (``kb_revision``) is still
+        ``revision``: nothing was published or deleted in it since the re-index copied what it held then. Returns
+        the knowledge base as it is now, or None when the revision moved (copy the changes, then try again).
+        KnowledgeBaseNotFound when ``kb`` is not serving; ReindexNotFound when it has no shadow."""
+
+    def retired_indexes(self, kb: KnowledgeBase) -> list[KnowledgeBase]:
+        """Indexes of the knowledge base named like ``kb`` that a switch retired and nothing has discarded yet."""
+
+    def discard_index(self, kb: KnowledgeBase, index: KnowledgeBase) -> None:
+        """Remove the collections of ``index`` (``kb``'s shadow or one of its retired indexes) and its record."""
 
 
 def seal(store: VectorStore, kb: KnowledgeBase) -> None:

@@ -1,4 +1,5 @@
-"""An in-memory store: the reference implementation of the core ``VectorStore`` protocol (and ``Revisioned``).
+"""An in-memory store: the reference implementation of the core ``VectorStore`` protocol (and ``Revisioned``,
+``Reindexable``).
 
 Exact cosine search in numpy, filters by ``Filter.matches``. It offers none of the other optional capabilities, so
 the callers' fallbacks run against it. Nothing is persisted; for tests, notebooks and small experiments.
@@ -9,11 +10,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
+from kb_service.core.errors import (
+    DocumentNotFound,
+    KnowledgeBaseExists,
+    KnowledgeBaseNotFound,
+    ReindexInProgress,
+    ReindexNotFound,
+)
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
+from kb_service.stores.base import Shadow
 from kb_service.stores.filters import Filter
 
 
@@ -23,6 +32,10 @@ class _Collection:
     docs: dict[str, Document] = field(default_factory=dict)
     chunks: dict[str, Chunk] = field(default_factory=dict)
     revision: int = 0
+    # the live collection's re-index: the index being built, its parameters, and the indexes it replaced
+    shadow: _Collection | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    retired: list[_Collection] = field(default_factory=list)
 
 
 class MemoryStore:
@@ -32,13 +45,19 @@ class MemoryStore:
         self._kbs: dict[str, _Collection] = {}
         self._lock = threading.RLock()
 
-    def _get(self, kb: KnowledgeBase | str) -> _Collection:
-        """The collection of a name, or of that very knowledge base (not a successor under its name)."""
+    def _get(self, kb: KnowledgeBase | str, *, write: bool = False) -> _Collection:
+        """The collection of a name, or of that very index of that very knowledge base (not a successor under its
+        name): the one serving, the one a re-index builds or, except for a write, a retired one."""
         name = kb if isinstance(kb, str) else kb.name
         found = self._kbs.get(kb_key(name))
-        if found is None or (isinstance(kb, KnowledgeBase) and found.kb.uid != kb.uid):
+        if found is None:
             raise KnowledgeBaseNotFound(name)
-        return found
+        if isinstance(kb, str):
+            return found
+        for c in (found, found.shadow, *([] if write else found.retired)):
+            if c is not None and c.kb.same_index(kb):
+                return c
+        raise KnowledgeBaseNotFound(name)
 
     # -- knowledge bases -------------------------------------------------------------------------
     def create_kb(self, kb: KnowledgeBase) -> None:
@@ -62,7 +81,7 @@ class MemoryStore:
     # -- documents --------------------------------------------------------------------------------
     def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
         with self._lock:
-            c = self._get(kb)
+            c = self._get(kb, write=True)
             for doc in docs:
                 c.docs[doc.id] = replace(doc, metadata=dict(doc.metadata), summary_vector=_own(doc.summary_vector))
 
@@ -108,7 +127,7 @@ class MemoryStore:
     # -- chunks, publishing -----------------------------------------------------------------------
     def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
         with self._lock:
-            c = self._get(kb)
+            c = self._get(kb, write=True)
             for chunk in chunks:
                 if chunk.doc_id in c.docs:  # a document deleted meanwhile gets none
                     c.chunks[chunk.id] = replace(chunk, metadata=dict(chunk.metadata), vector=_own(chunk.vector))
@@ -117,7 +136,7 @@ class MemoryStore:
         self, kb: KnowledgeBase, docs: Sequence[Document], *, replaces: Mapping[str, str] | None = None
     ) -> list[str]:
         with self._lock:
-            c = self._get(kb)
+            c = self._get(kb, write=True)
             published = []
             for doc in docs:
                 stored = c.docs.get(doc.id)
@@ -134,7 +153,7 @@ class MemoryStore:
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         with self._lock:
-            c = self._get(kb)
+            c = self._get(kb, write=True)
             if doc_id not in c.docs:
                 raise DocumentNotFound(kb.name, doc_id)
             self._remove(c, doc_id)
@@ -168,6 +187,48 @@ class MemoryStore:
     def kb_revision(self, kb: KnowledgeBase) -> str:
         with self._lock:
             return str(self._get(kb).revision)
+
+    # -- re-indexing ------------------------------------------------------------------------------
+    def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
+        with self._lock:
+            live = self._get(kb, write=True)
+            if live is not self._get(kb.name):
+                raise KnowledgeBaseNotFound(kb.name)
+            if live.shadow is not None:
+                raise ReindexInProgress(f"a re-index of knowledge base {kb.name!r} is recorded already")
+            live.shadow, live.params = _Collection(shadow), dict(params)
+
+    def reindex_of(self, kb: KnowledgeBase) -> Shadow | None:
+        with self._lock:
+            live = self._get(kb.name)
+            return None if live.shadow is None else Shadow(live.shadow.kb, dict(live.params))
+
+    def switch_index(self, kb: KnowledgeBase, revision: str) -> KnowledgeBase | None:
+        with self._lock:
+            live = self._get(kb.name)
+            if not live.kb.same_index(kb):
+                raise KnowledgeBaseNotFound(kb.name)
+            if live.shadow is None:
+                raise ReindexNotFound(f"knowledge base {kb.name!r} has no re-index to switch to")
+            if str(live.revision) != revision:
+                return None
+            new = live.shadow
+            new.kb = replace(new.kb, description=live.kb.description, created_at=live.kb.created_at)
+            new.retired = [*live.retired, live]
+            live.shadow, live.retired = None, []
+            self._kbs[kb.registry_key] = new
+            return new.kb
+
+    def retired_indexes(self, kb: KnowledgeBase) -> list[KnowledgeBase]:
+        with self._lock:
+            return [c.kb for c in self._get(kb.name).retired]
+
+    def discard_index(self, kb: KnowledgeBase, index: KnowledgeBase) -> None:
+        with self._lock:
+            live = self._get(kb.name)
+            if live.shadow is not None and live.shadow.kb.same_index(index):
+                live.shadow, live.params = None, {}
+            live.retired = [c for c in live.retired if not c.kb.same_index(index)]
 
     # -- search -----------------------------------------------------------------------------------
     def search_chunks(

@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,14 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
+from kb_service.core.errors import (
+    DocumentNotFound,
+    KnowledgeBaseExists,
+    KnowledgeBaseNotFound,
+    ReindexInProgress,
+    ReindexNotFound,
+    StoreError,
+)
 from kb_service.core.records import (
     Chunk,
     DocStatus,
@@ -26,8 +32,8 @@ from kb_service.core.records import (
     ScoredChunk,
     kb_key,
 )
-from kb_service.stores import milvus_lite_speedups
-from kb_service.stores.base import rerank_prefix, rerank_table
+from kb_service.stores import indexes, milvus_lite_speedups
+from kb_service.stores.base import Shadow, rerank_prefix, rerank_table
 from kb_service.stores.embedded_milvus import EmbeddedMilvus, Registry, start_embedded_milvus
 from kb_service.stores.filters import Filter
 from kb_service.stores.serialize import (
@@ -135,12 +141,22 @@ class MilvusStore:
                 raise
             raise KnowledgeBaseNotFound(kb.name) from exc
 
-    def _registry_info(self, kb: KnowledgeBase) -> dict[str, Any] | None:
-        """The registry entry of that very knowledge base; None once it is dropped (even if its name is taken
-        again)."""
+    def _entry(self, kb: KnowledgeBase) -> dict[str, Any] | None:
+        """The registry entry of the knowledge base named like ``kb`` (``indexes`` says what ``kb`` is to it)."""
         rows = self._get_rows(REGISTRY, "key", [kb.registry_key], ["info"])
-        info = json.loads(rows[0]["info"]) if rows else None
-        return info if info is not None and info.get("uid", "") == kb.uid else None
+        return cast(dict[str, Any], json.loads(rows[0]["info"])) if rows else None
+
+    def _put_entry(self, key: str, info: dict[str, Any]) -> None:
+        self.client.upsert(REGISTRY, [{"key": key, "info": json.dumps(info, ensure_ascii=False), "vector": [0.0, 0.0]}])
+
+    def _writable(self, kb: KnowledgeBase) -> dict[str, Any]:
+        """Under the write lock, before a write of ``kb``'s documents: KnowledgeBaseNotFound unless ``kb`` is the
+        index serving or the one a re-index builds."""
+        info = self._entry(kb)
+        if indexes.role(info, kb) not in indexes.WRITABLE:
+            raise KnowledgeBaseNotFound(kb.name)
+        assert info is not None
+        return info
 
     def _get_rows(self, collection: str, pk: str, ids: Sequence[str], fields: list[str]) -> list[dict[str, Any]]:
         """Rows by primary key. Not ``MilvusClient.get``, which quotes string keys without escaping them (an id
@@ -239,11 +255,18 @@ class MilvusStore:
     def drop_kb(self, name: str) -> None:
         kb = self.get_kb(name)
         with self._writing():
+            info = self._entry(kb) or {}
+            shadow = indexes.shadow_of(info)
             # Registry row first: a half-dropped knowledge base is invisible rather than half-usable.
             self.client.delete(REGISTRY, filter=_bind("key in {k}", {"k": [kb.registry_key]}))
-            for collection in [f"kb_{kb.key}_docs", f"kb_{kb.key}_chunks", *self._rr_collections(kb)]:
-                self.client.drop_collection(collection)
-                self._loaded.discard(collection)
+            for index in [kb, *([shadow[0]] if shadow else []), *indexes.retired_of(info)]:
+                self._drop_collections(index)
+
+    def _drop_collections(self, kb: KnowledgeBase) -> None:
+        """Drop the collections of that index of the knowledge base (its rerank vectors too)."""
+        for collection in [f"kb_{kb.key}_docs", f"kb_{kb.key}_chunks", *self._rr_collections(kb)]:
+            self.client.drop_collection(collection)
+            self._loaded.discard(collection)
 
     # -- documents --------------------------------------------------------------------------------
     def _docs(self, kb: KnowledgeBase) -> str:
@@ -376,6 +399,7 @@ class MilvusStore:
     ) -> list[str]:
         now = time.time()
         with self._writing():
+            info = self._writable(kb)
             # Under the lock that deletes take: a row deleted during its ingest (gone, or DELETING) stays deleted.
             current = self.get_documents(kb, [d.id for d in docs])
             live = [d for d in docs if (c := current.get(d.id)) is not None and c.status == DocStatus.PROCESSING]
@@ -391,11 +415,12 @@ class MilvusStore:
                 self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*live, *old_docs]])
             if old_docs or gone:
                 self._remove(kb, [old.id for old in old_docs] + gone)
-            self._bump_revision(kb)
+            self._bump_revision(kb, info)
         return [d.id for d in live]
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         with self._writing():
+            info = self._writable(kb)
             doc = self.get_document(kb, doc_id)
             if doc is None:
                 raise DocumentNotFound(kb.name, doc_id)
@@ -403,7 +428,7 @@ class MilvusStore:
             doc.updated_at = time.time()
             self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
             self._remove(kb, [doc_id])
-            self._bump_revision(kb)
+            self._bump_revision(kb, info)
 
     def _remove(self, kb: KnowledgeBase, doc_ids: list[str]) -> None:
         # Chunks before the rows: a crash in between leaves DELETING rows that recovery finishes.
@@ -442,23 +467,59 @@ class MilvusStore:
             self.client.flush(self._docs(kb))
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
-        def read() -> str | None:
-            info = self._registry_info(kb)
-            return None if info is None else str(info.get("revision", ""))
-
-        revision = self._lite_cached(kb, "revision", read)
+        revision = self._lite_cached(kb, "revision", lambda: indexes.revision(self._entry(kb), kb))
         if revision is None:
             raise KnowledgeBaseNotFound(kb.name)
         return revision
 
-    def _bump_revision(self, kb: KnowledgeBase) -> None:
-        info = self._registry_info(kb)
-        if info is not None:
-            info["revision"] = uuid.uuid4().hex
-            self.client.upsert(
-                REGISTRY,
-                [{"key": kb.registry_key, "info": json.dumps(info, ensure_ascii=False), "vector": [0.0, 0.0]}],
-            )
+    def _bump_revision(self, kb: KnowledgeBase, info: dict[str, Any]) -> None:
+        indexes.bump(info, kb)
+        self._put_entry(kb.registry_key, info)
+
+    # -- re-indexing ------------------------------------------------------------------------------
+    def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
+        with self._writing():
+            info = self._entry(kb)
+            if indexes.role(info, kb) != indexes.Role.LIVE:
+                raise KnowledgeBaseNotFound(kb.name)
+            assert info is not None
+            if "shadow" in info:
+                raise ReindexInProgress(f"a re-index of knowledge base {kb.name!r} is recorded already")
+            dim = shadow.embedding.dimension
+            self._create_docs_collection(shadow.key, dim)
+            self._create_chunks_collection(shadow.key, dim)
+            self._put_entry(kb.registry_key, indexes.with_shadow(info, shadow, dict(params)))
+
+    def reindex_of(self, kb: KnowledgeBase) -> Shadow | None:
+        info = self._entry(kb)
+        found = indexes.shadow_of(info) if info is not None else None
+        return Shadow(*found) if found is not None else None
+
+    def switch_index(self, kb: KnowledgeBase, revision: str) -> KnowledgeBase | None:
+        with self._writing():  # publishes and deletes of kb (in this process) wait, or it waits
+            info = self._entry(kb)
+            if indexes.role(info, kb) != indexes.Role.LIVE:
+                raise KnowledgeBaseNotFound(kb.name)
+            assert info is not None
+            if "shadow" not in info:
+                raise ReindexNotFound(f"knowledge base {kb.name!r} has no re-index to switch to")
+            if indexes.revision(info, kb) != revision:
+                return None
+            new = indexes.switched(info)
+            self._put_entry(kb.registry_key, new)
+        return kb_from_json(json.dumps(new))
+
+    def retired_indexes(self, kb: KnowledgeBase) -> list[KnowledgeBase]:
+        info = self._entry(kb)
+        return indexes.retired_of(info) if info is not None else []
+
+    def discard_index(self, kb: KnowledgeBase, index: KnowledgeBase) -> None:
+        with self._writing():
+            info = self._entry(kb)
+            if info is None or indexes.role(info, index) not in (indexes.Role.SHADOW, indexes.Role.RETIRED):
+                return
+            self._drop_collections(index)  # then the record: after a crash between, discarding again finishes
+            self._put_entry(kb.registry_key, indexes.without(info, index))
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}

@@ -97,11 +97,11 @@ class Originals:
 
     def drop(self, kb: KnowledgeBase) -> None:
         """Remove every original of a knowledge base."""
-        shutil.rmtree(self.root / kb.key, ignore_errors=True)
+        shutil.rmtree(self.root / kb.home_key, ignore_errors=True)
 
     def doc_ids(self, kb: KnowledgeBase) -> set[str]:
         """Ids of the documents of ``kb`` with an original kept."""
-        base = self.root / kb.key
+        base = self.root / kb.home_key
         if not base.is_dir():
             return set()
         return {d.name for shard in base.iterdir() if shard.is_dir() for d in shard.iterdir() if any(self._files(d))}
@@ -121,14 +121,14 @@ class Originals:
         removed them) and are unchanged for ``older_than_s``; returns how many."""
         if not self.root.is_dir():
             return 0
-        keys, cutoff = {kb.key for kb in live}, time.time() - older_than_s
+        keys, cutoff = {kb.home_key for kb in live}, time.time() - older_than_s
         gone = [d for d in self.root.iterdir() if d.is_dir() and d.name not in keys and d.stat().st_mtime <= cutoff]
         for folder in gone:
             shutil.rmtree(folder, ignore_errors=True)
         return len(gone)
 
     def _folder(self, kb: KnowledgeBase, doc_id: str) -> Path:
-        return self.root / kb.key / doc_id[:2] / doc_id
+        return self.root / kb.home_key / doc_id[:2] / doc_id
 
     @staticmethod
     def _files(folder: Path) -> Iterator[Path]:

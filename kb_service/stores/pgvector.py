@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import psycopg
@@ -18,9 +18,17 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound, StoreError
+from kb_service.core.errors import (
+    DocumentNotFound,
+    KnowledgeBaseExists,
+    KnowledgeBaseNotFound,
+    ReindexInProgress,
+    ReindexNotFound,
+    StoreError,
+)
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
-from kb_service.stores.base import rerank_prefix, rerank_table
+from kb_service.stores import indexes
+from kb_service.stores.base import Shadow, rerank_prefix, rerank_table
 from kb_service.stores.filters import Filter, with_numeric_twins
 from kb_service.stores.serialize import (
     DOC_FIELDS,
@@ -91,46 +99,49 @@ class PgvectorStore:
 
     # -- knowledge bases -------------------------------------------------------------------------
     def create_kb(self, kb: KnowledgeBase) -> None:
-        docs, chunks, dim = self._t(kb, "docs"), self._t(kb, "chunks"), kb.embedding.dimension
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM kb_registry WHERE key = %s", (kb.registry_key,)).fetchone():
                 raise KnowledgeBaseExists(kb.name)
-            conn.execute(
-                sql.SQL(
-                    """CREATE TABLE {docs} (
-                        doc_id text PRIMARY KEY, source text NOT NULL, title text NOT NULL,
-                        format text NOT NULL, status text NOT NULL, error text NOT NULL,
-                        summary text NOT NULL, chunk_count integer NOT NULL, n_chars integer NOT NULL,
-                        metadata jsonb NOT NULL, created_at double precision NOT NULL,
-                        updated_at double precision NOT NULL, vector vector({dim}))"""
-                ).format(docs=docs, dim=sql.Literal(dim))
-            )
-            conn.execute(
-                sql.SQL(
-                    """CREATE TABLE {chunks} (
-                        id text PRIMARY KEY, doc_id text NOT NULL REFERENCES {docs}(doc_id) ON DELETE CASCADE,
-                        ord integer NOT NULL, text text NOT NULL, chunk_hash text NOT NULL, page integer NOT NULL,
-                        section text NOT NULL, start_char integer NOT NULL, end_char integer NOT NULL,
-                        metadata jsonb NOT NULL, vector vector({dim}) NOT NULL)"""
-                ).format(chunks=chunks, docs=docs, dim=sql.Literal(dim))
-            )
-            # Vectors stay in the row (pgvector's default, EXTERNAL, moves them out of line once a row passes 2 KB,
-            # and an exact scan then reads two pages per row, about three times slower).
-            for table in (docs, chunks):
-                conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN vector SET STORAGE MAIN").format(table))
-            # The vector (HNSW) indexes come later, from ``seal``, once a table is large enough.
-            for suffix, col, method in (
-                ("chunks", "doc_id", "btree (doc_id)"),
-                ("chunks", "chunk_hash", "btree (chunk_hash)"),
-                ("docs", "source", "btree (source)"),
-                ("docs", "status", "btree (status)"),
-            ):
-                conn.execute(
-                    sql.SQL("CREATE INDEX {name} ON {table} USING " + method).format(
-                        name=self._index(kb, suffix, col), table=self._t(kb, suffix)
-                    )
-                )
+            self._create_tables(conn, kb)
             conn.execute("INSERT INTO kb_registry (key, info) VALUES (%s, %s)", (kb.registry_key, kb_to_json(kb)))
+
+    def _create_tables(self, conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
+        docs, chunks, dim = self._t(kb, "docs"), self._t(kb, "chunks"), kb.embedding.dimension
+        conn.execute(
+            sql.SQL(
+                """CREATE TABLE {docs} (
+                    doc_id text PRIMARY KEY, source text NOT NULL, title text NOT NULL,
+                    format text NOT NULL, status text NOT NULL, error text NOT NULL,
+                    summary text NOT NULL, chunk_count integer NOT NULL, n_chars integer NOT NULL,
+                    metadata jsonb NOT NULL, created_at double precision NOT NULL,
+                    updated_at double precision NOT NULL, vector vector({dim}))"""
+            ).format(docs=docs, dim=sql.Literal(dim))
+        )
+        conn.execute(
+            sql.SQL(
+                """CREATE TABLE {chunks} (
+                    id text PRIMARY KEY, doc_id text NOT NULL REFERENCES {docs}(doc_id) ON DELETE CASCADE,
+                    ord integer NOT NULL, text text NOT NULL, chunk_hash text NOT NULL, page integer NOT NULL,
+                    section text NOT NULL, start_char integer NOT NULL, end_char integer NOT NULL,
+                    metadata jsonb NOT NULL, vector vector({dim}) NOT NULL)"""
+            ).format(chunks=chunks, docs=docs, dim=sql.Literal(dim))
+        )
+        # Vectors stay in the row (pgvector's default, EXTERNAL, moves them out of line once a row passes 2 KB,
+        # and an exact scan then reads two pages per row, about three times slower).
+        for table in (docs, chunks):
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN vector SET STORAGE MAIN").format(table))
+        # The vector (HNSW) indexes come later, from ``seal``, once a table is large enough.
+        for suffix, col, method in (
+            ("chunks", "doc_id", "btree (doc_id)"),
+            ("chunks", "chunk_hash", "btree (chunk_hash)"),
+            ("docs", "source", "btree (source)"),
+            ("docs", "status", "btree (status)"),
+        ):
+            conn.execute(
+                sql.SQL("CREATE INDEX {name} ON {table} USING " + method).format(
+                    name=self._index(kb, suffix, col), table=self._t(kb, suffix)
+                )
+            )
 
     def get_kb(self, name: str) -> KnowledgeBase:
         with self._tx() as conn:
@@ -145,19 +156,50 @@ class PgvectorStore:
         return sorted((kb_from_json(json.dumps(r["info"])) for r in rows), key=lambda kb: kb.name)
 
     def drop_kb(self, name: str) -> None:
-        kb = self.get_kb(name)
         with self._tx() as conn:
-            # Under the lock that creates rerank vector tables: none appears between this listing and the drops.
-            _lock_rerank_tables(conn, kb)
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, %s)",
-                (rerank_prefix(kb),),
-            ).fetchall():
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(row["tablename"])))
-                self._rr_tables.discard(row["tablename"])
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "chunks")))
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "docs")))
+            info = self._info(conn, kb_key(name), lock=True)
+            if info is None:
+                raise KnowledgeBaseNotFound(name)
+            kb = kb_from_json(json.dumps(info))
+            shadow = indexes.shadow_of(info)
+            for index in [kb, *([shadow[0]] if shadow else []), *indexes.retired_of(info)]:
+                self._drop_tables(conn, index)
             conn.execute("DELETE FROM kb_registry WHERE key = %s", (kb.registry_key,))
+
+    def _drop_tables(self, conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
+        """Drop the tables of that index of the knowledge base (its rerank vector tables too)."""
+        # Under the lock that creates rerank vector tables: none appears between this listing and the drops.
+        _lock_rerank_tables(conn, kb)
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, %s)",
+            (rerank_prefix(kb),),
+        ).fetchall():
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(row["tablename"])))
+            self._rr_tables.discard(row["tablename"])
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "chunks")))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._t(kb, "docs")))
+
+    @staticmethod
+    def _info(conn: psycopg.Connection[Any], key: str, *, lock: bool = False) -> dict[str, Any] | None:
+        """A registry entry; with ``lock``, locked until the transaction ends (the lock every write of the knowledge
+        base's documents takes, and a switch of its index)."""
+        query = "SELECT info FROM kb_registry WHERE key = %s" + (" FOR UPDATE" if lock else "")
+        row = conn.execute(query, (key,)).fetchone()
+        return None if row is None else cast(dict[str, Any], row["info"])
+
+    def _writable(self, conn: psycopg.Connection[Any], kb: KnowledgeBase) -> dict[str, Any]:
+        """Lock ``kb``'s registry entry for a write of its documents: KnowledgeBaseNotFound unless ``kb`` is the
+        index serving or the one a re-index builds (a switch waits for the write, or the write for the switch)."""
+        info = self._info(conn, kb.registry_key, lock=True)
+        if indexes.role(info, kb) not in indexes.WRITABLE:
+            raise KnowledgeBaseNotFound(kb.name)
+        assert info is not None
+        return info
+
+    @staticmethod
+    def _bump(conn: psycopg.Connection[Any], kb: KnowledgeBase, info: dict[str, Any]) -> None:
+        indexes.bump(info, kb)
+        conn.execute("UPDATE kb_registry SET info = %s WHERE key = %s", (Jsonb(info), kb.registry_key))
 
     # -- documents --------------------------------------------------------------------------------
     def put_documents(self, kb: KnowledgeBase, docs: Sequence[Document]) -> None:
@@ -285,6 +327,7 @@ class PgvectorStore:
     ) -> list[str]:
         now = time.time()
         with self._tx(kb) as conn, conn.cursor() as cur:
+            info = self._writable(conn, kb)
             # Locked: a delete waits for this transaction; rows deleted before it (during their ingest) stay deleted.
             live = {
                 r["doc_id"]
@@ -301,7 +344,7 @@ class PgvectorStore:
             if olds:
                 # Same transaction: readers see the old version or the new one, never both or neither.
                 cur.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t(kb, "docs")), (olds,))
-            _bump_revision(conn, kb)
+            self._bump(conn, kb, info)
         return [d.id for d in published]
 
     def _publish(self, cur: psycopg.Cursor[Any], kb: KnowledgeBase, docs: Sequence[Document], now: float) -> None:
@@ -331,10 +374,11 @@ class PgvectorStore:
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         with self._tx(kb) as conn:
+            info = self._writable(conn, kb)
             cur = conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (doc_id,))
             if cur.rowcount == 0:
                 raise DocumentNotFound(kb.name, doc_id)
-            _bump_revision(conn, kb)
+            self._bump(conn, kb, info)
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
         where = sql.SQL("TRUE") if doc_id is None else sql.SQL("doc_id = %s")
@@ -395,13 +439,59 @@ class PgvectorStore:
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
         with self._tx(kb) as conn:
-            row = conn.execute(
-                "SELECT info ->> 'revision' AS r FROM kb_registry WHERE key = %s AND coalesce(info ->> 'uid', '') = %s",
-                (kb.registry_key, kb.uid),
-            ).fetchone()
-        if row is None:
+            revision = indexes.revision(self._info(conn, kb.registry_key), kb)
+        if revision is None:
             raise KnowledgeBaseNotFound(kb.name)
-        return row["r"] or ""
+        return revision
+
+    # -- re-indexing ------------------------------------------------------------------------------
+    def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
+        with self._tx() as conn:
+            info = self._info(conn, kb.registry_key, lock=True)
+            if indexes.role(info, kb) != indexes.Role.LIVE:
+                raise KnowledgeBaseNotFound(kb.name)
+            assert info is not None
+            if "shadow" in info:
+                raise ReindexInProgress(f"a re-index of knowledge base {kb.name!r} is recorded already")
+            self._create_tables(conn, shadow)
+            conn.execute(
+                "UPDATE kb_registry SET info = %s WHERE key = %s",
+                (Jsonb(indexes.with_shadow(info, shadow, dict(params))), kb.registry_key),
+            )
+
+    def reindex_of(self, kb: KnowledgeBase) -> Shadow | None:
+        with self._tx() as conn:
+            info = self._info(conn, kb.registry_key)
+        found = indexes.shadow_of(info) if info is not None else None
+        return Shadow(*found) if found is not None else None
+
+    def switch_index(self, kb: KnowledgeBase, revision: str) -> KnowledgeBase | None:
+        with self._tx() as conn:
+            info = self._info(conn, kb.registry_key, lock=True)  # publishes and deletes of kb wait, or it waits
+            if indexes.role(info, kb) != indexes.Role.LIVE:
+                raise KnowledgeBaseNotFound(kb.name)
+            assert info is not None
+            if "shadow" not in info:
+                raise ReindexNotFound(f"knowledge base {kb.name!r} has no re-index to switch to")
+            if indexes.revision(info, kb) != revision:
+                return None
+            new = indexes.switched(info)
+            conn.execute("UPDATE kb_registry SET info = %s WHERE key = %s", (Jsonb(new), kb.registry_key))
+        return kb_from_json(json.dumps(new))
+
+    def retired_indexes(self, kb: KnowledgeBase) -> list[KnowledgeBase]:
+        with self._tx() as conn:
+            info = self._info(conn, kb.registry_key)
+        return indexes.retired_of(info) if info is not None else []
+
+    def discard_index(self, kb: KnowledgeBase, index: KnowledgeBase) -> None:
+        with self._tx() as conn:
+            info = self._info(conn, kb.registry_key, lock=True)
+            if info is None or indexes.role(info, index) not in (indexes.Role.SHADOW, indexes.Role.RETIRED):
+                return
+            self._drop_tables(conn, index)
+            kept = Jsonb(indexes.without(info, index))
+            conn.execute("UPDATE kb_registry SET info = %s WHERE key = %s", (kept, kb.registry_key))
 
     def vectors_for_hashes(self, kb: KnowledgeBase, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         with self._tx(kb) as conn:
@@ -599,13 +689,6 @@ def _doc_where(status: DocStatus | None, source: str | None) -> tuple[sql.Compos
 def _lock_rerank_tables(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
     """Until the transaction ends: no other transaction creates or drops ``kb``'s rerank vector tables."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"rr:{kb.key}",))
-
-
-def _bump_revision(conn: psycopg.Connection[Any], kb: KnowledgeBase) -> None:
-    conn.execute(
-        "UPDATE kb_registry SET info = jsonb_set(info, '{revision}', to_jsonb(%s::text)) WHERE key = %s",
-        (uuid.uuid4().hex, kb.registry_key),
-    )
 
 
 def _chunk_cols() -> sql.Composable:

@@ -17,6 +17,7 @@ def kb_to_json(kb: KnowledgeBase) -> str:
             "description": kb.description,
             "created_at": kb.created_at,
             "uid": kb.uid,
+            "index": kb.index,
             "embedding": vars(kb.embedding),
         },
         ensure_ascii=False,
@@ -30,6 +31,7 @@ def kb_from_json(raw: str) -> KnowledgeBase:
         description=data.get("description", ""),
         created_at=data["created_at"],
         uid=data.get("uid", ""),  # knowledge bases created before identities have none
+        index=data.get("index", ""),
         embedding=EmbeddingModelInfo(**data["embedding"]),
     )
 

@@ -50,7 +50,8 @@ class SyncState:
     def files(self, kb: KnowledgeBase, source: str) -> dict[str, FileState]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT path, size, version, sha256, doc_id FROM synced WHERE kb = ? AND source = ?", (kb.key, source)
+                "SELECT path, size, version, sha256, doc_id FROM synced WHERE kb = ? AND source = ?",
+                (kb.home_key, source),
             ).fetchall()
         return {path: FileState(size, version, sha, doc) for path, size, version, sha, doc in rows}
 
@@ -58,12 +59,12 @@ class SyncState:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kb.key, source, path, state.size, state.version, state.sha256, state.doc_id),
+                (kb.home_key, source, path, state.size, state.version, state.sha256, state.doc_id),
             )
 
     def forget(self, kb: KnowledgeBase, source: str, path: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM synced WHERE kb = ? AND source = ? AND path = ?", (kb.key, source, path))
+            self._db.execute("DELETE FROM synced WHERE kb = ? AND source = ? AND path = ?", (kb.home_key, source, path))
 
     def close(self) -> None:
         with self._lock:

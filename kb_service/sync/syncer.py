@@ -201,7 +201,7 @@ class Syncer:
 
     @contextmanager
     def _exclusive(self, kb: KnowledgeBase, source: str) -> Iterator[None]:
-        key = (kb.key, source)
+        key = (kb.home_key, source)
         with self._lock:
             if key in self._running:
                 raise SyncInProgress(kb.name, source)

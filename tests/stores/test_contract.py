@@ -13,10 +13,17 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from kb_service.core.errors import DocumentNotFound, KnowledgeBaseExists, KnowledgeBaseNotFound
+from kb_service.core.errors import (
+    DocumentNotFound,
+    KnowledgeBaseExists,
+    KnowledgeBaseNotFound,
+    ReindexInProgress,
+    ReindexNotFound,
+)
 from kb_service.core.records import Chunk, DocStatus, Document, EmbeddingModelInfo, KnowledgeBase, text_hash
 from kb_service.stores.base import (
     ChunkIdSearch,
+    Reindexable,
     RerankVectorStore,
     Revisioned,
     StoredVectors,
@@ -470,3 +477,87 @@ def test_ready_doc_ids(store: VectorStore, kb: KnowledgeBase) -> None:
     assert store.ready_doc_ids(kb, ["doc-a", "doc-b", "nope", "it's\n"]) == {"doc-a"}
     store.delete_document(kb, "doc-a")
     assert store.ready_doc_ids(kb, ["doc-a"]) == set() and store.ready_doc_ids(kb, []) == set()
+
+
+SMALL = EmbeddingModelInfo(name="other-model", dimension=16, fingerprint="e" * 16, max_tokens=512)
+
+
+def test_reindex_builds_beside_the_serving_index_and_switches_in_one_step(
+    store: VectorStore, kb: KnowledgeBase
+) -> None:
+    needs(store, Reindexable)
+    assert isinstance(store, Reindexable)
+    _add(store, kb, "doc-a", 1)
+    assert store.reindex_of(kb) is None
+    shadow = replace(kb, embedding=SMALL, index="n1")
+    assert shadow.key != kb.key and shadow.home_key == kb.home_key
+    store.begin_reindex(kb, shadow, {"embedding_model": "other-model"})
+    with pytest.raises(ReindexInProgress):
+        store.begin_reindex(kb, replace(kb, embedding=SMALL, index="n2"), {})
+    recorded = store.reindex_of(kb)
+    assert (
+        recorded is not None
+        and recorded.kb.same_index(shadow)
+        and recorded.params == {"embedding_model": "other-model"}
+    )
+    assert recorded.kb.embedding == SMALL
+    # The shadow is written and searched like any index, with its own dimension; the serving one is untouched.
+    _add(store, shadow, "doc-a", 1)
+    assert [h.chunk.doc_id for h in store.search_chunks(shadow, _vec(16, 100)[None], top_k=1)[0]] == ["doc-a"]
+    assert store.get_kb(kb.name).same_index(kb) and [k.name for k in store.list_kbs()].count(kb.name) == 1
+    assert store.count_chunks(kb) == 3 and store.search_chunks(kb, _vec(384, 100)[None], top_k=1)[0]
+    if isinstance(store, Revisioned):
+        before = store.kb_revision(kb)
+        store.delete_document(shadow, "doc-a")
+        assert store.kb_revision(kb) == before  # the shadow's writes move its own revision only
+        _add(store, shadow, "doc-a", 1)
+
+    revision = store.kb_revision(kb)
+    _add(store, kb, "doc-c", 3)  # published after the re-index read the revision: no switch yet
+    assert store.switch_index(kb, revision) is None and store.get_kb(kb.name).same_index(kb)
+    new = store.switch_index(kb, store.kb_revision(kb))
+    assert new is not None
+    assert new.same_index(shadow) and new.embedding == SMALL and store.get_kb(kb.name).same_index(shadow)
+    assert store.reindex_of(new) is None
+    with pytest.raises(ReindexNotFound):
+        store.switch_index(new, store.kb_revision(new))
+    with pytest.raises(KnowledgeBaseNotFound):  # a switch from an index that no longer serves
+        store.switch_index(kb, revision)
+    # The retired index still answers searches (those that started on it), but takes no writes.
+    assert [k.same_index(kb) for k in store.retired_indexes(new)] == [True]
+    assert store.search_chunks(kb, _vec(384, 100)[None], top_k=1)[0]
+    if isinstance(store, Revisioned):
+        store.kb_revision(kb)
+    for write in (
+        lambda: store.publish_documents(kb, [_doc("doc-b", "b.txt", 384, 2)]),
+        lambda: store.delete_document(kb, "doc-a"),
+    ):
+        with pytest.raises(KnowledgeBaseNotFound):
+            write()
+    store.discard_index(new, kb)
+    assert store.retired_indexes(new) == []
+    with pytest.raises(KnowledgeBaseNotFound):
+        store.search_chunks(kb, _vec(384, 100)[None], top_k=1)
+    assert store.count_chunks(new) == 3 and store.get_document(new, "doc-a") is not None
+
+
+def test_a_discarded_reindex_leaves_the_knowledge_base_as_it_was(store: VectorStore, kb: KnowledgeBase) -> None:
+    needs(store, Reindexable)
+    assert isinstance(store, Reindexable)
+    _add(store, kb, "doc-a", 1)
+    shadow = replace(kb, embedding=SMALL, index="n1")
+    store.begin_reindex(kb, shadow, {})
+    _add(store, shadow, "doc-a", 1)
+    store.discard_index(kb, shadow)
+    assert store.reindex_of(kb) is None and store.get_kb(kb.name).same_index(kb)
+    assert store.count_chunks(kb) == 3
+    with pytest.raises(KnowledgeBaseNotFound):
+        store.count_chunks(shadow)
+    # Dropping a knowledge base during a re-index removes both indexes.
+    again = replace(kb, embedding=SMALL, index="n2")
+    store.begin_reindex(kb, again, {})
+    _add(store, again, "doc-a", 1)
+    store.drop_kb(kb.name)
+    with pytest.raises(KnowledgeBaseNotFound):
+        store.count_chunks(again)
+    store.create_kb(kb)  # for the fixture's drop

@@ -1,0 +1,99 @@
+"""How a knowledge base's registry entry records its indexes, for the stores that keep the entry as JSON (Milvus,
+pgvector): the entry itself is the index serving; ``shadow`` is the one a re-index is building beside it;
+``retired`` are those a switch replaced, kept until the searches that started on them are done. Each has its own
+``revision``. Pure functions over the entry; the stores read and write it under their write lock."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from kb_service.core.records import KnowledgeBase
+from kb_service.stores.serialize import kb_from_json, kb_to_json
+
+Info = dict[str, Any]
+
+
+class Role(StrEnum):
+    LIVE = "live"
+    SHADOW = "shadow"
+    RETIRED = "retired"
+
+
+WRITABLE = (Role.LIVE, Role.SHADOW)  # a retired index takes no more writes: its writers go to its successor
+
+
+def _ident(entry: Info) -> tuple[str, str]:
+    return entry.get("uid", ""), entry.get("index", "")
+
+
+def _entry(info: Info, kb: KnowledgeBase) -> tuple[Role, Info] | None:
+    me = (kb.uid, kb.index)
+    if _ident(info) == me:
+        return Role.LIVE, info
+    shadow = info.get("shadow")
+    if shadow is not None and _ident(shadow) == me:
+        return Role.SHADOW, shadow
+    for entry in info.get("retired", []):
+        if _ident(entry) == me:
+            return Role.RETIRED, entry
+    return None
+
+
+def role(info: Info | None, kb: KnowledgeBase) -> Role | None:
+    """What ``kb`` (that very index) is to the knowledge base whose entry is ``info``; None: nothing (dropped)."""
+    found = _entry(info, kb) if info is not None else None
+    return found[0] if found is not None else None
+
+
+def revision(info: Info | None, kb: KnowledgeBase) -> str | None:
+    found = _entry(info, kb) if info is not None else None
+    return None if found is None else str(found[1].get("revision", ""))
+
+
+def bump(info: Info, kb: KnowledgeBase) -> None:
+    """A new revision for ``kb``'s index (its READY chunks changed)."""
+    found = _entry(info, kb)
+    if found is not None:
+        found[1]["revision"] = uuid.uuid4().hex
+
+
+def with_shadow(info: Info, shadow: KnowledgeBase, params: dict[str, Any]) -> Info:
+    return {**info, "shadow": {**json.loads(kb_to_json(shadow)), "params": params, "revision": uuid.uuid4().hex}}
+
+
+def shadow_of(info: Info) -> tuple[KnowledgeBase, dict[str, Any]] | None:
+    shadow = info.get("shadow")
+    if shadow is None:
+        return None
+    return kb_from_json(json.dumps(shadow)), dict(shadow.get("params", {}))
+
+
+def retired_of(info: Info) -> list[KnowledgeBase]:
+    return [kb_from_json(json.dumps(entry)) for entry in info.get("retired", [])]
+
+
+def switched(info: Info) -> Info:
+    """The entry once its shadow serves: the shadow's identity, model and revision (an index derived from the
+    shadow, such as the lexical one, stays valid), the old index retired."""
+    shadow = dict(info["shadow"])
+    shadow.pop("params", None)
+    old = {k: v for k, v in info.items() if k not in ("shadow", "retired")}
+    return {
+        **shadow,
+        "name": info["name"],
+        "description": info.get("description", ""),
+        "created_at": info["created_at"],
+        "retired": [*info.get("retired", []), old],
+    }
+
+
+def without(info: Info, index: KnowledgeBase) -> Info:
+    """The entry without its record of ``index`` (a discarded shadow, a retired index whose collections are gone)."""
+    out = {k: v for k, v in info.items() if k != "shadow" or _ident(v) != (index.uid, index.index)}
+    out["retired"] = [e for e in info.get("retired", []) if _ident(e) != (index.uid, index.index)]
+    if not out["retired"]:
+        del out["retired"]
+    return out
