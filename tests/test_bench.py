@@ -101,3 +101,11 @@ def test_sync_benchmark_against_reingesting() -> None:
     assert report["files"] == report["first_sync"]["added"] > 0 and report["unchanged_files"] == report["files"]
     assert report["reingest_outcomes"] == ["unchanged"] and report["touched_changes"] == 0
     assert len(report["one_edit_changed"]) == 1 and report["audit_clean"]
+
+
+def test_reindex_benchmark_against_a_fresh_ingest() -> None:
+    report = bench("reindex.py")
+    assert report["reindex_state"] == "ready" and report["switched_to"] == "intfloat/multilingual-e5-small"
+    searches = report["searches"]
+    assert searches["during_reindex"] > 0 and searches["failed"] == searches["empty"] == 0
+    assert report["reindex_s"] > 0 and report["ingest_e5_s"] > 0 and report["audit_clean"]

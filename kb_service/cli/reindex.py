@@ -53,7 +53,7 @@ def reindex(
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
-            disable=as_json,
+            disable=as_json or not err_console.is_terminal,  # piped: no bar, and no blank line where it was
         ) as bar:
             task = bar.add_task(f"re-index {escape(kb)} → {escape(model)}", total=None)
 

@@ -12,7 +12,9 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kb_service.api.schemas import ReindexStatusPublic
 from kb_service.cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, reported, rt_from, table
+from kb_service.client import ClientError
 from kb_service.core.errors import KBError
 from kb_service.evaluation import EvalReport, load_dataset
 
@@ -82,18 +84,57 @@ def evaluate_cmd(
     warm_rerank: Annotated[
         bool, typer.Option(help="Embed every chunk with an embedding reranker first (cached on disk).")
     ] = True,
+    compare_reindex: Annotated[
+        str | None,
+        typer.Option(
+            help="Also re-index the evaluation knowledge base with this model (built beside, not switched to) and "
+            "report both indexes side by side."
+        ),
+    ] = None,
+    reindex_chunk_size: Annotated[
+        int | None, typer.Option(min=16, help="With --compare-reindex: re-chunk to this many tokens.")
+    ] = None,
+    reindex_chunk_overlap: Annotated[
+        int | None, typer.Option(min=0, help="With --compare-reindex: re-chunk with this overlap.")
+    ] = None,
 ) -> None:
     """Ingest a labelled corpus (cached) and report nDCG@10, recall@k, MRR@10, gate recall and latency per
-    configuration: dense, lexical, hybrid, two-stage, two-stage + rerank, the default pipeline."""
+    configuration: dense, lexical, hybrid, two-stage, two-stage + rerank, the default pipeline. With
+    --compare-reindex, the same for a re-index of it with another model, and the difference."""
     rt = rt_from(ctx, False)
     if not dataset_path.exists():
         fail(f"no such dataset: {dataset_path}", as_json=False)
+    chosen = [c.strip() for c in configs.split(",")] if configs else None
+    if compare_reindex is not None:
+        try:
+            dataset = load_dataset(dataset_path, split).limit(max_queries)
+            current, reindexed, status = rt.client.compare_reindex(
+                dataset,
+                compare_reindex,
+                chunk_size=reindex_chunk_size,
+                chunk_overlap=reindex_chunk_overlap,
+                configs=chosen,
+                embedding_model=embedding_model,
+                warm_rerank=warm_rerank,
+                progress=progress_bar,
+            )
+        except ClientError as exc:
+            fail(exc.message, as_json=False)
+        except (KBError, ValueError, RuntimeError) as exc:
+            fail(str(exc), as_json=False)
+        _print_comparison(current, reindexed, status)
+        if output:
+            payload = {"current": current.to_json(), "reindexed": reindexed.to_json(), "reindex": status.model_dump()}
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            out_console.print(f"report written to {output}")
+        return
     try:
         dataset = load_dataset(dataset_path, split).limit(max_queries)
         report = rt.client.evaluate(
             dataset,
             embedding_model=embedding_model,
-            configs=[c.strip() for c in configs.split(",")] if configs else None,
+            configs=chosen,
             warm_rerank=warm_rerank,
             progress=progress_bar,
         )
@@ -122,6 +163,24 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def _print_comparison(current: EvalReport, reindexed: EvalReport, status: ReindexStatusPublic) -> None:
+    """Both reports, then each measure's difference (new minus current) per configuration."""
+    for title, report in (("current index", current), ("re-indexed", reindexed)):
+        out_console.print(f"[bold]{title}[/bold]: {report.info['embedding_model']}")
+        _print_report(report)
+    delta = reindexed.summary - current.summary
+    table(
+        f"re-indexed minus current ({current.info['embedding_model']} → {reindexed.info['embedding_model']})",
+        ["config", *delta.columns],
+        [[name, *(f"{v:+.4f}" if v == v else "-" for v in row)] for name, row in delta.iterrows()],
+    )
+    out_console.print(
+        f"re-index: {status.state} in {status.seconds:.1f}s ({status.copied} documents embedded now, {status.kept} "
+        f"built before); the first ingest took {current.ingest_seconds:.1f}s (0 when cached). Switch with "
+        f"`kb reindex {current.info['knowledge_base']!r} --embedding-model {status.embedding_model}`"
+    )
 
 
 def _print_report(report: EvalReport) -> None:

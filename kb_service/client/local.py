@@ -35,7 +35,7 @@ from kb_service.core.config import Settings
 from kb_service.core.errors import KBError
 from kb_service.evaluation.answers import AnswerReport, QASet, run_answers
 from kb_service.evaluation.harness import EvalDataset, EvalReport
-from kb_service.evaluation.runner import EvalRun, ProgressFactory, no_progress, run_eval
+from kb_service.evaluation.runner import EvalRun, ProgressFactory, compare_reindex, no_progress, run_eval
 from kb_service.generation.answer import Answer
 from kb_service.generation.factory import ask_options
 from kb_service.generation.llm import Delta, Message
@@ -276,6 +276,33 @@ class LocalClient:
             warm_rerank=warm_rerank,
             progress=progress,
         )
+
+    def compare_reindex(
+        self,
+        dataset: EvalDataset,
+        new_model: str,
+        *,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        configs: list[str] | None = None,
+        embedding_model: str | None = None,
+        warm_rerank: bool = True,
+        progress: ProgressFactory = no_progress,
+    ) -> tuple[EvalReport, EvalReport, ReindexStatusPublic]:
+        """The retrieval harness on ``dataset``'s knowledge base, then on a re-index of it with ``new_model`` (and
+        the chunking, if given) built beside it and not switched to: both reports, and the re-index's status."""
+        plan = ReindexRequest(embedding_model=new_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap).plan()
+        with _errors():
+            current, reindexed, status = compare_reindex(
+                self.eval_run,
+                dataset,
+                plan,
+                embedding_model=embedding_model,
+                configs=configs,
+                warm_rerank=warm_rerank,
+                progress=progress,
+            )
+        return current, reindexed, ReindexStatusPublic.of(status)
 
     def evaluate_answers(
         self,

@@ -84,8 +84,8 @@ class EmbedderPool:
         if requested is not None and requested != recorded.name:
             raise EmbeddingModelMismatch(
                 f"knowledge base {kb.name!r} was built with embedding model {recorded.name!r}, not {requested!r}. "
-                f"Query it without choosing a model, or re-index: `kb drop {kb.name}` then "
-                f"`kb create {kb.name} --embedding-model {requested}` and ingest the documents again."
+                f"Query it without choosing a model, or re-index it with that model while it serves: "
+                f"`kb reindex {kb.name} --embedding-model {requested}` (or POST /v1/knowledge-bases/{{kb}}/reindex)."
             )
         embedder = self.get(recorded.name)
         info = embedder.info
@@ -93,8 +93,9 @@ class EmbedderPool:
             raise EmbeddingModelMismatch(
                 f"knowledge base {kb.name!r} was built with {recorded.name!r} (dimension {recorded.dimension}, "
                 f"fingerprint {recorded.fingerprint}), but that name now loads a model with dimension "
-                f"{info.dimension}, fingerprint {info.fingerprint}. Restore the original weights, or re-index: "
-                f"`kb drop {kb.name}` then ingest the documents again."
+                f"{info.dimension}, fingerprint {info.fingerprint}. Restore the original weights, or re-index it "
+                f"with the new ones: `kb reindex {kb.name} --embedding-model {recorded.name}` (its stored chunks are "
+                "embedded again)."
             )
         return embedder
 

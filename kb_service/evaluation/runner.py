@@ -21,6 +21,7 @@ from kb_service.evaluation.harness import (
     evaluate,
 )
 from kb_service.ingest.pipeline import Ingestor, Outcome
+from kb_service.reindex import Reindexer, ReindexPlan, ReindexStatus
 from kb_service.retrieval.pipeline import Retriever, SearchOptions
 from kb_service.retrieval.rerank import EmbeddingReranker
 
@@ -99,6 +100,59 @@ def run_eval(
 ) -> EvalReport:
     """Evaluate ``dataset`` on the configured store: every configuration (or the named ones)."""
     kb, embedder, ingest_seconds, cached = run.prepare_kb(dataset, embedding_model=embedding_model, progress=progress)
+    report = _evaluate(run, kb, embedder, dataset, configs, warm_rerank=warm_rerank, progress=progress)
+    report.ingest_seconds = ingest_seconds
+    report.info["cached_kb"] = cached
+    return report
+
+
+def compare_reindex(
+    run: EvalRun,
+    dataset: EvalDataset,
+    plan: ReindexPlan,
+    *,
+    embedding_model: str | None = None,
+    configs: list[str] | None = None,
+    warm_rerank: bool = True,
+    progress: ProgressFactory = no_progress,
+) -> tuple[EvalReport, EvalReport, ReindexStatus]:
+    """Evaluate ``dataset`` on its knowledge base as it is, then re-index that knowledge base by ``plan`` without
+    switching (the new index is built beside, or found built by an earlier comparison) and evaluate the new index
+    the same way: the reports of both, and the re-index's status (its seconds against the first ingest's)."""
+    current = run_eval(
+        run, dataset, embedding_model=embedding_model, configs=configs, warm_rerank=warm_rerank, progress=progress
+    )
+    name = current.info["knowledge_base"]
+    reindexer = Reindexer(run.settings, run.catalog)
+    with progress("re-index", dataset.unique_documents) as advance:
+        done = [0]
+
+        def report(status: ReindexStatus) -> None:
+            now = status.copied + status.kept
+            advance(now - done[0])
+            done[0] = now
+
+        status = reindexer.run(name, plan, switch=False, report=report)
+    recorded = reindexer.recorded(name)
+    if status.state != "built" or recorded is None:
+        raise RuntimeError(f"the re-index of {name!r} did not build: {status.state} {status.error}")
+    embedder = run.catalog.embedders.get(plan.embedding_model)
+    reindexed = _evaluate(run, recorded.kb, embedder, dataset, configs, warm_rerank=warm_rerank, progress=progress)
+    reindexed.ingest_seconds = status.seconds
+    reindexed.info.update({"index": recorded.kb.index, "chunking": recorded.params})
+    return current, reindexed, status
+
+
+def _evaluate(
+    run: EvalRun,
+    kb: KnowledgeBase,
+    embedder: Embedder,
+    dataset: EvalDataset,
+    configs: list[str] | None,
+    *,
+    warm_rerank: bool,
+    progress: ProgressFactory,
+) -> EvalReport:
     if warm_rerank:
         run.warm_reranker(kb, progress=progress)
     chosen = default_configs(SearchOptions.from_settings(run.settings), has_reranker=run.retriever.reranker is not None)
@@ -120,11 +174,9 @@ def run_eval(
     report = evaluate(
         run.retriever, kb, embedder, dataset, chosen, backend=run.settings.store.backend, progress=per_config
     )
-    report.ingest_seconds = ingest_seconds
     report.info.update(
         {
             "knowledge_base": kb.name,
-            "cached_kb": cached,
             "embedding_model": kb.embedding.name,
             "reranker": getattr(run.retriever.reranker, "name", None),
         }
