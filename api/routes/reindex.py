@@ -21,6 +21,7 @@ def _jobs(request: Request) -> ReindexJobs:
 
 @router.post("/{kb}/reindex", status_code=status.HTTP_202_ACCEPTED)
 async def start(kb: str, body: ReindexRequest, request: Request) -> ReindexStatusPublic:
+    """Start re-indexing ``kb`` (or resume the recorded re-index of the same plan); 409 while one runs."""
     embedders: EmbedderPool = request.app.state.embedders
     embedders.check_allowed(body.embedding_model)
     # prepare() loads the model (seconds, the first time): off the event loop
@@ -30,9 +31,11 @@ async def start(kb: str, body: ReindexRequest, request: Request) -> ReindexStatu
 
 @router.get("/{kb}/reindex")
 def progress(kb: str, request: Request) -> ReindexStatusPublic:
+    """The running or last re-index of ``kb``; 404 when there is none."""
     return ReindexStatusPublic.of(_jobs(request).status(kb))
 
 
 @router.delete("/{kb}/reindex")
 async def cancel(kb: str, request: Request) -> ReindexStatusPublic:
+    """Cancel the running re-index of ``kb``, or discard a recorded one: ``kb`` stays as it was."""
     return ReindexStatusPublic.of(await run_in_threadpool(_jobs(request).cancel, kb))

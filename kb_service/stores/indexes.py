@@ -10,6 +10,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
+from kb_service.core.errors import KnowledgeBaseNotFound, ReindexInProgress, ReindexNotFound
 from kb_service.core.records import KnowledgeBase
 from kb_service.stores.serialize import kb_from_json, kb_to_json
 
@@ -60,7 +61,13 @@ def bump(info: Info, kb: KnowledgeBase) -> None:
         found[1]["revision"] = uuid.uuid4().hex
 
 
-def with_shadow(info: Info, shadow: KnowledgeBase, params: dict[str, Any]) -> Info:
+def begun(info: Info | None, kb: KnowledgeBase, shadow: KnowledgeBase, params: dict[str, Any]) -> Info:
+    """The entry with ``shadow`` recorded beside ``kb``; KnowledgeBaseNotFound unless ``kb`` serves,
+    ReindexInProgress when a shadow is recorded already."""
+    if info is None or role(info, kb) != Role.LIVE:
+        raise KnowledgeBaseNotFound(kb.name)
+    if "shadow" in info:
+        raise ReindexInProgress(f"a re-index of knowledge base {kb.name!r} is recorded already")
     return {**info, "shadow": {**json.loads(kb_to_json(shadow)), "params": params, "revision": uuid.uuid4().hex}}
 
 
@@ -75,9 +82,16 @@ def retired_of(info: Info) -> list[KnowledgeBase]:
     return [kb_from_json(json.dumps(entry)) for entry in info.get("retired", [])]
 
 
-def switched(info: Info) -> Info:
-    """The entry once its shadow serves: the shadow's identity, model and revision (an index derived from the
-    shadow, such as the lexical one, stays valid), the old index retired."""
+def switched(info: Info | None, kb: KnowledgeBase, revision: str) -> Info | None:
+    """The entry once its shadow serves, or None when ``kb``'s revision is no longer ``revision``: the shadow's
+    identity, model and revision (an index derived from the shadow, such as the lexical one, stays valid), the old
+    index retired. KnowledgeBaseNotFound unless ``kb`` serves; ReindexNotFound without a shadow."""
+    if info is None or role(info, kb) != Role.LIVE:
+        raise KnowledgeBaseNotFound(kb.name)
+    if "shadow" not in info:
+        raise ReindexNotFound(f"knowledge base {kb.name!r} has no re-index to switch to")
+    if str(info.get("revision", "")) != revision:
+        return None
     shadow = dict(info["shadow"])
     shadow.pop("params", None)
     old = {k: v for k, v in info.items() if k not in ("shadow", "retired")}
@@ -88,6 +102,11 @@ def switched(info: Info) -> Info:
         "created_at": info["created_at"],
         "retired": [*info.get("retired", []), old],
     }
+
+
+def discardable(info: Info | None, index: KnowledgeBase) -> bool:
+    """Whether ``index`` is the shadow or a retired index of the knowledge base whose entry is ``info``."""
+    return role(info, index) in (Role.SHADOW, Role.RETIRED)
 
 
 def without(info: Info, index: KnowledgeBase) -> Info:

@@ -20,8 +20,6 @@ from kb_service.core.errors import (
     DocumentNotFound,
     KnowledgeBaseExists,
     KnowledgeBaseNotFound,
-    ReindexInProgress,
-    ReindexNotFound,
     StoreError,
 )
 from kb_service.core.records import (
@@ -479,16 +477,11 @@ class MilvusStore:
     # -- re-indexing ------------------------------------------------------------------------------
     def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
         with self._writing():
-            info = self._entry(kb)
-            if indexes.role(info, kb) != indexes.Role.LIVE:
-                raise KnowledgeBaseNotFound(kb.name)
-            assert info is not None
-            if "shadow" in info:
-                raise ReindexInProgress(f"a re-index of knowledge base {kb.name!r} is recorded already")
+            info = indexes.begun(self._entry(kb), kb, shadow, dict(params))
             dim = shadow.embedding.dimension
             self._create_docs_collection(shadow.key, dim)
             self._create_chunks_collection(shadow.key, dim)
-            self._put_entry(kb.registry_key, indexes.with_shadow(info, shadow, dict(params)))
+            self._put_entry(kb.registry_key, info)
 
     def reindex_of(self, kb: KnowledgeBase) -> Shadow | None:
         info = self._entry(kb)
@@ -497,15 +490,9 @@ class MilvusStore:
 
     def switch_index(self, kb: KnowledgeBase, revision: str) -> KnowledgeBase | None:
         with self._writing():  # publishes and deletes of kb (in this process) wait, or it waits
-            info = self._entry(kb)
-            if indexes.role(info, kb) != indexes.Role.LIVE:
-                raise KnowledgeBaseNotFound(kb.name)
-            assert info is not None
-            if "shadow" not in info:
-                raise ReindexNotFound(f"knowledge base {kb.name!r} has no re-index to switch to")
-            if indexes.revision(info, kb) != revision:
+            new = indexes.switched(self._entry(kb), kb, revision)
+            if new is None:
                 return None
-            new = indexes.switched(info)
             self._put_entry(kb.registry_key, new)
         return kb_from_json(json.dumps(new))
 
@@ -516,7 +503,7 @@ class MilvusStore:
     def discard_index(self, kb: KnowledgeBase, index: KnowledgeBase) -> None:
         with self._writing():
             info = self._entry(kb)
-            if info is None or indexes.role(info, index) not in (indexes.Role.SHADOW, indexes.Role.RETIRED):
+            if info is None or not indexes.discardable(info, index):
                 return
             self._drop_collections(index)  # then the record: after a crash between, discarding again finishes
             self._put_entry(kb.registry_key, indexes.without(info, index))

@@ -22,8 +22,6 @@ from kb_service.core.errors import (
     DocumentNotFound,
     KnowledgeBaseExists,
     KnowledgeBaseNotFound,
-    ReindexInProgress,
-    ReindexNotFound,
     StoreError,
 )
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
@@ -447,17 +445,9 @@ class PgvectorStore:
     # -- re-indexing ------------------------------------------------------------------------------
     def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
         with self._tx() as conn:
-            info = self._info(conn, kb.registry_key, lock=True)
-            if indexes.role(info, kb) != indexes.Role.LIVE:
-                raise KnowledgeBaseNotFound(kb.name)
-            assert info is not None
-            if "shadow" in info:
-                raise ReindexInProgress(f"a re-index of knowledge base {kb.name!r} is recorded already")
+            info = indexes.begun(self._info(conn, kb.registry_key, lock=True), kb, shadow, dict(params))
             self._create_tables(conn, shadow)
-            conn.execute(
-                "UPDATE kb_registry SET info = %s WHERE key = %s",
-                (Jsonb(indexes.with_shadow(info, shadow, dict(params))), kb.registry_key),
-            )
+            conn.execute("UPDATE kb_registry SET info = %s WHERE key = %s", (Jsonb(info), kb.registry_key))
 
     def reindex_of(self, kb: KnowledgeBase) -> Shadow | None:
         with self._tx() as conn:
@@ -467,15 +457,10 @@ class PgvectorStore:
 
     def switch_index(self, kb: KnowledgeBase, revision: str) -> KnowledgeBase | None:
         with self._tx() as conn:
-            info = self._info(conn, kb.registry_key, lock=True)  # publishes and deletes of kb wait, or it waits
-            if indexes.role(info, kb) != indexes.Role.LIVE:
-                raise KnowledgeBaseNotFound(kb.name)
-            assert info is not None
-            if "shadow" not in info:
-                raise ReindexNotFound(f"knowledge base {kb.name!r} has no re-index to switch to")
-            if indexes.revision(info, kb) != revision:
+            # Locked: the publishes and deletes of kb wait for the switch, or it waits for them.
+            new = indexes.switched(self._info(conn, kb.registry_key, lock=True), kb, revision)
+            if new is None:
                 return None
-            new = indexes.switched(info)
             conn.execute("UPDATE kb_registry SET info = %s WHERE key = %s", (Jsonb(new), kb.registry_key))
         return kb_from_json(json.dumps(new))
 
@@ -487,7 +472,7 @@ class PgvectorStore:
     def discard_index(self, kb: KnowledgeBase, index: KnowledgeBase) -> None:
         with self._tx() as conn:
             info = self._info(conn, kb.registry_key, lock=True)
-            if info is None or indexes.role(info, index) not in (indexes.Role.SHADOW, indexes.Role.RETIRED):
+            if info is None or not indexes.discardable(info, index):
                 return
             self._drop_tables(conn, index)
             kept = Jsonb(indexes.without(info, index))

@@ -23,7 +23,7 @@ from kb_service.core.records import DocStatus
 from kb_service.reindex import ReindexPlan, ReindexStatus
 from kb_service.stores.base import Reindexable
 from kb_service.stores.recovery import audit
-from tests.live import live_server
+from tests.live import kb_serve, live_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,3 +232,31 @@ def test_rechunking_reads_the_original_files(tmp_path: Path) -> None:
         assert client.search("kb", "how do I reset the pump", top_k=1).hits[0].source == "pump-manual.md"
         assert client.download("kb", client.documents("kb")[0].id) == manual.read_bytes()
         assert audit(services.store, kb, services.originals).clean
+
+
+def test_a_service_killed_during_a_reindex_resumes_it_when_it_starts_again(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KB_DATA_DIR": str(tmp_path / "data"),
+        "KB_INGEST_BATCH_CHUNKS": "2",
+        "KB_REINDEX_RETIRE_S": "0",
+    }
+    with kb_serve(env, tmp_path / "first.log", stop=signal.SIGKILL) as url, HTTPClient(url) as client:
+        client.create_kb("kb", embedding_model=MINILM)
+        client.add_texts("kb", TEXTS)
+        assert client.http.post("/v1/knowledge-bases/kb/reindex", json={"embedding_model": E5}).status_code == 202
+        deadline = time.monotonic() + 300
+        while (status := client.reindex_status("kb")).copied == 0:
+            assert status.state == "building" and time.monotonic() < deadline, status
+            time.sleep(0.05)
+    # SIGKILLed mid-way; started again, the service resumes the re-index by itself.
+    with kb_serve(env, tmp_path / "second.log") as url, HTTPClient(url) as client:
+        deadline = time.monotonic() + 300
+        while (status := client.reindex_status("kb")).state != "ready":
+            assert status.state in ("building", "switching") and time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status.kept > 0 and status.kept + status.copied == len(TEXTS)
+        kb = client.get_kb("kb")
+        assert (kb.embedding_model, kb.documents) == (E5, len(TEXTS))
+        assert client.audit("kb").clean
+        assert client.search("kb", "how do I reset the pump", top_k=1).hits[0].source == "pump-reset.md"
