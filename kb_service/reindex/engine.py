@@ -52,7 +52,7 @@ from kb_service.ingest.parsers.registry import parse_file
 from kb_service.stores.base import Reindexable, Shadow, VectorStore, seal
 
 log = logging.getLogger(__name__)
-PAGE = 1_000
+PAGE = 10_000  # documents listed per call (Milvus reads every row for each page: few pages)
 SWITCH_ATTEMPTS = 50  # passes that find changes made meanwhile before a switch gives up (a constant upload stream)
 
 

@@ -57,6 +57,18 @@ class Registry:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held by a process for each write of documents or of the registry: the processes on one file write one at
+        a time (a write reads the registry entry and writes it back; a re-index's switch must not fall between)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "write.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def join(self, pid: int) -> None:
         (self.users / str(pid)).touch()
 

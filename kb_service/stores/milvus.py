@@ -93,15 +93,25 @@ class MilvusStore:
                 raise StoreError(f"cannot open Milvus at {uri}: {exc}") from exc
         # Milvus Lite serialises access to one file; concurrent calls from threads must not interleave.
         self._lock = threading.RLock()
+        self._depth = 0  # nested writes under ``_lock``: the file's write lock is taken by the outermost
         self._loaded: set[str] = set()
         self._ensure_registry()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the lock for a write of documents or of the registry; what was read before it is stale after."""
+        """Hold the lock for a write of documents or of the registry (on Milvus Lite, also the file's write lock,
+        which the other processes on it take); what was read before it is stale after."""
         try:
             with self._lock:
-                yield
+                self._depth += 1
+                try:
+                    if self._depth == 1 and self._registry is not None:
+                        with self._registry.writing():
+                            yield
+                    else:
+                        yield
+                finally:
+                    self._depth -= 1
         finally:
             if self._registry is not None:
                 self._registry.count_write()
