@@ -15,7 +15,7 @@ from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
 from kb_service.reindex import ReindexPlan, ReindexStatus
 from kb_service.retrieval.pipeline import SearchOptions, SearchResult
-from kb_service.stores.base import VectorStore
+from kb_service.stores.base import Reindexable, VectorStore
 from kb_service.sync import SyncReport
 
 SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
@@ -37,6 +37,9 @@ class KnowledgeBasePublic(BaseModel):
     created_at: float
     documents: int | None = None
     chunks: int | None = None
+    reindexing: bool = Field(
+        default=False, description="A re-index is recorded: running, built beside, or interrupted (GET …/reindex)."
+    )
 
     @classmethod
     def of(cls, kb: KnowledgeBase, *, documents: int | None = None, chunks: int | None = None) -> KnowledgeBasePublic:
@@ -54,8 +57,10 @@ class KnowledgeBasePublic(BaseModel):
 
     @classmethod
     def counted(cls, kb: KnowledgeBase, store: VectorStore) -> KnowledgeBasePublic:
-        """With its document and chunk counts (all statuses)."""
-        return cls.of(kb, documents=store.count_documents(kb), chunks=store.count_chunks(kb))
+        """With its document and chunk counts (all statuses), and whether a re-index of it is recorded."""
+        public = cls.of(kb, documents=store.count_documents(kb), chunks=store.count_chunks(kb))
+        public.reindexing = isinstance(store, Reindexable) and store.reindex_of(kb) is not None
+        return public
 
 
 class EmbeddingRequest(BaseModel):

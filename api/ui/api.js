@@ -85,6 +85,9 @@ export const api = {
   download: (kb, id) => request("GET", `${docPath(kb, id)}/file`),
   pageImage: (kb, id, page, width) => request("GET", `${docPath(kb, id)}/pages/${page}.png?width=${width}`),
   search: (kb, body) => request("POST", `${kbPath(kb)}/search`, { json: body }),
+  reindex: (kb) => request("GET", `${kbPath(kb)}/reindex`),
+  startReindex: (kb, body) => request("POST", `${kbPath(kb)}/reindex`, { json: body }),
+  cancelReindex: (kb) => request("DELETE", `${kbPath(kb)}/reindex`),
 };
 
 // POST …/ask with stream: true, read as server-sent events: onEvent(name, data) for each `delta`, the final `answer`

@@ -1,10 +1,11 @@
 // Documents: drag-and-drop upload with each file's job followed to the end, the list (status filter, pages),
-// download, replace, delete with its residue check, and the knowledge base's audit.
+// download, replace, delete with its residue check, the knowledge base's audit, and its re-index.
 
 import { api } from "./api.js";
 import { dataTable, refreshSummary, reportError, showError } from "./common.js";
 import { append, clear, confirmDialog, field, h, saveBlob, stacked, toast } from "./dom.js";
 import { formatDate, formatNumber, t } from "./i18n.js";
+import { reindexBox } from "./reindex.js";
 
 const STAGES = ["queued", "parsing", "chunking", "embedding", "storing", "ready"];
 const STATUSES = ["ready", "processing", "pending", "failed", "deleting"];
@@ -18,7 +19,16 @@ export async function documentsView(root, kb) {
   const list = h("div", { class: "table-wrap" });
   const audit = h("div", { class: "audit", "aria-live": "polite" });
   state.list = list;
-  append(root, uploadZone(state, uploads), uploads, listControls(state), list, auditBox(state, audit), audit);
+  append(
+    root,
+    uploadZone(state, uploads),
+    uploads,
+    listControls(state),
+    list,
+    auditBox(state, audit),
+    audit,
+    reindexBox(state),
+  );
   await drawList(state);
   return () => {
     state.alive = false;

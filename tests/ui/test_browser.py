@@ -269,6 +269,14 @@ def test_a_support_person_uses_the_page_end_to_end(service: str, browser: Browse
     expect(page.locator(".toast")).to_contain_text("nothing of it is left")
     expect(page.locator("table.documents tbody tr")).to_have_count(1)
 
+    # Re-index with another model: followed to its end; then the knowledge base's line names the new model.
+    page.locator("#reindex-model").select_option("intfloat/multilingual-e5-small")
+    page.get_by_role("button", name="Re-index", exact=True).click()
+    expect(page.locator("#reindex-status")).to_contain_text("Done", timeout=180_000)
+    expect(page.locator(".toast")).to_contain_text("now served by intfloat/multilingual-e5-small")
+    expect(page.locator("#kb-summary")).to_contain_text("multilingual-e5-small")
+    browser.shot("8-reindexed")
+
     # Drop the knowledge base: only after typing its name.
     page.get_by_role("link", name="Knowledge bases").first.click()
     page.get_by_role("button", name=f"Drop {KB}").click()
