@@ -38,6 +38,17 @@ SERVER = "kb_service.stores.milvus_lite_server"  # run with -P: the working dire
 POLL_S = 0.5  # how often the server looks for processes that left
 
 
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file at ``path`` (created if missing) until the block ends, across processes."""
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Registry:
     """A data file's server and its users, in a folder beside the file; every change under one file lock."""
 
@@ -50,24 +61,16 @@ class Registry:
     @contextmanager
     def locked(self) -> Iterator[None]:
         self.users.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _exclusive(self.folder / "lock"):
+            yield
 
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Held by a process for each write of documents or of the registry: the processes on one file write one at
         a time (a write reads the registry entry and writes it back; a re-index's switch must not fall between)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "write.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _exclusive(self.folder / "write.lock"):
+            yield
 
     def join(self, pid: int) -> None:
         (self.users / str(pid)).touch()
