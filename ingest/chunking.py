@@ -39,6 +39,14 @@ class TokenChunker:
             strip_whitespace=True,
         )
 
+    @classmethod
+    def for_model(
+        cls, count_tokens: Callable[[str], int], max_tokens: int, *, chunk_size: int, chunk_overlap: int
+    ) -> TokenChunker:
+        """A chunker for a model reading at most ``max_tokens``: the overlap capped at a quarter of the chunk."""
+        overlap = min(chunk_overlap, max(0, min(chunk_size, max_tokens) // 4))
+        return cls(count_tokens, chunk_size=chunk_size, chunk_overlap=overlap, max_tokens=max_tokens)
+
     def split(self, doc: ParsedDocument, doc_id: str) -> list[Chunk]:
         chunks: list[Chunk] = []
         base_meta = {**doc.metadata, "source": doc.source, "title": doc.title}

@@ -114,6 +114,12 @@ DELETED = "the document was deleted while it was being ingested"
 FIRST_BATCH_CHUNKS = 32
 
 
+def mean_vector(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """The normalised mean of chunk vectors: a document's summary vector with ``summary_vector=chunk-mean``."""
+    mean: np.ndarray = np.mean(vectors, axis=0)
+    return (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+
+
 class Ingestor:
     """Ingests sources into one knowledge base with the KB's own embedder."""
 
@@ -161,11 +167,11 @@ class Ingestor:
         originals: Originals | None = None,
     ) -> Ingestor:
         max_tokens = embedder.info.max_tokens
-        chunker = TokenChunker(
+        chunker = TokenChunker.for_model(
             embedder.count_tokens,
+            max_tokens,
             chunk_size=settings.ingest.chunk_size,
-            chunk_overlap=min(settings.ingest.chunk_overlap, max(0, min(settings.ingest.chunk_size, max_tokens) // 4)),
-            max_tokens=max_tokens,
+            chunk_overlap=settings.ingest.chunk_overlap,
         )
         summarizer = summarizer or ExtractiveSummarizer(
             embedder.count_tokens, budget_tokens=min(settings.ingest.summary_tokens, max_tokens)
@@ -473,8 +479,7 @@ class Ingestor:
     def _summary_vector(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> np.ndarray:
         if self.summary_vector == "embed" or not p.chunks:
             return vectors[text_hash(p.summary)]
-        mean: np.ndarray = np.mean([vectors[c.hash] for c in p.chunks], axis=0)
-        return (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+        return mean_vector([vectors[c.hash] for c in p.chunks])
 
     def _vectors(self, texts: list[str], *, reuse: bool) -> dict[str, np.ndarray]:
         """Vectors keyed by text hash: reuse what the KB already stores (``reuse``), embed each new text once."""

@@ -43,6 +43,7 @@ from kb_service.ingest.pipeline import IngestResult
 from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.pipeline import SearchOptions
 from kb_service.services import Services
+from kb_service.stores.base import all_documents
 from kb_service.stores.recovery import recover
 from kb_service.sync import configured_source
 
@@ -118,11 +119,7 @@ class LocalClient:
 
     def documents(self, kb: str) -> list[DocumentPublic]:
         with _errors():
-            knowledge_base = self.services.catalog.get(kb)
-            store, docs, offset = self.services.store, [], 0
-            while page := store.list_documents(knowledge_base, offset=offset, limit=PAGE):
-                docs += page
-                offset += len(page)
+            docs = all_documents(self.services.store, self.services.catalog.get(kb), page=PAGE)
         return [DocumentPublic.of(d) for d in docs]
 
     def document_page(self, kb: str, *, status: str | None = None, offset: int = 0, limit: int = 100) -> DocumentPage:

@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.core.errors import (
@@ -49,7 +47,8 @@ from kb_service.embeddings.base import Embedder
 from kb_service.ingest.chunking import TokenChunker
 from kb_service.ingest.parsers.ocr import OcrOptions
 from kb_service.ingest.parsers.registry import parse_file
-from kb_service.stores.base import Reindexable, Shadow, VectorStore, seal
+from kb_service.ingest.pipeline import mean_vector
+from kb_service.stores.base import Reindexable, Shadow, VectorStore, all_documents, seal
 
 log = logging.getLogger(__name__)
 PAGE = 10_000  # documents listed per call (Milvus reads every row for each page: few pages)
@@ -67,6 +66,17 @@ class ReindexPlan:
     @property
     def rechunk(self) -> bool:
         return self.chunk_size is not None or self.chunk_overlap is not None
+
+    def chunking(self, settings: Settings) -> tuple[int, int]:
+        """Chunk size and overlap to re-chunk with: the plan's, else the configured ones."""
+        size = self.chunk_size if self.chunk_size is not None else settings.ingest.chunk_size
+        overlap = self.chunk_overlap if self.chunk_overlap is not None else settings.ingest.chunk_overlap
+        return size, overlap
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> ReindexPlan:
+        """The plan a recorded re-index was started with (its ``params``)."""
+        return cls(params["embedding_model"], params.get("chunk_size"), params.get("chunk_overlap"))
 
     def params(self, embedder: Embedder) -> dict[str, Any]:
         """As the store records it beside the shadow (a resumed re-index must be asked for the same)."""
@@ -137,8 +147,7 @@ class Reindexer:
         kb = self.catalog.get(name)
         embedder = self.catalog.embedders.get(plan.embedding_model)
         info = embedder.info
-        size = plan.chunk_size if plan.chunk_size is not None else self.settings.ingest.chunk_size
-        overlap = plan.chunk_overlap if plan.chunk_overlap is not None else self.settings.ingest.chunk_overlap
+        size, overlap = plan.chunking(self.settings)
         if plan.rechunk and overlap >= size:
             raise InvalidInput(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})")
         if not plan.rechunk:
@@ -249,7 +258,7 @@ class Reindexer:
         for _ in range(SWITCH_ATTEMPTS):
             revision = self.store.kb_revision(kb)
             ready = {d.id: d for d in self._ready(kb)}
-            built = {d.id: d for d in self._all(shadow)}
+            built = {d.id: d for d in all_documents(self._vectors, shadow, page=PAGE)}
             remove = [d for d, doc in built.items() if d not in ready or doc.status != DocStatus.READY]
             copy = [doc for d, doc in ready.items() if d not in built or built[d].status != DocStatus.READY]
             tell(documents=len(ready), passes=status.passes + 1)
@@ -319,14 +328,7 @@ class Reindexer:
         return self.store.reindex_of(self.catalog.get(name))
 
     def _ready(self, kb: KnowledgeBase) -> list[Document]:
-        return self._all(kb, DocStatus.READY)
-
-    def _all(self, kb: KnowledgeBase, status: DocStatus | None = None) -> list[Document]:
-        docs, offset = [], 0
-        while page := self._vectors.list_documents(kb, status=status, offset=offset, limit=PAGE):
-            docs += page
-            offset += len(page)
-        return docs
+        return all_documents(self._vectors, kb, status=DocStatus.READY, page=PAGE)
 
 
 def _same_build(params: dict[str, Any]) -> dict[str, Any]:
@@ -357,14 +359,9 @@ class _Copier:
         self.ingest = settings.ingest
         self.chunker: TokenChunker | None = None
         if plan.rechunk:
-            size = plan.chunk_size if plan.chunk_size is not None else settings.ingest.chunk_size
-            overlap = plan.chunk_overlap if plan.chunk_overlap is not None else settings.ingest.chunk_overlap
-            max_tokens = embedder.info.max_tokens
-            self.chunker = TokenChunker(
-                embedder.count_tokens,
-                chunk_size=size,
-                chunk_overlap=min(overlap, max(0, min(size, max_tokens) // 4)),
-                max_tokens=max_tokens,
+            size, overlap = plan.chunking(settings)
+            self.chunker = TokenChunker.for_model(
+                embedder.count_tokens, embedder.info.max_tokens, chunk_size=size, chunk_overlap=overlap
             )
 
     def batches(self, docs: Sequence[Document]) -> list[list[Document]]:
@@ -405,8 +402,7 @@ class _Copier:
             if embed_summaries or not chunks:
                 summary = vectors[text_hash(doc.summary)]
             else:
-                mean = np.mean([vectors[c.hash] for c in chunks], axis=0)
-                summary = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+                summary = mean_vector([vectors[c.hash] for c in chunks])
             rows.append(
                 replace(doc, status=DocStatus.PROCESSING, chunk_count=len(chunks), summary_vector=summary, error="")
             )

@@ -70,13 +70,12 @@ class ReindexJobs:
             return replace(run.status)  # what this process did last (the recorded one is that very one)
         if recorded is None:
             raise ReindexNotFound(f"knowledge base {name!r} has no re-index running or recorded")
-        p = recorded.params
-        built = not p.get("switch", True)
+        plan, built = ReindexPlan.of(recorded.params), not recorded.params.get("switch", True)
         return ReindexStatus(
             name,
-            p.get("embedding_model", recorded.kb.embedding.name),
-            p.get("chunk_size"),
-            p.get("chunk_overlap"),
+            plan.embedding_model,
+            plan.chunk_size,
+            plan.chunk_overlap,
             state="built" if built else "interrupted",
             error="" if built else "this re-index is not running here: start it again to resume it, or cancel it",
             index=recorded.kb.index,
@@ -111,8 +110,7 @@ class ReindexJobs:
                 p = recorded.params
                 if not p.get("switch", True):
                     continue  # built to be compared: it waits for someone to start it again
-                plan = ReindexPlan(p["embedding_model"], p.get("chunk_size"), p.get("chunk_overlap"))
-                self.start(kb.name, plan)
+                self.start(kb.name, ReindexPlan.of(p))
                 counts["resumed"] += 1
             except KnowledgeBaseNotFound:
                 continue

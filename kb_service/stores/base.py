@@ -226,6 +226,16 @@ class Reindexable(Revisioned, Protocol):
         """Remove the collections of ``index`` (``kb``'s shadow or one of its retired indexes) and its record."""
 
 
+def all_documents(
+    store: VectorStore, kb: KnowledgeBase, *, status: DocStatus | None = None, page: int = 1_000
+) -> list[Document]:
+    """Every document of ``kb`` (with ``status``, if given), read ``page`` at a time."""
+    docs: list[Document] = []
+    while batch := store.list_documents(kb, status=status, offset=len(docs), limit=page):
+        docs += batch
+    return docs
+
+
 def seal(store: VectorStore, kb: KnowledgeBase) -> None:
     """Finish a store's post-ingest work, where it has any."""
     if isinstance(store, Sealable):

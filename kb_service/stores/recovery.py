@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from kb_service.core.records import DocStatus, KnowledgeBase
-from kb_service.stores.base import VectorStore
+from kb_service.stores.base import VectorStore, all_documents
 from kb_service.stores.originals import Originals
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,6 @@ class Audit:
         )
 
 
-def _documents(store: VectorStore, kb: KnowledgeBase, status: DocStatus | None = None) -> list:  # type: ignore[type-arg]
-    docs, offset = [], 0
-    while page := store.list_documents(kb, status=status, offset=offset, limit=PAGE):
-        docs += page
-        offset += len(page)
-    return docs
-
-
 def recover(
     store: VectorStore, kb: KnowledgeBase, *, grace_s: float = 0.0, originals: Originals | None = None
 ) -> Recovery:
@@ -68,7 +60,7 @@ def recover(
     report = Recovery(kb.name)
     cutoff = time.time() - grace_s
     for status in UNFINISHED:
-        for doc in _documents(store, kb, status):
+        for doc in all_documents(store, kb, status=status, page=PAGE):
             if doc.updated_at > cutoff:
                 continue
             report.chunks_removed += store.count_chunks(kb, doc_id=doc.id)
@@ -81,7 +73,7 @@ def recover(
                 originals.delete(kb, doc.id)
             report.documents_removed[str(status)] = report.documents_removed.get(str(status), 0) + 1
     if originals is not None:
-        live = [d.id for d in _documents(store, kb)]
+        live = [d.id for d in all_documents(store, kb, page=PAGE)]
         report.originals_removed = originals.sweep(kb, live, older_than_s=grace_s)
     if report.documents_removed or report.originals_removed:
         log.warning(
@@ -97,7 +89,7 @@ def recover(
 def audit(store: VectorStore, kb: KnowledgeBase, originals: Originals | None = None) -> Audit:
     """Counts of documents by status and of chunks, how many chunks belong to no ready document, and the original
     files kept (with those whose document is gone)."""
-    docs = _documents(store, kb)
+    docs = all_documents(store, kb, page=PAGE)
     by_status: dict[str, int] = {}
     for doc in docs:
         by_status[str(doc.status)] = by_status.get(str(doc.status), 0) + 1
