@@ -81,6 +81,12 @@ class VectorStore(Protocol):
     ) -> list[Document]:
         """Documents sorted by source name then id, without their summary vectors."""
 
+    def iter_documents(
+        self, kb: KnowledgeBase, *, status: DocStatus | None = None, batch_size: int = 1_000
+    ) -> Iterator[list[Document]]:
+        """Every document (with ``status``, if given) in batches of at most ``batch_size``, in the store's own
+        order, without summary vectors: one pass over the rows, where paging ``list_documents`` is O(n²)."""
+
     def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int: ...
 
     def add_chunks(self, kb: KnowledgeBase, chunks: Sequence[Chunk]) -> None:
@@ -229,11 +235,9 @@ class Reindexable(Revisioned, Protocol):
 def all_documents(
     store: VectorStore, kb: KnowledgeBase, *, status: DocStatus | None = None, page: int = 1_000
 ) -> list[Document]:
-    """Every document of ``kb`` (with ``status``, if given), read ``page`` at a time."""
-    docs: list[Document] = []
-    while batch := store.list_documents(kb, status=status, offset=len(docs), limit=page):
-        docs += batch
-    return docs
+    """Every document of ``kb`` (with ``status``, if given), read ``page`` at a time, sorted by source then id."""
+    docs = [doc for batch in store.iter_documents(kb, status=status, batch_size=page) for doc in batch]
+    return sorted(docs, key=lambda d: (d.source, d.id))
 
 
 def seal(store: VectorStore, kb: KnowledgeBase) -> None:

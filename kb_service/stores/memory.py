@@ -120,6 +120,14 @@ class MemoryStore:
             ]
         return sorted(docs, key=lambda d: (d.source, d.id))[offset : offset + limit]
 
+    def iter_documents(
+        self, kb: KnowledgeBase, *, status: DocStatus | None = None, batch_size: int = 1_000
+    ) -> Iterator[list[Document]]:
+        with self._lock:
+            docs = [replace(d, summary_vector=None) for d in self._get(kb).docs.values() if status in (None, d.status)]
+        for i in range(0, len(docs), batch_size):
+            yield docs[i : i + batch_size]
+
     def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
         with self._lock:
             return sum(1 for d in self._get(kb).docs.values() if status is None or d.status == status)

@@ -51,6 +51,9 @@ TEXT_BYTES = 65_535
 SHORT_BYTES = 2_048
 QUERY_PAGE = 10_000
 IN_BATCH = 1_000
+EXACT_ROWS = 20_000  # a filtered search that the index answers short is redone exactly over at most this many rows
+WIDE_EF = 2_048  # else again with this breadth
+KEY_FIELDS = ["doc_id", "source"]  # what documents are listed by
 CHUNK_FIELDS = ["id", "doc_id", "ord", "text", "chunk_hash", "page", "section", "start", "end", "metadata"]
 DOC_OUTPUT = list(DOC_FIELDS)
 
@@ -254,7 +257,7 @@ class MilvusStore:
         return kb_from_json(rows[0]["info"])
 
     def list_kbs(self) -> list[KnowledgeBase]:
-        rows = self.client.query(REGISTRY, filter='key != ""', output_fields=["info"], limit=QUERY_PAGE)
+        rows = self._query_all(REGISTRY, 'key != ""', {}, ["info"])
         return sorted((kb_from_json(r["info"]) for r in rows), key=lambda kb: kb.name)
 
     def _rr_collections(self, kb: KnowledgeBase) -> list[str]:
@@ -332,10 +335,25 @@ class MilvusStore:
         offset: int = 0,
         limit: int = 100,
     ) -> list[Document]:
+        # Milvus cannot sort a query: the ids are sorted here from their sort keys alone, then the page's rows are
+        # read by id. On Milvus Lite the order is kept until the next write, so paging reads the keys once.
         expr, params = self._doc_filter(status, source)
-        rows = list(self._query_all(self._docs(kb), expr, params, DOC_OUTPUT))
-        docs = sorted((doc_from_row(r) for r in rows), key=lambda d: (d.source, d.id))
-        return docs[offset : offset + limit]
+
+        def ordered() -> list[str]:
+            keys = sorted((r["source"], r["doc_id"]) for r in self._query_all(self._docs(kb), expr, params, KEY_FIELDS))
+            return [doc_id for _, doc_id in keys]
+
+        ids = ordered() if source is not None else self._lite_cached(kb, f"listing {status}", ordered)
+        page = ids[offset : offset + limit]
+        found = self.get_documents(kb, page)
+        return [found[doc_id] for doc_id in page if doc_id in found]  # less one deleted since the keys were read
+
+    def iter_documents(
+        self, kb: KnowledgeBase, *, status: DocStatus | None = None, batch_size: int = 1_000
+    ) -> Iterator[list[Document]]:
+        expr, params = self._doc_filter(status, None)
+        for rows in self._query_pages(self._docs(kb), expr, params, DOC_OUTPUT, batch_size):
+            yield [doc_from_row(r) for r in rows]
 
     def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
         expr, params = self._doc_filter(status, None)
@@ -355,19 +373,22 @@ class MilvusStore:
     def _query_all(
         self, collection: str, expr: str, params: dict[str, Any], fields: list[str]
     ) -> Iterator[dict[str, Any]]:
-        offset = 0
-        while True:
-            page = self.client.query(
-                collection,
-                filter=_bind(expr, params),
-                output_fields=fields,
-                limit=QUERY_PAGE,
-                offset=offset,
-            )
-            yield from page
-            if len(page) < QUERY_PAGE:
-                return
-            offset += QUERY_PAGE
+        for rows in self._query_pages(collection, expr, params, fields, QUERY_PAGE):
+            yield from rows
+
+    def _query_pages(
+        self, collection: str, expr: str, params: dict[str, Any], fields: list[str], batch_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row matching ``expr``, ``batch_size`` at a time. query_iterator pages by primary key, so it is not
+        bound by the offset + limit window of query() (16,384 rows on a Milvus server), nor O(n) per page."""
+        it = self.client.query_iterator(
+            collection, batch_size=batch_size, filter=_bind(expr, params), output_fields=fields
+        )
+        try:
+            while page := it.next():
+                yield page
+        finally:
+            it.close()
 
     def _count(self, collection: str, expr: str, params: dict[str, Any]) -> int:
         res = self.client.query(collection, filter=_bind(expr, params), output_fields=["count(*)"])
@@ -453,16 +474,9 @@ class MilvusStore:
 
     def iter_chunks(self, kb: KnowledgeBase, *, batch_size: int = 2_000) -> Iterator[list[Chunk]]:
         hidden = self._hidden_doc_ids(kb)
-        expr = _bind("doc_id not in {h}", {"h": hidden}) if hidden else 'id != ""'
-        # query_iterator pages by primary key, so it is not bound by the offset + limit window of query().
-        it = self.client.query_iterator(
-            self._chunks(kb), batch_size=batch_size, filter=expr, output_fields=CHUNK_FIELDS
-        )
-        try:
-            while page := it.next():
-                yield [_chunk(row) for row in page]
-        finally:
-            it.close()
+        expr, params = ("doc_id not in {h}", {"h": hidden}) if hidden else ('id != ""', {})
+        for rows in self._query_pages(self._chunks(kb), expr, params, CHUNK_FIELDS, batch_size):
+            yield [_chunk(row) for row in rows]
 
     def get_chunks(self, kb: KnowledgeBase, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         hidden = set(self._hidden_doc_ids(kb))
@@ -593,12 +607,8 @@ class MilvusStore:
     # -- search -----------------------------------------------------------------------------------
     def _hidden_doc_ids(self, kb: KnowledgeBase) -> list[str]:
         def read() -> tuple[str, ...]:
-            rows = self.client.query(
-                self._docs(kb),
-                filter=_bind("status != {s}", {"s": str(DocStatus.READY)}),
-                output_fields=["doc_id"],
-                limit=QUERY_PAGE,
-            )
+            # All of them: a bulk upload can leave more than a page of documents unpublished at once.
+            rows = self._query_all(self._docs(kb), "status != {s}", {"s": str(DocStatus.READY)}, ["doc_id"])
             return tuple(r["doc_id"] for r in rows)
 
         return list(self._lite_cached(kb, "hidden", read))
@@ -652,27 +662,63 @@ class MilvusStore:
             # JSON paths do not support "in": spell the alternatives out.
             clauses.append("(" + " or ".join(f"{field} == {{f{i}_{j}}}" for j in range(len(condition.values))) + ")")
             params.update({f"f{i}_{j}": v for j, v in enumerate(condition.values)})
-        return self.client.search(
-            self._chunks(kb),
-            data=np.asarray(queries, dtype=np.float32).tolist(),
-            anns_field="vector",
-            limit=top_k,
-            filter=_bind(" and ".join(clauses), params),
-            output_fields=fields,
-            search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
-        )
+        return self._search(self._chunks(kb), "id", queries, _bind(" and ".join(clauses), params), fields, top_k)
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
-        res = self.client.search(
-            self._docs(kb),
-            data=np.asarray(queries, dtype=np.float32).tolist(),
+        expr = _bind("status == {s}", {"s": str(DocStatus.READY)})
+        res = self._search(self._docs(kb), "doc_id", queries, expr, ["doc_id"], top_k)
+        return [[(h["entity"]["doc_id"], float(h["distance"])) for h in hits] for hits in res]
+
+    def _search(
+        self, collection: str, pk: str, queries: np.ndarray, expr: str, fields: list[str], top_k: int
+    ) -> list[list[Any]]:
+        """The ``top_k`` rows matching ``expr`` nearest each query. An HNSW search under a filter that excludes
+        most rows (a gate's few documents, a bulk upload not yet published) can end before it finds ``top_k`` of
+        them: FAISS, Milvus Lite's engine, walks the graph with the excluded rows as dead ends. A query answered
+        short of the rows that match is answered again exactly when they are few, else with a wider search."""
+        data = np.asarray(queries, dtype=np.float32)
+        res = [list(hits) for hits in self._ann(collection, data, expr, fields, top_k, ef=max(64, top_k * 2))]
+        if not expr or all(len(hits) >= top_k for hits in res):
+            return res
+        matching = self._count(collection, expr, {})
+        short = [i for i, hits in enumerate(res) if len(hits) < min(top_k, matching)]
+        if not short:
+            return res
+        if matching <= EXACT_ROWS:
+            again = self._exact(collection, pk, data[short], expr, fields, top_k)
+        else:
+            again = [list(h) for h in self._ann(collection, data[short], expr, fields, top_k, ef=WIDE_EF)]
+        for i, hits in zip(short, again, strict=True):
+            res[i] = hits
+        return res
+
+    def _ann(self, collection: str, data: np.ndarray, expr: str, fields: list[str], top_k: int, *, ef: int) -> Any:
+        return self.client.search(
+            collection,
+            data=data.tolist(),
             anns_field="vector",
             limit=top_k,
-            filter=_bind("status == {s}", {"s": str(DocStatus.READY)}),
-            output_fields=["doc_id"],
-            search_params={"metric_type": "COSINE", "params": {"ef": max(64, top_k * 2)}},
+            filter=expr,
+            output_fields=fields,
+            search_params={"metric_type": "COSINE", "params": {"ef": max(ef, top_k)}},
         )
-        return [[(h["entity"]["doc_id"], float(h["distance"])) for h in hits] for hits in res]
+
+    def _exact(
+        self, collection: str, pk: str, data: np.ndarray, expr: str, fields: list[str], top_k: int
+    ) -> list[list[dict[str, Any]]]:
+        """Hits shaped as a search's (id, distance: the cosine, entity), from every row matching ``expr``."""
+        rows = list(self._query_all(collection, expr, {}, [*fields, "vector"]))
+        if not rows:
+            return [[] for _ in data]
+        vectors = np.asarray([r.pop("vector") for r in rows], dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        queries = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
+        scores = queries @ vectors.T
+        hits = []
+        for row_scores in scores:
+            best = np.argsort(-row_scores, kind="stable")[:top_k]
+            hits.append([{"id": rows[j][pk], "distance": float(row_scores[j]), "entity": rows[j]} for j in best])
+        return hits
 
     def ping(self) -> None:
         try:

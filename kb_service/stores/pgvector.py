@@ -272,6 +272,24 @@ class PgvectorStore:
             ).fetchall()
         return [doc_from_row(r) for r in rows]
 
+    def iter_documents(
+        self, kb: KnowledgeBase, *, status: DocStatus | None = None, batch_size: int = 1_000
+    ) -> Iterator[list[Document]]:
+        where, params = _doc_where(status, None)
+        after = ""  # keyset paging on the primary key: each batch is one index range scan, not an OFFSET
+        while True:
+            with self._tx(kb) as conn:
+                rows = conn.execute(
+                    sql.SQL("SELECT {cols} FROM {t} WHERE {w} AND doc_id > %s ORDER BY doc_id LIMIT %s").format(
+                        cols=_doc_cols(), t=self._t(kb, "docs"), w=where
+                    ),
+                    [*params, after, batch_size],
+                ).fetchall()
+            if not rows:
+                return
+            yield [doc_from_row(r) for r in rows]
+            after = rows[-1]["doc_id"]
+
     def count_documents(self, kb: KnowledgeBase, *, status: DocStatus | None = None) -> int:
         where, params = _doc_where(status, None)
         with self._tx(kb) as conn:
@@ -606,32 +624,45 @@ class PgvectorStore:
                 clauses.append(sql.SQL(f"(c.metadata -> %(k{i})s) IN (SELECT jsonb_array_elements(%(f{i})s))"))
                 params[f"k{i}"], params[f"f{i}"] = condition.field, Jsonb(with_numeric_twins(condition.values))
         # A restricted search is exact (the "+ 0" keeps the planner off the HNSW index, whose post-filtering
-        # would drop matches outside its candidate list); a global one uses HNSW.
-        order = sql.SQL("(c.vector <=> %(q)s) + 0" if doc_ids is not None or filters else "c.vector <=> %(q)s")
-        query = sql.SQL(
-            "WITH top AS (SELECT c.id, c.vector <=> %(q)s AS distance FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id "
-            "WHERE {w} ORDER BY {order} LIMIT %(k)s) " + select
-        ).format(
-            cols=_chunk_cols(),
-            c=self._t(kb, "chunks"),
-            d=self._t(kb, "docs"),
-            w=sql.SQL(" AND ").join(clauses),
-            order=order,
-        )
+        # would drop matches outside its candidate list); a global one uses HNSW, and is redone exactly when it
+        # comes back short: the HNSW candidates were mostly chunks of unpublished documents (a bulk upload).
+        def query(exact: bool) -> sql.Composed:
+            return sql.SQL(
+                "WITH top AS (SELECT c.id, c.vector <=> %(q)s AS distance FROM {c} c JOIN {d} d ON d.doc_id = c.doc_id "
+                "WHERE {w} ORDER BY {order} LIMIT %(k)s) " + select
+            ).format(
+                cols=_chunk_cols(),
+                c=self._t(kb, "chunks"),
+                d=self._t(kb, "docs"),
+                w=sql.SQL(" AND ").join(clauses),
+                order=sql.SQL("(c.vector <=> %(q)s) + 0" if exact else "c.vector <=> %(q)s"),
+            )
+
+        restricted = doc_ids is not None or bool(filters)
         with self._tx(kb) as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
-            return [conn.execute(query, {**params, "q": q}).fetchall() for q in np.asarray(queries, dtype=np.float32)]
+            out = []
+            for q in np.asarray(queries, dtype=np.float32):
+                rows = conn.execute(query(restricted), {**params, "q": q}).fetchall()
+                if len(rows) < top_k and not restricted:
+                    rows = conn.execute(query(True), {**params, "q": q}).fetchall()
+                out.append(rows)
+            return out
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
-        query = sql.SQL(
-            "SELECT doc_id, 1 - distance AS score FROM (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} "
-            "WHERE status = 'ready' ORDER BY vector <=> %(q)s LIMIT %(k)s) top ORDER BY distance"
-        ).format(t=self._t(kb, "docs"))
+        def query(exact: bool) -> sql.Composed:
+            return sql.SQL(
+                "SELECT doc_id, 1 - distance AS score FROM (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} "
+                "WHERE status = 'ready' ORDER BY {order} LIMIT %(k)s) top ORDER BY distance"
+            ).format(t=self._t(kb, "docs"), order=sql.SQL("(vector <=> %(q)s) + 0" if exact else "vector <=> %(q)s"))
+
         out = []
         with self._tx(kb) as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
             for q in np.asarray(queries, dtype=np.float32):
-                rows = conn.execute(query, {"q": q, "k": top_k}).fetchall()
+                rows = conn.execute(query(False), {"q": q, "k": top_k}).fetchall()
+                if len(rows) < top_k:  # as for chunks: HNSW's candidates were mostly unpublished documents
+                    rows = conn.execute(query(True), {"q": q, "k": top_k}).fetchall()
                 out.append([(r["doc_id"], float(r["score"])) for r in rows])
         return out
 

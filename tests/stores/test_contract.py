@@ -28,6 +28,7 @@ from kb_service.stores.base import (
     Revisioned,
     StoredVectors,
     VectorStore,
+    all_documents,
     seal,
 )
 from kb_service.stores.filters import Filter
@@ -210,6 +211,42 @@ def test_vectors_for_hashes_and_listing(store: VectorStore, kb: KnowledgeBase) -
     assert store.count_documents(kb, status=DocStatus.PROCESSING) == 1
     assert [d.id for d in store.list_documents(kb, offset=1, limit=5)] == ["doc-b"]
     assert set(store.get_documents(kb, ["doc-a", "doc-b", "nope"])) == {"doc-a", "doc-b"}
+
+
+def test_more_unpublished_documents_than_a_query_page(store: VectorStore) -> None:
+    """A bulk upload leaves more documents unpublished than one store query returns (Milvus: 10,000 rows): none of
+    them is searchable, and listing pages through all of them in order, each once."""
+    many = 10_050
+    info = replace(INFO, dimension=8)
+    kb = KnowledgeBase(name=f"bulk {next(_names)}", embedding=info)
+    store.create_kb(kb)
+    try:
+        # Sources run against the ids, so the listing order (source, id) is not the ids' order.
+        pending = [_doc(f"d{i:05d}", f"s{many - i:05d}.txt", 8, i) for i in range(many)]
+        for i in range(0, many, 2_000):
+            store.put_documents(kb, pending[i : i + 2_000])
+            store.add_chunks(kb, [c for j, d in enumerate(pending) if i <= j < i + 2_000 for c in _chunks(d.id, 8, j)])
+        ready, ready_chunks = _add(store, kb, "ready", 7)
+        seal(store, kb)
+        # The index must still find the few visible rows among the many it has to pass over.
+        query = np.stack([ready_chunks[0].vector, pending[-1].summary_vector])
+        for hits in store.search_chunks(kb, query, top_k=50):
+            assert {h.chunk.id for h in hits} == {c.id for c in ready_chunks}
+        assert [d for d, _ in store.search_documents(kb, query, top_k=5)[0]] == ["ready"]
+        assert {c.doc_id for batch in store.iter_chunks(kb) for c in batch} == {"ready"}
+        assert store.get_chunks(kb, ["d00000:0", f"d{many - 1:05d}:0", "ready:0"]).keys() == {"ready:0"}
+
+        expected = [d.id for d in sorted([*pending, ready], key=lambda d: (d.source, d.id))]
+        assert [d.id for d in store.list_documents(kb, offset=10_000, limit=100)] == expected[10_000:10_100]
+        assert [d.id for d in store.list_documents(kb, status=DocStatus.READY)] == ["ready"]
+        batches = list(store.iter_documents(kb, batch_size=3_000))
+        assert max(map(len, batches)) <= 3_000
+        assert sorted(d.id for b in batches for d in b) == sorted(expected)  # each once
+        assert all(d.summary_vector is None for b in batches for d in b)
+        assert [d.id for d in all_documents(store, kb, page=4_000)] == expected
+        assert [d.id for d in all_documents(store, kb, status=DocStatus.READY)] == ["ready"]
+    finally:
+        store.drop_kb(kb.name)
 
 
 def test_drop_removes_the_knowledge_base(store: VectorStore) -> None:

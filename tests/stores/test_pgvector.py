@@ -11,7 +11,7 @@ import pytest
 from kb_service.core.records import KnowledgeBase
 from kb_service.embeddings.sentence import SentenceTransformerEmbedder
 from kb_service.stores.pgvector import PgvectorStore
-from tests.stores.test_contract import _add, _doc, _vec
+from tests.stores.test_contract import _add, _chunks, _doc, _vec
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,34 @@ def test_vectors_stay_in_the_row_and_unpublished_documents_have_none(
     assert stored_vector() is None  # written (and indexed) once, when published
     small_store.publish_documents(pg_kb, [doc])
     assert np.allclose(stored_vector().to_numpy(), doc.summary_vector, atol=1e-6)  # type: ignore[attr-defined]
+
+
+def test_a_global_search_past_unpublished_neighbours_is_not_short(
+    small_store: PgvectorStore, pg_kb: KnowledgeBase
+) -> None:
+    """HNSW hands back ``ef_search`` candidates and the join drops those of unpublished documents: when a bulk upload
+    sits nearest the query, a global search would come back short (or empty). It is redone exactly then."""
+    dim = pg_kb.embedding.dimension
+    _, ready = _add(small_store, pg_kb, "doc-a", 1)
+    _add(small_store, pg_kb, "doc-b", 2)
+    small_store.seal(pg_kb)
+    assert _has_vector_index(small_store, pg_kb, "chunks")
+    query = _vec(dim, 300)
+    rng = np.random.default_rng(0)
+    for i in range(10):  # 300 chunks about the query, none published
+        doc = _doc(f"bulk-{i}", f"bulk-{i}.txt", dim, 1_000 + i)
+        small_store.put_documents(pg_kb, [doc])
+        chunks = _chunks(doc.id, dim, 1_000 + i, n=30)
+        for c in chunks:
+            v = query + 0.05 * rng.standard_normal(dim).astype(np.float32)
+            c.vector = v / np.linalg.norm(v)
+        small_store.add_chunks(pg_kb, chunks)
+    with small_store.pool.connection() as conn:  # as autovacuum will: the planner then takes the HNSW index
+        conn.execute(f"ANALYZE kb_{pg_kb.key}_chunks")
+        conn.execute(f"ANALYZE kb_{pg_kb.key}_docs")
+    hits = small_store.search_chunks(pg_kb, query[None, :], top_k=4)[0]
+    assert len(hits) == 4 and {h.chunk.doc_id for h in hits} <= {"doc-a", "doc-b"}
+    assert [i for i, _ in small_store.search_chunk_ids(pg_kb, query[None, :], top_k=4)[0]] == [
+        h.chunk.id for h in hits
+    ]
+    assert ready[0].id in {h.chunk.id for h in small_store.search_chunks(pg_kb, query[None, :], top_k=6)[0]}
