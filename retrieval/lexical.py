@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from kb_service.core.records import Chunk, KnowledgeBase, ScoredChunk, document_context
-from kb_service.stores.base import Revisioned, VectorStore
+from kb_service.retrieval.bm25 import DEAD_SHARE, Bm25
+from kb_service.stores.base import Revisioned, VectorStore, chunks_of
+from kb_service.stores.changes import Changes
 from kb_service.stores.filters import Filter
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 # Chunks per store read when an index is built: Milvus Lite sorts a query iterator's remaining rows for each page, so
 # large pages read an index's chunks in half the time of small ones.
 READ_BATCH = 16_000
+SAVED = "index.pkl"  # the saved index in its folder
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 
@@ -77,57 +80,71 @@ def lexical_tokens(text: str) -> list[str]:
 @dataclass
 class LexicalIndex:
     """BM25 over the chunks of one knowledge base at one revision, and over whole documents (all their chunks'
-    terms together) for the document gate."""
+    terms together) for the document gate. ``updated`` brings it to a later revision from what changed."""
 
     revision: str
-    chunks: list[Chunk]
-    bm25: Any  # bm25s.BM25 over chunks, or None when the knowledge base has no chunks
-    doc_ids: list[str] = field(default_factory=list)
-    doc_bm25: Any = None  # bm25s.BM25 over documents
+    rows: list[Chunk]  # one per row of ``bm25``, removed ones included until a compaction
+    bm25: Bm25 | None  # None when the knowledge base has no chunks
+    doc_ids: list[str] = field(default_factory=list)  # one per row of ``doc_bm25``
+    doc_bm25: Bm25 | None = None
     # The last query's chunk scores: a search scores the same query globally and inside the gate.
     _last: tuple[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
-    by_id: dict[str, Chunk] = field(init=False, repr=False, compare=False)  # chunks by id, for dense hits
+    by_id: dict[str, Chunk] = field(init=False, repr=False, compare=False)  # live chunks by id, for dense hits
 
     @classmethod
     def build(cls, chunks: list[Chunk], revision: str, titles: Mapping[str, str] | None = None) -> LexicalIndex:
         """``titles`` (document id -> context line): each chunk is indexed under its document's context too."""
-        import bm25s
-
         if not chunks:
             return cls(revision, [], None)
-        plain = [lexical_tokens(c.text) for c in chunks]
-        tokens = plain
-        by_doc: dict[str, list[str]] = {}
-        if titles is not None:  # each chunk under its document's context; the document itself holds it once
-            heads = {d: lexical_tokens(t) for d, t in titles.items()}
-            tokens = [
-                terms if c.text.startswith(titles.get(c.doc_id, "")) else heads.get(c.doc_id, []) + terms
-                for c, terms in zip(chunks, plain, strict=True)
-            ]
-            by_doc = {d: list(heads.get(d, [])) for d in dict.fromkeys(c.doc_id for c in chunks)}
-        bm25 = bm25s.BM25()
-        bm25.index(tokens, show_progress=False)
-        for chunk, terms in zip(chunks, plain, strict=True):  # the gate's whole-document BM25
-            by_doc.setdefault(chunk.doc_id, []).extend(terms)
-        doc_bm25 = bm25s.BM25()
-        doc_bm25.index(list(by_doc.values()), show_progress=False)
-        return cls(revision, chunks, bm25, list(by_doc), doc_bm25)
+        tokens, doc_ids, doc_tokens = _rows(chunks, titles)
+        return cls(revision, list(chunks), Bm25.build(tokens), doc_ids, Bm25.build(doc_tokens))
+
+    def updated(
+        self, changes: Changes, published: list[Chunk], titles: Mapping[str, str] | None = None
+    ) -> LexicalIndex:
+        """This index at ``changes.revision``: the chunks of ``changes.removed`` out, ``published`` (the chunks of
+        ``changes.published``, READY) in."""
+        gone = changes.removed | changes.published  # a document published again replaces its earlier rows
+        rows, bm25, doc_ids, doc_bm25 = self.rows, self.bm25, self.doc_ids, self.doc_bm25
+        if bm25 is not None and doc_bm25 is not None:
+            bm25 = bm25.removed(np.fromiter((i for i, c in enumerate(rows) if c.doc_id in gone), np.int64))
+            doc_bm25 = doc_bm25.removed(np.fromiter((i for i, d in enumerate(doc_ids) if d in gone), np.int64))
+        if published:
+            tokens, new_docs, doc_tokens = _rows(published, titles)
+            bm25 = bm25.added(tokens) if bm25 is not None else Bm25.build(tokens)
+            doc_bm25 = doc_bm25.added(doc_tokens) if doc_bm25 is not None else Bm25.build(doc_tokens)
+            rows, doc_ids = [*rows, *published], [*doc_ids, *new_docs]
+        if bm25 is not None and bm25.dead_share > DEAD_SHARE:
+            bm25, kept = bm25.compacted()
+            rows = [rows[i] for i in kept]
+        if doc_bm25 is not None and doc_bm25.dead_share > DEAD_SHARE:
+            doc_bm25, kept = doc_bm25.compacted()
+            doc_ids = [doc_ids[i] for i in kept]
+        if bm25 is None or not bm25.n_live:
+            return LexicalIndex(changes.revision, [], None)
+        return LexicalIndex(changes.revision, rows, bm25, doc_ids, doc_bm25)
 
     def __post_init__(self) -> None:
-        self.by_id = {c.id: c for c in self.chunks}
+        live = self.bm25.live if self.bm25 is not None else np.zeros(0, dtype=bool)
+        self.by_id = {c.id: c for c, alive in zip(self.rows, live, strict=True) if alive}
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The chunks indexed (live ones)."""
+        return list(self.by_id.values())
 
     def entries(self, doc_id: str) -> int:
         """How many indexed chunks belong to ``doc_id`` (0 once it is deleted)."""
-        return sum(1 for c in self.chunks if c.doc_id == doc_id)
+        return sum(1 for c in self.by_id.values() if c.doc_id == doc_id)
 
     def search_documents(self, query: str, *, top_k: int) -> list[tuple[str, float]]:
         """Document ids ranked by BM25 over each document's whole text, best first."""
         if self.doc_bm25 is None:
             return []
-        ids = self.doc_bm25.get_tokens_ids(lexical_tokens(query))
+        ids = self.doc_bm25.token_ids(lexical_tokens(query))
         if not ids:
             return []
-        scores = np.asarray(self.doc_bm25.get_scores_from_ids(ids), dtype=np.float32)
+        scores = self.doc_bm25.scores(ids)
         return [(self.doc_ids[i], float(scores[i])) for i in _top_positive(scores, top_k)]
 
     def search(
@@ -140,38 +157,38 @@ class LexicalIndex:
         if doc_ids is not None or filters:
             scores = scores * self._mask(doc_ids, filters)
         return [
-            ScoredChunk(chunk=self.chunks[i], score=float(scores[i]), source=self.chunks[i].metadata.get("source", ""))
+            ScoredChunk(chunk=self.rows[i], score=float(scores[i]), source=self.rows[i].metadata.get("source", ""))
             for i in _top_positive(scores, top_k)
         ]
 
     def _chunk_scores(self, query: str) -> np.ndarray | None:
-        """BM25 score of every chunk (None when no query term is indexed), reused for a repeated query."""
+        """BM25 score of every row (None when no query term is indexed), reused for a repeated query."""
         last = self._last  # one read: another thread may replace it
         if last is not None and last[0] == query:
             return last[1]
         if self.bm25 is None:
             return None
-        ids = self.bm25.get_tokens_ids(lexical_tokens(query))
+        ids = self.bm25.token_ids(lexical_tokens(query))
         if not ids:
             return None
-        scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype=np.float32)
+        scores = self.bm25.scores(ids)
         self._last = (query, scores)
         return scores
 
     @cached_property
     def _chunk_docs(self) -> tuple[dict[str, int], np.ndarray]:
-        """Each document id's position, and each chunk's document position: document masks are vectorised."""
-        positions = {d: i for i, d in enumerate(dict.fromkeys(c.doc_id for c in self.chunks))}
-        return positions, np.fromiter((positions[c.doc_id] for c in self.chunks), np.int32, len(self.chunks))
+        """Each document id's position, and each row's document position: document masks are vectorised."""
+        positions = {d: i for i, d in enumerate(dict.fromkeys(c.doc_id for c in self.rows))}
+        return positions, np.fromiter((positions[c.doc_id] for c in self.rows), np.int32, len(self.rows))
 
     def _mask(self, doc_ids: Sequence[str] | None, filters: Filter | None) -> np.ndarray:
-        mask = np.ones(len(self.chunks), dtype=np.float32)
+        mask = np.ones(len(self.rows), dtype=np.float32)
         if doc_ids is not None:
             positions, chunk_docs = self._chunk_docs
             wanted = np.fromiter((positions[d] for d in doc_ids if d in positions), np.int32)
             mask *= np.isin(chunk_docs, wanted)
         if filters:
-            mask *= np.fromiter((filters.matches(c) for c in self.chunks), np.float32, len(self.chunks))
+            mask *= np.fromiter((filters.matches(c) for c in self.rows), np.float32, len(self.rows))
         return mask
 
     def save(self, folder: Path) -> None:
@@ -180,11 +197,9 @@ class LexicalIndex:
         tmp = folder.with_name(f"{folder.name}.{mine}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with (tmp / "chunks.pkl").open("wb") as f:
-            pickle.dump((self.revision, self.chunks, self.doc_ids), f, protocol=pickle.HIGHEST_PROTOCOL)
-        if self.bm25 is not None:
-            self.bm25.save(tmp / "bm25", show_progress=False)
-            self.doc_bm25.save(tmp / "doc_bm25", show_progress=False)
+        with (tmp / SAVED).open("wb") as f:
+            state = (self.revision, self.rows, self.bm25, self.doc_ids, self.doc_bm25)
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
         old = folder.with_name(f"{folder.name}.{mine}.old")
         with contextlib.suppress(FileNotFoundError):
             folder.rename(old)
@@ -196,23 +211,36 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
-        import bm25s
+        with (folder / SAVED).open("rb") as f:
+            return cls(*pickle.load(f))
 
-        with (folder / "chunks.pkl").open("rb") as f:
-            revision, chunks, doc_ids = pickle.load(f)
-        if not (folder / "bm25").exists():
-            return cls(revision, chunks, None)
-        bm25 = bm25s.BM25.load(folder / "bm25", show_progress=False)
-        doc_bm25 = bm25s.BM25.load(folder / "doc_bm25", show_progress=False)
-        return cls(revision, chunks, bm25, doc_ids, doc_bm25)
+
+def _rows(
+    chunks: Sequence[Chunk], titles: Mapping[str, str] | None
+) -> tuple[list[list[str]], list[str], list[list[str]]]:
+    """The terms of each chunk (under its document's context line, with ``titles``), and of each document of them
+    (its context once, then all its chunks' terms) with the documents' ids in order."""
+    plain = [lexical_tokens(c.text) for c in chunks]
+    tokens = plain
+    by_doc: dict[str, list[str]] = {}
+    if titles is not None:  # each chunk under its document's context; the document itself holds it once
+        heads = {d: lexical_tokens(t) for d, t in titles.items()}
+        tokens = [
+            terms if c.text.startswith(titles.get(c.doc_id, "")) else heads.get(c.doc_id, []) + terms
+            for c, terms in zip(chunks, plain, strict=True)
+        ]
+        by_doc = {d: list(heads.get(d, [])) for d in dict.fromkeys(c.doc_id for c in chunks)}
+    for chunk, terms in zip(chunks, plain, strict=True):  # the gate's whole-document BM25
+        by_doc.setdefault(chunk.doc_id, []).extend(terms)
+    return tokens, list(by_doc), list(by_doc.values())
 
 
 def _saved_index(folder: Path) -> LexicalIndex | None:
     """The index saved in ``folder``, or None. Another process may be replacing it this moment: a load that fails is
     tried once more before the cache counts as damaged (rebuilt, never fatal)."""
     for attempt in (1, 2):
-        if not (folder / "chunks.pkl").exists():
-            return None
+        if not (folder / SAVED).exists():
+            return None  # none yet (or one saved by an earlier version, which is rebuilt)
         try:
             return LexicalIndex.load(folder)
         except Exception as exc:
@@ -233,7 +261,8 @@ def _top_positive(scores: np.ndarray, top_k: int) -> np.ndarray:
 
 
 class LexicalIndexes:
-    """One LexicalIndex per knowledge base, kept current with the store's revision token."""
+    """One LexicalIndex per knowledge base, kept current with the store's revision token: caught up from the
+    store's log of changes when it reaches back to the index's revision, else built again from every chunk."""
 
     def __init__(self, store: VectorStore, root: Path, *, chunk_context: str = "none") -> None:
         self.store = store
@@ -241,6 +270,7 @@ class LexicalIndexes:
         self.titled = chunk_context == "document"
         self._indexes: dict[str, LexicalIndex] = {}
         self._lock = threading.Lock()
+        self._saving: dict[str, threading.Thread] = {}  # per knowledge base, the save under way
 
     def get(self, kb: KnowledgeBase) -> LexicalIndex:
         if not isinstance(self.store, Revisioned):  # no way to tell the index is current: read the chunks again
@@ -252,7 +282,7 @@ class LexicalIndexes:
         with self._lock:
             index = self._indexes.get(kb.key)
             if index is None or index.revision != revision:
-                index = self._load_or_build(kb, revision)
+                index = self._current(kb, index, revision)
                 self._indexes[kb.key] = index
         return index
 
@@ -260,14 +290,47 @@ class LexicalIndexes:
         """The index held in memory for ``kb``, whatever its revision (None when none), without reading the store."""
         return self._indexes.get(kb.key)
 
-    def _load_or_build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
+    def _current(self, kb: KnowledgeBase, index: LexicalIndex | None, revision: str) -> LexicalIndex:
         folder = self._folder(kb)
-        saved = _saved_index(folder)
-        if saved is not None and saved.revision == revision:
-            return saved
+        if index is None:
+            index = _saved_index(folder)
+            if index is not None and index.revision == revision:
+                return index
+        caught_up = self._caught_up(kb, index) if index is not None else None
+        if caught_up is not None:
+            self._save_later(kb, caught_up, folder)
+            return caught_up
         index = self._build(kb, revision)
         index.save(folder)
         return index
+
+    def _caught_up(self, kb: KnowledgeBase, index: LexicalIndex) -> LexicalIndex | None:
+        """``index`` brought to the store's current revision by what changed, or None when the store cannot say."""
+        assert isinstance(self.store, Revisioned)
+        changes = self.store.changes_since(kb, index.revision)
+        if changes is None:
+            return None
+        docs = self.store.get_documents(kb, sorted(changes.published))
+        published = chunks_of(self.store, kb, list(docs.values()))
+        titles = {d.id: document_context(d.title, d.source) for d in docs.values()} if self.titled else None
+        return index.updated(changes, published, titles)
+
+    def _save_later(self, kb: KnowledgeBase, index: LexicalIndex, folder: Path) -> None:
+        """Save a caught-up index in the background (a save is O(chunks), a catch-up is not); one at a time per
+        knowledge base, and a save skipped meanwhile is not missed much: the next start catches up from it."""
+        running = self._saving.get(kb.key)
+        if running is not None and running.is_alive():
+            return
+
+        def save() -> None:
+            try:
+                index.save(folder)
+            except OSError as exc:  # the data directory went away (the knowledge base was dropped): nothing to keep
+                log.debug("lexical index of %s not saved: %s", kb.name, exc)
+
+        thread = threading.Thread(target=save, name=f"lexical-save-{kb.key}", daemon=True)
+        self._saving[kb.key] = thread
+        thread.start()
 
     def _build(self, kb: KnowledgeBase, revision: str) -> LexicalIndex:
         chunks = [c for batch in self.store.iter_chunks(kb, batch_size=READ_BATCH) for c in batch]
@@ -289,5 +352,8 @@ class LexicalIndexes:
         """Drop the cached index of a knowledge base (when it is dropped)."""
         with self._lock:
             self._indexes.pop(kb.key, None)
+            running = self._saving.pop(kb.key, None)
+            if running is not None:
+                running.join()
             shutil.rmtree(self.root / kb.key, ignore_errors=True)
             shutil.rmtree(self.root / f"{kb.key}.titled", ignore_errors=True)

@@ -48,7 +48,7 @@ from kb_service.ingest.chunking import TokenChunker
 from kb_service.ingest.parsers.ocr import OcrOptions
 from kb_service.ingest.parsers.registry import parse_file
 from kb_service.ingest.pipeline import mean_vector
-from kb_service.stores.base import Reindexable, Shadow, VectorStore, all_documents, seal
+from kb_service.stores.base import Reindexable, Shadow, VectorStore, all_documents, chunks_of, seal
 
 log = logging.getLogger(__name__)
 PAGE = 10_000  # documents listed per call (Milvus reads every row for each page: few pages)
@@ -412,10 +412,8 @@ class _Copier:
         return [r for r in rows if r.id in published]
 
     def _stored_chunks(self, doc: Document) -> list[Chunk] | None:
-        found = self.store.get_chunks(self.kb, [f"{doc.id}:{i}" for i in range(doc.chunk_count)])
-        if len(found) != doc.chunk_count:
-            return None
-        return sorted(found.values(), key=lambda c: c.ord)
+        found = chunks_of(self.store, self.kb, [doc])
+        return found if len(found) == doc.chunk_count else None
 
     def _rechunk(self, doc: Document) -> list[Chunk] | None:
         assert self.chunker is not None

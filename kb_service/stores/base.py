@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk
+from kb_service.stores.changes import Changes
 from kb_service.stores.filters import Filter
 
 _SPACE = re.compile(r"[0-9a-z]{1,16}")
@@ -194,7 +195,11 @@ class Revisioned(Protocol):
 
     def kb_revision(self, kb: KnowledgeBase) -> str:
         """A token that changes whenever the set of READY chunks changes (publish, replace, delete): derived
-        indexes (the lexical one) are rebuilt when it moves."""
+        indexes (the lexical one) are brought up to date when it moves."""
+
+    def changes_since(self, kb: KnowledgeBase, revision: str) -> Changes | None:
+        """Which documents were published and removed from ``revision`` to the current one, or None when the
+        store's log (``stores.changes``) no longer reaches back to it: then a derived index is rebuilt."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,12 @@ def all_documents(
     """Every document of ``kb`` (with ``status``, if given), read ``page`` at a time, sorted by source then id."""
     docs = [doc for batch in store.iter_documents(kb, status=status, batch_size=page) for doc in batch]
     return sorted(docs, key=lambda d: (d.source, d.id))
+
+
+def chunks_of(store: VectorStore, kb: KnowledgeBase, docs: Sequence[Document]) -> list[Chunk]:
+    """The chunks of ``docs`` (READY ones), in document then chunk order, read by their ids (``doc_id:ord``)."""
+    found = store.get_chunks(kb, [f"{doc.id}:{i}" for doc in docs for i in range(doc.chunk_count)])
+    return [c for doc in docs for i in range(doc.chunk_count) if (c := found.get(f"{doc.id}:{i}")) is not None]
 
 
 def seal(store: VectorStore, kb: KnowledgeBase) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
 from kb_service.core.errors import KnowledgeBaseNotFound, ReindexInProgress, ReindexNotFound
 from kb_service.core.records import KnowledgeBase
+from kb_service.stores import changes
 from kb_service.stores.serialize import kb_from_json, kb_to_json
 
 Info = dict[str, Any]
@@ -54,11 +56,21 @@ def revision(info: Info | None, kb: KnowledgeBase) -> str | None:
     return None if found is None else str(found[1].get("revision", ""))
 
 
-def bump(info: Info, kb: KnowledgeBase) -> None:
-    """A new revision for ``kb``'s index (its READY chunks changed)."""
+def bump(info: Info, kb: KnowledgeBase, *, published: Iterable[str] = (), removed: Iterable[str] = ()) -> None:
+    """A new revision for ``kb``'s index (its READY chunks changed: ``published`` and ``removed`` documents), logged
+    with what changed (``stores.changes``)."""
     found = _entry(info, kb)
     if found is not None:
-        found[1]["revision"] = uuid.uuid4().hex
+        entry, new = found[1], uuid.uuid4().hex
+        entry["log"] = changes.logged(entry.get("log"), str(entry.get("revision", "")), new, published, removed)
+        entry["revision"] = new
+
+
+def changes_since(info: Info | None, kb: KnowledgeBase, revision: str) -> changes.Changes | None:
+    found = _entry(info, kb) if info is not None else None
+    if found is None:
+        return None
+    return changes.since(found[1].get("log"), revision, str(found[1].get("revision", "")))
 
 
 def begun(info: Info | None, kb: KnowledgeBase, shadow: KnowledgeBase, params: dict[str, Any]) -> Info:

@@ -22,6 +22,7 @@ from kb_service.core.errors import (
     ReindexNotFound,
 )
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
+from kb_service.stores import changes
 from kb_service.stores.base import Shadow
 from kb_service.stores.filters import Filter
 
@@ -32,6 +33,7 @@ class _Collection:
     docs: dict[str, Document] = field(default_factory=dict)
     chunks: dict[str, Chunk] = field(default_factory=dict)
     revision: int = 0
+    log: changes.Log = field(default_factory=list)  # what the last revisions changed
     # the live collection's re-index: the index being built, its parameters, and the indexes it replaced
     shadow: _Collection | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -145,7 +147,8 @@ class MemoryStore:
     ) -> list[str]:
         with self._lock:
             c = self._get(kb, write=True)
-            published = []
+            published: list[str] = []
+            removed: list[str] = []
             for doc in docs:
                 stored = c.docs.get(doc.id)
                 if stored is None or stored.status != DocStatus.PROCESSING:
@@ -156,7 +159,8 @@ class MemoryStore:
                 published.append(doc.id)
                 if (old := (replaces or {}).get(doc.id)) is not None:
                     self._remove(c, old)
-            c.revision += 1
+                    removed.append(old)
+            self._bump(c, published, removed)
             return published
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
@@ -165,7 +169,12 @@ class MemoryStore:
             if doc_id not in c.docs:
                 raise DocumentNotFound(kb.name, doc_id)
             self._remove(c, doc_id)
-            c.revision += 1
+            self._bump(c, [], [doc_id])
+
+    @staticmethod
+    def _bump(c: _Collection, published: list[str], removed: list[str]) -> None:
+        c.log = changes.logged(c.log, str(c.revision), str(c.revision + 1), published, removed)
+        c.revision += 1
 
     @staticmethod
     def _remove(c: _Collection, doc_id: str) -> None:
@@ -195,6 +204,11 @@ class MemoryStore:
     def kb_revision(self, kb: KnowledgeBase) -> str:
         with self._lock:
             return str(self._get(kb).revision)
+
+    def changes_since(self, kb: KnowledgeBase, revision: str) -> changes.Changes | None:
+        with self._lock:
+            c = self._get(kb)
+            return changes.since(c.log, revision, str(c.revision))
 
     # -- re-indexing ------------------------------------------------------------------------------
     def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ from kb_service.core.records import (
 )
 from kb_service.stores import indexes, milvus_lite_speedups
 from kb_service.stores.base import Shadow, rerank_prefix, rerank_table
+from kb_service.stores.changes import Changes
 from kb_service.stores.embedded_milvus import EmbeddedMilvus, Registry, start_embedded_milvus
 from kb_service.stores.filters import Filter
 from kb_service.stores.serialize import (
@@ -444,7 +445,7 @@ class MilvusStore:
                 self.client.upsert(self._docs(kb), [self._doc_row(kb, d) for d in [*live, *old_docs]])
             if old_docs or gone:
                 self._remove(kb, [old.id for old in old_docs] + gone)
-            self._bump_revision(kb, info)
+            self._bump_revision(kb, info, published=[d.id for d in live], removed=[old.id for old in old_docs])
         return [d.id for d in live]
 
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
@@ -457,7 +458,7 @@ class MilvusStore:
             doc.updated_at = time.time()
             self.client.upsert(self._docs(kb), [self._doc_row(kb, doc)])
             self._remove(kb, [doc_id])
-            self._bump_revision(kb, info)
+            self._bump_revision(kb, info, removed=[doc_id])
 
     def _remove(self, kb: KnowledgeBase, doc_ids: list[str]) -> None:
         # Chunks before the rows: a crash in between leaves DELETING rows that recovery finishes.
@@ -494,9 +495,14 @@ class MilvusStore:
             raise KnowledgeBaseNotFound(kb.name)
         return revision
 
-    def _bump_revision(self, kb: KnowledgeBase, info: dict[str, Any]) -> None:
-        indexes.bump(info, kb)
+    def _bump_revision(
+        self, kb: KnowledgeBase, info: dict[str, Any], *, published: Sequence[str] = (), removed: Sequence[str] = ()
+    ) -> None:
+        indexes.bump(info, kb, published=published, removed=removed)
         self._put_entry(kb.registry_key, info)
+
+    def changes_since(self, kb: KnowledgeBase, revision: str) -> Changes | None:
+        return indexes.changes_since(self._entry(kb), kb, revision)
 
     # -- re-indexing ------------------------------------------------------------------------------
     def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:

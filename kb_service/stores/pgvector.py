@@ -27,6 +27,7 @@ from kb_service.core.errors import (
 from kb_service.core.records import Chunk, DocStatus, Document, KnowledgeBase, ScoredChunk, kb_key
 from kb_service.stores import indexes
 from kb_service.stores.base import Shadow, rerank_prefix, rerank_table
+from kb_service.stores.changes import Changes
 from kb_service.stores.filters import Filter, with_numeric_twins
 from kb_service.stores.serialize import (
     DOC_FIELDS,
@@ -195,8 +196,15 @@ class PgvectorStore:
         return info
 
     @staticmethod
-    def _bump(conn: psycopg.Connection[Any], kb: KnowledgeBase, info: dict[str, Any]) -> None:
-        indexes.bump(info, kb)
+    def _bump(
+        conn: psycopg.Connection[Any],
+        kb: KnowledgeBase,
+        info: dict[str, Any],
+        *,
+        published: Sequence[str] = (),
+        removed: Sequence[str] = (),
+    ) -> None:
+        indexes.bump(info, kb, published=published, removed=removed)
         conn.execute("UPDATE kb_registry SET info = %s WHERE key = %s", (Jsonb(info), kb.registry_key))
 
     # -- documents --------------------------------------------------------------------------------
@@ -360,7 +368,7 @@ class PgvectorStore:
             if olds:
                 # Same transaction: readers see the old version or the new one, never both or neither.
                 cur.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = ANY(%s)").format(t=self._t(kb, "docs")), (olds,))
-            self._bump(conn, kb, info)
+            self._bump(conn, kb, info, published=[d.id for d in published], removed=olds)
         return [d.id for d in published]
 
     def _publish(self, cur: psycopg.Cursor[Any], kb: KnowledgeBase, docs: Sequence[Document], now: float) -> None:
@@ -394,7 +402,7 @@ class PgvectorStore:
             cur = conn.execute(sql.SQL("DELETE FROM {t} WHERE doc_id = %s").format(t=self._t(kb, "docs")), (doc_id,))
             if cur.rowcount == 0:
                 raise DocumentNotFound(kb.name, doc_id)
-            self._bump(conn, kb, info)
+            self._bump(conn, kb, info, removed=[doc_id])
 
     def count_chunks(self, kb: KnowledgeBase, *, doc_id: str | None = None) -> int:
         where = sql.SQL("TRUE") if doc_id is None else sql.SQL("doc_id = %s")
@@ -459,6 +467,10 @@ class PgvectorStore:
         if revision is None:
             raise KnowledgeBaseNotFound(kb.name)
         return revision
+
+    def changes_since(self, kb: KnowledgeBase, revision: str) -> Changes | None:
+        with self._tx(kb) as conn:
+            return indexes.changes_since(self._info(conn, kb.registry_key), kb, revision)
 
     # -- re-indexing ------------------------------------------------------------------------------
     def begin_reindex(self, kb: KnowledgeBase, shadow: KnowledgeBase, params: Mapping[str, Any]) -> None:
@@ -623,6 +635,7 @@ class PgvectorStore:
             else:
                 clauses.append(sql.SQL(f"(c.metadata -> %(k{i})s) IN (SELECT jsonb_array_elements(%(f{i})s))"))
                 params[f"k{i}"], params[f"f{i}"] = condition.field, Jsonb(with_numeric_twins(condition.values))
+
         # A restricted search is exact (the "+ 0" keeps the planner off the HNSW index, whose post-filtering
         # would drop matches outside its candidate list); a global one uses HNSW, and is redone exactly when it
         # comes back short: the HNSW candidates were mostly chunks of unpublished documents (a bulk upload).

@@ -42,7 +42,7 @@ def main(operation: str, arg: str) -> None:
 
         store.add_chunks = add_then_die  # type: ignore[method-assign]
     elif settings.store.backend == "pgvector":
-        store._bump = lambda *_args: die()  # type: ignore[attr-defined]  # inside the delete / publish transaction
+        store._bump = lambda *_args, **_kwargs: die()  # type: ignore[attr-defined]  # inside the delete / publish transaction
     elif operation == "delete":
         client = store.client  # type: ignore[attr-defined]
         original_delete = client.delete

@@ -112,3 +112,54 @@ def test_index_follows_ingest_replace_and_delete(
     index = indexes.get(kb)
     assert index.search("okapi", top_k=5) == []
     assert all(c.doc_id != doc_id for c in index.chunks)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("chunk_context", ["none", "document"])
+def test_index_catches_up_from_the_store_log_without_a_rebuild(
+    store: VectorStore,
+    kb: KnowledgeBase,
+    embedder,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_context: str,
+) -> None:
+    """Upload, replace and delete after the first build: the index follows by what changed, and answers exactly as
+    an index built from every chunk at the same revision."""
+    settings = Settings(chunk_size=64, chunk_overlap=8, chunk_context=chunk_context)
+    ingestor = Ingestor.from_settings(settings, store=store, kb=kb, embedder=embedder)
+    indexes = LexicalIndexes(store, tmp_path / "lexical", chunk_context=chunk_context)
+    ingestor.ingest(
+        [
+            SourceItem("a.txt", text="The zebra grazes on the savanna. " * 12),
+            SourceItem("b.txt", text="斑马在草原上吃草。河马在河里游泳。"),
+        ]
+    )
+    indexes.get(kb)
+    builds: list[str] = []
+    real_build = LexicalIndexes._build
+    monkeypatch.setattr(LexicalIndexes, "_build", lambda self, k, rev: builds.append(rev) or real_build(self, k, rev))
+
+    old_a = indexes.get(kb).search("zebra", top_k=1)[0].chunk.doc_id
+    ingestor.ingest([SourceItem("a.txt", text="The okapi hides in the rainforest, far from any zebra.")])
+    assert [h.source for h in indexes.get(kb).search("okapi", top_k=5)] == ["a.txt"]
+    ingestor.ingest([SourceItem("c.txt", text="Zebras and okapis are both herbivores of Africa.")])
+    b = indexes.get(kb).search("斑马", top_k=1)[0].chunk.doc_id
+    store.delete_document(kb, b)
+    index = indexes.get(kb)
+    assert builds == []  # three revisions later, never rebuilt
+
+    fresh = LexicalIndexes(store, tmp_path / "fresh", chunk_context=chunk_context).get(kb)
+    assert builds == [index.revision] and fresh.revision == index.revision
+    assert sorted(c.id for c in index.chunks) == sorted(c.id for c in fresh.chunks)
+    assert index.entries(old_a) == index.entries(b) == 0
+    for query in ["zebra", "okapi rainforest", "herbivores Africa", "斑马 草原", "a.txt"]:
+        got = [(h.chunk.id, round(h.score, 4)) for h in index.search(query, top_k=10)]
+        assert got == [(h.chunk.id, round(h.score, 4)) for h in fresh.search(query, top_k=10)], query
+        docs = [(d, round(score, 4)) for d, score in index.search_documents(query, top_k=5)]
+        assert docs == [(d, round(score, 4)) for d, score in fresh.search_documents(query, top_k=5)], query
+    # Saved in the background: a new process starts from it (and catches up if it lags).
+    for thread in list(indexes._saving.values()):
+        thread.join()
+    reloaded = LexicalIndexes(store, tmp_path / "lexical", chunk_context=chunk_context).get(kb)
+    assert reloaded.revision == index.revision and builds == [index.revision]

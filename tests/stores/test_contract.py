@@ -31,6 +31,7 @@ from kb_service.stores.base import (
     all_documents,
     seal,
 )
+from kb_service.stores.changes import Changes
 from kb_service.stores.filters import Filter
 from kb_service.stores.memory import MemoryStore
 from kb_service.stores.milvus import MilvusStore
@@ -259,6 +260,25 @@ def test_drop_removes_the_knowledge_base(store: VectorStore) -> None:
     store.create_kb(kb)  # the name is free again, with empty collections
     assert store.count_chunks(kb) == 0
     store.drop_kb(kb.name)
+
+
+def test_changes_since_a_revision(store: VectorStore, kb: KnowledgeBase) -> None:
+    needs(store, Revisioned)
+    start = store.kb_revision(kb)
+    _add(store, kb, "doc-a", 1)
+    after_a = store.kb_revision(kb)
+    assert store.changes_since(kb, start) == Changes(after_a, frozenset({"doc-a"}), frozenset())
+    new = _doc("doc-b", "doc-a.txt", kb.embedding.dimension, 2)  # a new version of doc-a
+    store.put_documents(kb, [new])
+    store.add_chunks(kb, _chunks("doc-b", kb.embedding.dimension, 2))
+    store.publish_documents(kb, [new], replaces={"doc-b": "doc-a"})
+    _add(store, kb, "doc-c", 3)
+    store.delete_document(kb, "doc-c")
+    now = store.kb_revision(kb)
+    assert store.changes_since(kb, after_a) == Changes(now, frozenset({"doc-b"}), frozenset({"doc-a", "doc-c"}))
+    assert store.changes_since(kb, start) == Changes(now, frozenset({"doc-b"}), frozenset({"doc-a", "doc-c"}))
+    assert store.changes_since(kb, now) == Changes(now, frozenset(), frozenset())
+    assert store.changes_since(kb, "not a revision of it") is None
 
 
 def test_iter_chunks_revision_and_seal(store: VectorStore, kb: KnowledgeBase) -> None:

@@ -107,7 +107,5 @@ def test_a_global_search_past_unpublished_neighbours_is_not_short(
         conn.execute(f"ANALYZE kb_{pg_kb.key}_docs")
     hits = small_store.search_chunks(pg_kb, query[None, :], top_k=4)[0]
     assert len(hits) == 4 and {h.chunk.doc_id for h in hits} <= {"doc-a", "doc-b"}
-    assert [i for i, _ in small_store.search_chunk_ids(pg_kb, query[None, :], top_k=4)[0]] == [
-        h.chunk.id for h in hits
-    ]
+    assert [i for i, _ in small_store.search_chunk_ids(pg_kb, query[None, :], top_k=4)[0]] == [h.chunk.id for h in hits]
     assert ready[0].id in {h.chunk.id for h in small_store.search_chunks(pg_kb, query[None, :], top_k=6)[0]}

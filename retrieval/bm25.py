@@ -1,0 +1,190 @@
+"""BM25 (Lucene's variant, scored as bm25s scores it) that takes rows in and out without being built again.
+
+bm25s precomputes the score of every (row, term) pair with the corpus-wide IDF and average length baked in, so any
+change to the corpus means indexing all of it again (9 s at 100k chunks, for a one-document upload). Here the term
+frequencies are kept instead, in immutable column-major segments, with a mask of the live rows. At each change the
+document frequencies and the average length are counted again from them (vectorised, one pass over the postings),
+and a query's scores are computed for its own terms only. New rows go into a new segment; the newest segment is
+merged into the one before it while it is not much smaller (so a row is copied O(log n) times in all), and removed
+rows stay masked until they are a large share, then one compaction drops them. The scores equal bm25s' on the same
+corpus (tests/retrieval/test_bm25.py). Each value is a snapshot: a change returns a new one, and searches running
+on the old one are unaffected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse
+
+K1 = 1.5  # bm25s' defaults, which the lexical index used
+B = 0.75
+MERGE_RATIO = 4  # the newest segment is merged into the one before while it is at least a quarter of its size
+DEAD_SHARE = 0.3  # past this share of removed rows, ``dead_share`` tells the owner to compact
+
+
+@dataclass(frozen=True, eq=False)
+class _Segment:
+    """Term frequencies of consecutive rows, column-major: term t's postings are ``rows[indptr[t]:indptr[t+1]]``
+    (row numbers within the segment) with frequencies ``tf``. Terms added to the vocabulary later have none."""
+
+    indptr: np.ndarray  # int64, one more than the terms known when it was built
+    rows: np.ndarray  # int32
+    tf: np.ndarray  # float32
+    lengths: np.ndarray  # float32 tokens per row
+
+    @classmethod
+    def of(cls, token_ids: Sequence[Sequence[int]], n_terms: int) -> _Segment:
+        lengths = np.fromiter((len(t) for t in token_ids), np.float32, len(token_ids))
+        rows = np.repeat(np.arange(len(token_ids), dtype=np.int32), lengths.astype(np.int64))
+        terms = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, len(rows))
+        ones = np.ones(len(rows), dtype=np.float32)
+        matrix = scipy.sparse.csc_matrix((ones, (rows, terms)), shape=(len(token_ids), n_terms))  # sums repeats
+        return cls._of(matrix, lengths)
+
+    @classmethod
+    def _of(cls, matrix: scipy.sparse.csc_matrix, lengths: np.ndarray) -> _Segment:
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        return cls(
+            matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32), matrix.data.astype(np.float32), lengths
+        )
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.indptr) - 1
+
+    def matrix(self, n_terms: int) -> scipy.sparse.csc_matrix:
+        indptr = np.concatenate([self.indptr, np.full(n_terms - self.n_terms, self.indptr[-1], dtype=np.int64)])
+        return scipy.sparse.csc_matrix((self.tf, self.rows, indptr), shape=(self.n_rows, n_terms))
+
+    def doc_freqs(self, live: np.ndarray, n_terms: int) -> np.ndarray:
+        """Per term, how many of this segment's live rows (``live``: its slice of the mask) contain it."""
+        counts = np.zeros(n_terms, dtype=np.float64)
+        sizes = np.diff(self.indptr)
+        nonempty = np.flatnonzero(sizes)
+        if len(nonempty):  # each range runs to the next non-empty term's start, the end of this term's postings
+            counts[nonempty] = np.add.reduceat(live[self.rows].astype(np.float64), self.indptr[nonempty])
+        return counts
+
+
+def _merged(segments: Sequence[_Segment], n_terms: int, keep: np.ndarray | None = None) -> _Segment:
+    """One segment of ``segments``' rows in order (only the rows ``keep`` marks, when given)."""
+    matrix = scipy.sparse.vstack([s.matrix(n_terms) for s in segments], format="csr")
+    lengths = np.concatenate([s.lengths for s in segments])
+    if keep is not None:
+        matrix, lengths = matrix[keep], lengths[keep]
+    return _Segment._of(matrix.tocsc(), lengths)
+
+
+@dataclass(frozen=True, eq=False)
+class Bm25:
+    """A BM25 index over rows of tokens. ``vocab`` grows and is shared by the snapshots derived from one another;
+    each knows its own ``n_terms``."""
+
+    vocab: dict[str, int]
+    segments: tuple[_Segment, ...]
+    live: np.ndarray  # bool per row, over the segments in order
+    n_terms: int
+    doc_freqs: np.ndarray = field(init=False, repr=False)
+    n_live: int = field(init=False)
+    avg_len: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        freqs = np.zeros(self.n_terms, dtype=np.float64)
+        total = 0.0
+        for segment, start in zip(self.segments, self._starts, strict=True):
+            live = self.live[start : start + segment.n_rows]
+            freqs += segment.doc_freqs(live, self.n_terms)
+            total += float(segment.lengths[live].sum(dtype=np.float64))
+        n_live = int(self.live.sum())
+        object.__setattr__(self, "doc_freqs", freqs)
+        object.__setattr__(self, "n_live", n_live)
+        object.__setattr__(self, "avg_len", total / n_live if n_live else 0.0)
+
+    @classmethod
+    def build(cls, corpus: Sequence[Sequence[str]]) -> Bm25:
+        return cls({}, (), np.zeros(0, dtype=bool), 0).added(corpus)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.live)
+
+    @property
+    def dead_share(self) -> float:
+        return 1 - self.n_live / self.n_rows if self.n_rows else 0.0
+
+    @cached_property
+    def _starts(self) -> list[int]:
+        return list(itertools.accumulate((s.n_rows for s in self.segments[:-1]), initial=0)) if self.segments else []
+
+    @cached_property
+    def _norms(self) -> list[np.ndarray]:
+        """Per segment and row, the length part of the term-frequency component's denominator."""
+        avg = self.avg_len or 1.0
+        return [(K1 * ((1 - B) + B * s.lengths / avg)).astype(np.float32) for s in self.segments]
+
+    def token_ids(self, tokens: Sequence[str]) -> list[int]:
+        """The ids of the tokens this snapshot knows (repeats kept: a repeated query term counts twice)."""
+        n = self.n_terms
+        return [i for t in tokens if (i := self.vocab.get(t)) is not None and i < n]
+
+    def scores(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Every row's BM25 score for the query terms ``token_ids`` (0 for removed rows), float32."""
+        out = np.zeros(self.n_rows, dtype=np.float32)
+        if not self.n_live:
+            return out
+        n = self.n_live
+        for t in token_ids:
+            df = self.doc_freqs[t]
+            if df == 0:
+                continue
+            idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
+            for segment, start, norm in zip(self.segments, self._starts, self._norms, strict=True):
+                if t >= segment.n_terms:
+                    continue
+                lo, hi = segment.indptr[t], segment.indptr[t + 1]
+                if lo == hi:
+                    continue
+                rows, tf = segment.rows[lo:hi], segment.tf[lo:hi]
+                out[start + rows] += idf * tf / (norm[rows] + tf)
+        if self.n_live < self.n_rows:
+            out[~self.live] = 0
+        return out
+
+    def added(self, corpus: Sequence[Sequence[str]]) -> Bm25:
+        """This index with ``corpus``'s rows after its own."""
+        if not corpus:
+            return self
+        vocab = self.vocab
+        ids = [[vocab.setdefault(t, len(vocab)) for t in row] for row in corpus]
+        n_terms = len(vocab)
+        segments = [*self.segments, _Segment.of(ids, n_terms)]
+        while len(segments) > 1 and segments[-1].n_rows * MERGE_RATIO >= segments[-2].n_rows:
+            segments[-2:] = [_merged(segments[-2:], n_terms)]
+        live = np.concatenate([self.live, np.ones(len(corpus), dtype=bool)])
+        return Bm25(vocab, tuple(segments), live, n_terms)
+
+    def removed(self, rows: np.ndarray) -> Bm25:
+        """This index with ``rows`` (positions) masked out."""
+        if not len(rows):
+            return self
+        live = self.live.copy()
+        live[rows] = False
+        return Bm25(self.vocab, self.segments, live, self.n_terms)
+
+    def compacted(self) -> tuple[Bm25, np.ndarray]:
+        """The live rows alone, in one segment, and their positions here (in order)."""
+        keep = np.flatnonzero(self.live)
+        segment = _merged(self.segments, self.n_terms, keep) if self.segments else None
+        segments = (segment,) if segment is not None and segment.n_rows else ()
+        return Bm25(self.vocab, segments, np.ones(len(keep), dtype=bool), self.n_terms), keep
