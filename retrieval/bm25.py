@@ -2,13 +2,13 @@
 
 bm25s precomputes the score of every (row, term) pair with the corpus-wide IDF and average length baked in, so any
 change to the corpus means indexing all of it again (9 s at 100k chunks, for a one-document upload). Here the term
-frequencies are kept instead, in immutable column-major segments, with a mask of the live rows. At each change the
-document frequencies and the average length are counted again from them (vectorised, one pass over the postings),
-and a query's scores are computed for its own terms only. New rows go into a new segment; the newest segment is
-merged into the one before it while it is not much smaller (so a row is copied O(log n) times in all), and removed
-rows stay masked until they are a large share, then one compaction drops them. The scores equal bm25s' on the same
-corpus (tests/retrieval/test_bm25.py). Each value is a snapshot: a change returns a new one, and searches running
-on the old one are unaffected.
+frequencies are kept instead, in immutable column-major segments, with a mask of the live rows; the document
+frequencies and the total length follow each change (a removal reads the postings of the segments it touches, in
+one vectorised pass), and a query's scores are computed for its own terms only. New rows go into a new segment;
+the newest segment is merged into the one before it while it is not much smaller (so a row is copied O(log n)
+times in all), and removed rows stay masked until they are a large share, then one compaction drops them. The
+scores equal bm25s' on the same corpus (tests/retrieval/test_bm25.py). Each value is a snapshot: a change returns
+a new one, and searches running on the old one are unaffected.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -89,35 +89,28 @@ def _merged(segments: Sequence[_Segment], n_terms: int, keep: np.ndarray | None 
 @dataclass(frozen=True, eq=False)
 class Bm25:
     """A BM25 index over rows of tokens. ``vocab`` grows and is shared by the snapshots derived from one another;
-    each knows its own ``n_terms``."""
+    each knows its own ``n_terms``. The counts (document frequencies over live rows, their total length) are kept
+    up to date by each change: a removal reads only the postings of the segments it touches."""
 
     vocab: dict[str, int]
     segments: tuple[_Segment, ...]
     live: np.ndarray  # bool per row, over the segments in order
     n_terms: int
-    doc_freqs: np.ndarray = field(init=False, repr=False)
-    n_live: int = field(init=False)
-    avg_len: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        freqs = np.zeros(self.n_terms, dtype=np.float64)
-        total = 0.0
-        for segment, start in zip(self.segments, self._starts, strict=True):
-            live = self.live[start : start + segment.n_rows]
-            freqs += segment.doc_freqs(live, self.n_terms)
-            total += float(segment.lengths[live].sum(dtype=np.float64))
-        n_live = int(self.live.sum())
-        object.__setattr__(self, "doc_freqs", freqs)
-        object.__setattr__(self, "n_live", n_live)
-        object.__setattr__(self, "avg_len", total / n_live if n_live else 0.0)
+    doc_freqs: np.ndarray  # float64 per term, over live rows
+    total_len: float  # tokens in live rows
+    n_live: int
 
     @classmethod
     def build(cls, corpus: Sequence[Sequence[str]]) -> Bm25:
-        return cls({}, (), np.zeros(0, dtype=bool), 0).added(corpus)
+        return cls({}, (), np.zeros(0, dtype=bool), 0, np.zeros(0), 0.0, 0).added(corpus)
 
     @property
     def n_rows(self) -> int:
         return len(self.live)
+
+    @property
+    def avg_len(self) -> float:
+        return self.total_len / self.n_live if self.n_live else 0.0
 
     @property
     def dead_share(self) -> float:
@@ -168,23 +161,42 @@ class Bm25:
         vocab = self.vocab
         ids = [[vocab.setdefault(t, len(vocab)) for t in row] for row in corpus]
         n_terms = len(vocab)
-        segments = [*self.segments, _Segment.of(ids, n_terms)]
+        new = _Segment.of(ids, n_terms)
+        freqs = np.zeros(n_terms)
+        freqs[: self.n_terms] = self.doc_freqs
+        freqs += new.doc_freqs(np.ones(new.n_rows, dtype=bool), n_terms)
+        segments = [*self.segments, new]
         while len(segments) > 1 and segments[-1].n_rows * MERGE_RATIO >= segments[-2].n_rows:
             segments[-2:] = [_merged(segments[-2:], n_terms)]
         live = np.concatenate([self.live, np.ones(len(corpus), dtype=bool)])
-        return Bm25(vocab, tuple(segments), live, n_terms)
+        total = self.total_len + float(new.lengths.sum(dtype=np.float64))
+        return Bm25(vocab, tuple(segments), live, n_terms, freqs, total, self.n_live + new.n_rows)
 
     def removed(self, rows: np.ndarray) -> Bm25:
         """This index with ``rows`` (positions) masked out."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        rows = rows[self.live[rows]] if len(rows) else rows
         if not len(rows):
             return self
         live = self.live.copy()
         live[rows] = False
-        return Bm25(self.vocab, self.segments, live, self.n_terms)
+        freqs, total = self.doc_freqs.copy(), self.total_len
+        for segment, start in zip(self.segments, self._starts, strict=True):
+            local = rows[(rows >= start) & (rows < start + segment.n_rows)] - start
+            if not len(local):
+                continue
+            dead = np.zeros(segment.n_rows, dtype=bool)
+            dead[local] = True
+            postings = np.flatnonzero(dead[segment.rows])  # one gather over this segment's postings
+            terms = np.searchsorted(segment.indptr, postings, side="right") - 1
+            freqs[: segment.n_terms] -= np.bincount(terms, minlength=segment.n_terms)
+            total -= float(segment.lengths[local].sum(dtype=np.float64))
+        return Bm25(self.vocab, self.segments, live, self.n_terms, freqs, total, self.n_live - len(rows))
 
     def compacted(self) -> tuple[Bm25, np.ndarray]:
         """The live rows alone, in one segment, and their positions here (in order)."""
         keep = np.flatnonzero(self.live)
         segment = _merged(self.segments, self.n_terms, keep) if self.segments else None
         segments = (segment,) if segment is not None and segment.n_rows else ()
-        return Bm25(self.vocab, segments, np.ones(len(keep), dtype=bool), self.n_terms), keep
+        live = np.ones(len(keep), dtype=bool)
+        return Bm25(self.vocab, segments, live, self.n_terms, self.doc_freqs, self.total_len, len(keep)), keep

@@ -17,9 +17,9 @@ import shutil
 import threading
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -77,27 +77,57 @@ def lexical_tokens(text: str) -> list[str]:
     return _stemmer().stemWords(words) + out if words else out
 
 
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """The chunks of an index's rows, and where they are, so that masks and lookups need no walk over the rows. The
+    two dicts are shared by the snapshots derived from one another and only grow: an entry may point past an earlier
+    snapshot's rows, or to a row it has removed, and lookups check."""
+
+    chunks: list[Chunk]
+    doc_of_row: np.ndarray  # int32: each row's document number
+    doc_number: dict[str, int]  # document id -> its number (stable across snapshots)
+    row_of: dict[str, int]  # chunk id -> its latest row
+
+    @classmethod
+    def of(cls, chunks: list[Chunk]) -> _Rows:
+        return cls([], np.zeros(0, dtype=np.int32), {}, {}).extended(chunks)
+
+    def extended(self, chunks: Sequence[Chunk]) -> _Rows:
+        numbers, row_of, base = self.doc_number, self.row_of, len(self.chunks)
+        docs = np.fromiter((numbers.setdefault(c.doc_id, len(numbers)) for c in chunks), np.int32, len(chunks))
+        row_of.update((c.id, base + i) for i, c in enumerate(chunks))
+        return _Rows([*self.chunks, *chunks], np.concatenate([self.doc_of_row, docs]), numbers, row_of)
+
+    def kept(self, positions: np.ndarray) -> _Rows:
+        """Only the rows at ``positions``, numbered anew (after a compaction)."""
+        return _Rows.of([self.chunks[i] for i in positions])
+
+    def of_documents(self, doc_ids: Iterable[str]) -> np.ndarray:
+        """The rows of these documents."""
+        numbers = [n for d in doc_ids if (n := self.doc_number.get(d)) is not None]
+        return np.flatnonzero(np.isin(self.doc_of_row, numbers)) if numbers else np.zeros(0, dtype=np.int64)
+
+
 @dataclass
 class LexicalIndex:
     """BM25 over the chunks of one knowledge base at one revision, and over whole documents (all their chunks'
     terms together) for the document gate. ``updated`` brings it to a later revision from what changed."""
 
     revision: str
-    rows: list[Chunk]  # one per row of ``bm25``, removed ones included until a compaction
+    rows: _Rows  # one per row of ``bm25``, removed ones included until a compaction
     bm25: Bm25 | None  # None when the knowledge base has no chunks
     doc_ids: list[str] = field(default_factory=list)  # one per row of ``doc_bm25``
     doc_bm25: Bm25 | None = None
     # The last query's chunk scores: a search scores the same query globally and inside the gate.
     _last: tuple[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
-    by_id: dict[str, Chunk] = field(init=False, repr=False, compare=False)  # live chunks by id, for dense hits
 
     @classmethod
     def build(cls, chunks: list[Chunk], revision: str, titles: Mapping[str, str] | None = None) -> LexicalIndex:
         """``titles`` (document id -> context line): each chunk is indexed under its document's context too."""
         if not chunks:
-            return cls(revision, [], None)
+            return cls(revision, _Rows.of([]), None)
         tokens, doc_ids, doc_tokens = _rows(chunks, titles)
-        return cls(revision, list(chunks), Bm25.build(tokens), doc_ids, Bm25.build(doc_tokens))
+        return cls(revision, _Rows.of(chunks), Bm25.build(tokens), doc_ids, Bm25.build(doc_tokens))
 
     def updated(
         self, changes: Changes, published: list[Chunk], titles: Mapping[str, str] | None = None
@@ -107,35 +137,43 @@ class LexicalIndex:
         gone = changes.removed | changes.published  # a document published again replaces its earlier rows
         rows, bm25, doc_ids, doc_bm25 = self.rows, self.bm25, self.doc_ids, self.doc_bm25
         if bm25 is not None and doc_bm25 is not None:
-            bm25 = bm25.removed(np.fromiter((i for i, c in enumerate(rows) if c.doc_id in gone), np.int64))
+            bm25 = bm25.removed(rows.of_documents(gone))
             doc_bm25 = doc_bm25.removed(np.fromiter((i for i, d in enumerate(doc_ids) if d in gone), np.int64))
         if published:
             tokens, new_docs, doc_tokens = _rows(published, titles)
             bm25 = bm25.added(tokens) if bm25 is not None else Bm25.build(tokens)
             doc_bm25 = doc_bm25.added(doc_tokens) if doc_bm25 is not None else Bm25.build(doc_tokens)
-            rows, doc_ids = [*rows, *published], [*doc_ids, *new_docs]
-        if bm25 is not None and bm25.dead_share > DEAD_SHARE:
+            rows, doc_ids = rows.extended(published), [*doc_ids, *new_docs]
+        if bm25 is None or not bm25.n_live:
+            return LexicalIndex(changes.revision, _Rows.of([]), None)
+        if bm25.dead_share > DEAD_SHARE:
             bm25, kept = bm25.compacted()
-            rows = [rows[i] for i in kept]
+            rows = rows.kept(kept)
         if doc_bm25 is not None and doc_bm25.dead_share > DEAD_SHARE:
             doc_bm25, kept = doc_bm25.compacted()
             doc_ids = [doc_ids[i] for i in kept]
-        if bm25 is None or not bm25.n_live:
-            return LexicalIndex(changes.revision, [], None)
         return LexicalIndex(changes.revision, rows, bm25, doc_ids, doc_bm25)
 
-    def __post_init__(self) -> None:
-        live = self.bm25.live if self.bm25 is not None else np.zeros(0, dtype=bool)
-        self.by_id = {c.id: c for c, alive in zip(self.rows, live, strict=True) if alive}
+    @property
+    def _live(self) -> np.ndarray:
+        return self.bm25.live if self.bm25 is not None else np.zeros(0, dtype=bool)
 
     @property
     def chunks(self) -> list[Chunk]:
         """The chunks indexed (live ones)."""
-        return list(self.by_id.values())
+        return [self.rows.chunks[i] for i in np.flatnonzero(self._live)]
+
+    def chunk(self, chunk_id: str) -> Chunk | None:
+        """The indexed chunk of that id (for dense hits), or None."""
+        row = self.rows.row_of.get(chunk_id)
+        if row is None or row >= len(self.rows.chunks) or not self._live[row]:
+            return None
+        found = self.rows.chunks[row]
+        return found if found.id == chunk_id else None
 
     def entries(self, doc_id: str) -> int:
         """How many indexed chunks belong to ``doc_id`` (0 once it is deleted)."""
-        return sum(1 for c in self.by_id.values() if c.doc_id == doc_id)
+        return int(np.count_nonzero(self._live[self.rows.of_documents([doc_id])]))
 
     def search_documents(self, query: str, *, top_k: int) -> list[tuple[str, float]]:
         """Document ids ranked by BM25 over each document's whole text, best first."""
@@ -156,8 +194,9 @@ class LexicalIndex:
             return []
         if doc_ids is not None or filters:
             scores = scores * self._mask(doc_ids, filters)
+        chunks = self.rows.chunks
         return [
-            ScoredChunk(chunk=self.rows[i], score=float(scores[i]), source=self.rows[i].metadata.get("source", ""))
+            ScoredChunk(chunk=chunks[i], score=float(scores[i]), source=chunks[i].metadata.get("source", ""))
             for i in _top_positive(scores, top_k)
         ]
 
@@ -175,20 +214,15 @@ class LexicalIndex:
         self._last = (query, scores)
         return scores
 
-    @cached_property
-    def _chunk_docs(self) -> tuple[dict[str, int], np.ndarray]:
-        """Each document id's position, and each row's document position: document masks are vectorised."""
-        positions = {d: i for i, d in enumerate(dict.fromkeys(c.doc_id for c in self.rows))}
-        return positions, np.fromiter((positions[c.doc_id] for c in self.rows), np.int32, len(self.rows))
-
     def _mask(self, doc_ids: Sequence[str] | None, filters: Filter | None) -> np.ndarray:
-        mask = np.ones(len(self.rows), dtype=np.float32)
+        chunks = self.rows.chunks
+        mask = np.ones(len(chunks), dtype=np.float32)
         if doc_ids is not None:
-            positions, chunk_docs = self._chunk_docs
-            wanted = np.fromiter((positions[d] for d in doc_ids if d in positions), np.int32)
-            mask *= np.isin(chunk_docs, wanted)
+            inside = np.zeros(len(chunks), dtype=np.float32)
+            inside[self.rows.of_documents(doc_ids)] = 1
+            mask *= inside
         if filters:
-            mask *= np.fromiter((filters.matches(c) for c in self.rows), np.float32, len(self.rows))
+            mask *= np.fromiter((filters.matches(c) for c in chunks), np.float32, len(chunks))
         return mask
 
     def save(self, folder: Path) -> None:
@@ -198,7 +232,7 @@ class LexicalIndex:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         with (tmp / SAVED).open("wb") as f:
-            state = (self.revision, self.rows, self.bm25, self.doc_ids, self.doc_bm25)
+            state = (self.revision, self.rows.chunks, self.bm25, self.doc_ids, self.doc_bm25)
             pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
         old = folder.with_name(f"{folder.name}.{mine}.old")
         with contextlib.suppress(FileNotFoundError):
@@ -212,7 +246,8 @@ class LexicalIndex:
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
         with (folder / SAVED).open("rb") as f:
-            return cls(*pickle.load(f))
+            revision, chunks, bm25, doc_ids, doc_bm25 = pickle.load(f)
+        return cls(revision, _Rows.of(chunks), bm25, doc_ids, doc_bm25)
 
 
 def _rows(

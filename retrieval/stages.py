@@ -82,7 +82,7 @@ class DenseSearch:
         if index is None or self._id_search is None:
             return self.store.search_chunks(kb, vector, top_k=top_k, doc_ids=doc_ids, filters=where)[0]
         ranked = self._id_search.search_chunk_ids(kb, vector, top_k=top_k, doc_ids=doc_ids, filters=where)[0]
-        chunks = {cid: c for cid, _ in ranked if (c := index.by_id.get(cid)) is not None}
+        chunks = {cid: c for cid, _ in ranked if (c := index.chunk(cid)) is not None}
         if len(chunks) < len(ranked):
             chunks.update(self.store.get_chunks(kb, [cid for cid, _ in ranked if cid not in chunks]))
         return [

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 STEPS = 16  # revisions logged at most
-IDS = 400  # document ids the whole log holds at most (on Milvus the registry entry is one 64 KiB string)
+# Document ids the whole log holds at most: on Milvus the registry entry, with the logs of the index serving and of a
+# re-index's shadow, is one string of at most 64 KiB (an id is 64 hex digits).
+IDS = 256
 
 Log = list[dict[str, Any]]
 

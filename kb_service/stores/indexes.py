@@ -106,7 +106,7 @@ def switched(info: Info | None, kb: KnowledgeBase, revision: str) -> Info | None
         return None
     shadow = dict(info["shadow"])
     shadow.pop("params", None)
-    old = {k: v for k, v in info.items() if k not in ("shadow", "retired")}
+    old = {k: v for k, v in info.items() if k not in ("shadow", "retired", "log")}  # retired: no more changes
     return {
         **shadow,
         "name": info["name"],

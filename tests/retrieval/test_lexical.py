@@ -14,6 +14,7 @@ from kb_service.ingest.sources import SourceItem
 from kb_service.retrieval.fusion import rrf
 from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes, lexical_tokens
 from kb_service.stores.base import VectorStore
+from kb_service.stores.changes import Changes
 from kb_service.stores.filters import Filter
 
 
@@ -163,3 +164,26 @@ def test_index_catches_up_from_the_store_log_without_a_rebuild(
         thread.join()
     reloaded = LexicalIndexes(store, tmp_path / "lexical", chunk_context=chunk_context).get(kb)
     assert reloaded.revision == index.revision and builds == [index.revision]
+
+
+@pytest.mark.unit
+def test_updates_remove_compact_and_look_up_chunks() -> None:
+    words = ["insulin", "volcano", "glacier", "protein", "comet", "coral", "desert", "forest", "magma", "tundra"]
+    chunks = [_chunk(f"c{i}", f"d{i}", f"{w} facts and more {w}") for i, w in enumerate(words)]
+    index = LexicalIndex.build(chunks, "r0")
+    older = index.updated(Changes("r1", frozenset(), frozenset({"d0", "d1"})), [])
+    assert older.bm25 is not None and len(older.bm25.segments) == 1 and older.rows.chunks == chunks  # masked
+    assert older.chunk("c0") is None and older.chunk("c2") is chunks[2] and older.entries("d1") == 0
+    assert older.search("volcano", top_k=5) == [] and index.search("volcano", top_k=5)[0].chunk.id == "c1"
+    newer = older.updated(Changes("r2", frozenset(), frozenset({"d2", "d3"})), [])  # 40% removed: compacted
+    assert len(newer.rows.chunks) == 6 and [c.id for c in newer.chunks] == [f"c{i}" for i in range(4, 10)]
+    assert newer.chunk("c9") is chunks[9] and newer.chunk("c2") is None and newer.entries("d9") == 1
+    back = _chunk("c1", "d1", "volcano facts again")  # a document back after its removal
+    latest = newer.updated(Changes("r3", frozenset({"d1"}), frozenset()), [back])
+    assert [h.chunk for h in latest.search("volcano", top_k=5)] == [back] and latest.chunk("c1") is back
+    assert {d for d, _ in latest.search_documents("volcano magma", top_k=5)} == {"d1", "d8"}
+    assert {h.chunk.id for h in latest.search("facts", top_k=10, doc_ids=["d1", "d9"])} == {"c1", "c9"}
+    # Older snapshots are untouched by what was derived from them.
+    assert older.chunk("c9") is chunks[9] and older.search("magma", top_k=1)[0].chunk.id == "c8"
+    gone = latest.updated(Changes("r4", frozenset(), frozenset({f"d{i}" for i in range(10)})), [])
+    assert gone.bm25 is None and gone.search("magma", top_k=3) == [] and gone.chunks == []
