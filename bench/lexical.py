@@ -7,6 +7,7 @@ past that size the corpus is repeated under new document ids, so the vocabulary 
 do. The store's part of a catch-up (reading the new document's chunks by id) is not in these numbers.
 
     python bench/lexical.py --json                       # 100k chunks
+    python bench/lexical.py --quick --json               # 5k chunks: a smoke test
     python bench/lexical.py --sizes 100000 1000000 --json
 """
 
@@ -126,8 +127,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--updates", type=int, default=20, help="uploads, replaces and deletes, one document each")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="5k chunks, 3 updates, 20 queries: a smoke test")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.updates, args.queries = [5_000], 3, 20
     if not (SHARED / "scifact-dev").exists():
         sys.exit(f"shared data not found under {SHARED}")
     lines = (SHARED / "scifact-dev" / "queries.jsonl").read_text(encoding="utf-8").splitlines()

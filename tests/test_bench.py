@@ -109,3 +109,10 @@ def test_reindex_benchmark_against_a_fresh_ingest() -> None:
     searches = report["searches"]
     assert searches["during_reindex"] > 0 and searches["failed"] == searches["empty"] == 0
     assert report["reindex_s"] > 0 and report["ingest_e5_s"] > 0 and report["audit_clean"]
+
+
+def test_lexical_benchmark_catch_up_against_rebuild() -> None:
+    report = bench("lexical.py")
+    [size] = report["sizes"]
+    assert size["chunks"] == 5_000 and size["rebuild_before_s"] > 0 and size["build_s"] > 0
+    assert set(size["refresh_ms"]) == {"upload", "replace", "delete"} and size["query_ms"]["ours"]["p50"] > 0

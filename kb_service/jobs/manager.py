@@ -47,8 +47,8 @@ class JobManager:
         after_ingest: Callable[[KnowledgeBase], object] | None = None,
     ) -> None:
         """``after_ingest``: called on a thread of its own once a knowledge base has no more ingests queued or
-        running (the API rebuilds its lexical index there, so the first search after an upload does not wait for
-        it: seconds at 100k chunks)."""
+        running (the API brings its lexical index up to date there, so the first search after an upload does not
+        wait for it: milliseconds by the store's log of changes, seconds at 100k chunks where it must rebuild)."""
         self.settings = settings
         self.catalog = catalog
         self.summarizer_for = summarizer_for
