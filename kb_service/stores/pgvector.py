@@ -663,19 +663,16 @@ class PgvectorStore:
             return out
 
     def search_documents(self, kb: KnowledgeBase, queries: np.ndarray, *, top_k: int) -> list[list[tuple[str, float]]]:
-        def query(exact: bool) -> sql.Composed:
-            return sql.SQL(
-                "SELECT doc_id, 1 - distance AS score FROM (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} "
-                "WHERE status = 'ready' ORDER BY {order} LIMIT %(k)s) top ORDER BY distance"
-            ).format(t=self._t(kb, "docs"), order=sql.SQL("(vector <=> %(q)s) + 0" if exact else "vector <=> %(q)s"))
-
+        # Only READY rows have a vector (``put_documents``), so HNSW's candidates are never unpublished documents.
+        query = sql.SQL(
+            "SELECT doc_id, 1 - distance AS score FROM (SELECT doc_id, vector <=> %(q)s AS distance FROM {t} "
+            "WHERE status = 'ready' ORDER BY vector <=> %(q)s LIMIT %(k)s) top ORDER BY distance"
+        ).format(t=self._t(kb, "docs"))
         out = []
         with self._tx(kb) as conn:
             conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(40, top_k * 2))))
             for q in np.asarray(queries, dtype=np.float32):
-                rows = conn.execute(query(False), {"q": q, "k": top_k}).fetchall()
-                if len(rows) < top_k:  # as for chunks: HNSW's candidates were mostly unpublished documents
-                    rows = conn.execute(query(True), {"q": q, "k": top_k}).fetchall()
+                rows = conn.execute(query, {"q": q, "k": top_k}).fetchall()
                 out.append([(r["doc_id"], float(r["score"])) for r in rows])
         return out
 
