@@ -139,7 +139,8 @@ class Services:
             self.catalog,
             summarizer_for=self.summarizer,
             journal=JobJournal(settings.data_dir / "jobs"),
-            # The lexical index is rebuilt once the uploads into a knowledge base are done, not by its next search.
+            # The lexical index is brought up to date once the uploads into a knowledge base are done, not by its next
+            # search.
             after_ingest=self.retriever.lexical.get if settings.search.mode != "dense" else None,
         )
 

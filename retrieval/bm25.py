@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -103,6 +104,14 @@ class Bm25:
     @classmethod
     def build(cls, corpus: Sequence[Sequence[str]]) -> Bm25:
         return cls({}, (), np.zeros(0, dtype=bool), 0, np.zeros(0), 0.0, 0).added(corpus)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with the vocabulary as this snapshot knows it: the shared dict grows under later snapshots (a
+        catch-up on another thread) while a save of this one is being written."""
+        state = dict(self.__dict__)
+        vocab = self.vocab.copy()  # one C-level copy, which no other thread interrupts
+        state["vocab"] = {t: i for t, i in vocab.items() if i < self.n_terms}
+        return state
 
     @property
     def n_rows(self) -> int:

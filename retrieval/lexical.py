@@ -1,9 +1,11 @@
-"""The lexical side of hybrid retrieval: BM25 (bm25s) over English words (stemmed, stopwords removed) and
-Chinese words (jieba's search-mode segmentation), one index per knowledge base.
+"""The lexical side of hybrid retrieval: BM25 (``retrieval/bm25.py``) over English words (stemmed, stopwords
+removed) and Chinese words (jieba's search-mode segmentation), one index per knowledge base.
 
-The index is derived from the store: it is rebuilt whenever the store's revision token for the knowledge base
-moves (publish, replace, delete), and persisted under the data directory so a restart does not rebuild it. Any
-number of API processes can share one store this way; each keeps its own copy of the derived index.
+The index is derived from the store and follows its revision token for the knowledge base (publish, replace,
+delete move it): caught up by the documents the store logged as published and removed since (``stores.changes``),
+or built again from every chunk where the log does not reach back. It is persisted under the data directory so a
+restart does not rebuild it. Any number of API processes can share one store this way; each keeps its own copy of
+the derived index.
 """
 
 from __future__ import annotations
@@ -362,6 +364,8 @@ class LexicalIndexes:
                 index.save(folder)
             except OSError as exc:  # the data directory went away (the knowledge base was dropped): nothing to keep
                 log.debug("lexical index of %s not saved: %s", kb.name, exc)
+            except Exception:  # never fatal: the next start catches up from an older copy, or rebuilds
+                log.warning("lexical index of %s not saved", kb.name, exc_info=True)
 
         thread = threading.Thread(target=save, name=f"lexical-save-{kb.key}", daemon=True)
         self._saving[kb.key] = thread

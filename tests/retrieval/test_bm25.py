@@ -3,6 +3,7 @@ in pieces, with rows removed, compacted."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import bm25s
@@ -79,3 +80,12 @@ def test_everything_removed_and_unknown_terms() -> None:
     assert index.token_ids(["gamma"]) == []  # a snapshot knows the terms of its own rows only
     assert later.token_ids(["gamma"]) == [2]
     assert Bm25.build([]).scores([]).shape == (0,)
+
+
+def test_a_snapshot_pickles_with_its_own_vocabulary(corpus: list[list[str]]) -> None:
+    older = Bm25.build(corpus[:50])
+    newer = older.added([["zyzzyva", "quokka"], *corpus[50:]])  # grows the vocabulary the two share
+    loaded = pickle.loads(pickle.dumps(older))
+    assert "zyzzyva" in older.vocab and "zyzzyva" not in loaded.vocab and len(loaded.vocab) == older.n_terms
+    _same_scores(loaded, corpus[:50])
+    assert pickle.loads(pickle.dumps(newer)).token_ids(["quokka"]) == newer.token_ids(["quokka"])
