@@ -134,6 +134,13 @@ class Reindexer:
         self.store: Reindexable = catalog.store
         self.warm = warm
         self.forget = forget
+        self._timers: list[threading.Timer] = []  # retirements waiting for their searches to end
+
+    def close(self) -> None:
+        """Cancel the retirements still waiting: the indexes they would remove are removed at the next start."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     @property
     def _vectors(self) -> VectorStore:
@@ -301,9 +308,17 @@ class Reindexer:
 
     def _retire_later(self, kb: KnowledgeBase) -> None:
         """Remove the indexes the switch retired once the searches that started on them are done."""
+
+        def retire() -> None:
+            try:
+                self.retire(kb)
+            except Exception as exc:  # the store went away meanwhile (the process is stopping): not lost
+                log.warning("the old index of %s is removed at the next start (now: %s)", kb.name, exc)
+
         delay = self.settings.ingest.reindex_retire_s
-        timer = threading.Timer(delay, self.retire, args=(kb,))
+        timer = threading.Timer(delay, retire)
         timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
 
     def retire(self, kb: KnowledgeBase) -> int:

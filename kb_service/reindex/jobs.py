@@ -127,3 +127,4 @@ class ReindexJobs:
             threads = [r.thread for r in self._runs.values() if r.thread is not None]
         for thread in threads:
             thread.join(wait_s)
+        self.reindexer.close()
