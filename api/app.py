@@ -15,13 +15,16 @@ from kb_service.api.routes import (
     chat,
     documents,
     embeddings,
+    files,
     health,
     knowledge_bases,
     originals,
     reindex,
+    responses,
     search,
     sync,
     ui,
+    vector_stores,
 )
 from kb_service.core.config import Settings, get_settings
 from kb_service.services import Services
@@ -46,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.llm = services.llm[0]  # a local model loads here; None (extractive answers) if it cannot
         app.state.answerer = services.answerer
         app.state.jobs = services.jobs
+        app.state.file_search = services.file_search
+        app.state.responses = services.responses
         app.state.sync = services.sync  # folder syncs (POST …/sync), after the retriever: they share its index
         # After a crash: remove half-written documents, then resume the jobs that were writing them.
         kbs = store.list_kbs()
@@ -72,7 +77,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, settings=settings, keys=keys, max_files=documents.MAX_FILES)
     app.include_router(health.router)
     protected = [Depends(authenticate)]  # a no-op unless KB_API_KEYS is set
-    for module in (knowledge_bases, documents, originals, search, ask, chat, embeddings, sync, reindex):
+    for module in (
+        knowledge_bases,
+        documents,
+        originals,
+        search,
+        ask,
+        chat,
+        embeddings,
+        sync,
+        reindex,
+        files,
+        vector_stores,
+        responses,
+    ):
         app.include_router(module.router, dependencies=protected)
     if settings.api.ui:
         ui.mount(app)  # the web page: public static files; its API calls carry the user's key

@@ -9,6 +9,8 @@ from fastapi import Depends, Request
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.embeddings import EmbedderPool
+from kb_service.filesearch.responses import ResponseLog
+from kb_service.filesearch.service import FileSearch
 from kb_service.generation.answer import Answerer
 from kb_service.jobs import JobManager
 from kb_service.retrieval.pipeline import Retriever
@@ -50,3 +52,17 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 RetrieverDep = Annotated[Retriever, Depends(_retriever)]
 AnswererDep = Annotated[Answerer, Depends(_answerer)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
+
+
+def _file_search(request: Request) -> FileSearch:
+    return request.app.state.file_search  # type: ignore[no-any-return]
+
+
+FileSearchDep = Annotated[FileSearch, Depends(_file_search)]
+
+
+def _responses(request: Request) -> ResponseLog:
+    return request.app.state.responses  # type: ignore[no-any-return]
+
+
+ResponseLogDep = Annotated[ResponseLog, Depends(_responses)]

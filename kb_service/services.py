@@ -11,6 +11,9 @@ from kb_service.core.config import Settings
 from kb_service.core.records import KnowledgeBase
 from kb_service.embeddings import EmbedderPool
 from kb_service.embeddings.base import Embedder
+from kb_service.filesearch.registry import FileRegistry
+from kb_service.filesearch.responses import ResponseLog
+from kb_service.filesearch.service import FileSearch
 from kb_service.generation.answer import Answerer
 from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
 from kb_service.generation.llm import LLM
@@ -46,6 +49,10 @@ class Services:
             reindex.close()
         if (jobs := built.get("jobs")) is not None:
             jobs.close()
+        if (files := built.get("file_search")) is not None:
+            files.registry.close()
+        if (responses := built.get("responses")) is not None:
+            responses.close()
         if (retriever := built.get("retriever")) is not None:
             retriever.close()
         if (sync := built.get("sync")) is not None:
@@ -143,6 +150,16 @@ class Services:
             # search.
             after_ingest=self.retriever.lexical.get if settings.search.mode != "dense" else None,
         )
+
+    @cached_property
+    def file_search(self) -> FileSearch:
+        """OpenAI's Files and Vector Stores over the knowledge bases; uploads kept in <data_dir>/files."""
+        return FileSearch(FileRegistry(self.settings.data_dir / "files"), self.catalog, self.jobs)
+
+    @cached_property
+    def responses(self) -> ResponseLog:
+        """Stored responses of the Responses API, for follow-ups (``previous_response_id``)."""
+        return ResponseLog(self.settings.data_dir / "files" / "responses.sqlite")
 
     @cached_property
     def rerank_warmer(self) -> RerankWarmer | None:

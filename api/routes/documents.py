@@ -137,7 +137,7 @@ async def _items(request: Request, settings: Settings) -> list[SourceItem]:
             body = DocumentCreate.model_validate_json(raw)
         except ValidationError as exc:  # reported like every other request validation error
             raise RequestValidationError(exc.errors()) from exc
-        return [SourceItem(_safe_name(body.name), text=body.text, metadata=dict(body.metadata))]
+        return [SourceItem(safe_name(body.name), text=body.text, metadata=dict(body.metadata))]
     raise UnsupportedFormat(
         "request", f"content type {kind or 'none'!r}: send multipart/form-data (files) or application/json"
     )
@@ -153,7 +153,7 @@ async def _files(request: Request, settings: Settings) -> list[SourceItem]:
         metadata = parse_metadata(raw_meta)
     items = []
     for upload in uploads:
-        name = _safe_name(upload.filename or "")
+        name = safe_name(upload.filename or "")
         data = await upload.read(settings.ingest.max_file_bytes + 1)
         if len(data) > settings.ingest.max_file_bytes:
             raise FileTooLarge(name, f"larger than the limit of {settings.ingest.max_file_bytes} bytes")
@@ -162,7 +162,7 @@ async def _files(request: Request, settings: Settings) -> list[SourceItem]:
     return items
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
     """The file name without any directory part; control characters and empty names are refused."""
     base = PurePosixPath(name.replace("\\", "/")).name.strip()
     if not base or base in (".", ".."):

@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 
 from kb_service.api.auth import PrincipalDep
-from kb_service.api.deps import CatalogDep, RetrieverDep, StoreDep
+from kb_service.api.deps import CatalogDep, FileSearchDep, RetrieverDep, StoreDep
 from kb_service.api.schemas import KnowledgeBaseCreate, KnowledgeBasePublic
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["knowledge-bases"])
@@ -39,6 +39,7 @@ async def get_kb(kb: str, catalog: CatalogDep, store: StoreDep) -> KnowledgeBase
 
 
 @router.delete("/{kb}", status_code=status.HTTP_204_NO_CONTENT)
-async def drop_kb(kb: str, catalog: CatalogDep, retriever: RetrieverDep) -> None:
+async def drop_kb(kb: str, catalog: CatalogDep, retriever: RetrieverDep, files: FileSearchDep) -> None:
     dropped = await run_in_threadpool(catalog.drop, kb)
     await run_in_threadpool(retriever.lexical.forget, dropped)  # its lexical index, in memory and on disk
+    await run_in_threadpool(files.forget, dropped)  # its files' attachments (the files stay)

@@ -44,7 +44,7 @@ async def download(kb: str, doc_id: str, catalog: CatalogDep, request: Request) 
         raise OriginalNotFound(kb, doc_id) from None
     headers = {
         "Content-Length": str(os.fstat(handle.fileno()).st_size),
-        "Content-Disposition": _attachment(PurePosixPath(doc.source).name),
+        "Content-Disposition": attachment_header(PurePosixPath(doc.source).name),
         "ETag": etag,
         "Cache-Control": CACHE,
         **SAFE_HEADERS,
@@ -81,7 +81,7 @@ def _fresh(request: Request, etag: str) -> bool:
     return etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}
 
 
-def _attachment(name: str) -> str:
+def attachment_header(name: str) -> str:
     """``attachment`` with the file name: quoted as it is when plain ASCII, else also in RFC 5987 form."""
     if name.isascii() and name.isprintable() and '"' not in name and "\\" not in name:
         return f'attachment; filename="{name}"'

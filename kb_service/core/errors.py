@@ -154,3 +154,23 @@ class IndexSwitched(KBError):
     def __init__(self, kb: str) -> None:
         super().__init__(f"knowledge base {kb!r} switched to a new index (re-indexed) during this write; run it again")
         self.kb = kb
+
+
+class FileNotFound(KBError):
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"file {file_id!r} not found: ids come from POST /v1/files")
+        self.file_id = file_id
+
+
+class FileInUse(KBError):
+    """A file still being ingested into a vector store cannot be deleted yet."""
+
+
+class ResponseNotFound(KBError):
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"response {response_id!r} not found (responses are kept only when created with store=true)")
+        self.response_id = response_id
+
+
+class BatchNotFound(KBError):
+    """A vector store file batch that is not there."""

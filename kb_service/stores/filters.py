@@ -33,6 +33,7 @@ COLUMN_TYPES: dict[str, type] = {"doc_id": str, "page": int, "section": str}
 _FIELD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_CONDITIONS = 32
 MAX_VALUES = 256
+MAX_DOC_IDS = 10_000  # a set of documents chosen beforehand (an OpenAI attribute filter, evaluated per document)
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ class Condition:
             raise InvalidInput(f"filter key {self.field!r} may only contain letters, digits, '_' and '-'")
         if not self.values:
             raise InvalidInput(f"filter {self.field!r} has an empty list of values; it would match nothing")
-        if len(self.values) > MAX_VALUES:
-            raise InvalidInput(f"filter {self.field!r} takes at most {MAX_VALUES} values, got {len(self.values)}")
+        limit = MAX_DOC_IDS if self.field == "doc_id" else MAX_VALUES
+        if len(self.values) > limit:
+            raise InvalidInput(f"filter {self.field!r} takes at most {limit} values, got {len(self.values)}")
         if not all(isinstance(v, str | int | float | bool) for v in self.values):
             raise InvalidInput(f"filter {self.field!r} must be a string, number or boolean, or a list of them")
         for v in self.values:
