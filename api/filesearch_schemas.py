@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,7 @@ from kb_service.filesearch.registry import StoredFile
 from kb_service.filesearch.service import FileHit, StoreFile
 
 MAX_PAGE = 100
+FileId = Annotated[str, Field(min_length=1, max_length=128)]
 Purpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
 
 
@@ -68,7 +69,7 @@ class VectorStoreCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=128)
     description: str = Field(default="", max_length=2000)
-    file_ids: list[str] = Field(default_factory=list, max_length=500)
+    file_ids: list[FileId] = Field(default_factory=list, max_length=500)
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     expires_after: ExpiresAfter | None = None
     chunking_strategy: ChunkingStrategy | None = None
@@ -102,14 +103,14 @@ class VectorStoreList(Page):
 
 class FileAttach(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    file_id: str = Field(min_length=1, max_length=128)
+    file_id: FileId
     attributes: dict[str, str | int | float | bool] | None = None
     chunking_strategy: ChunkingStrategy | None = None
 
 
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    file_ids: list[str] | None = Field(default=None, min_length=1, max_length=500)
+    file_ids: list[FileId] | None = Field(default=None, min_length=1, max_length=500)
     files: list[FileAttach] | None = Field(default=None, min_length=1, max_length=500)
     attributes: dict[str, str | int | float | bool] | None = None
     chunking_strategy: ChunkingStrategy | None = None
