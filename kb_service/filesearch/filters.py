@@ -85,7 +85,7 @@ def _parse(raw: object, where: str, depth: int, count: list[int]) -> Node:
     if kind in COMPOUNDS:
         parts = raw.get("filters")
         if not isinstance(parts, list) or not parts:
-            raise InvalidInput(f"{where}: a {kind!r} filter takes a non-empty list 'filters'")
+            raise InvalidInput(f"{where}: an {kind!r} filter takes a non-empty list 'filters'")
         return Compound(kind, tuple(_parse(p, f"{where}.filters[{i}]", depth + 1, count) for i, p in enumerate(parts)))
     if kind not in COMPARISONS:
         raise InvalidInput(f"{where}.type must be one of {', '.join(COMPARISONS + COMPOUNDS)}; got {kind!r}")

@@ -64,6 +64,12 @@ class FileHit:
     attributes: dict[str, Any]
 
 
+def source_name(file: StoredFile) -> str:
+    """The document name a file is ingested under: its id and name, so two files of one name are two documents,
+    never a replacement of one by the other."""
+    return f"{file.id}/{file.filename}"
+
+
 def attributes_of(metadata: dict[str, Any]) -> dict[str, Any]:
     """A document's attributes: its metadata without what the parsers derived and the file name."""
     return {k: v for k, v in metadata.items() if k not in DERIVED_METADATA and k not in ("source", "title", "lang")}
@@ -94,8 +100,7 @@ class FileSearch:
             return self._view(self._settle(existing), file)
         data = self.registry.content(file.id)
         detect_format(data, file.filename)  # a type we cannot parse is refused now (415), as an upload is
-        # Under the file's id: two files of one name are two documents, never a replacement of one by the other.
-        item = SourceItem(f"{file.id}/{file.filename}", data=data, title=file.filename, metadata=attributes)
+        item = SourceItem(source_name(file), data=data, title=file.filename, metadata=attributes)
         job = self.jobs.submit(kb.name, [item])[0]
         attachment = Attachment(kb=kb.name, kb_uid=kb.uid, file_id=file.id, job_id=job.id, attributes=attributes)
         self.registry.put(attachment)
@@ -244,8 +249,12 @@ class FileSearch:
             return attachment
         try:
             job = self.jobs.get(attachment.job_id)
-        except JobNotFound:
-            settled = replace(attachment, status="failed", error_code="server_error", error=LOST)
+        except JobNotFound:  # forgotten (the oldest finished jobs are): its document tells, if it is there
+            doc_id = self._published(attachment)
+            if doc_id is not None:
+                settled = replace(attachment, status="completed", doc_id=doc_id)
+            else:
+                settled = replace(attachment, status="failed", error_code="server_error", error=LOST)
         else:
             if job.status == JobStatus.READY:
                 settled = replace(attachment, status="completed", doc_id=job.doc_id)
@@ -257,6 +266,18 @@ class FileSearch:
                 return attachment
         self.registry.put(settled)
         return settled
+
+    def _published(self, attachment: Attachment) -> str | None:
+        """The ready document the attachment's job made, found by its source name (None if there is none)."""
+        stored = self._stored(attachment.file_id)
+        try:
+            kb = self.catalog.get(attachment.kb)
+        except KnowledgeBaseNotFound:
+            return None
+        if stored is None or kb.uid != attachment.kb_uid:
+            return None
+        docs = self.catalog.store.documents_by_source(kb, [source_name(stored)])
+        return next((d.id for d in docs if d.status == DocStatus.READY), None)
 
     def _stored(self, file_id: str) -> StoredFile | None:
         try:

@@ -50,7 +50,7 @@ def manuals(sdk: openai.OpenAI) -> dict[str, Any]:
     """A vector store with the two English example files, uploaded and polled as the guide does."""
     store = sdk.vector_stores.create(name="manuals")
     files = {}
-    for path, team in ((EXAMPLES / "en" / "pump-manual.md", "hardware"), (EXAMPLES / "en" / "faq.md", "support")):
+    for path in (EXAMPLES / "en" / "pump-manual.md", EXAMPLES / "en" / "faq.md"):
         with path.open("rb") as handle:
             uploaded = sdk.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=handle)
         assert uploaded.status == "completed", uploaded.last_error
