@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from mcp.server.transport_security import TransportSecuritySettings
 
-from kb_service.api.auth import KeyRing, authenticate
+from kb_service.api.auth import KeyRing, authenticate, presented_key
 from kb_service.api.errors import install_error_handlers
 from kb_service.api.guard import RequestGuard
 from kb_service.api.routes import (
@@ -26,7 +27,9 @@ from kb_service.api.routes import (
     ui,
     vector_stores,
 )
+from kb_service.client.local import LocalClient
 from kb_service.core.config import Settings, get_settings
+from kb_service.mcp_server import build_mcp
 from kb_service.services import Services
 from kb_service.stores.recovery import recover
 
@@ -66,8 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         warmer = app.state.rerank_warmer = services.rerank_warmer
         if warmer is not None:
             warmer.start()
+        app.state.mcp_client = LocalClient(services=services)
         try:
-            yield
+            async with mcp_http.router.lifespan_context(mcp_http):  # the MCP session manager's task group
+                yield
         finally:
             services.close()
 
@@ -92,6 +97,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses,
     ):
         app.include_router(module.router, dependencies=protected)
+    # MCP over streamable HTTP at /mcp: behind the request guard (keys) like every route; each tool checks the
+    # caller's key against the knowledge base it names.
+    mcp_http = build_mcp(lambda: app.state.mcp_client, scope=_key_scope(keys)).streamable_http_app(
+        streamable_http_path="/mcp",
+        stateless_http=True,
+        json_response=True,
+        # The service binds where it is told (0.0.0.0 in a container); API keys guard it, not the Host header.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    app.router.routes.extend(mcp_http.routes)
     if settings.api.ui:
         ui.mount(app)  # the web page: public static files; its API calls carry the user's key
     return app
+
+
+def _key_scope(keys: KeyRing) -> Callable[[Mapping[str, str] | None], Callable[[str], bool]]:
+    """The knowledge bases an MCP request's key may use."""
+
+    def scope(headers: Mapping[str, str] | None) -> Callable[[str], bool]:
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        principal = keys.lookup(presented_key(headers.get("authorization", ""), headers.get("x-api-key")))
+        return principal.allows
+
+    return scope

@@ -29,7 +29,8 @@ OPEN = ("/health", "/ready")
 DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 UI = re.compile(r"/|/ui(/.*)?")  # the web page's static files (they hold no data; its API calls carry a key)
 MULTIPART_SLACK = 1024 * 1024  # form boundaries and fields around the files
-UPLOADS = re.compile(r"/v1/knowledge-bases/[^/]+/documents(/[^/]+)?")  # POST a document, PUT a new version
+# POST a document, PUT a new version, POST a file (OpenAI's Files API)
+UPLOADS = re.compile(r"/v1/knowledge-bases/[^/]+/documents(/[^/]+)?|/v1/files")
 
 
 class RequestGuard:

@@ -336,6 +336,16 @@ def serve(
     uvicorn.run(create_app(rt.settings), host=host, port=port)
 
 
+@app.command("mcp")
+def mcp_stdio(ctx: typer.Context) -> None:
+    """Serve the knowledge bases as MCP tools over stdio (an agent starts `kb mcp` itself); HTTP clients use the
+    service's /mcp instead."""
+    from kb_service.mcp_server import build_mcp
+
+    rt = rt_from(ctx, False)
+    build_mcp(lambda: rt.client).run("stdio")
+
+
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 

@@ -71,6 +71,13 @@ def test_files_api_round_trip(sdk: openai.OpenAI) -> None:
         sdk.files.retrieve(created.id)
 
 
+def test_a_file_larger_than_a_json_body_uploads(sdk: openai.OpenAI) -> None:
+    data = (EXAMPLES / "en" / "pump-manual.md").read_bytes() * 5_000  # 5 MB: over the 4 MiB limit of a JSON body
+    created = sdk.files.create(file=("big-manual.md", data), purpose="assistants")
+    assert created.bytes == len(data) and sdk.files.content(created.id).content == data
+    sdk.files.delete(created.id)
+
+
 def test_upload_and_poll_then_search_finds_the_right_file(sdk: openai.OpenAI, manuals: dict[str, Any]) -> None:
     store = sdk.vector_stores.retrieve(manuals["store"].id)
     assert store.file_counts.completed == 2 and store.status == "completed" and store.usage_bytes > 0
