@@ -5,9 +5,10 @@ from uploaded files by ordinary ingestion jobs; search is our retrieval (two-sta
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from kb_service.api.auth import Principal, PrincipalDep
@@ -43,6 +44,23 @@ router = APIRouter(prefix="/v1/vector_stores", tags=["vector-stores"])
 Order = Literal["asc", "desc"]
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 FileStatus = Literal["in_progress", "completed", "failed", "cancelled"]
+
+
+@dataclass
+class FilePaging:
+    """OpenAI's paging of a vector store's files, with its status filter."""
+
+    limit: PageLimit = 20
+    order: Order = "desc"
+    after: str | None = None
+    before: str | None = None
+    filter: Annotated[FileStatus | None, Query()] = None
+
+    def page(self, found: list[StoreFile], vector_store_id: str) -> VectorStoreFileList:
+        kept = [f for f in found if self.filter is None or f.status == self.filter]
+        page, more = page_of(kept, after=self.after, before=self.before, limit=self.limit, order=self.order)
+        data = [VectorStoreFileObject.of(f, vector_store_id) for f in page]
+        return VectorStoreFileList(data=data, has_more=more, first_id=_first(data), last_id=_last(data))
 
 
 def _kb(catalog: Catalog, vector_store_id: str, principal: Principal) -> KnowledgeBase:
@@ -163,18 +181,11 @@ async def list_vector_store_files(
     catalog: CatalogDep,
     files: FileSearchDep,
     principal: PrincipalDep,
-    limit: PageLimit = 20,
-    order: Order = "desc",
-    after: str | None = None,
-    before: str | None = None,
-    filter_: Annotated[FileStatus | None, Query(alias="filter")] = None,
+    paging: Annotated[FilePaging, Depends()],
 ) -> VectorStoreFileList:
     def load() -> VectorStoreFileList:
         kb = _kb(catalog, vector_store_id, principal)
-        found = [f for f in files.files(kb.name) if filter_ is None or f.status == filter_]
-        page, more = page_of(found, after=after, before=before, limit=limit, order=order)
-        data = [VectorStoreFileObject.of(f, vector_store_id) for f in page]
-        return VectorStoreFileList(data=data, has_more=more, first_id=_first(data), last_id=_last(data))
+        return paging.page(files.files(kb.name), vector_store_id)
 
     return await run_in_threadpool(load)
 
@@ -239,18 +250,11 @@ async def list_file_batch_files(
     catalog: CatalogDep,
     files: FileSearchDep,
     principal: PrincipalDep,
-    limit: PageLimit = 20,
-    order: Order = "desc",
-    after: str | None = None,
-    before: str | None = None,
-    filter_: Annotated[FileStatus | None, Query(alias="filter")] = None,
+    paging: Annotated[FilePaging, Depends()],
 ) -> VectorStoreFileList:
     def load() -> VectorStoreFileList:
         kb = _kb(catalog, vector_store_id, principal)
-        found = [f for f in _batch_files(files, kb, batch_id) if filter_ is None or f.status == filter_]
-        page, more = page_of(found, after=after, before=before, limit=limit, order=order)
-        data = [VectorStoreFileObject.of(f, vector_store_id) for f in page]
-        return VectorStoreFileList(data=data, has_more=more, first_id=_first(data), last_id=_last(data))
+        return paging.page(_batch_files(files, kb, batch_id), vector_store_id)
 
     return await run_in_threadpool(load)
 

@@ -83,6 +83,11 @@ def test_upload_and_poll_then_search_finds_the_right_file(sdk: openai.OpenAI, ma
     assert store.file_counts.completed == 2 and store.status == "completed" and store.usage_bytes > 0
     listed = {f.id: f.status for f in sdk.vector_stores.files.list(vector_store_id=store.id)}
     assert listed == {manuals["files"]["pump-manual.md"]: "completed", manuals["files"]["faq.md"]: "completed"}
+    assert list(sdk.vector_stores.files.list(vector_store_id=store.id, filter="failed")) == []
+    newest = sdk.vector_stores.files.list(vector_store_id=store.id, limit=1, order="desc")
+    assert [f.id for f in newest.data] == [manuals["files"]["faq.md"]] and newest.has_more
+    rest = sdk.vector_stores.files.list(vector_store_id=store.id, limit=1, order="desc", after=newest.data[0].id)
+    assert [f.id for f in rest.data] == [manuals["files"]["pump-manual.md"]] and not rest.has_more
     page = sdk.vector_stores.search(vector_store_id=store.id, query="How do I reset the pump?", max_num_results=3)
     top = page.data[0]
     assert top.file_id == manuals["files"]["pump-manual.md"] and top.filename == "pump-manual.md"
