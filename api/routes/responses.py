@@ -21,11 +21,12 @@ from kb_service.api.responses_schemas import FileSearchTool, ResponseRequest
 from kb_service.api.routes.ask import _chain, last_event
 from kb_service.api.routes.chat import _check_context, _plain_chat
 from kb_service.api.streaming import EventStream, closing
+from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput, KBError
 from kb_service.filesearch import filters
 from kb_service.filesearch.responses import StoredResponse
-from kb_service.filesearch.service import FileSearch
+from kb_service.filesearch.service import FileSearch, attributes_of
 from kb_service.generation.answer import Answer, Answerer
 from kb_service.generation.claims import MARKER
 from kb_service.generation.factory import ask_options, generation_params, not_none
@@ -135,11 +136,12 @@ class Turn:
         self.created = int(time.time())
         self.plain = ""
         self.names: dict[str, tuple[str, str]] = {}
+        self.attributes: dict[str, dict[str, Any]] = {}
         self.sequence = 0
 
     def search_and_answer(
         self,
-        catalog: Any,
+        catalog: Catalog,
         answerer: Answerer,
         settings: Settings,
         where: filters.Node | None,
@@ -162,7 +164,10 @@ class Turn:
     def response(self, final: Answer | Completion, *, status: str | None = None) -> dict[str, Any]:
         output: list[dict[str, Any]] = []
         if isinstance(final, Answer):
-            self.names = self.files.file_names(self.kb, [s.doc_id for s in final.sources])
+            doc_ids = [s.doc_id for s in final.sources]
+            self.names = self.files.file_names(self.kb, doc_ids)
+            docs = self.files.catalog.store.get_documents(self.kb, doc_ids)
+            self.attributes = {d: attributes_of(doc.metadata) for d, doc in docs.items()}
             output.append(self.search_item(final))
         output.append(self.message_item(final))
         incomplete = final.finish_reason == "length"
@@ -210,7 +215,7 @@ class Turn:
                     "filename": self.names[s.doc_id][1],
                     "score": s.score,
                     "text": s.text,
-                    "attributes": {},
+                    "attributes": self.attributes.get(s.doc_id, {}),
                 }
                 for s in answer.sources
             ]

@@ -35,6 +35,7 @@ from kb_service.stores.base import all_documents
 from kb_service.stores.filters import Condition, Filter
 
 MAX_ATTRIBUTES = 16  # OpenAI's limit on a file's attributes
+SET_HERE = frozenset({"source", "title", "lang", "bbox"}) | DERIVED_METADATA  # metadata the service sets
 NOTHING = Filter((Condition("doc_id", ("",)),))  # matches no document: no id is empty
 LOST = "the ingestion job of this file was lost (the service restarted without its upload); attach the file again"
 
@@ -71,15 +72,15 @@ def source_name(file: StoredFile) -> str:
 
 
 def attributes_of(metadata: dict[str, Any]) -> dict[str, Any]:
-    """A document's attributes: its metadata without what the parsers derived and the file name."""
-    return {k: v for k, v in metadata.items() if k not in DERIVED_METADATA and k not in ("source", "title", "lang")}
+    """A document's attributes: its metadata without what the service set (file name, title, language, box …)."""
+    return {k: v for k, v in metadata.items() if k not in SET_HERE}
 
 
 def check_attributes(raw: object) -> dict[str, Any]:
     attributes = check_metadata(raw or {})
     if len(attributes) > MAX_ATTRIBUTES:
         raise InvalidInput(f"attributes take at most {MAX_ATTRIBUTES} keys, got {len(attributes)}")
-    reserved = sorted(set(attributes) & (DERIVED_METADATA | {"source", "title", "lang"}))
+    reserved = sorted(set(attributes) & SET_HERE)
     if reserved:
         raise InvalidInput(f"attribute keys {reserved} are reserved (the service sets them)")
     return attributes
@@ -118,14 +119,14 @@ class FileSearch:
         return _document_view(doc)
 
     def files(self, kb_name: str) -> list[StoreFile]:
-        """Every file of the vector store, oldest first: its attachments, then its other ready documents."""
+        """Every file of the vector store, oldest first: its attachments and its other ready documents."""
         kb = self.catalog.get(kb_name)
         attachments = [self._settle(a) for a in self.registry.attachments(kb.uid)]
         out = [self._view(a, self._stored(a.file_id)) for a in attachments]
         attached = {a.doc_id for a in attachments if a.doc_id}
         docs = all_documents(self.catalog.store, kb, status=DocStatus.READY)
-        out += [_document_view(d) for d in sorted(docs, key=lambda d: d.created_at) if d.id not in attached]
-        return out
+        out += [_document_view(d) for d in docs if d.id not in attached]
+        return sorted(out, key=lambda f: (f.created_at, f.id))
 
     def detach(self, kb_name: str, file_id: str) -> None:
         """Take the file out of the vector store: its document is deleted (unless another attachment shares it);
