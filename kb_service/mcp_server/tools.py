@@ -6,6 +6,7 @@ runs as the user who owns the data directory and sees every knowledge base."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +36,10 @@ def build_mcp(client: Callable[[], LocalClient], *, scope: Scope = everything) -
     """``client``: the in-process client to call (built once the service's components are)."""
     server = MCPServer(name="kb-service", instructions=INSTRUCTIONS, log_level="WARNING")
 
+    def tool(fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``fn``, its docstring without its indentation as the description an agent reads."""
+        return server.tool(description=inspect.cleandoc(fn.__doc__ or ""))(fn)
+
     def allowed(ctx: Context | None, kb: str) -> None:
         headers = ctx.headers if ctx is not None else None
         if not scope(headers)(kb):
@@ -46,7 +51,7 @@ def build_mcp(client: Callable[[], LocalClient], *, scope: Scope = everything) -
         except ClientError as exc:  # the message the REST API would answer, as the tool's error
             raise ToolError(exc.message) from exc
 
-    @server.tool()
+    @tool
     async def list_knowledge_bases(ctx: Context) -> list[dict[str, Any]]:
         """List the knowledge bases you may search, with their description and how many documents and chunks each
         holds. Call this first: every other tool takes a knowledge base's name."""
@@ -58,7 +63,7 @@ def build_mcp(client: Callable[[], LocalClient], *, scope: Scope = everything) -
             if predicate(kb.name)
         ]
 
-    @server.tool()
+    @tool
     async def search(
         knowledge_base: str,
         query: str,
@@ -89,7 +94,7 @@ def build_mcp(client: Callable[[], LocalClient], *, scope: Scope = everything) -
         timings = found.trace.timings_ms if found.trace is not None else {}
         return {"query": query, "hits": hits, "timings_ms": timings}
 
-    @server.tool()
+    @tool
     async def ask(knowledge_base: str, question: str, ctx: Context) -> dict[str, Any]:
         """Answer a question from one knowledge base's documents. The answer cites its sources by number ([1]);
         each citation gives the file, page and the exact snippet that supports the claim. When the documents do
@@ -106,7 +111,7 @@ def build_mcp(client: Callable[[], LocalClient], *, scope: Scope = everything) -
             ],
         }
 
-    @server.tool()
+    @tool
     async def fetch(knowledge_base: str, id: str, ctx: Context) -> dict[str, Any]:  # noqa: A002 - the agent's word
         """Read a whole document (by its doc_id) or one chunk (by its chunk_id, "<doc_id>:<n>") of a knowledge
         base: its text, file name, title and metadata. Long documents are cut at 50,000 characters."""
