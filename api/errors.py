@@ -36,6 +36,7 @@ STATUS: list[tuple[type[errors.KBError], int]] = [
     (errors.UnsupportedFormat, 415),
     (errors.ParseError, 422),
     (errors.InvalidInput, 422),
+    (errors.UnusableOutput, 422),
     (errors.EmbeddingModelUnavailable, 422),
     (errors.EmbeddingError, 502),
     (errors.LLMTimeout, 504),

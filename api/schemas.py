@@ -18,7 +18,17 @@ from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 from kb_service.stores.base import Reindexable, VectorStore
 from kb_service.sync import SyncReport
 
-SAMPLING = {"temperature", "top_p", "top_k", "repetition_penalty", "max_tokens", "seed"}  # AskRequest's sampling fields
+# AskRequest's sampling fields
+SAMPLING = {
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "max_tokens",
+    "seed",
+}
 
 
 class KnowledgeBaseCreate(BaseModel):
@@ -187,6 +197,12 @@ class SamplingFields(BaseModel):
         default=None, ge=1, le=limits.MAX_SAMPLING_TOP_K, description="Sampling top-k (not the number of sources)."
     )
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=limits.MAX_REPETITION_PENALTY)
+    presence_penalty: float | None = Field(
+        default=None, ge=-limits.MAX_PENALTY, le=limits.MAX_PENALTY, description="OpenAI's: once per token used."
+    )
+    frequency_penalty: float | None = Field(
+        default=None, ge=-limits.MAX_PENALTY, le=limits.MAX_PENALTY, description="OpenAI's: per use of a token."
+    )
     max_tokens: int | None = Field(default=None, ge=1, le=limits.MAX_TOKENS)
     seed: int | None = None
 

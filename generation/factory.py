@@ -98,6 +98,8 @@ def generation_params(settings: Settings, given: dict[str, Any]) -> GenerationPa
         repetition_penalty=given.pop("repetition_penalty", settings.generation.repetition_penalty),
         stop=tuple(given.pop("stop", ())),
         seed=given.pop("seed", None),
+        presence_penalty=given.pop("presence_penalty", None),
+        frequency_penalty=given.pop("frequency_penalty", None),
     )
 
 

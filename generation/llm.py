@@ -6,14 +6,14 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from kb_service.core import limits
 from kb_service.core.errors import InvalidInput
 from kb_service.core.limits import DEFAULT_MAX_TOKENS
 
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "error", "repetition"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "error", "repetition", "tool_calls"]
 
 
 # Set by whoever serves a stream to a client that may go away (the API): a backend stops generating, at its next
@@ -36,6 +36,73 @@ def cancelled() -> threading.Event | None:
 class Message(TypedDict):
     role: Role
     content: str
+    # function calling: an assistant's calls (OpenAI's shape, arguments as JSON text), a tool's answer to one
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    tool_call_id: NotRequired[str]
+    name: NotRequired[str]
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """OpenAI's ``response_format``: ``json_object`` (any JSON object) or ``json_schema`` (valid against
+    ``schema``)."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str = "response"
+    strict: bool = False
+
+    def openai(self) -> dict[str, Any]:
+        if self.type == "json_object":
+            return {"type": "json_object"}
+        spec: dict[str, Any] = {"name": self.name, "strict": self.strict}
+        if self.schema is not None:
+            spec["schema"] = self.schema
+        return {"type": "json_schema", "json_schema": spec}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call ``index`` has its id and name."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def openai(self) -> dict[str, Any]:
+        function: dict[str, Any] = {"arguments": self.arguments}
+        if self.name is not None:
+            function["name"] = self.name
+        out: dict[str, Any] = {"index": self.index, "function": function}
+        if self.id is not None:
+            out |= {"id": self.id, "type": "function"}
+        return out
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log probability and the most likely alternatives (OpenAI's ``logprobs.content``)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+    def openai(self) -> dict[str, Any]:
+        def entry(token: str, logprob: float) -> dict[str, Any]:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+        return entry(self.token, self.logprob) | {"top_logprobs": [entry(t, lp) for t, lp in self.top]}
 
 
 @dataclass(frozen=True)
@@ -50,6 +117,13 @@ class GenerationParams:
     repetition_penalty: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    response_format: ResponseFormat | None = None
+    tools: tuple[dict[str, Any], ...] = ()  # OpenAI function tools: {"type": "function", "function": {...}}
+    tool_choice: str | dict[str, Any] | None = None  # none, auto, required or {"type": "function", ...}
 
     def validate(self) -> GenerationParams:
         if not 1 <= self.max_tokens <= limits.MAX_TOKENS:
@@ -68,7 +142,27 @@ class GenerationParams:
             raise InvalidInput(
                 f"stop takes at most {limits.MAX_STOP_SEQUENCES} non-empty strings, got {list(self.stop)!r}"
             )
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if value is not None and not -limits.MAX_PENALTY <= value <= limits.MAX_PENALTY:
+                bound = f"{limits.MAX_PENALTY:g}"
+                raise InvalidInput(f"{name} must be between -{bound} and {bound}, got {value}")
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= limits.MAX_TOP_LOGPROBS:
+            raise InvalidInput(f"top_logprobs must be between 0 and {limits.MAX_TOP_LOGPROBS}, got {self.top_logprobs}")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidInput("top_logprobs needs logprobs: true")
         return self
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t["function"]["name"] for t in self.tools]
+
+    @property
+    def forced_tool(self) -> str | None:
+        """The function ``tool_choice`` names, if it names one."""
+        if isinstance(self.tool_choice, dict):
+            return str(self.tool_choice["function"]["name"])
+        return None
 
 
 @dataclass
@@ -90,15 +184,20 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: FinishReason = "stop"
     model: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # when asked for: every generated token
 
 
 @dataclass
 class Delta:
-    """One piece of a stream. Text goes to ``content`` or ``reasoning``; the last delta carries ``completion``."""
+    """One piece of a stream. Text goes to ``content`` or ``reasoning``; the last delta carries ``completion``.
+    ``tool_calls`` and ``logprobs`` are pieces of those, where a backend streams them."""
 
     content: str = ""
     reasoning: str = ""
     completion: Completion | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class LLM(Protocol):

@@ -9,7 +9,7 @@ from typing import Any
 
 import openai
 
-from kb_service.core.errors import InvalidInput, LLMTimeout, LLMUnavailable
+from kb_service.core.errors import InvalidInput, LLMRefused, LLMTimeout, LLMUnavailable
 from kb_service.generation.llm import (
     Completion,
     Delta,
@@ -17,11 +17,17 @@ from kb_service.generation.llm import (
     GenerationParams,
     Message,
     ThinkSplitter,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     cancelled,
 )
 
 DEFAULT_CONTEXT_WINDOW = 8192
+# Statuses that say the request was wrong (its caller can fix it), not that the server or its set-up is; 401, 403
+# and 404 (a wrong key or model name) are the service's configuration, 408 and 429 are transient.
+REFUSALS = {400, 413, 415, 422}
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
@@ -78,6 +84,17 @@ class OpenAICompatibleLLM:
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        for name in ("presence_penalty", "frequency_penalty", "top_logprobs"):
+            if getattr(params, name) is not None:
+                kwargs[name] = getattr(params, name)
+        if params.logprobs:
+            kwargs["logprobs"] = True
+        if params.response_format is not None:
+            kwargs["response_format"] = params.response_format.openai()
+        if params.tools:
+            kwargs["tools"] = list(params.tools)
+        if params.tool_choice is not None:
+            kwargs["tool_choice"] = params.tool_choice
         # not in OpenAI's schema; vLLM, SGLang, llama.cpp and Ollama accept them in the body
         extra: dict[str, float] = {}
         if params.top_k is not None:
@@ -96,6 +113,11 @@ class OpenAICompatibleLLM:
         except openai.APIConnectionError as exc:
             raise LLMUnavailable(f"cannot reach the LLM server at {self.client.base_url}: {exc}") from exc
         except openai.APIStatusError as exc:
+            if exc.status_code in REFUSALS:  # the request itself was wrong (a schema, a tool the model lacks …)
+                raise LLMRefused(
+                    f"LLM server at {self.client.base_url} refused the request ({exc.status_code}): "
+                    f"{_server_message(exc)}"
+                ) from exc
             raise LLMUnavailable(
                 f"LLM server at {self.client.base_url} answered {exc.status_code}: {_server_message(exc)}"
             ) from exc
@@ -111,12 +133,19 @@ class OpenAICompatibleLLM:
         splitter.flush()
         reasoning = _reasoning_field(message) or splitter.thinking
         usage = response.usage
+        calls = [
+            ToolCall(call.id, call.function.name, call.function.arguments or "{}")
+            for call in message.tool_calls or []
+            if getattr(call, "function", None) is not None  # custom (non-function) tools are not passed on
+        ]
         return Completion(
             text=splitter.answer,
             reasoning=reasoning,
             usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
             finish_reason=_finish(choice.finish_reason),
             model=response.model or self._name,
+            tool_calls=calls,
+            logprobs=_logprobs(choice) if params.logprobs else None,
         )
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[Delta]:
@@ -124,6 +153,8 @@ class OpenAICompatibleLLM:
         splitter = ThinkSplitter()
         extra_reasoning: list[str] = []
         usage, finish, model = Usage(), "stop", self._name
+        calls: dict[int, list[str]] = {}  # index → [id, name, arguments so far]
+        logprobs: list[TokenLogprob] = []
         cancel = cancelled()
         try:
             for chunk in chunks:
@@ -142,7 +173,10 @@ class OpenAICompatibleLLM:
                     extra_reasoning.append(thinking)
                     yield Delta(reasoning=thinking)
                 piece = splitter.feed(choice.delta.content or "")
-                if piece.content or piece.reasoning:
+                piece.tool_calls = [_call_delta(call, calls) for call in choice.delta.tool_calls or []]
+                piece.logprobs = _logprobs(choice)
+                logprobs += piece.logprobs
+                if piece.content or piece.reasoning or piece.tool_calls or piece.logprobs:
                     yield piece
         except (openai.APIError, openai.APIConnectionError) as exc:
             raise LLMUnavailable(f"the LLM stream from {self.client.base_url} broke off: {exc}") from exc
@@ -157,6 +191,8 @@ class OpenAICompatibleLLM:
             usage=usage,
             finish_reason=_finish(finish),
             model=model,
+            tool_calls=[ToolCall(call_id, name, arguments or "{}") for call_id, name, arguments in calls.values()],
+            logprobs=logprobs if params.logprobs else None,
         )
         yield Delta(completion=completion)
 
@@ -168,7 +204,30 @@ def _reasoning_field(obj: Any) -> str:
 
 
 def _finish(reason: str | None) -> FinishReason:
-    return "length" if reason == "length" else "stop"
+    if reason in ("length", "tool_calls"):
+        return reason  # type: ignore[return-value]
+    return "stop"
+
+
+def _call_delta(call: Any, calls: dict[int, list[str]]) -> ToolCallDelta:
+    """A streamed piece of a tool call, also gathered into ``calls`` (the first piece of each has id and name)."""
+    function = call.function
+    entry = calls.setdefault(call.index, ["", "", ""])
+    if call.id:
+        entry[0] = call.id
+    if function is not None and function.name:
+        entry[1] = function.name
+    arguments = (function.arguments if function is not None else None) or ""
+    entry[2] += arguments
+    return ToolCallDelta(call.index, call.id, function.name if function is not None else None, arguments)
+
+
+def _logprobs(choice: Any) -> list[TokenLogprob]:
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+    return [
+        TokenLogprob(t.token, t.logprob, tuple((alt.token, alt.logprob) for alt in t.top_logprobs or []))
+        for t in content
+    ]
 
 
 def _server_message(exc: openai.APIStatusError) -> str:

@@ -116,3 +116,13 @@ def test_lexical_benchmark_catch_up_against_rebuild() -> None:
     [size] = report["sizes"]
     assert size["chunks"] == 5_000 and size["rebuild_before_s"] > 0 and size["build_s"] > 0
     assert set(size["refresh_ms"]) == {"upload", "replace", "delete"} and size["query_ms"]["ours"]["p50"] > 0
+
+
+def test_structured_output_benchmark_compares_constrained_and_free_decoding() -> None:
+    report = bench("structured.py")
+    for task in ("json_schema", "function_call_required"):
+        free, constrained = report[task]["free"], report[task]["constrained"]
+        assert free["tasks"] == constrained["tasks"] == 2
+        assert constrained["valid_first_try"] == 1.0  # held to the schema, the 135M model cannot write it wrong
+        assert 0 <= free["valid_first_try"] <= free["valid_within_3_attempts"] <= 1
+    assert 0 <= report["function_call_required"]["constrained"]["right_function_and_argument"] <= 1

@@ -112,6 +112,16 @@ class LLMTimeout(LLMUnavailable):
     """The language model's server did not answer in time."""
 
 
+class LLMRefused(InvalidInput, LLMUnavailable):
+    """The language model's server refused the request as invalid (a 4xx: a tool or format it does not take, a
+    prompt too long): a 422 to a caller who sent it; where the service wrote the prompt (an answer, a summary)
+    it is one more way for the model to be unavailable, with the same fallback."""
+
+
+class UnusableOutput(KBError):
+    """The model's answer did not meet the request's ``response_format`` or ``tool_choice``, again and again."""
+
+
 class JobNotFound(KBError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} not found: ids come from POST /v1/knowledge-bases/{{kb}}/documents")

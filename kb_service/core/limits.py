@@ -12,6 +12,10 @@ MAX_TOP_P = 1.0
 MAX_SAMPLING_TOP_K = 1000
 MAX_REPETITION_PENALTY = 10.0
 MAX_STOP_SEQUENCES = 8
+MAX_PENALTY = 2.0  # presence_penalty / frequency_penalty, OpenAI's range -2..2
+MAX_TOP_LOGPROBS = 20
+MAX_CHOICES = 8  # n: completions of one chat request
+MAX_TOOLS = 128
 
 MAX_PAGE_NUMBER = 100_000  # a page asked to be rendered
 MIN_PAGE_WIDTH = 16  # pixels of a rendered page

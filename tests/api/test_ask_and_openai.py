@@ -136,7 +136,7 @@ def test_ask_endpoint_json_and_server_sent_events(server: str) -> None:
         ("chat", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 422, "unknown model 'gpt-4o'"),
         ("chat", {"model": "kb:nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "'nope' does not exist"),
         ("chat", {"model": f"kb:{KB}", "messages": [{"role": "assistant", "content": "hi"}]}, 422, "last message"),
-        ("chat", {"model": LLM_ID, "messages": [{"role": "user", "content": "hi"}], "n": 2}, 422, "n:"),
+        ("chat", {"model": LLM_ID, "messages": [{"role": "user", "content": "hi"}], "n": 9}, 422, "n:"),
         (
             "chat",
             {"model": LLM_ID, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
