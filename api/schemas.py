@@ -108,6 +108,12 @@ class SearchRequest(BaseModel):
     mode: Literal["dense", "lexical", "hybrid"] | None = None
     gate: bool | None = Field(default=None, description="Two-stage document gate; default from settings.")
     rerank: bool | None = None
+    hops: int | None = Field(
+        default=None,
+        ge=1,
+        le=limits.MAX_HOPS,
+        description="> 1: multi-hop: search again for the entities the best passages name (default KB_SEARCH_HOPS).",
+    )
     filters: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description='Field -> value or list of values, e.g. {"source": "a.pdf", "lang": ["en", "de"]}.'
     )
@@ -121,6 +127,7 @@ class SearchRequest(BaseModel):
             mode=self.mode,
             gate=self.gate,
             rerank=self.rerank,
+            hops=self.hops,
             filters=self.filters,
             trace=self.trace,
         )
@@ -154,11 +161,18 @@ class GatedDocument(BaseModel):
     score: float
 
 
+class HopPublic(BaseModel):
+    queries: list[str] = Field(description="The question (first hop), then the entities each later hop looked up.")
+    hits: list[list[ChunkHit]] = Field(description="Each query's hits, best first.")
+    ms: float
+
+
 class SearchTracePublic(BaseModel):
     gated: list[GatedDocument]
     candidates: list[ChunkHit]
     reranked: list[ChunkHit]
     timings_ms: dict[str, float]
+    hops: list[HopPublic] = Field(default_factory=list, description="A multi-hop search's rounds (hops > 1).")
 
 
 class SearchResponse(BaseModel):
@@ -179,6 +193,10 @@ class SearchResponse(BaseModel):
                 candidates=[ChunkHit.of(h) for h in t.candidates],
                 reranked=[ChunkHit.of(h) for h in t.reranked],
                 timings_ms=t.timings_ms,
+                hops=[
+                    HopPublic(queries=h.queries, hits=[[ChunkHit.of(c) for c in found] for found in h.hits], ms=h.ms)
+                    for h in t.hops
+                ],
             )
         return cls(query=result.query, hits=[ChunkHit.of(h) for h in result.hits], trace=public)
 

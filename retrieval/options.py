@@ -8,7 +8,7 @@ from typing import Literal
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput
-from kb_service.core.limits import MAX_CANDIDATES, MAX_TOP_K
+from kb_service.core.limits import MAX_CANDIDATES, MAX_HOPS, MAX_TOP_K
 from kb_service.core.records import ScoredChunk, ScoredDocument
 from kb_service.stores.filters import Filter, FilterInput
 
@@ -33,6 +33,8 @@ class SearchOptions:
     rrf_k: int = 20  # measured on SciFact dev, two-stage nDCG@10: k=60 0.714, k=20 0.724, k=10 0.726
     filters: Filter | FilterInput | None = None  # the JSON form is parsed by ``validate``
     trace: bool = False
+    hops: int = 1  # > 1: iterative multi-hop retrieval (retrieval/multihop.py), at most this many rounds
+    hop_budget_ms: float = 2000.0  # no new round starts after this long
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> SearchOptions:
@@ -49,6 +51,8 @@ class SearchOptions:
             rerank_fusion=settings.rerank.fusion,
             rerank_weight=settings.rerank.weight,
             rrf_k=settings.search.rrf_k,
+            hops=settings.search.hops,
+            hop_budget_ms=settings.search.hop_budget_ms,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -61,6 +65,8 @@ class SearchOptions:
             raise InvalidInput(f"rerank_weight must be a number in (0, 100], got {self.rerank_weight!r}")
         if self.top_k > MAX_TOP_K:
             raise InvalidInput(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
+        if not isinstance(self.hops, int) or not 1 <= self.hops <= MAX_HOPS:
+            raise InvalidInput(f"hops must be an integer between 1 and {MAX_HOPS}, got {self.hops!r}")
         if self.mode not in ("dense", "lexical", "hybrid"):
             raise InvalidInput(f"mode must be 'dense', 'lexical' or 'hybrid', got {self.mode!r}")
         return replace(self, filters=Filter.parse(self.filters))
@@ -72,11 +78,21 @@ class SearchOptions:
 
 
 @dataclass
+class Hop:
+    """One round of a multi-hop search: the queries it searched, the chunks each found (best first), its time."""
+
+    queries: list[str]
+    hits: list[list[ScoredChunk]] = field(default_factory=list)
+    ms: float = 0.0
+
+
+@dataclass
 class SearchTrace:
     gated: list[ScoredDocument] = field(default_factory=list)  # filled in a trace (SearchOptions.trace)
     candidates: list[ScoredChunk] = field(default_factory=list)  # fused, before rerank
     reranked: list[ScoredChunk] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    hops: list[Hop] = field(default_factory=list)  # a multi-hop search's rounds, the question's first
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 from kb_service.core.records import KnowledgeBase, ScoredChunk
 from kb_service.embeddings.base import Embedder
 from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
+from kb_service.retrieval.multihop import iterative_search
 from kb_service.retrieval.options import (
     MAX_QUERY_CHARS,
     Mode,
@@ -121,6 +122,8 @@ class Retriever:
         start = time.perf_counter()
         query = validate_query(query)
         options = options.validate()
+        if options.hops > 1:
+            return iterative_search(lambda q, o: self.search(kb, embedder, q, o), query, options)
         plan = Plan.of(options, can_rerank=self.stages.rerank is not None)
         result = self._search(kb, embedder, query, options, plan)
         if plan.lexical and plan.dense:

@@ -27,6 +27,9 @@ def search(
     mode: Annotated[str | None, typer.Option(help="dense, lexical or hybrid.")] = None,
     gate: Annotated[bool | None, typer.Option("--gate/--no-gate", help="Two-stage document gate.")] = None,
     rerank: Annotated[bool | None, typer.Option("--rerank/--no-rerank", help="Rerank the top candidates.")] = None,
+    hops: Annotated[
+        int | None, typer.Option(min=1, help="Multi-hop: rounds that follow the entities the best passages name.")
+    ] = None,
     filters: Annotated[str | None, typer.Option(help='JSON object, e.g. \'{"source": "a.pdf"}\'.')] = None,
     trace: Annotated[bool, typer.Option("--trace", help="Show gated documents, candidates and timings.")] = False,
     as_json: JsonOpt = False,
@@ -37,7 +40,15 @@ def search(
         parsed = json.loads(filters) if filters else None
     except json.JSONDecodeError as exc:
         fail(f"--filters is not valid JSON: {exc}", as_json=as_json)
-    options = {"top_k": top_k, "mode": mode, "gate": gate, "rerank": rerank, "filters": parsed, "trace": trace}
+    options = {
+        "top_k": top_k,
+        "mode": mode,
+        "gate": gate,
+        "rerank": rerank,
+        "hops": hops,
+        "filters": parsed,
+        "trace": trace,
+    }
     with reported(as_json=as_json):
         result = rt.client.search(kb, query, **{k: v for k, v in options.items() if v is not None})
     if as_json:
@@ -65,6 +76,11 @@ def search(
             ["#", "score", "source", "title"],
             [[i, f"{d.score:.4f}", escape(d.source), escape(d.title)] for i, d in enumerate(t.gated, start=1)],
         )
+        for n, hop in enumerate(t.hops, start=1):
+            found = [escape(hits[0].source) if hits else "–" for hits in hop.hits]
+            out_console.print(
+                f"hop {n}: " + "; ".join(f"{escape(q)!r} → {f}" for q, f in zip(hop.queries, found, strict=True))
+            )
         out_console.print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.timings_ms.items()))
 
 

@@ -237,6 +237,13 @@ class SearchSettings(Group):
     gate: bool = Field(default=True, description="Two-stage: pick documents by their summaries first.")
     gate_docs: int = Field(default=20, ge=1, le=limits.MAX_CANDIDATES, description="Documents the gate keeps (N).")
     gate_fallback: bool = Field(default=True, description="Also search all chunks, so a wrong gate hides nothing.")
+    hops: int = Field(
+        default=1,
+        ge=1,
+        le=limits.MAX_HOPS,
+        description="> 1: iterative multi-hop retrieval, following the entities the best passages name (no LLM).",
+    )
+    hop_budget_ms: float = Field(default=2000.0, gt=0, le=60_000, description="No new hop starts after this long.")
 
 
 class RerankSettings(Group):

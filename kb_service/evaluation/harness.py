@@ -143,6 +143,7 @@ def default_configs(full: SearchOptions, *, has_reranker: bool) -> dict[str, Sea
     if has_reranker:
         configs["two-stage + rerank"] = replace(base, mode="hybrid", gate=True, fallback=True, rerank=True)
     configs["default pipeline"] = base
+    configs["default + multi-hop"] = replace(base, hops=max(2, full.hops))
     return configs
 
 
@@ -208,6 +209,24 @@ def doc_run(results: dict[str, SearchResult]) -> dict[str, dict[str, float]]:
                 ranked[cid] = float(RUN_DEPTH * 10 - len(ranked))
         run[qid] = ranked
     return run
+
+
+ALL_GOLD_DEPTHS = (5, 10)
+
+
+def all_gold_recall(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``R_all@k``: the share of queries with every relevant document in the top k, for datasets where some
+    query has several (a multi-hop question needs all of its documents, not one); empty otherwise."""
+    if not any(sum(rel > 0 for rel in docs.values()) > 1 for docs in qrels.values()):
+        return {}
+    out = {}
+    for k in ALL_GOLD_DEPTHS:
+        hits = 0
+        for qid, docs in qrels.items():
+            top = sorted(run.get(qid, {}), key=lambda d: -run[qid][d])[:k]
+            hits += {d for d, rel in docs.items() if rel > 0} <= set(top)
+        out[f"R_all@{k}"] = hits / len(qrels) if qrels else 0.0
+    return out
 
 
 def gate_recall(results: dict[str, SearchResult], qrels: dict[str, dict[str, int]]) -> float | None:
@@ -335,7 +354,9 @@ def evaluate(
     for name, options in configs.items():
         wrap = progress(name) if progress else (lambda x: x)
         results = run_queries(retriever, kb, embedder, dataset, options, progress=wrap)
-        means, table = score(dataset, doc_run(results))
+        run = doc_run(results)
+        means, table = score(dataset, run)
+        means |= all_gold_recall({q: dataset.qrels.get(q, {}) for q in dataset.queries}, run)
         recall = gate_recall(results, dataset.qrels)
         rows.append({"config": name, **means, "gate recall": np.nan if recall is None else recall})
         timings += timing_rows(name, results)

@@ -11,7 +11,16 @@ from typer.testing import CliRunner
 from kb_service.cli.main import app
 from kb_service.core.errors import InvalidInput
 from kb_service.core.records import Chunk, Document, ScoredChunk, ScoredDocument
-from kb_service.evaluation.harness import diagnose, doc_run, gate_recall, load_beir, load_dataset, load_squad, score
+from kb_service.evaluation.harness import (
+    all_gold_recall,
+    diagnose,
+    doc_run,
+    gate_recall,
+    load_beir,
+    load_dataset,
+    load_squad,
+    score,
+)
 from kb_service.retrieval.pipeline import SearchResult, SearchTrace
 from tests.conftest import SHARED_DATA, needs_shared
 
@@ -100,7 +109,15 @@ def test_kb_eval_command_reports_every_configuration(tmp_path: Path, backend: st
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["queries"] == 3 and report["documents"] == 4 and report["backend"] == backend
-    assert set(report["summary"]) == {"dense", "lexical", "hybrid", "two-stage strict", "two-stage", "default pipeline"}
+    assert set(report["summary"]) == {
+        "dense",
+        "lexical",
+        "hybrid",
+        "two-stage strict",
+        "two-stage",
+        "default pipeline",
+        "default + multi-hop",
+    }
     for row in report["summary"].values():
         assert set(row) >= {"nDCG@10", "R@10", "R@100", "RR@10", "gate recall"}
         assert row["R@10"] == 1.0  # four documents: every relevant one is in the top 10
@@ -113,6 +130,15 @@ def test_kb_eval_command_reports_every_configuration(tmp_path: Path, backend: st
     assert "lexical" in again.output
     bad = CliRunner().invoke(app, [*args, "eval", str(folder), "--configs", "nope"], env=env)
     assert bad.exit_code == 2 and "unknown configuration" in bad.output
+
+
+@pytest.mark.unit
+def test_all_gold_recall_needs_every_relevant_document_in_the_top_k() -> None:
+    qrels = {"q1": {"a": 1, "b": 1}, "q2": {"c": 1, "d": 1, "e": 0}}
+    ranked = ["a", "x1", "x2", "x3", "x4", "x5", "b"]  # b at rank 7: in the top 10, not in the top 5
+    run = {"q1": {d: float(10 - i) for i, d in enumerate(ranked)}, "q2": {"d": 2.0, "c": 1.0}}
+    assert all_gold_recall(qrels, run) == {"R_all@5": 0.5, "R_all@10": 1.0}
+    assert all_gold_recall({"q": {"a": 1}}, {"q": {"a": 1.0}}) == {}  # one relevant document each: R@k says it
 
 
 @pytest.mark.unit
