@@ -1,9 +1,9 @@
 """Iterative multi-hop retrieval without a language model. A question such as "Who is the mother of the director
 of film X?" names X, not the director: one search finds X's page, whose text names the director, whose own page
 holds the answer. Each hop reads the entities its best passages name and the question does not (capitalised
-names; for Chinese text, jieba's keywords), searches for each, and the hops' rankings are fused by reciprocal rank
-(unweighted: a bridge's page ranks beside the question's own best hits). Bounded by ``hops`` and a time budget;
-the trace keeps every hop's queries and hits."""
+names; for Chinese text, jieba's keywords), looks each up, and the hops' rankings are fused by reciprocal rank,
+a lookup weighted by how strongly its entity was named (a strong bridge's page ranks beside the question's own best
+hits). Bounded by ``hops`` and a time budget; the trace keeps every hop's queries and hits."""
 
 from __future__ import annotations
 
