@@ -55,9 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.file_search = services.file_search
         app.state.responses = services.responses
         app.state.sync = services.sync  # folder syncs (POST …/sync), after the retriever: they share its index
-        # After a crash: remove half-written documents, then resume the jobs that were writing them.
+        # After a crash: remove half-written documents, then resume the jobs that were writing them. With a job
+        # queue the workers write, not this process: a dead worker's job goes to another one, which removes what
+        # it left, so nothing is removed here (a worker may be writing it right now).
         kbs = store.list_kbs()
-        for kb in kbs:
+        for kb in kbs if settings.ingest.queue_url is None else ():
             recover(store, kb, grace_s=settings.ingest.recovery_grace_s, originals=services.originals)
         # Folders of knowledge bases dropped by a process that died before removing them.
         services.originals.sweep_dropped(kbs, older_than_s=settings.ingest.recovery_grace_s)

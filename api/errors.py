@@ -42,6 +42,7 @@ STATUS: list[tuple[type[errors.KBError], int]] = [
     (errors.LLMTimeout, 504),
     (errors.LLMUnavailable, 502),
     (errors.StoreError, 503),
+    (errors.QueueUnavailable, 503),
 ]
 
 

@@ -345,6 +345,7 @@ class JobPublic(BaseModel):
     chunks: int
     reason: str
     error: str
+    worker: str = Field(description="The `kb worker` that ran it (host:pid) with a job queue; empty without one.")
     created_at: float
     updated_at: float
 

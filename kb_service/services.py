@@ -20,6 +20,7 @@ from kb_service.generation.llm import LLM
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.summarize import Summarizer
 from kb_service.jobs import JobJournal, JobManager
+from kb_service.jobs.journal import Payloads
 from kb_service.reindex import Reindexer, ReindexJobs
 from kb_service.retrieval.factory import build_rerank_warmer, build_retriever, lexical_indexes
 from kb_service.retrieval.lexical import LexicalIndexes
@@ -139,8 +140,22 @@ class Services:
 
     @cached_property
     def jobs(self) -> JobManager:
-        """Background ingestion jobs, journaled in the data directory (resumed by ``jobs.resume()``)."""
+        """Background ingestion jobs, journaled in the data directory (resumed by ``jobs.resume()``); with a job
+        queue, sent to the workers and journaled in PostgreSQL."""
         settings = self.settings
+        if settings.ingest.queue_url is not None:
+            from kb_service.jobs.pg_journal import PgJobJournal
+            from kb_service.jobs.queue import JobQueue
+            from kb_service.stores.pgvector import PgvectorStore
+
+            assert isinstance(self.store, PgvectorStore)  # the settings allow a queue with pgvector only
+            return JobManager(
+                settings,
+                self.catalog,
+                summarizer_for=self.summarizer,
+                journal=PgJobJournal(self.store.dsn, Payloads(settings.data_dir / "jobs" / "payloads")),
+                queue=JobQueue(settings.ingest.queue_url),
+            )
         return JobManager(
             settings,
             self.catalog,

@@ -336,6 +336,35 @@ def serve(
     uvicorn.run(create_app(rt.settings), host=host, port=port)
 
 
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Jobs run at once (threads sharing one loaded model).")
+    ] = 1,
+    device: Annotated[
+        str | None, typer.Option(help="Embedding device: cpu, cuda, cuda:1 … (default KB_EMBEDDING_DEVICE).")
+    ] = None,
+) -> None:
+    """Run ingest jobs from the job queue (KB_QUEUE_URL) until stopped: start one or more on any machine that
+    reaches the broker, the PostgreSQL store and the shared data directory. SIGTERM or Ctrl-C finishes the jobs in
+    hand first; a worker that dies has its job handed to another."""
+    from kb_service.jobs.queue import run_worker
+
+    rt = rt_from(ctx, False)
+    url = rt.settings.ingest.queue_url
+    if url is None:
+        fail("kb worker needs KB_QUEUE_URL: the broker the API sends jobs to (amqp://guest@localhost//)", as_json=False)
+    if device is not None:
+        rt.__dict__["settings"] = rt.settings.with_changes(embedding_device=device)
+    jobs = rt.jobs
+    rt.embedders.get()  # the default model loads now, not with the first job
+    try:
+        run_worker(url, jobs.run_job, concurrency=concurrency)
+    finally:
+        rt.close()
+
+
 @app.command("mcp")
 def mcp_stdio(ctx: typer.Context) -> None:
     """Serve the knowledge bases as MCP tools over stdio (an agent starts `kb mcp` itself); HTTP clients use the

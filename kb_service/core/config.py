@@ -206,6 +206,12 @@ class IngestSettings(Group):
         description="After a re-index switches a knowledge base to its new index, the old one keeps answering the "
         "searches that had started on it for this long, then it is removed.",
     )
+    queue_url: str | None = Field(
+        default=None,
+        description="A job queue's broker (amqp://user:password@host:5672//, RabbitMQ): uploads are ingested by "
+        "`kb worker` processes on any machine instead of in the API process. Needs KB_BACKEND=pgvector (job state is "
+        "kept in PostgreSQL) and KB_DATA_DIR on a volume the API replicas and workers share (uploads, originals).",
+    )
     recovery_grace_s: float = Field(
         default=0.0,
         ge=0,
@@ -450,6 +456,15 @@ class Settings(BaseSettings):
     @classmethod
     def _nest_flat_names(cls, data: Any) -> Any:
         return nest(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _queue_needs_postgres(self) -> Settings:
+        if self.ingest.queue_url is not None and self.store.backend != "pgvector":
+            raise ValueError(
+                "KB_QUEUE_URL needs KB_BACKEND=pgvector: the job state that API replicas and workers share is kept "
+                "in PostgreSQL"
+            )
+        return self
 
     @classmethod
     def env_names(cls) -> set[str]:

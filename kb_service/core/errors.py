@@ -184,3 +184,7 @@ class ResponseNotFound(KBError):
 
 class BatchNotFound(KBError):
     """A vector store file batch that is not there."""
+
+
+class QueueUnavailable(KBError):
+    """The job queue's broker (KB_QUEUE_URL) cannot be reached."""

@@ -1,5 +1,7 @@
 """JobManager: one job per uploaded document, run by a small worker pool so that ingestion never blocks the
-event loop (nor queries); status moves queued → parsing → chunking → embedding → storing → ready | failed."""
+event loop (nor queries); status moves queued → parsing → chunking → embedding → storing → ready | failed. With a
+job queue (``KB_QUEUE_URL``) the jobs go to the broker instead and ``kb worker`` processes run them
+(:meth:`JobManager.run_job`); their state is read from the shared journal."""
 
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ from dataclasses import replace
 
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
-from kb_service.core.errors import IndexSwitched, InvalidInput, JobNotFound, KnowledgeBaseNotFound
+from kb_service.core.errors import IndexSwitched, InvalidInput, JobNotFound, KnowledgeBaseNotFound, QueueUnavailable
 from kb_service.core.records import KnowledgeBase
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome, Stage
 from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import Summarizer
-from kb_service.jobs.journal import JobJournal
+from kb_service.jobs.journal import Journal
 from kb_service.jobs.model import FINISHED, Job, JobStatus
+from kb_service.jobs.queue import JobQueue, worker_name
 
 log = logging.getLogger(__name__)
 STAGE_STATUS = {
@@ -43,16 +46,21 @@ class JobManager:
         *,
         summarizer_for: Callable[[Embedder], Summarizer | None] = lambda _e: None,
         workers: int = 1,
-        journal: JobJournal | None = None,
+        journal: Journal | None = None,
+        queue: JobQueue | None = None,
         after_ingest: Callable[[KnowledgeBase], object] | None = None,
     ) -> None:
-        """``after_ingest``: called on a thread of its own once a knowledge base has no more ingests queued or
+        """``queue``: send jobs to the workers (then ``journal`` must be one they share) rather than run them here.
+        ``after_ingest``: called on a thread of its own once a knowledge base has no more ingests queued or
         running (the API brings its lexical index up to date there, so the first search after an upload does not
         wait for it: milliseconds by the store's log of changes, seconds at 100k chunks where it must rebuild)."""
         self.settings = settings
         self.catalog = catalog
         self.summarizer_for = summarizer_for
         self.journal = journal
+        self.queue = queue
+        if queue is not None and journal is None:
+            raise ValueError("a job queue needs a journal the workers share")
         self.after_ingest = after_ingest
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ingest-job")
         self._after_pool = ThreadPoolExecutor(1, thread_name_prefix="after-ingest")
@@ -60,7 +68,7 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._interrupted: list[tuple[Job, SourceItem | None]] = []
-        if journal is not None:
+        if journal is not None and queue is None:  # queued jobs are the broker's to hand out again
             for job, item in journal.load(MAX_KEPT_JOBS):
                 self._jobs[job.id] = job
                 if job.status not in FINISHED:
@@ -100,6 +108,9 @@ class JobManager:
         if self.journal is not None:
             for job, item in zip(jobs, items, strict=True):
                 self.journal.add(job, item)
+        if self.queue is not None:
+            self._send(jobs)
+            return jobs
         with self._lock:
             for job in jobs:
                 self._jobs[job.id] = job
@@ -107,19 +118,81 @@ class JobManager:
         self._queue(kb, list(items), [j.id for j in jobs], uid)
         return jobs
 
+    def _send(self, jobs: Sequence[Job]) -> None:
+        assert self.queue is not None and self.journal is not None
+        for i, job in enumerate(jobs):
+            try:
+                self.queue.send(job.id)
+            except QueueUnavailable as exc:
+                for unsent in jobs[i:]:  # never left "queued" with no message that would run it
+                    self.journal.update(
+                        replace(
+                            unsent,
+                            status=JobStatus.FAILED,
+                            outcome="failed",
+                            reason="queue_unavailable",
+                            error=str(exc),
+                            updated_at=time.time(),
+                        )
+                    )
+                raise
+
     def get(self, job_id: str) -> Job:
+        if self.queue is not None:  # shared: any replica answers for any job
+            assert self.journal is not None
+            job = self.journal.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            return job
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
 
+    def run_job(self, job_id: str) -> None:
+        """Run one job a worker took from the queue, here and now. A job already finished (a message delivered
+        again after its worker finished but died before acknowledging it) is left as it is; an unfinished one, run
+        before by a worker that died, is run again from the start, and the ingest removes what that run left."""
+        assert self.journal is not None
+        job = self.journal.get(job_id)
+        if job is None:
+            log.warning("job %s is not in the journal (forgotten, or from another deployment): skipped", job_id)
+            return
+        if job.status in FINISHED:
+            return
+        item = self.journal.item(job_id)
+        with self._lock:
+            self._jobs[job_id] = job
+        try:
+            if item is None:
+                self._update(
+                    job_id,
+                    status=JobStatus.FAILED,
+                    outcome="failed",
+                    reason="upload_lost",
+                    error="the upload of this job is not in the shared payload folder; upload it again",
+                )
+                return
+            self._update(job_id, status=JobStatus.QUEUED, chunks=0, worker=worker_name())
+            self._run(job.kb, [item], [job_id], job.kb_uid)
+        finally:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+
     def close(self) -> None:
         """Cancel queued jobs and let the running one finish, so the store is not closed under it."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._after_pool.shutdown(wait=True, cancel_futures=True)
+        if self.queue is not None:
+            self.queue.close()
         if self.journal is not None:
             self.journal.close()
+
+    def _known(self, job_id: str) -> Job:
+        """A job this process is running, as it last recorded it."""
+        with self._lock:
+            return self._jobs[job_id]
 
     def _update(self, job_id: str, **changes: object) -> None:
         with self._lock:
@@ -165,7 +238,7 @@ class JobManager:
             for attempt in range(SWITCH_RETRIES + 1):
                 try:
                     # what a first attempt finished (published, unchanged, failed) stays as it was
-                    todo = [item for item in items if self.get(by_source[item.name]).status not in FINISHED]
+                    todo = [item for item in items if self._known(by_source[item.name]).status not in FINISHED]
                     self._ingest(kb, todo, by_source, uid)
                     return
                 except IndexSwitched:  # re-indexed meanwhile: again, into the new index with its model
@@ -180,7 +253,7 @@ class JobManager:
                 log.exception("ingest job for %s failed", kb)
             reason, error = ("knowledge_base_dropped", DROPPED) if dropped else ("ingest_error", str(exc))
             for job_id in job_ids:
-                if self.get(job_id).status not in FINISHED:
+                if self._known(job_id).status not in FINISHED:
                     self._update(job_id, status=JobStatus.FAILED, outcome="failed", reason=reason, error=error)
 
     def _ingest(self, kb: str, items: list[SourceItem], by_source: dict[str, str], uid: str) -> None:

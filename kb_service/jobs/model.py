@@ -37,5 +37,6 @@ class Job:
     chunks: int = 0
     reason: str = ""
     error: str = ""
+    worker: str = ""  # the worker that ran it (host:pid), with a job queue (KB_QUEUE_URL)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)

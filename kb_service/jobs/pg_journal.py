@@ -1,0 +1,122 @@
+"""The job journal in PostgreSQL, for a job queue (``KB_QUEUE_URL``): every API replica and worker reads and
+writes the same jobs, so any replica answers ``GET /v1/jobs/{id}`` for a job another one took and a worker on
+another machine ran. Uploads wait for their worker in ``Payloads`` on a volume they all mount."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from kb_service.core.errors import StoreError
+from kb_service.ingest.sources import SourceItem
+from kb_service.jobs.journal import JOB_FIELDS, Payloads, job_of, job_row
+from kb_service.jobs.model import FINISHED, Job, JobStatus
+
+TABLE = "kb_jobs"
+_TYPES = {"chunks": "integer", "created_at": "double precision", "updated_at": "double precision"}
+
+
+class PgJobJournal:
+    def __init__(self, dsn: str, payloads: Payloads, *, pool_size: int = 4) -> None:
+        self.payloads = payloads
+        columns = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(_TYPES.get(n, "text"))) for n in JOB_FIELDS[1:]
+        )
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, {}, item text)").format(
+                        sql.Identifier(TABLE), columns
+                    )
+                )
+                for n in JOB_FIELDS[1:]:  # a table written by an earlier version
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                            sql.Identifier(TABLE), sql.Identifier(n), sql.SQL(_TYPES.get(n, "text"))
+                        )
+                    )
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the job table in PostgreSQL: {exc}") from exc
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            check=ConnectionPool.check_connection,
+            open=True,
+            timeout=10,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+        )
+
+    def _execute(self, query: sql.Composed | sql.SQL, params: Any = None) -> list[dict[str, Any]]:
+        try:
+            with self._pool.connection() as conn:
+                cur = conn.execute(query, params)
+                return cast(list[dict[str, Any]], cur.fetchall()) if cur.description else []
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"PostgreSQL is unreachable: {exc}") from exc
+
+    def add(self, job: Job, item: SourceItem) -> None:
+        """Keep the upload (fsynced) before the job is acknowledged, then record the job."""
+        try:
+            self._write(job, self.payloads.put(job.id, item))
+        except BaseException:
+            self.payloads.drop(job.id)
+            raise
+
+    def update(self, job: Job) -> None:
+        self._write(job, None)
+        if job.status in FINISHED:
+            self.payloads.drop(job.id)
+
+    def _write(self, job: Job, item: str | None) -> None:
+        row = job_row(job)
+        names = [sql.Identifier(n) for n in JOB_FIELDS]
+        self._execute(
+            sql.SQL(
+                "INSERT INTO {t} ({names}, item) VALUES ({marks}, %s) ON CONFLICT (id) DO UPDATE SET {updates}, "
+                "item = coalesce(excluded.item, {t}.item)"
+            ).format(
+                t=sql.Identifier(TABLE),
+                names=sql.SQL(", ").join(names),
+                marks=sql.SQL(", ").join(sql.Placeholder() for _ in names),
+                updates=sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(n) for n in names[1:]),
+            ),
+            [row[n] for n in JOB_FIELDS] + [item],
+        )
+
+    def load(self, limit: int) -> list[tuple[Job, SourceItem | None]]:
+        """The most recent ``limit`` jobs, oldest first (finished ones beyond those are forgotten)."""
+        t = sql.Identifier(TABLE)
+        self._execute(
+            sql.SQL(
+                "DELETE FROM {t} WHERE status IN (%s, %s) AND id NOT IN "
+                "(SELECT id FROM {t} ORDER BY created_at DESC LIMIT %s)"
+            ).format(t=t),
+            (str(JobStatus.READY), str(JobStatus.FAILED), limit),
+        )
+        rows = self._execute(sql.SQL("SELECT * FROM {t} ORDER BY created_at DESC LIMIT %s").format(t=t), (limit,))
+        out = []
+        for row in reversed(rows):
+            job = job_of({n: row[n] for n in JOB_FIELDS})
+            out.append((job, None if job.status in FINISHED else self.payloads.get(job.id, row["item"])))
+        return out
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._execute(
+            sql.SQL("SELECT {} FROM {} WHERE id = %s").format(
+                sql.SQL(", ").join(sql.Identifier(n) for n in JOB_FIELDS), sql.Identifier(TABLE)
+            ),
+            (job_id,),
+        )
+        return job_of(rows[0]) if rows else None
+
+    def item(self, job_id: str) -> SourceItem | None:
+        rows = self._execute(sql.SQL("SELECT item FROM {} WHERE id = %s").format(sql.Identifier(TABLE)), (job_id,))
+        return self.payloads.get(job_id, rows[0]["item"]) if rows else None
+
+    def close(self) -> None:
+        self._pool.close()

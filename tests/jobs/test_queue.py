@@ -1,0 +1,191 @@
+"""Ingestion scaled out on a real broker (RabbitMQ) and a real PostgreSQL: two API replicas and two `kb worker`
+processes share one pgvector store, the job journal and the data directory. Uploads go through replica A, every job
+is polled to the end through replica B, one worker is SIGKILLed in the middle of a job, and the other finishes it:
+afterwards every file is one ready document, nothing is left half-written and every job ended ready once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kb_service.core.config import Settings
+from kb_service.core.errors import QueueUnavailable
+from kb_service.ingest.sources import SourceItem
+from kb_service.jobs import Job, JobStatus
+from kb_service.jobs.journal import Payloads
+from kb_service.jobs.pg_journal import PgJobJournal
+from kb_service.services import Services
+from tests.broker import needs_rabbitmq, rabbitmq
+from tests.conftest import SHARED_DATA, needs_shared
+from tests.live import kb_serve
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIG = "filings/APPLE_2022_10K.pdf"  # long enough to be killed in the middle of
+SMALL = [
+    "documents/unstructured/norwich-city.txt",
+    "documents/unstructured/example-10k-1p.html",
+    "documents/unstructured/example-steelJIS-datasheet.html",
+    "documents/unstructured/ideas-page.html",
+    "documents/unstructured/book-war-and-peace-1p.txt",
+    "documents/unstructured/simple-table.md",
+    "documents/unstructured/language-docs/eng_spa_mult.md",
+    "documents/unstructured/example-list-items-multiple.docx",
+    "documents/unstructured/fake-doc-emphasized-text.docx",
+    "documents/unstructured/page-breaks.docx",
+    "documents/unstructured/handbook-1p.docx",
+    "documents/unstructured/docx-tables.docx",
+    "documents/chatchat_zh/test.txt",
+    "documents/chatchat_zh/分布式训练技术原理.md",
+    "documents/chatchat_zh/大模型应用技术原理.md",
+    "documents/chatchat_zh/大模型指令对齐训练原理.md",
+    "documents/chatchat_zh/大模型推理优化策略.md",
+    "documents/docling/html/groundtruth_md/wiki_duck.html.md",
+    "documents/docling/pdf/groundtruth_md/normal_4pages.md",
+]
+FINISHED = ("ready", "failed")
+
+
+def test_the_pg_journal_shares_jobs_and_keeps_uploads_until_they_finish(pg_dsn: str, tmp_path: Path) -> None:
+    journal = PgJobJournal(pg_dsn, Payloads(tmp_path / "payloads"))
+    other = PgJobJournal(pg_dsn, Payloads(tmp_path / "payloads"))  # another replica
+    try:
+        job = Job(id=f"job-{tmp_path.name}", kb="kb", source="a.txt", kb_uid="u1")
+        journal.add(job, SourceItem(name="a.txt", text="hello", metadata={"team": "x"}))
+        assert other.get(job.id) == job
+        item = other.item(job.id)
+        assert item is not None and item.text == "hello" and item.metadata == {"team": "x"}
+        running = Job(**{**job.__dict__, "status": JobStatus.EMBEDDING, "worker": "host:1", "chunks": 3})
+        other.update(running)
+        assert journal.get(job.id) == running and journal.item(job.id) is not None  # the upload is kept
+        journal.update(Job(**{**running.__dict__, "status": JobStatus.READY, "outcome": "added"}))
+        seen = other.get(job.id)
+        assert seen is not None and seen.status == JobStatus.READY and seen.worker == "host:1"
+        assert not (tmp_path / "payloads" / job.id).exists()  # finished: the upload is gone
+        assert journal.get("no-such-job") is None and journal.item("no-such-job") is None
+    finally:
+        journal.close()
+        other.close()
+
+
+def test_a_queue_needs_postgres_and_an_unreachable_broker_fails_the_jobs_it_could_not_send(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="KB_QUEUE_URL needs KB_BACKEND=pgvector"):
+        Settings(data_dir=tmp_path, queue_url="amqp://guest@127.0.0.1:1//")
+    settings = Settings(data_dir=tmp_path, backend="pgvector", pg_dsn=pg_dsn, queue_url="amqp://guest:x@127.0.0.1:1//")
+    services = Services(settings=settings)
+    kb = f"unsent-{tmp_path.name[-10:]}"
+    try:
+        services.catalog.create(kb)
+        with pytest.raises(QueueUnavailable, match="KB_QUEUE_URL cannot be reached"):
+            services.jobs.submit(kb, [SourceItem(name="a.txt", text="one"), SourceItem(name="b.txt", text="two")])
+        assert services.jobs.journal is not None
+        rows = [job for job, _ in services.jobs.journal.load(10_000) if job.kb == kb]
+        assert len(rows) == 2 and all(j.status == JobStatus.FAILED and j.reason == "queue_unavailable" for j in rows)
+        assert list((tmp_path / "jobs" / "payloads").iterdir()) == []  # nothing waits for a worker that never comes
+    finally:
+        services.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with rabbitmq(tmp_path_factory.mktemp("rabbitmq")) as url:
+        yield url
+
+
+@contextmanager
+def kb_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kb_service.cli.main", "worker"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # a warm shutdown
+            proc.wait(120)
+
+
+def _poll(client: httpx.Client, ids: list[str], until: float) -> list[dict]:
+    while True:
+        jobs = [client.get(f"/v1/jobs/{j}").json() for j in ids]
+        if all(j["status"] in FINISHED for j in jobs) or time.monotonic() > until:
+            return jobs
+        time.sleep(0.5)
+
+
+@needs_shared
+@needs_rabbitmq
+@pytest.mark.slow
+def test_two_replicas_two_workers_one_killed_mid_job_every_document_published_once(
+    broker: str, pg_dsn: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "KB_BACKEND": "pgvector",
+        "KB_PG_DSN": pg_dsn,
+        "KB_QUEUE_URL": broker,
+        "KB_DATA_DIR": str(tmp_path / "shared"),  # the volume replicas and workers share
+        "KB_LLM_BACKEND": "none",
+        "KB_INGEST_BATCH_CHUNKS": "64",
+    }
+    kb = f"scale-{tmp_path.name[-10:]}"
+    paths = [BIG, *SMALL]
+    with (
+        kb_serve(env, tmp_path / "a.log", cwd=ROOT) as a_url,
+        kb_serve(env, tmp_path / "b.log", cwd=ROOT) as b_url,
+        kb_worker(env, tmp_path / "w1.log") as w1,
+        kb_worker(env, tmp_path / "w2.log") as w2,
+        httpx.Client(base_url=a_url, timeout=60) as a,
+        httpx.Client(base_url=b_url, timeout=60) as b,
+    ):
+        assert a.post("/v1/knowledge-bases", json={"name": kb}).status_code == 201
+        upload = f"/v1/knowledge-bases/{kb}/documents"
+        files = [("files", (Path(p).name, (SHARED_DATA / p).read_bytes())) for p in paths]
+        r = a.post(upload, files=files[:1])  # the long one first: a worker takes it at once
+        assert r.status_code == 202, r.text
+        big = r.json()["jobs"][0]["id"]
+        r = a.post(upload, files=files[1:])
+        assert r.status_code == 202, r.text
+        ids = [big] + [j["id"] for j in r.json()["jobs"]]
+        workers = {proc.pid: proc for proc in (w1, w2)}
+        deadline = time.monotonic() + 300
+        while True:  # kill the worker that runs the long job once it is under way
+            job = b.get(f"/v1/jobs/{big}").json()
+            if job["worker"] and job["status"] in ("parsing", "chunking", "embedding", "storing"):
+                break
+            assert job["status"] not in FINISHED and time.monotonic() < deadline, job
+            for log in ("w1.log", "w2.log"):
+                assert w1.poll() is None and w2.poll() is None, (tmp_path / log).read_text()
+            time.sleep(0.1)
+        killed = int(job["worker"].rsplit(":", 1)[1])
+        workers[killed].send_signal(signal.SIGKILL)
+        workers[killed].wait()
+        jobs = _poll(b, ids, time.monotonic() + 900)
+        assert [j["status"] for j in jobs] == ["ready"] * len(paths), jobs
+        assert all(j["outcome"] == "added" for j in jobs), [(j["source"], j["outcome"]) for j in jobs]
+        redone = jobs[0]
+        assert redone["worker"] and int(redone["worker"].rsplit(":", 1)[1]) != killed  # the other worker ran it
+        survivor = next(p for pid, p in workers.items() if pid != killed)
+        assert survivor.poll() is None
+        docs = b.get(upload, params={"limit": 100}).json()["documents"]
+        assert sorted(d["source"] for d in docs) == sorted(Path(p).name for p in paths)
+        assert len({d["id"] for d in docs}) == len(paths) and {d["status"] for d in docs} == {"ready"}
+        audit = b.get(f"/v1/knowledge-bases/{kb}/audit").json()
+        assert audit["clean"] and audit["leftover_chunks"] == 0, audit
+        assert audit["chunks"] == sum(d["chunk_count"] for d in docs), audit
+        hits = b.post(f"/v1/knowledge-bases/{kb}/search", json={"query": "iPhone net sales", "top_k": 3}).json()
+        assert hits["hits"][0]["source"] == Path(BIG).name
+        print(f"\nqueue: {len(paths)} files, worker {killed} SIGKILLed mid-job, {audit}")
