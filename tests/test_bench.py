@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker import needs_rabbitmq
 from tests.conftest import needs_shared
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, needs_shared]
@@ -126,3 +127,13 @@ def test_structured_output_benchmark_compares_constrained_and_free_decoding() ->
         assert constrained["valid_first_try"] == 1.0  # held to the schema, the 135M model cannot write it wrong
         assert 0 <= free["valid_first_try"] <= free["valid_within_3_attempts"] <= 1
     assert 0 <= report["function_call_required"]["constrained"]["right_function_and_argument"] <= 1
+
+
+@needs_rabbitmq
+def test_scale_out_benchmark_compares_workers_with_the_embedded_mode() -> None:
+    report = bench("scale_out.py")
+    assert set(report["runs"]) == {"embedded", "queue, 1 worker", "queue, 2 workers"}
+    for run in report["runs"].values():  # every mode ingested everything, cleanly
+        assert run["ready"] == report["docs"] == 40 and run["audit_clean"] and run["docs_per_s"] > 0
+    assert len({run["chunks"] for run in report["runs"].values()}) == 1
+    assert report["speedup_2_vs_1"] > 0 and "queue_overhead_ms_per_doc" in report

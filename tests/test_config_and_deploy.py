@@ -111,6 +111,23 @@ def test_compose_structure(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.store.backend == "milvus" and settings.store.milvus_uri == "http://milvus:19530"
 
+    assert settings.ingest.queue_url is None  # KB_QUEUE_URL's empty default: ingestion in the API process
+
+    # The scale profile: a RabbitMQ queue and worker replicas with the API's image on the same store and volume.
+    worker, broker = services["worker"], services["rabbitmq"]
+    assert worker["profiles"] == broker["profiles"] == ["scale"] and "profiles" not in api
+    assert worker["image"] == api["image"] and worker["command"][:2] == ["kb", "worker"]
+    assert worker["deploy"]["replicas"] >= 2 and worker["volumes"] == api["volumes"]
+    assert set(worker["environment"]) <= fields and worker["environment"]["KB_BACKEND"] == "pgvector"
+    assert worker["environment"]["KB_PG_DSN"] == env["KB_PG_DSN"]
+    assert broker["image"].startswith("rabbitmq:") and api["depends_on"]["rabbitmq"]["required"] is False
+    queue = re.sub(r"\$\{[A-Z_]+:-(.*)\}", r"\1", worker["environment"]["KB_QUEUE_URL"])
+    user, password = broker["environment"]["RABBITMQ_DEFAULT_USER"], broker["environment"]["RABBITMQ_DEFAULT_PASS"]
+    assert queue == f"amqp://{user}:{password}@rabbitmq:5672//"
+    for key, value in worker["environment"].items():
+        monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-(.*)\}", r"\1", str(value)))
+    assert Settings().ingest.queue_url == queue  # what the worker gets is a valid configuration
+
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "EXPOSE 8000" in dockerfile and "HEALTHCHECK" in dockerfile
     assert '"--host", "0.0.0.0", "--port", "8000"' in dockerfile
@@ -125,3 +142,6 @@ def test_compose_gpu_variant() -> None:
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert all(f"ARG {arg}" in dockerfile for arg in gpu["build"]["args"])  # the overrides reach the build
+    worker = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())["services"]["worker"]
+    assert worker["environment"]["KB_EMBEDDING_DEVICE"] == "cuda" and set(worker["environment"]) <= fields
+    assert worker["deploy"]["resources"] == gpu["deploy"]["resources"]  # each worker replica gets a GPU

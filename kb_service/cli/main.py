@@ -360,7 +360,7 @@ def worker(
     jobs = rt.jobs
     rt.embedders.get()  # the default model loads now, not with the first job
     try:
-        run_worker(url, jobs.run_job, concurrency=concurrency)
+        run_worker(url, jobs.run_jobs, concurrency=concurrency)
     finally:
         rt.close()
 

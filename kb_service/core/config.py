@@ -212,12 +212,24 @@ class IngestSettings(Group):
         "`kb worker` processes on any machine instead of in the API process. Needs KB_BACKEND=pgvector (job state is "
         "kept in PostgreSQL) and KB_DATA_DIR on a volume the API replicas and workers share (uploads, originals).",
     )
+    queue_batch_docs: int = Field(
+        default=16,
+        ge=1,
+        le=1_000,
+        description="With a job queue: the documents of an upload sent as one message, ingested together by one "
+        "worker (batched model and store calls); an upload of more is spread over the workers.",
+    )
     recovery_grace_s: float = Field(
         default=0.0,
         ge=0,
         description="At start-up, documents left unfinished by a crash are removed when untouched for this long; "
         "with several API replicas on one store set it above the longest store write (e.g. 600).",
     )
+
+    @field_validator("queue_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # KB_QUEUE_URL= (a compose file's empty default): no queue
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:

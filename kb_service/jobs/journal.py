@@ -82,23 +82,13 @@ def job_of(values: dict[str, Any]) -> Job:
     )
 
 
-def _sql_type(name: str) -> str:
-    return "REAL" if name.endswith("_at") else "INTEGER" if name == "chunks" else "TEXT"
+class Recorded:
+    """What both journals do around their own ``_write`` of a job row: the upload kept first, dropped last."""
 
+    payloads: Payloads
 
-class JobJournal:
-    def __init__(self, folder: Path) -> None:
-        self.payloads = Payloads(folder / "payloads")
-        self._db = sqlite3.connect(folder / "jobs.sqlite", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        columns = ", ".join(f"{name} {_sql_type(name)}" for name in JOB_FIELDS[1:])
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, {columns}, item TEXT)")
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name in JOB_FIELDS[1:]:
-            if name not in have:  # a journal written by an earlier version
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_sql_type(name)}")
-        self._lock = threading.Lock()
+    def _write(self, job: Job, item: str | None) -> None:
+        raise NotImplementedError
 
     def add(self, job: Job, item: SourceItem) -> None:
         """Keep the upload (fsynced) before the job is acknowledged, then record the job."""
@@ -112,6 +102,25 @@ class JobJournal:
         self._write(job, None)
         if job.status in FINISHED:
             self.payloads.drop(job.id)
+
+
+def _sql_type(name: str) -> str:
+    return "REAL" if name.endswith("_at") else "INTEGER" if name == "chunks" else "TEXT"
+
+
+class JobJournal(Recorded):
+    def __init__(self, folder: Path) -> None:
+        self.payloads = Payloads(folder / "payloads")
+        self._db = sqlite3.connect(folder / "jobs.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        columns = ", ".join(f"{name} {_sql_type(name)}" for name in JOB_FIELDS[1:])
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, {columns}, item TEXT)")
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name in JOB_FIELDS[1:]:
+            if name not in have:  # a journal written by an earlier version
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_sql_type(name)}")
+        self._lock = threading.Lock()
 
     def _write(self, job: Job, item: str | None) -> None:
         row = job_row(job)

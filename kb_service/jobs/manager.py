@@ -1,7 +1,7 @@
 """JobManager: one job per uploaded document, run by a small worker pool so that ingestion never blocks the
 event loop (nor queries); status moves queued → parsing → chunking → embedding → storing → ready | failed. With a
 job queue (``KB_QUEUE_URL``) the jobs go to the broker instead and ``kb worker`` processes run them
-(:meth:`JobManager.run_job`); their state is read from the shared journal."""
+(:meth:`JobManager.run_jobs`); their state is read from the shared journal."""
 
 from __future__ import annotations
 
@@ -119,10 +119,13 @@ class JobManager:
         return jobs
 
     def _send(self, jobs: Sequence[Job]) -> None:
+        """One message per ``queue_batch_docs`` jobs of an upload: ingested together, as the embedded mode
+        ingests an upload (the model and the store see batches across documents), and spread over the workers."""
         assert self.queue is not None and self.journal is not None
-        for i, job in enumerate(jobs):
+        size = self.settings.ingest.queue_batch_docs
+        for i in range(0, len(jobs), size):
             try:
-                self.queue.send(job.id)
+                self.queue.send([job.id for job in jobs[i : i + size]])
             except QueueUnavailable as exc:
                 for unsent in jobs[i:]:  # never left "queued" with no message that would run it
                     self.journal.update(
@@ -150,21 +153,23 @@ class JobManager:
             raise JobNotFound(job_id)
         return job
 
-    def run_job(self, job_id: str) -> None:
-        """Run one job a worker took from the queue, here and now. A job already finished (a message delivered
-        again after its worker finished but died before acknowledging it) is left as it is; an unfinished one, run
-        before by a worker that died, is run again from the start, and the ingest removes what that run left."""
+    def run_jobs(self, job_ids: Sequence[str]) -> None:
+        """Run the jobs of one message a worker took from the queue, here and now. A job already finished (a
+        message delivered again after its worker finished it but died before acknowledging) is left as it is; an
+        unfinished one, started by a worker that died, is run again from the start, and the ingest removes what
+        that run left."""
         assert self.journal is not None
-        job = self.journal.get(job_id)
-        if job is None:
-            log.warning("job %s is not in the journal (forgotten, or from another deployment): skipped", job_id)
-            return
-        if job.status in FINISHED:
-            return
-        item = self.journal.item(job_id)
-        with self._lock:
-            self._jobs[job_id] = job
-        try:
+        batches: dict[tuple[str, str], list[tuple[str, SourceItem]]] = {}
+        for job_id in job_ids:
+            job = self.journal.get(job_id)
+            if job is None:
+                log.warning("job %s is not in the journal (forgotten, or another deployment's): skipped", job_id)
+                continue
+            if job.status in FINISHED:
+                continue
+            with self._lock:
+                self._jobs[job_id] = job
+            item = self.journal.item(job_id)
             if item is None:
                 self._update(
                     job_id,
@@ -173,12 +178,16 @@ class JobManager:
                     reason="upload_lost",
                     error="the upload of this job is not in the shared payload folder; upload it again",
                 )
-                return
+                continue
             self._update(job_id, status=JobStatus.QUEUED, chunks=0, worker=worker_name())
-            self._run(job.kb, [item], [job_id], job.kb_uid)
+            batches.setdefault((job.kb, job.kb_uid), []).append((job_id, item))
+        try:
+            for (kb, uid), batch in batches.items():
+                self._run(kb, [item for _, item in batch], [job_id for job_id, _ in batch], uid)
         finally:
             with self._lock:
-                self._jobs.pop(job_id, None)
+                for job_id in job_ids:
+                    self._jobs.pop(job_id, None)
 
     def close(self) -> None:
         """Cancel queued jobs and let the running one finish, so the store is not closed under it."""

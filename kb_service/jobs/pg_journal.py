@@ -13,14 +13,14 @@ from psycopg_pool import ConnectionPool
 
 from kb_service.core.errors import StoreError
 from kb_service.ingest.sources import SourceItem
-from kb_service.jobs.journal import JOB_FIELDS, Payloads, job_of, job_row
+from kb_service.jobs.journal import JOB_FIELDS, Payloads, Recorded, job_of, job_row
 from kb_service.jobs.model import FINISHED, Job, JobStatus
 
 TABLE = "kb_jobs"
 _TYPES = {"chunks": "integer", "created_at": "double precision", "updated_at": "double precision"}
 
 
-class PgJobJournal:
+class PgJobJournal(Recorded):
     def __init__(self, dsn: str, payloads: Payloads, *, pool_size: int = 4) -> None:
         self.payloads = payloads
         columns = sql.SQL(", ").join(
@@ -58,19 +58,6 @@ class PgJobJournal:
                 return cast(list[dict[str, Any]], cur.fetchall()) if cur.description else []
         except psycopg.OperationalError as exc:
             raise StoreError(f"PostgreSQL is unreachable: {exc}") from exc
-
-    def add(self, job: Job, item: SourceItem) -> None:
-        """Keep the upload (fsynced) before the job is acknowledged, then record the job."""
-        try:
-            self._write(job, self.payloads.put(job.id, item))
-        except BaseException:
-            self.payloads.drop(job.id)
-            raise
-
-    def update(self, job: Job) -> None:
-        self._write(job, None)
-        if job.status in FINISHED:
-            self.payloads.drop(job.id)
 
     def _write(self, job: Job, item: str | None) -> None:
         row = job_row(job)

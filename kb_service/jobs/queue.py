@@ -50,9 +50,10 @@ class JobQueue:
         self.url = url
         self._app = celery_app(url)
 
-    def send(self, job_id: str) -> None:
+    def send(self, job_ids: list[str]) -> None:
+        """One message: jobs a worker ingests together."""
         try:
-            self._app.send_task(TASK, args=[job_id], retry=True, retry_policy={"max_retries": 2})
+            self._app.send_task(TASK, args=[job_ids], retry=True, retry_policy={"max_retries": 2})
         except Exception as exc:  # kombu raises OperationalError and friends for an unreachable broker
             raise QueueUnavailable(f"the job queue at KB_QUEUE_URL cannot be reached: {exc}") from exc
 
@@ -64,14 +65,16 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_worker(url: str, run_job: Callable[[str], None], *, concurrency: int = 1, loglevel: str = "WARNING") -> None:
+def run_worker(
+    url: str, run_jobs: Callable[[list[str]], None], *, concurrency: int = 1, loglevel: str = "WARNING"
+) -> None:
     """Consume ingest jobs until stopped. SIGTERM (or Ctrl-C) is a warm shutdown: the jobs in hand finish first;
     a second one stops at once, and the broker hands those jobs to another worker."""
     app = celery_app(url)
 
     @app.task(name=TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
-    def ingest(job_id: str) -> None:
-        run_job(job_id)
+    def ingest(job_ids: list[str]) -> None:
+        run_jobs(job_ids)
 
     pool = "solo" if concurrency == 1 else "threads"  # threads share one process's loaded models
     app.worker_main(

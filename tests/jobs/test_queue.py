@@ -103,6 +103,33 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@needs_rabbitmq
+def test_a_message_delivered_again_runs_only_what_is_unfinished(broker: str, pg_dsn: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backend="pgvector", pg_dsn=pg_dsn, queue_url=broker, llm_backend="none")
+    services = Services(settings=settings)
+    kb = f"again-{tmp_path.name[-10:]}"
+    try:
+        services.catalog.create(kb)
+        jobs = services.jobs.submit(
+            kb, [SourceItem(name="a.txt", text="Alpha particles are helium nuclei."), SourceItem(name="b.txt", text="")]
+        )
+        ids = [j.id for j in jobs]
+        assert [services.jobs.get(j).status for j in ids] == [JobStatus.QUEUED] * 2  # sent, not run here
+        services.jobs.run_jobs(ids)  # what a worker does with the message
+        first = [services.jobs.get(j) for j in ids]
+        assert [(j.status, j.outcome, j.reason) for j in first] == [
+            (JobStatus.READY, "added", ""),
+            (JobStatus.FAILED, "failed", "empty"),
+        ]
+        assert all(j.worker for j in first)
+        services.jobs.run_jobs([*ids, "no-such-job"])  # delivered again: finished jobs stay as they were
+        assert [services.jobs.get(j) for j in ids] == first
+        assert services.store.count_documents(services.catalog.get(kb)) == 1
+        assert not list((tmp_path / "jobs" / "payloads").iterdir())
+    finally:
+        services.close()
+
+
 @contextmanager
 def kb_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("w") as out:
