@@ -215,4 +215,17 @@ def test_two_replicas_two_workers_one_killed_mid_job_every_document_published_on
         assert audit["chunks"] == sum(d["chunk_count"] for d in docs), audit
         hits = b.post(f"/v1/knowledge-bases/{kb}/search", json={"query": "iPhone net sales", "top_k": 3}).json()
         assert hits["hits"][0]["source"] == Path(BIG).name
+        survivor.send_signal(signal.SIGTERM)  # a warm shutdown: it exits cleanly, having nothing in hand
+        assert survivor.wait(120) == 0
+        log = next(tmp_path / f"w{i}.log" for i, p in enumerate((w1, w2), 1) if p is survivor).read_text()
+        assert "Traceback" not in log, log
         print(f"\nqueue: {len(paths)} files, worker {killed} SIGKILLed mid-job, {audit}")
+
+
+def test_kb_worker_without_a_queue_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")} | {"KB_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "kb_service.cli.main", "worker"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "KB_QUEUE_URL" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2, done.stderr  # one line (wrapped by the terminal width)
