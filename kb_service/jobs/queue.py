@@ -70,6 +70,13 @@ def run_worker(
 ) -> None:
     """Consume ingest jobs until stopped. SIGTERM (or Ctrl-C) is a warm shutdown: the jobs in hand finish first;
     a second one stops at once, and the broker hands those jobs to another worker."""
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    # Celery warns about a worker running as root (containers do) because with pickle messages that means remote
+    # code execution as root; this worker accepts JSON only, a list of job ids.
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser", category=SecurityWarning)
     app = celery_app(url)
 
     @app.task(name=TASK, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
