@@ -26,7 +26,7 @@ from kb_service.jobs.pg_journal import PgJobJournal
 from kb_service.services import Services
 from tests.broker import needs_rabbitmq, rabbitmq
 from tests.conftest import SHARED_DATA, needs_shared
-from tests.live import kb_serve
+from tests.live import kb_serve, live_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +95,18 @@ def test_a_queue_needs_postgres_and_an_unreachable_broker_fails_the_jobs_it_coul
         assert list((tmp_path / "jobs" / "payloads").iterdir()) == []  # nothing waits for a worker that never comes
     finally:
         services.close()
+
+
+def test_an_upload_while_the_broker_is_down_is_a_503_that_says_so(pg_dsn: str, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, backend="pgvector", pg_dsn=pg_dsn, queue_url="amqp://kb:kb@127.0.0.1:1//", llm_backend="none"
+    )
+    kb = f"down-{tmp_path.name[-10:]}"
+    with live_server(settings) as (url, _app), httpx.Client(base_url=url, timeout=60) as client:
+        assert client.post("/v1/knowledge-bases", json={"name": kb}).status_code == 201
+        r = client.post(f"/v1/knowledge-bases/{kb}/documents", json={"name": "a.txt", "text": "Alpha."})
+        assert r.status_code == 503 and "KB_QUEUE_URL cannot be reached" in r.json()["error"]["message"], r.text
+        assert client.get(f"/v1/knowledge-bases/{kb}/documents").json()["documents"] == []
 
 
 @pytest.fixture(scope="module")
