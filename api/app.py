@@ -31,7 +31,6 @@ from kb_service.client.local import LocalClient
 from kb_service.core.config import Settings, get_settings
 from kb_service.mcp_server import build_mcp
 from kb_service.services import Services
-from kb_service.stores.recovery import recover
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,14 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.file_search = services.file_search
         app.state.responses = services.responses
         app.state.sync = services.sync  # folder syncs (POST …/sync), after the retriever: they share its index
-        # After a crash: remove half-written documents, then resume the jobs that were writing them. With a job
-        # queue the workers write, not this process: a dead worker's job goes to another one, which removes what
-        # it left, so nothing is removed here (a worker may be writing it right now).
-        kbs = store.list_kbs()
-        for kb in kbs if settings.ingest.queue_url is None else ():
-            recover(store, kb, grace_s=settings.ingest.recovery_grace_s, originals=services.originals)
-        # Folders of knowledge bases dropped by a process that died before removing them.
-        services.originals.sweep_dropped(kbs, older_than_s=settings.ingest.recovery_grace_s)
+        # After a crash: remove half-written documents (not what a queue's worker holds a lease on), then resume
+        # the jobs that were writing them (with a queue, the broker hands a dead worker's jobs to another).
+        services.recover()
         app.state.jobs.resume()
         # Re-indexes a previous process left unfinished, and indexes its switches left retired.
         app.state.reindex = services.reindex

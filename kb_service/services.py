@@ -29,6 +29,7 @@ from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import VectorStore
 from kb_service.stores.factory import open_store
 from kb_service.stores.originals import Originals
+from kb_service.stores.recovery import recover
 from kb_service.sync import Syncer, SyncState
 
 
@@ -137,6 +138,22 @@ class Services:
             summarizer=self.summarizer(embedder),
             originals=self.originals,
         )
+
+    def recover(self) -> None:
+        """After a crash: remove the documents it left half-written (their rows, chunks, original files) and the
+        folders of knowledge bases dropped by a process that died before removing them. With a job queue, what a
+        worker may be writing now (its job's lease is live) is left alone."""
+        settings, store = self.settings, self.store
+        kbs = store.list_kbs()
+        for kb in kbs:
+            recover(
+                store,
+                kb,
+                grace_s=settings.ingest.recovery_grace_s,
+                originals=self.originals,
+                leased=self.jobs.lease_check(kb),
+            )
+        self.originals.sweep_dropped(kbs, older_than_s=settings.ingest.recovery_grace_s)
 
     @cached_property
     def jobs(self) -> JobManager:

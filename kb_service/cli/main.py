@@ -358,6 +358,7 @@ def worker(
     if device is not None:
         rt.__dict__["settings"] = rt.settings.with_changes(embedding_device=device)
     jobs = rt.jobs
+    rt.recover()  # what a worker that died left, unless another worker's job holds it
     rt.embedders.get()  # the default model loads now, not with the first job
     try:
         run_worker(url, jobs.run_jobs, concurrency=concurrency)

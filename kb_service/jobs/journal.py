@@ -30,6 +30,13 @@ class Journal(Protocol):
     def close(self) -> None: ...
 
 
+class SharedJournal(Journal, Protocol):
+    """A journal that API replicas and workers share (a job queue's), with leases on running jobs."""
+
+    def touch(self, job_ids: list[str]) -> None: ...
+    def leased_sources(self, kb: str, kb_uid: str, since: float) -> set[str]: ...
+
+
 class Payloads:
     """Uploads waiting for their jobs, one file per job in ``folder`` (a shared volume when workers run elsewhere)."""
 

@@ -13,18 +13,19 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import cast
 
 from kb_service.catalog import Catalog
 from kb_service.core.config import Settings
 from kb_service.core.errors import IndexSwitched, InvalidInput, JobNotFound, KnowledgeBaseNotFound, QueueUnavailable
-from kb_service.core.records import KnowledgeBase
+from kb_service.core.records import Document, KnowledgeBase
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.pipeline import Ingestor, IngestResult, Outcome, Stage
 from kb_service.ingest.sources import SourceItem
 from kb_service.ingest.summarize import Summarizer
-from kb_service.jobs.journal import Journal
+from kb_service.jobs.journal import Journal, SharedJournal
 from kb_service.jobs.model import FINISHED, Job, JobStatus
-from kb_service.jobs.queue import JobQueue, worker_name
+from kb_service.jobs.queue import LEASE_RENEW_S, LEASE_S, JobQueue, worker_name
 
 log = logging.getLogger(__name__)
 STAGE_STATUS = {
@@ -181,13 +182,36 @@ class JobManager:
                 continue
             self._update(job_id, status=JobStatus.QUEUED, chunks=0, worker=worker_name())
             batches.setdefault((job.kb, job.kb_uid), []).append((job_id, item))
+        stop = threading.Event()
+        running = [job_id for batch in batches.values() for job_id, _ in batch]
+        renewer = threading.Thread(target=self._renew, args=(running, stop), name="job-leases", daemon=True)
+        renewer.start()
         try:
             for (kb, uid), batch in batches.items():
                 self._run(kb, [item for _, item in batch], [job_id for job_id, _ in batch], uid)
         finally:
+            stop.set()
+            renewer.join()
             with self._lock:
                 for job_id in job_ids:
                     self._jobs.pop(job_id, None)
+
+    def _renew(self, job_ids: list[str], stop: threading.Event) -> None:
+        """The leases of a message's jobs, renewed until they are done (a long parse or embedding moves no status)."""
+        shared = cast(SharedJournal, self.journal)
+        while not stop.wait(LEASE_RENEW_S):
+            try:
+                shared.touch(job_ids)
+            except Exception as exc:  # the next renewal retries; a lease lapses only after LEASE_S
+                log.warning("could not renew the leases of %d jobs: %s", len(job_ids), exc)
+
+    def lease_check(self, kb: KnowledgeBase) -> Callable[[Document], bool] | None:
+        """With a job queue: whether a running job (its lease renewed within LEASE_S) may be writing a document of
+        ``kb``, which start-up recovery must then leave alone. None without a queue (this process ran the jobs)."""
+        if self.queue is None:
+            return None
+        shared = cast(SharedJournal, self.journal)
+        return lambda doc: doc.source in shared.leased_sources(kb.name, kb.uid, time.time() - LEASE_S)
 
     def close(self) -> None:
         """Cancel queued jobs and let the running one finish, so the store is not closed under it."""

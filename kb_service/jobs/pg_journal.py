@@ -4,6 +4,7 @@ another machine ran. Uploads wait for their worker in ``Payloads`` on a volume t
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import psycopg
@@ -104,6 +105,27 @@ class PgJobJournal(Recorded):
     def item(self, job_id: str) -> SourceItem | None:
         rows = self._execute(sql.SQL("SELECT item FROM {} WHERE id = %s").format(sql.Identifier(TABLE)), (job_id,))
         return self.payloads.get(job_id, rows[0]["item"]) if rows else None
+
+    def touch(self, job_ids: list[str]) -> None:
+        """Renew the lease of running jobs (their ``updated_at``)."""
+        if job_ids:
+            self._execute(
+                sql.SQL("UPDATE {} SET updated_at = %s WHERE id = ANY(%s) AND status NOT IN (%s, %s)").format(
+                    sql.Identifier(TABLE)
+                ),
+                (time.time(), job_ids, str(JobStatus.READY), str(JobStatus.FAILED)),
+            )
+
+    def leased_sources(self, kb: str, kb_uid: str, since: float) -> set[str]:
+        """The sources of ``kb``'s unfinished jobs renewed since ``since``: documents that a worker may be writing."""
+        rows = self._execute(
+            sql.SQL(
+                "SELECT DISTINCT source FROM {} WHERE kb = %s AND kb_uid = %s AND status NOT IN (%s, %s) "
+                "AND updated_at >= %s"
+            ).format(sql.Identifier(TABLE)),
+            (kb, kb_uid, str(JobStatus.READY), str(JobStatus.FAILED), since),
+        )
+        return {r["source"] for r in rows}
 
     def close(self) -> None:
         self._pool.close()

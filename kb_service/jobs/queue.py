@@ -20,6 +20,8 @@ from kb_service.core.errors import QueueUnavailable
 log = logging.getLogger(__name__)
 TASK = "kb.ingest"
 QUEUE = "kb-ingest"
+LEASE_RENEW_S = 10.0  # a worker renews its running jobs' leases this often
+LEASE_S = 60.0  # a job not renewed for this long holds nothing: recovery may remove what it left half-written
 
 
 def celery_app(url: str) -> Any:

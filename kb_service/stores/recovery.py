@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kb_service.core.records import DocStatus, KnowledgeBase
+from kb_service.core.records import DocStatus, Document, KnowledgeBase
 from kb_service.stores.base import VectorStore, all_documents
 from kb_service.stores.originals import Originals
 
@@ -51,17 +52,27 @@ class Audit:
 
 
 def recover(
-    store: VectorStore, kb: KnowledgeBase, *, grace_s: float = 0.0, originals: Originals | None = None
+    store: VectorStore,
+    kb: KnowledgeBase,
+    *,
+    grace_s: float = 0.0,
+    originals: Originals | None = None,
+    leased: Callable[[Document], bool] | None = None,
 ) -> Recovery:
     """Remove documents left unfinished by a crash (their rows, chunks and original files) and original files whose
     document is gone. What was touched in the last ``grace_s`` seconds is left alone: with several replicas on one
     store, another one may be writing it right now. Content whose ingestion was interrupted is ingested again by
-    uploading it again (or by a resumed job)."""
+    uploading it again (or by a resumed job). ``leased``: whether a live job holds a document (a job queue's
+    workers renew their jobs' leases while they run), so it is left alone however old it is; a document is also
+    read again just before it is removed and kept if it moved on meanwhile (published by the job that wrote it)."""
     report = Recovery(kb.name)
     cutoff = time.time() - grace_s
     for status in UNFINISHED:
         for doc in all_documents(store, kb, status=status, page=PAGE):
-            if doc.updated_at > cutoff:
+            if doc.updated_at > cutoff or (leased is not None and leased(doc)):
+                continue
+            now = store.get_document(kb, doc.id)
+            if now is None or now.status != doc.status or now.updated_at != doc.updated_at:
                 continue
             report.chunks_removed += store.count_chunks(kb, doc_id=doc.id)
             try:

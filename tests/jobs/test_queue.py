@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -19,11 +20,13 @@ import pytest
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import QueueUnavailable
+from kb_service.core.records import DocStatus, Document
 from kb_service.ingest.sources import SourceItem
 from kb_service.jobs import Job, JobStatus
 from kb_service.jobs.journal import Payloads
 from kb_service.jobs.pg_journal import PgJobJournal
 from kb_service.services import Services
+from kb_service.stores.base import all_documents
 from tests.broker import needs_rabbitmq, rabbitmq
 from tests.conftest import SHARED_DATA, needs_shared
 from tests.live import kb_serve, live_server
@@ -107,6 +110,50 @@ def test_an_upload_while_the_broker_is_down_is_a_503_that_says_so(pg_dsn: str, t
         r = client.post(f"/v1/knowledge-bases/{kb}/documents", json={"name": "a.txt", "text": "Alpha."})
         assert r.status_code == 503 and "KB_QUEUE_URL cannot be reached" in r.json()["error"]["message"], r.text
         assert client.get(f"/v1/knowledge-bases/{kb}/documents").json()["documents"] == []
+
+
+def test_recovery_leaves_what_a_live_job_holds_and_removes_what_a_lapsed_one_left(pg_dsn: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backend="pgvector", pg_dsn=pg_dsn, queue_url="amqp://kb:kb@127.0.0.1:1//")
+    services = Services(settings=settings)
+    name = f"leases-{tmp_path.name[-10:]}"
+    try:
+        kb = services.catalog.create(name)
+        journal = services.jobs.journal
+        assert journal is not None
+        hour_ago = time.time() - 3600
+        for source in ("held.txt", "lapsed.txt", "no-job.txt"):  # what workers leave half-written
+            services.store.put_documents(
+                kb,
+                [
+                    Document(
+                        id=f"{source}-id",
+                        source=source,
+                        title=source,
+                        format="txt",
+                        status=DocStatus.PROCESSING,
+                        created_at=hour_ago,
+                        updated_at=hour_ago,
+                    )
+                ],
+            )
+        held = Job(id=f"held-{name}", kb=name, source="held.txt", kb_uid=kb.uid, status=JobStatus.EMBEDDING)
+        lapsed = Job(
+            id=f"lapsed-{name}",
+            kb=name,
+            source="lapsed.txt",
+            kb_uid=kb.uid,
+            status=JobStatus.EMBEDDING,
+            updated_at=time.time() - 600,  # its worker stopped renewing ten minutes ago
+        )
+        for job in (held, lapsed):
+            journal.add(job, SourceItem(name=job.source, text="x"))
+        services.recover()
+        assert [d.source for d in all_documents(services.store, kb)] == ["held.txt"]
+        journal.update(replace(held, updated_at=time.time() - 600))  # its worker died too
+        services.recover()
+        assert all_documents(services.store, kb) == []
+    finally:
+        services.close()
 
 
 @pytest.fixture(scope="module")
