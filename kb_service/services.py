@@ -170,7 +170,7 @@ class Services:
                 settings,
                 self.catalog,
                 summarizer_for=self.summarizer,
-                journal=PgJobJournal(self.store.dsn, Payloads(settings.data_dir / "jobs" / "payloads")),
+                journal=PgJobJournal(self.store.pool, Payloads(settings.data_dir / "jobs" / "payloads")),
                 queue=JobQueue(settings.ingest.queue_url),
             )
         return JobManager(

@@ -9,7 +9,6 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from kb_service.core.errors import StoreError
@@ -22,13 +21,18 @@ _TYPES = {"chunks": "integer", "created_at": "double precision", "updated_at": "
 
 
 class PgJobJournal(Recorded):
-    def __init__(self, dsn: str, payloads: Payloads, *, pool_size: int = 4) -> None:
+    """Jobs in the ``kb_jobs`` table, over the pgvector store's own connection pool (the store closes it)."""
+
+    def __init__(self, pool: ConnectionPool, payloads: Payloads) -> None:
         self.payloads = payloads
+        self._pool = pool
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(_TYPES.get(n, "text"))) for n in JOB_FIELDS[1:]
         )
         try:
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with pool.connection() as conn, conn.transaction():
+                # Replicas and workers start together: one of them creates the table, the others wait for it.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))
                 conn.execute(
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, {}, item text)").format(
                         sql.Identifier(TABLE), columns
@@ -42,15 +46,6 @@ class PgJobJournal(Recorded):
                     )
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the job table in PostgreSQL: {exc}") from exc
-        self._pool = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            check=ConnectionPool.check_connection,
-            open=True,
-            timeout=10,
-            kwargs={"row_factory": dict_row, "autocommit": True},
-        )
 
     def _execute(self, query: sql.Composed | sql.SQL, params: Any = None) -> list[dict[str, Any]]:
         try:
@@ -128,4 +123,4 @@ class PgJobJournal(Recorded):
         return {r["source"] for r in rows}
 
     def close(self) -> None:
-        self._pool.close()
+        """Nothing of its own to close: the pool is the store's."""

@@ -27,6 +27,7 @@ from kb_service.jobs.journal import Payloads
 from kb_service.jobs.pg_journal import PgJobJournal
 from kb_service.services import Services
 from kb_service.stores.base import all_documents
+from kb_service.stores.pgvector import PgvectorStore
 from tests.broker import needs_rabbitmq, rabbitmq
 from tests.conftest import SHARED_DATA, needs_shared
 from tests.live import kb_serve, live_server
@@ -59,8 +60,9 @@ FINISHED = ("ready", "failed")
 
 
 def test_the_pg_journal_shares_jobs_and_keeps_uploads_until_they_finish(pg_dsn: str, tmp_path: Path) -> None:
-    journal = PgJobJournal(pg_dsn, Payloads(tmp_path / "payloads"))
-    other = PgJobJournal(pg_dsn, Payloads(tmp_path / "payloads"))  # another replica
+    stores = [PgvectorStore(pg_dsn), PgvectorStore(pg_dsn)]  # two replicas, each with its own pool
+    journal = PgJobJournal(stores[0].pool, Payloads(tmp_path / "payloads"))
+    other = PgJobJournal(stores[1].pool, Payloads(tmp_path / "payloads"))
     try:
         job = Job(id=f"job-{tmp_path.name}", kb="kb", source="a.txt", kb_uid="u1")
         journal.add(job, SourceItem(name="a.txt", text="hello", metadata={"team": "x"}))
@@ -76,8 +78,8 @@ def test_the_pg_journal_shares_jobs_and_keeps_uploads_until_they_finish(pg_dsn: 
         assert not (tmp_path / "payloads" / job.id).exists()  # finished: the upload is gone
         assert journal.get("no-such-job") is None and journal.item("no-such-job") is None
     finally:
-        journal.close()
-        other.close()
+        for store in stores:
+            store.close()
 
 
 def test_a_queue_needs_postgres_and_an_unreachable_broker_fails_the_jobs_it_could_not_send(
