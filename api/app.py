@@ -16,6 +16,7 @@ from kb_service.api.routes import (
     chat,
     documents,
     embeddings,
+    federated,
     files,
     health,
     knowledge_bases,
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.embedders = services.embedders
         app.state.catalog = services.catalog
         app.state.retriever = services.retriever  # loads the reranker
+        app.state.federation = services.federation
         app.state.llm = services.llm[0]  # a local model loads here; None (extractive answers) if it cannot
         app.state.answerer = services.answerer
         app.state.jobs = services.jobs
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         originals,
         search,
         ask,
+        federated,
         chat,
         embeddings,
         sync,

@@ -13,6 +13,7 @@ from kb_service.filesearch.responses import ResponseLog
 from kb_service.filesearch.service import FileSearch
 from kb_service.generation.answer import Answerer
 from kb_service.jobs import JobManager
+from kb_service.retrieval.federated import Federation
 from kb_service.retrieval.pipeline import Retriever
 from kb_service.stores.base import VectorStore
 
@@ -37,6 +38,10 @@ def _retriever(request: Request) -> Retriever:
     return request.app.state.retriever  # type: ignore[no-any-return]
 
 
+def _federation(request: Request) -> Federation:
+    return request.app.state.federation  # type: ignore[no-any-return]
+
+
 def _answerer(request: Request) -> Answerer:
     return request.app.state.answerer  # type: ignore[no-any-return]
 
@@ -50,6 +55,7 @@ StoreDep = Annotated[VectorStore, Depends(_store)]
 EmbeddersDep = Annotated[EmbedderPool, Depends(_embedders)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RetrieverDep = Annotated[Retriever, Depends(_retriever)]
+FederationDep = Annotated[Federation, Depends(_federation)]
 AnswererDep = Annotated[Answerer, Depends(_answerer)]
 JobsDep = Annotated[JobManager, Depends(_jobs)]
 

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import PurePosixPath
 
+from kb_service.api.auth import ANONYMOUS, Principal
 from kb_service.api.schemas import AuditPublic, DocumentPage, DocumentPublic, ResiduePublic
 from kb_service.catalog.catalog import Catalog
-from kb_service.core.errors import OriginalNotFound
+from kb_service.core.errors import KnowledgeBaseNotFound, OriginalNotFound
 from kb_service.core.records import DocStatus, Document
 from kb_service.ingest.parsers.pages import page_png
+from kb_service.retrieval.federated import Target
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.residue import residue
 from kb_service.stores.originals import Original
 from kb_service.stores.recovery import audit
+
+
+def open_targets(catalog: Catalog, names: Sequence[str] | None, principal: Principal = ANONYMOUS) -> list[Target]:
+    """The knowledge bases a search over several looks in, each with its own embedder: those named (Forbidden for
+    one outside the caller's key's scope), or every one the caller may use."""
+    if names is None:
+        names = [kb.name for kb in catalog.list() if principal.allows(kb.name)]
+        if not names:
+            raise KnowledgeBaseNotFound("there is no knowledge base to search: create one first")
+    names = list(dict.fromkeys(names))
+    for name in names:
+        principal.check(name)
+    return [Target(*catalog.open(name)) for name in names]
 
 
 def document_page(catalog: Catalog, kb: str, *, status: DocStatus | None, offset: int, limit: int) -> DocumentPage:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, Literal
+from dataclasses import asdict, replace
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kb_service.core import limits
 from kb_service.core.config import Settings
-from kb_service.core.records import DocStatus, Document, KnowledgeBase, ScoredChunk
+from kb_service.core.records import MAX_KB_NAME_CHARS, DocStatus, Document, KnowledgeBase, ScoredChunk
 from kb_service.generation.answer import Answer
 from kb_service.generation.llm import Usage
 from kb_service.jobs import Job
@@ -136,6 +136,7 @@ class SearchRequest(BaseModel):
 class ChunkHit(BaseModel):
     score: float
     stages: dict[str, float]
+    knowledge_base: str = Field(default="", description="The knowledge base it was found in.")
     doc_id: str
     chunk_id: str
     source: str
@@ -152,6 +153,15 @@ class ChunkHit(BaseModel):
     @classmethod
     def of(cls, hit: ScoredChunk) -> ChunkHit:
         return cls(**hit.provenance())
+
+
+class RoutePublic(BaseModel):
+    knowledge_base: str
+    score: float | None = Field(
+        description="The router's score: its best document summary's, against the query (null: no document)."
+    )
+    searched: bool
+    documents: list[str] = Field(description="The documents whose summaries were scored, best first.")
 
 
 class GatedDocument(BaseModel):
@@ -173,6 +183,9 @@ class SearchTracePublic(BaseModel):
     reranked: list[ChunkHit]
     timings_ms: dict[str, float]
     hops: list[HopPublic] = Field(default_factory=list, description="A multi-hop search's rounds (hops > 1).")
+    routes: list[RoutePublic] = Field(
+        default_factory=list, description="A search over several knowledge bases: each one's router score, best first."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -197,8 +210,38 @@ class SearchResponse(BaseModel):
                     HopPublic(queries=h.queries, hits=[[ChunkHit.of(c) for c in found] for found in h.hits], ms=h.ms)
                     for h in t.hops
                 ],
+                routes=[RoutePublic(**asdict(r)) for r in t.routes],
             )
         return cls(query=result.query, hits=[ChunkHit.of(h) for h in result.hits], trace=public)
+
+
+class KnowledgeBasesFields(BaseModel):
+    """A search or question over several knowledge bases at once."""
+
+    knowledge_bases: list[Annotated[str, Field(min_length=1, max_length=MAX_KB_NAME_CHARS)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=limits.MAX_KNOWLEDGE_BASES,
+        description="The knowledge bases to search (default: every one the API key may use).",
+    )
+    route: bool | None = Field(
+        default=None,
+        description="Rank the knowledge bases by their document summaries and search only the best (KB_SEARCH_ROUTE).",
+    )
+    route_kbs: int | None = Field(
+        default=None,
+        ge=1,
+        le=limits.MAX_KNOWLEDGE_BASES,
+        description="At most this many knowledge bases searched (KB_SEARCH_ROUTE_KBS).",
+    )
+
+    def routing(self) -> dict[str, Any]:
+        return {"route": self.route, "route_kbs": self.route_kbs}
+
+
+class MultiSearchRequest(SearchRequest, KnowledgeBasesFields):
+    def options(self, settings: Settings) -> SearchOptions:
+        return replace(super().options(settings), **{k: v for k, v in self.routing().items() if v is not None})
 
 
 class ChatMessage(BaseModel):
@@ -238,6 +281,10 @@ class AskRequest(SamplingFields):
     )
 
 
+class MultiAskRequest(AskRequest, KnowledgeBasesFields):
+    pass
+
+
 class ChunkRefPublic(BaseModel):
     number: int = Field(description="The number the answer cites it by, as in [1].")
     doc_id: str
@@ -249,6 +296,7 @@ class ChunkRefPublic(BaseModel):
         default=None, description="Where the text is on the page: x0, top, x1, bottom as fractions of the page."
     )
     section: str | None
+    knowledge_base: str = Field(default="", description="The knowledge base the chunk is in.")
 
 
 class CitationPublic(ChunkRefPublic):

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from kb_service.core.errors import InvalidInput, LLMUnavailable
-from kb_service.core.records import KnowledgeBase
-from kb_service.embeddings.base import Embedder
 from kb_service.generation.citations import ChunkRef, Citation, UnsupportedClaim
 from kb_service.generation.extractive import compose
 from kb_service.generation.llm import LLM, Delta, GenerationParams, Message, Usage, drive
 from kb_service.generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
 from kb_service.generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
-from kb_service.retrieval.pipeline import Retriever, SearchOptions, validate_query
+from kb_service.retrieval.pipeline import Retriever, SearchFn, SearchOptions, validate_query
 
 AnswerMode = Literal["generated", "extractive", "no_sources"]
 RequestedMode = Literal["auto", "generated", "extractive"]
@@ -98,28 +96,27 @@ class Answerer:
 
     def ask(
         self,
-        kb: KnowledgeBase,
-        embedder: Embedder,
+        search: SearchFn,
         question: str,
         *,
         history: Sequence[Message] = (),
         options: AskOptions,
     ) -> Answer:
-        for event in self.stream(kb, embedder, question, history=history, options=options):
+        for event in self.stream(search, question, history=history, options=options):
             if isinstance(event, Answer):
                 return event
         raise AssertionError("the answer stream ended without an answer")  # stream() always ends with one
 
     def stream(
         self,
-        kb: KnowledgeBase,
-        embedder: Embedder,
+        search: SearchFn,
         question: str,
         *,
         history: Sequence[Message] = (),
         options: AskOptions,
     ) -> Iterator[Delta | Answer]:
-        """Text deltas (whole checked claims) as the answer is written, then the finished Answer (always last)."""
+        """Text deltas (whole checked claims) as the answer is written, then the finished Answer (always last).
+        ``search``: what it retrieves with, one knowledge base (``Retriever.on``) or several (``Federation.on``)."""
         question = validate_query(question)
         history = _validate_history(history)
         params = options.params.validate()
@@ -140,8 +137,7 @@ class Answerer:
             timings["rewrite"] = _ms(t)
 
         t = time.perf_counter()
-        search = replace(options.search or SearchOptions(), top_k=options.top_k)
-        hits = self.retriever.search(kb, embedder, query, search).hits
+        hits = search(query, replace(options.search or SearchOptions(), top_k=options.top_k)).hits
         timings["retrieve"] = _ms(t)
 
         t = time.perf_counter()

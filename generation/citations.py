@@ -18,6 +18,7 @@ class ChunkRef:
     page: int | None
     section: str | None
     bbox: list[float] | None = None  # where the chunk's text is on its page: x0, top, x1, bottom as fractions
+    knowledge_base: str = ""  # where the chunk was found (an answer over several knowledge bases names each)
 
 
 @dataclass

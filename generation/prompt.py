@@ -99,6 +99,7 @@ class Source:
             "page": c.page,
             "bbox": box_of(c.metadata),
             "section": c.section,
+            "knowledge_base": self.hit.kb,
         }
 
     @property

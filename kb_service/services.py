@@ -22,7 +22,8 @@ from kb_service.ingest.summarize import Summarizer
 from kb_service.jobs import JobJournal, JobManager
 from kb_service.jobs.journal import Payloads
 from kb_service.reindex import Reindexer, ReindexJobs
-from kb_service.retrieval.factory import build_rerank_warmer, build_retriever, lexical_indexes
+from kb_service.retrieval.factory import build_federation, build_rerank_warmer, build_retriever, lexical_indexes
+from kb_service.retrieval.federated import Federation
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever
 from kb_service.retrieval.rerank_warmer import RerankWarmer
@@ -55,6 +56,8 @@ class Services:
             files.registry.close()
         if (responses := built.get("responses")) is not None:
             responses.close()
+        if (federation := built.get("federation")) is not None:
+            federation.close()
         if (retriever := built.get("retriever")) is not None:
             retriever.close()
         if (sync := built.get("sync")) is not None:
@@ -85,6 +88,11 @@ class Services:
     @cached_property
     def retriever(self) -> Retriever:
         return build_retriever(self.settings, self.store, self.embedders)
+
+    @cached_property
+    def federation(self) -> Federation:
+        """Search over several knowledge bases at once (a router, then one merged ranking)."""
+        return build_federation(self.retriever, self.embedders)
 
     @cached_property
     def sync(self) -> Syncer:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 from kb_service.core.config import Settings
 from kb_service.embeddings.pool import EmbedderPool
 from kb_service.embeddings.sentence import resolve_device, runs_bf16
+from kb_service.retrieval.federated import Federation
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever
 from kb_service.retrieval.rerank import EmbeddingReranker, Reranker, load_reranker
@@ -42,6 +45,17 @@ def build_retriever(
 ) -> Retriever:
     reranker = build_reranker(settings, embedders) if load_reranker else None
     return Retriever(store, lexical_indexes(settings, store), reranker, keep_rerank_vectors=settings.rerank.precompute)
+
+
+def build_federation(retriever: Retriever, embedders: EmbedderPool) -> Federation:
+    """Search over several knowledge bases; its router scores their summaries with the reranker, else with the
+    configured embedding model (one model for every knowledge base, whatever each one's own is)."""
+
+    @functools.cache
+    def default() -> Reranker:
+        return EmbeddingReranker(embedders.get(), cache_size=20_000)
+
+    return Federation(retriever, lambda: retriever.reranker or default())
 
 
 def lexical_indexes(settings: Settings, store: VectorStore) -> LexicalIndexes:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput
-from kb_service.core.limits import MAX_CANDIDATES, MAX_HOPS, MAX_TOP_K
+from kb_service.core.limits import MAX_CANDIDATES, MAX_HOPS, MAX_KNOWLEDGE_BASES, MAX_TOP_K
 from kb_service.core.records import ScoredChunk, ScoredDocument
 from kb_service.stores.filters import Filter, FilterInput
 
@@ -35,6 +35,11 @@ class SearchOptions:
     trace: bool = False
     hops: int = 1  # > 1: iterative multi-hop retrieval (retrieval/multihop.py), at most this many rounds
     hop_budget_ms: float = 2000.0  # no new round starts after this long
+    # Over several knowledge bases (retrieval/federated.py): rank them by their best document summaries and search
+    # only the best ``route_kbs`` of them, those within ``route_margin`` of the best router score.
+    route: bool = True
+    route_kbs: int = 3
+    route_margin: float = 0.05
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> SearchOptions:
@@ -53,6 +58,9 @@ class SearchOptions:
             rrf_k=settings.search.rrf_k,
             hops=settings.search.hops,
             hop_budget_ms=settings.search.hop_budget_ms,
+            route=settings.search.route,
+            route_kbs=settings.search.route_kbs,
+            route_margin=settings.search.route_margin,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
@@ -67,6 +75,12 @@ class SearchOptions:
             raise InvalidInput(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
         if not isinstance(self.hops, int) or not 1 <= self.hops <= MAX_HOPS:
             raise InvalidInput(f"hops must be an integer between 1 and {MAX_HOPS}, got {self.hops!r}")
+        if not isinstance(self.route_kbs, int) or not 1 <= self.route_kbs <= MAX_KNOWLEDGE_BASES:
+            raise InvalidInput(
+                f"route_kbs must be an integer between 1 and {MAX_KNOWLEDGE_BASES}, got {self.route_kbs!r}"
+            )
+        if not isinstance(self.route_margin, int | float) or not 0 <= self.route_margin <= 2:
+            raise InvalidInput(f"route_margin must be a number in [0, 2], got {self.route_margin!r}")
         if self.mode not in ("dense", "lexical", "hybrid"):
             raise InvalidInput(f"mode must be 'dense', 'lexical' or 'hybrid', got {self.mode!r}")
         return replace(self, filters=Filter.parse(self.filters))
@@ -87,12 +101,25 @@ class Hop:
 
 
 @dataclass
+class Route:
+    """The router's view of one knowledge base in a search over several: its score (the best of its top document
+    summaries, scored against the query by one model for all of them), whether it was searched, and the documents
+    whose summaries were scored, best first."""
+
+    knowledge_base: str
+    score: float | None  # None: it has no ready document
+    searched: bool
+    documents: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SearchTrace:
     gated: list[ScoredDocument] = field(default_factory=list)  # filled in a trace (SearchOptions.trace)
     candidates: list[ScoredChunk] = field(default_factory=list)  # fused, before rerank
     reranked: list[ScoredChunk] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     hops: list[Hop] = field(default_factory=list)  # a multi-hop search's rounds, the question's first
+    routes: list[Route] = field(default_factory=list)  # a search over several knowledge bases: each one, best first
 
 
 @dataclass

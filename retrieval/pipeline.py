@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from kb_service.core.records import KnowledgeBase, ScoredChunk
+from kb_service.core.records import Document, KnowledgeBase, ScoredChunk
 from kb_service.embeddings.base import Embedder
 from kb_service.retrieval.lexical import LexicalIndex, LexicalIndexes
 from kb_service.retrieval.multihop import iterative_search
@@ -48,12 +48,14 @@ __all__ = [
     "Mode",
     "Plan",
     "Retriever",
+    "SearchFn",
     "SearchOptions",
     "SearchResult",
     "SearchTrace",
     "validate_query",
 ]
 T = TypeVar("T")
+SearchFn = Callable[[str, SearchOptions], SearchResult]  # a search bound to what it searches (one or several KBs)
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,27 @@ class Retriever:
                     result.hits = [h for h in result.hits if h.chunk.doc_id not in stale]
             result.trace.timings_ms["verify"] = (time.perf_counter() - verify) * 1000
         result.trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
+        for hit in (*result.hits, *result.trace.candidates, *result.trace.reranked):
+            hit.kb = kb.name
         return result
+
+    def on(self, kb: KnowledgeBase, embedder: Embedder) -> SearchFn:
+        """This retriever's search bound to one knowledge base (what an answer retrieves with)."""
+        return lambda query, options: self.search(kb, embedder, query, options)
+
+    def rank_documents(
+        self, kb: KnowledgeBase, embedder: Embedder, query: str, options: SearchOptions, *, top_k: int
+    ) -> list[Document]:
+        """Stage 1 alone: the ``top_k`` documents of ``kb`` whose summaries (dense) and whole text (lexical, in
+        hybrid and lexical modes) fit the query best, best first."""
+        stages = self.stages
+        rankings = []
+        if options.mode in ("dense", "hybrid"):
+            rankings.append(stages.dense.documents(kb, stages.embed.run(embedder, query), top_k=top_k))
+        if options.mode in ("lexical", "hybrid"):
+            rankings.append(stages.lexical.documents(stages.lexical.index(kb), query, top_k=top_k))
+        gated = stages.gate.run(kb, rankings, keep=top_k, rrf_k=options.rrf_k, trace=True)
+        return [d.document for d in gated.documents]
 
     def _stale(self, kb: KnowledgeBase, hits: list[ScoredChunk]) -> set[str]:
         """Documents of ``hits`` that are not ready (any more)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -13,11 +13,12 @@ from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
 from kb_service.api.errors import error_body
 from kb_service.api.schemas import SAMPLING, AnswerPublic, AskRequest
 from kb_service.api.streaming import EventStream, closing
+from kb_service.core.config import Settings
 from kb_service.core.errors import KBError
-from kb_service.generation.answer import Answer
+from kb_service.generation.answer import Answer, Answerer
 from kb_service.generation.factory import ask_options
 from kb_service.generation.llm import Delta, Message, cancellation
-from kb_service.retrieval.pipeline import SearchOptions
+from kb_service.retrieval.pipeline import SearchFn, SearchOptions
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["ask"])
 
@@ -31,19 +32,31 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
     """Answer from the knowledge base with numbered citations. Streaming sends ``delta`` events with text, then
     one ``answer`` event with the whole answer, citations and usage (or an ``error`` event)."""
 
+    def searcher() -> SearchFn:
+        return answerer.retriever.on(*catalog.open(kb))
+
+    return await respond(
+        body, searcher, SearchOptions.from_settings(settings, filters=body.filters), answerer, settings
+    )
+
+
+async def respond(
+    body: AskRequest, searcher: Callable[[], SearchFn], search: SearchOptions, answerer: Answerer, settings: Settings
+) -> Any:
+    """The answer to ``body`` retrieved with ``searcher()``'s search (opened in a worker thread: it may read the
+    store), whole or as Server-Sent Events."""
+
     def start() -> Iterator[Delta | Answer]:
-        knowledge_base, embedder = catalog.open(kb)
         options = ask_options(
             settings,
-            search=SearchOptions.from_settings(settings, filters=body.filters),
+            search=search,
             sources=body.sources,
             rewrite=body.rewrite,
             answer_mode=body.answer_mode,
             **body.model_dump(include=SAMPLING | {"stop"}),
         )
         events = answerer.stream(
-            knowledge_base,
-            embedder,
+            searcher(),
             body.question,
             history=[Message(role=m.role, content=m.content) for m in body.history],
             options=options,

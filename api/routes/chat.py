@@ -3,7 +3,8 @@
 The ``model`` field picks what answers:
 - ``kb:<name>`` — the knowledge base ``<name>`` answers the last user message with retrieval and citations
   (earlier messages are the conversation history); citations ride in ``message.citations`` and in the last
-  stream chunk;
+  stream chunk; ``kb:a,b`` answers from several knowledge bases (routed and merged), ``kb:*`` from every one the
+  API key may use;
 - the service's LLM id (see ``GET /v1/models``) — plain chat with that model, no retrieval.
 """
 
@@ -20,8 +21,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from kb_service.api.auth import PrincipalDep
-from kb_service.api.deps import AnswererDep, CatalogDep, SettingsDep
+from kb_service.api import queries
+from kb_service.api.auth import Principal, PrincipalDep
+from kb_service.api.deps import AnswererDep, CatalogDep, FederationDep, SettingsDep
 from kb_service.api.errors import error_body
 from kb_service.api.openai_schemas import (
     ChatChoice,
@@ -37,12 +39,14 @@ from kb_service.api.openai_schemas import (
 from kb_service.api.routes.ask import _chain, last_event
 from kb_service.api.schemas import SAMPLING, AnswerPublic, UsagePublic
 from kb_service.api.streaming import EventStream, closing
-from kb_service.core.errors import InvalidInput, KBError
-from kb_service.generation.answer import Answer
+from kb_service.catalog import Catalog
+from kb_service.core.errors import InvalidInput, KBError, KnowledgeBaseNotFound
+from kb_service.generation.answer import Answer, Answerer
 from kb_service.generation.factory import ask_options, generation_params, not_none
 from kb_service.generation.guard import guarded
 from kb_service.generation.llm import LLM, Completion, Delta, GenerationParams, Message, Usage, cancellation
-from kb_service.retrieval.pipeline import SearchOptions
+from kb_service.retrieval.federated import Federation
+from kb_service.retrieval.pipeline import SearchFn, SearchOptions
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 KB_PREFIX = "kb:"
@@ -71,6 +75,7 @@ async def chat_completions(
     request: Request,
     catalog: CatalogDep,
     answerer: AnswererDep,
+    federation: FederationDep,
     settings: SettingsDep,
     principal: PrincipalDep,
 ) -> Any:
@@ -81,7 +86,9 @@ async def chat_completions(
     sampling = body.model_dump(include=SAMPLING) | {"max_tokens": body.max_completion_tokens or body.max_tokens}
 
     if body.model.startswith(KB_PREFIX):
-        principal.check(body.model[len(KB_PREFIX) :])
+        named = body.model[len(KB_PREFIX) :]
+        if named != "*" and "," not in named:
+            principal.check(named)
         if beyond := body.beyond_text():
             raise InvalidInput(
                 f"{', '.join(beyond)}: not taken by {body.model!r}, which answers with cited text from the knowledge "
@@ -92,9 +99,9 @@ async def chat_completions(
         question, history = messages[-1]["content"], messages[:-1]
 
         def start() -> Iterator[Delta | Answer]:
-            knowledge_base, embedder = catalog.open(body.model[len(KB_PREFIX) :])
             options = ask_options(settings, search=SearchOptions.from_settings(settings), stop=stop, **sampling)
-            events = answerer.stream(knowledge_base, embedder, question, history=history, options=options)
+            search = _searcher(named, catalog, federation, answerer, principal)
+            events = answerer.stream(search, question, history=history, options=options)
             return _chain(next(events), events)
 
         first: Iterator[Any] = await run_in_threadpool(start)
@@ -121,6 +128,22 @@ async def chat_completions(
         return _completion(cid, created, body.model, finals)
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     return EventStream(_stream(cid, created, body.model, first, starts, include_usage=include_usage), cancel)
+
+
+def _searcher(
+    named: str, catalog: Catalog, federation: Federation, answerer: Answerer, principal: Principal
+) -> SearchFn:
+    """What ``kb:<named>`` retrieves with: one knowledge base, or several (``kb:a,b``; ``kb:*``: every one the key
+    may use), routed and merged. ``named`` is one knowledge base whenever one has that very name."""
+    if named == "*" or "," in named:
+        try:
+            one = catalog.open(named)
+        except KnowledgeBaseNotFound:
+            names = None if named == "*" else [n.strip() for n in named.split(",") if n.strip()]
+            return federation.on(queries.open_targets(catalog, names, principal))
+        principal.check(named)
+        return answerer.retriever.on(*one)
+    return answerer.retriever.on(*catalog.open(named))
 
 
 def _run(start: Callable[[], Iterator[Any]]) -> Any:

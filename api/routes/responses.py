@@ -156,7 +156,7 @@ class Turn:
         search = SearchOptions.from_settings(settings, filters=self.files.scope(kb, where), rerank=rerank)
         options = ask_options(settings, search=search, sources=tool.max_num_results, **sampling)
         question, history = conversation[-1]["content"], conversation[:-1]
-        events = answerer.stream(kb, embedder, question, history=history, options=options)
+        events = answerer.stream(answerer.retriever.on(kb, embedder), question, history=history, options=options)
         return _chain(next(events), events)  # retrieval's errors become a 4xx, not a broken stream
 
     # the finished response

@@ -21,6 +21,7 @@ from kb_service.api.schemas import (
 )
 
 Scalar = str | int | float | bool
+KBs = str | Sequence[str]  # one knowledge base, or several searched as one (a list or tuple of names)
 Files = Sequence[Path] | Mapping[str, Path]  # paths named by their file name, or {document name: path}
 
 
@@ -123,14 +124,16 @@ class KBClient(Protocol):
     def cancel_reindex(self, kb: str) -> ReindexStatusPublic:
         """Discard the running or recorded re-index: the knowledge base stays as it was."""
 
-    def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
-        """Options as in ``POST /v1/knowledge-bases/{kb}/search``: top_k, mode, gate, rerank, filters, trace."""
+    def search(self, kb: KBs, query: str, **options: Any) -> SearchResponse:
+        """Options as in ``POST /v1/knowledge-bases/{kb}/search``: top_k, mode, gate, rerank, filters, trace. A list
+        of knowledge bases searches them all (``POST /v1/search``: routed, one merged ranking; route, route_kbs)."""
 
-    def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
-        """A cited, verified answer (the fields of POST /v1/knowledge-bases/{kb}/ask: sources, answer_mode …)."""
+    def ask(self, kb: KBs, question: str, **options: Any) -> AnswerPublic:
+        """A cited, verified answer (the fields of POST /v1/knowledge-bases/{kb}/ask: sources, answer_mode …); from
+        several knowledge bases when ``kb`` is a list."""
         ...
 
-    def ask_stream(self, kb: str, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
+    def ask_stream(self, kb: KBs, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
         """The answer's text as it is written, then the whole answer (the same as ``ask`` returns)."""
         ...
 

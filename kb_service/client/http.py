@@ -24,7 +24,7 @@ from kb_service.api.schemas import (
     SearchResponse,
     SyncReportPublic,
 )
-from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, OnStage, Scalar, named_files
+from kb_service.client.base import ClientError, Files, IngestOutcome, KBs, OnOutcome, OnStage, Scalar, named_files
 
 PAGE = 1000
 FINISHED = ("ready", "failed")
@@ -182,18 +182,21 @@ class HTTPClient:
     def cancel_reindex(self, kb: str) -> ReindexStatusPublic:
         return ReindexStatusPublic.model_validate(self._call("DELETE", f"{_kb(kb)}/reindex"))
 
-    def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
+    def search(self, kb: KBs, query: str, **options: Any) -> SearchResponse:
         body = {"query": query, **{k: v for k, v in options.items() if v is not None}}
-        return SearchResponse.model_validate(self._call("POST", f"{_kb(kb)}/search", json=body))
+        path, body = _target(kb, "search", body)
+        return SearchResponse.model_validate(self._call("POST", path, json=body))
 
-    def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
+    def ask(self, kb: KBs, question: str, **options: Any) -> AnswerPublic:
         body = {"question": question, **{k: v for k, v in options.items() if v is not None}, "stream": False}
-        return AnswerPublic.model_validate(self._call("POST", f"{_kb(kb)}/ask", json=body))
+        path, body = _target(kb, "ask", body)
+        return AnswerPublic.model_validate(self._call("POST", path, json=body))
 
-    def ask_stream(self, kb: str, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
+    def ask_stream(self, kb: KBs, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
         """The server-sent events of ``/ask`` with ``stream: true``: text deltas, then the answer."""
         body = {"question": question, **{k: v for k, v in options.items() if v is not None}, "stream": True}
-        with self.http.stream("POST", f"{_kb(kb)}/ask", json=body) as response:
+        path, body = _target(kb, "ask", body)
+        with self.http.stream("POST", path, json=body) as response:
             if not response.is_success:
                 response.read()
                 _raise(response)
@@ -242,3 +245,10 @@ def _kb(name: str) -> str:
 
 def _doc(kb: str, doc_id: str) -> str:
     return f"{_kb(kb)}/documents/{quote(doc_id, safe='')}"
+
+
+def _target(kb: KBs, action: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The route of a search or question over one knowledge base, or over several (``/v1/search``, ``/v1/ask``)."""
+    if isinstance(kb, str):
+        return f"{_kb(kb)}/{action}", body
+    return f"/v1/{action}", {**body, "knowledge_bases": list(kb)}

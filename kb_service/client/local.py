@@ -22,6 +22,8 @@ from kb_service.api.schemas import (
     DocumentPublic,
     DocumentQuery,
     KnowledgeBasePublic,
+    MultiAskRequest,
+    MultiSearchRequest,
     PageQuery,
     ReindexRequest,
     ReindexStatusPublic,
@@ -30,7 +32,7 @@ from kb_service.api.schemas import (
     SearchResponse,
     SyncReportPublic,
 )
-from kb_service.client.base import ClientError, Files, IngestOutcome, OnOutcome, OnStage, Scalar, named_files
+from kb_service.client.base import ClientError, Files, IngestOutcome, KBs, OnOutcome, OnStage, Scalar, named_files
 from kb_service.core.config import Settings
 from kb_service.core.errors import KBError
 from kb_service.evaluation.answers import AnswerReport, QASet, run_answers
@@ -211,14 +213,19 @@ class LocalClient:
         with _errors():
             return ReindexStatusPublic.of(self.services.reindex.cancel(kb))
 
-    def search(self, kb: str, query: str, **options: Any) -> SearchResponse:
+    def search(self, kb: KBs, query: str, **options: Any) -> SearchResponse:
+        s = self.services
         with _errors():
-            body = SearchRequest(query=query, **options)
-            knowledge_base, embedder = self.services.catalog.open(kb)
-            result = self.services.retriever.search(knowledge_base, embedder, body.query, body.options(self.settings))
+            if isinstance(kb, str):
+                body = SearchRequest(query=query, **options)
+                result = s.retriever.search(*s.catalog.open(kb), body.query, body.options(self.settings))
+            else:
+                body = MultiSearchRequest(query=query, knowledge_bases=list(kb), **options)
+                targets = queries.open_targets(s.catalog, body.knowledge_bases)
+                result = s.federation.search(targets, body.query, body.options(self.settings))
         return SearchResponse.of(result, trace=body.trace)
 
-    def ask(self, kb: str, question: str, **options: Any) -> AnswerPublic:
+    def ask(self, kb: KBs, question: str, **options: Any) -> AnswerPublic:
         answer = None
         for event in self.ask_stream(kb, question, **options):
             if isinstance(event, AnswerPublic):
@@ -226,13 +233,20 @@ class LocalClient:
         assert answer is not None  # every answer stream ends with the answer
         return answer
 
-    def ask_stream(self, kb: str, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
+    def ask_stream(self, kb: KBs, question: str, **options: Any) -> Iterator[str | AnswerPublic]:
+        s = self.services
         with _errors():
-            body = AskRequest(question=question, **options)
-            knowledge_base, embedder = self.services.catalog.open(kb)
+            body: AskRequest
+            if isinstance(kb, str):
+                body = AskRequest(question=question, **options)
+                search, routing = s.retriever.on(*s.catalog.open(kb)), {}
+            else:
+                body = MultiAskRequest(question=question, knowledge_bases=list(kb), **options)
+                search = s.federation.on(queries.open_targets(s.catalog, body.knowledge_bases))
+                routing = body.routing()
             ask = ask_options(
                 self.settings,
-                search=SearchOptions.from_settings(self.settings, filters=body.filters),
+                search=SearchOptions.from_settings(self.settings, filters=body.filters, **routing),
                 sources=body.sources,
                 rewrite=body.rewrite,
                 answer_mode=body.answer_mode,
@@ -240,10 +254,7 @@ class LocalClient:
                 **body.model_dump(include=SAMPLING),
             )
             history: list[Message] = [{"role": m.role, "content": m.content} for m in body.history]
-            events = self.services.answerer.stream(
-                knowledge_base, embedder, body.question, history=history, options=ask
-            )
-            for event in events:
+            for event in s.answerer.stream(search, body.question, history=history, options=ask):
                 if isinstance(event, Answer):
                     yield AnswerPublic.of(event)
                 elif isinstance(event, Delta) and event.content:

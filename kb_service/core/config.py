@@ -262,6 +262,20 @@ class SearchSettings(Group):
         description="> 1: iterative multi-hop retrieval, following the entities the best passages name (no LLM).",
     )
     hop_budget_ms: float = Field(default=2000.0, gt=0, le=60_000, description="No new hop starts after this long.")
+    route: bool = Field(
+        default=True,
+        description="Over several knowledge bases: rank them by their best document summaries and search only the "
+        "best (false: search every one named).",
+    )
+    route_kbs: int = Field(
+        default=3, ge=1, le=limits.MAX_KNOWLEDGE_BASES, description="At most this many knowledge bases searched."
+    )
+    route_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=2,
+        description="Knowledge bases whose router score is within this much of the best one's are searched too.",
+    )
 
 
 class RerankSettings(Group):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 MAX_TOP_K = 200  # results of one search
 MAX_HOPS = 4  # rounds of one multi-hop search
+MAX_KNOWLEDGE_BASES = 32  # knowledge bases one search or question spans
 MAX_CANDIDATES = MAX_TOP_K * 5  # candidates of one stage (gate documents, chunks per stage, rerank pool)
 
 MAX_TOKENS = 32_768  # one answer's length cap

@@ -178,6 +178,7 @@ class ScoredChunk:
     source: str = ""
     title: str = ""
     stages: dict[str, float] = field(default_factory=dict)  # per-stage scores (dense, lexical, gate, rerank …)
+    kb: str = ""  # the knowledge base it was found in (set by the retriever)
 
     def provenance(self) -> dict[str, Any]:
         """The hit as the CLI and the API show it: scores, ids, file name, title, page, section, offsets, text."""
@@ -185,6 +186,7 @@ class ScoredChunk:
         return {
             "score": self.score,
             "stages": self.stages,
+            "knowledge_base": self.kb,
             "doc_id": c.doc_id,
             "chunk_id": c.id,
             "source": c.metadata.get("source", ""),

@@ -428,5 +428,5 @@ def _ask(
         settings, search=SearchOptions.from_settings(settings, filters=filters), max_tokens=max_tokens, **MODES[mode]
     )
     start = time.perf_counter()
-    answer = answerer.ask(kb, embedder, question, options=options)
+    answer = answerer.ask(answerer.retriever.on(kb, embedder), question, options=options)
     return answer, time.perf_counter() - start

@@ -79,7 +79,9 @@ def test_ask_answers_with_sources_citations_usage_and_timings(
 ) -> None:  # type: ignore[no-untyped-def]
     answerer = build_answerer(SETTINGS, retriever, smollm)
     question = "In which year was the Eiffel Tower completed?"
-    answer = answerer.ask(kb, embedder, question, options=options(max_tokens=48, answer_mode="generated"))
+    answer = answerer.ask(
+        answerer.retriever.on(kb, embedder), question, options=options(max_tokens=48, answer_mode="generated")
+    )
     assert answer.mode == "generated" and "1889" in answer.text and not answer.refused
     assert answer.sources[0].source == "eiffel.md" or any(s.source == "eiffel.md" for s in answer.sources[:1])
     assert answer.citations, answer.text
@@ -91,7 +93,11 @@ def test_ask_answers_with_sources_citations_usage_and_timings(
     assert {"retrieve", "prompt", "first_token", "generate", "total"} <= set(answer.timings_ms)
 
     # streamed text == the final text, claim by claim, and the same as the whole answer (greedy decoding)
-    events = list(answerer.stream(kb, embedder, question, options=options(max_tokens=48, answer_mode="generated")))
+    events = list(
+        answerer.stream(
+            answerer.retriever.on(kb, embedder), question, options=options(max_tokens=48, answer_mode="generated")
+        )
+    )
     final = events[-1]
     assert isinstance(final, Answer) and all(isinstance(e, Delta) for e in events[:-1])
     assert "".join(e.content for e in events[:-1] if isinstance(e, Delta)) == final.text == answer.text
@@ -105,12 +111,14 @@ def test_the_offline_default_quotes_cited_sentences_and_declines_what_the_source
 ) -> None:  # type: ignore[no-untyped-def]
     answerer = build_answerer(SETTINGS, retriever, smollm)
     assert not answerer.generates  # the packaged 135M model is not used for answers unless asked for
-    answer = answerer.ask(kb, embedder, "How tall is the Eiffel Tower?", options=options())
+    answer = answerer.ask(answerer.retriever.on(kb, embedder), "How tall is the Eiffel Tower?", options=options())
     assert answer.mode == "extractive" and not answer.llm_error and not answer.refused
     assert answer.text.startswith("According to the sources:") and "330 metres tall [" in answer.text
     assert {c.source for c in answer.citations} == {"eiffel.md"} and answer.citations[0].support == 1.0
     assert not answer.unsupported_claims
-    declined = answerer.ask(kb, embedder, "Who won the 1998 football World Cup?", options=options())
+    declined = answerer.ask(
+        answerer.retriever.on(kb, embedder), "Who won the 1998 football World Cup?", options=options()
+    )
     assert declined.refused and declined.text == "The sources do not contain the answer." and not declined.citations
 
 
@@ -142,17 +150,19 @@ def test_without_a_model_answers_are_extractive_and_flagged(retriever: Retriever
     down = OpenAICompatibleLLM(model="m", base_url="http://127.0.0.1:9/v1", api_key=None, timeout_s=5, max_retries=0)
     answerer = build_answerer(SETTINGS, retriever, down)
     assert answerer.generates  # a server's model writes the answers by default
-    answer = answerer.ask(kb, embedder, "how tall is the Eiffel Tower", options=options())
+    answer = answerer.ask(answerer.retriever.on(kb, embedder), "how tall is the Eiffel Tower", options=options())
     assert answer.mode == "extractive" and "cannot reach the LLM server at http://127.0.0.1:9/v1" in answer.llm_error
     with pytest.raises(LLMUnavailable, match="cannot reach the LLM server"):
-        answerer.ask(kb, embedder, "how tall is the Eiffel Tower", options=options(fallback=False))
+        answerer.ask(
+            answerer.retriever.on(kb, embedder), "how tall is the Eiffel Tower", options=options(fallback=False)
+        )
 
 
 def test_no_sources_means_a_refusal_in_the_question_language(
     smollm: TransformersLLM, store: VectorStore, kb: KnowledgeBase, embedder, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     answerer: Answerer = build_answerer(SETTINGS, Retriever(store, LexicalIndexes(store, tmp_path)), smollm)
-    answer = answerer.ask(kb, embedder, "大熊猫吃什么？", options=options())
+    answer = answerer.ask(answerer.retriever.on(kb, embedder), "大熊猫吃什么？", options=options())
     assert answer.mode == "no_sources" and answer.refused and answer.text.startswith("信息不足")
     assert answer.sources == [] and answer.usage.completion_tokens == 0
 

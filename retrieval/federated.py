@@ -1,0 +1,153 @@
+"""Search over several knowledge bases at once: a router ranks them, the best are searched, one merged ranking.
+
+- **Router.** Each knowledge base's top few documents for the query (its own stage 1: summary vectors under its own
+  embedding model, BM25 over whole documents) have their summaries scored against the query by *one* model for all
+  of them (the reranker, else the service's default embedding model), so scores compare across knowledge bases with
+  different embedding models. A knowledge base's router score is its best summary's. The best one is searched, and
+  with it up to ``route_kbs`` - 1 more whose score is within ``route_margin`` of the best.
+- **Search.** Each chosen knowledge base runs the full pipeline (gate, hybrid, rerank) with its own embedder, in
+  parallel.
+- **Merge.** Reciprocal rank fusion of the knowledge bases' rankings, plus (when the reranker scored them, one model
+  for all) the reranker's ranking across all of them at the reranker's weight, as inside one search.
+
+Every hit names its knowledge base; the trace has the router's scores (``routes``) besides each search's own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kb_service.core.errors import InvalidInput
+from kb_service.core.records import Document, KnowledgeBase, ScoredChunk
+from kb_service.embeddings.base import Embedder
+from kb_service.retrieval.fusion import rrf
+from kb_service.retrieval.multihop import iterative_search
+from kb_service.retrieval.options import Route, SearchOptions, SearchResult, SearchTrace, validate_query
+from kb_service.retrieval.pipeline import Retriever, SearchFn
+from kb_service.retrieval.rerank import Reranker
+
+PROBE_DOCS = 3  # documents per knowledge base whose summaries the router scores
+SUMMARY_CHARS = 1_000  # of a summary the router reads (the scorer truncates to its own limit anyway)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One knowledge base to search, with its own embedder."""
+
+    kb: KnowledgeBase
+    embedder: Embedder
+
+
+class Router:
+    """Ranks knowledge bases for a query by their best-fitting document summaries."""
+
+    def __init__(self, retriever: Retriever, scorer: Callable[[], Reranker], pool: ThreadPoolExecutor) -> None:
+        """``scorer``: the model that scores (query, summary) pairs for every knowledge base, built on first use."""
+        self.retriever = retriever
+        self._scorer = scorer
+        self._pool = pool
+
+    def rank(self, targets: Sequence[Target], query: str, options: SearchOptions) -> list[Route]:
+        """Every target's route, best first, ``searched`` set on those a search should look in."""
+        probes = list(
+            self._pool.map(
+                lambda t: self.retriever.rank_documents(t.kb, t.embedder, query, options, top_k=PROBE_DOCS), targets
+            )
+        )
+        texts = [_summary_text(d) for docs in probes for d in docs]
+        flat = self._scorer().score([query], [texts])[0].tolist() if texts else []
+        routes: list[Route] = []
+        at = 0
+        for target, docs in zip(targets, probes, strict=True):
+            scores, at = flat[at : at + len(docs)], at + len(docs)
+            ranked = sorted(zip(scores, docs, strict=True), key=lambda pair: -pair[0])
+            best = ranked[0][0] if ranked else None  # None: no ready document
+            routes.append(Route(target.kb.name, best, False, [d.id for _, d in ranked]))
+        routes.sort(key=lambda r: -r.score if r.score is not None else float("inf"))
+        top = routes[0].score
+        for i, route in enumerate(routes):
+            near = top is None or (route.score is not None and route.score >= top - options.route_margin)
+            route.searched = i == 0 or (i < options.route_kbs and near)
+        return routes
+
+
+class Federation:
+    """Searches several knowledge bases of one store as one (``search``); thread-safe."""
+
+    def __init__(self, retriever: Retriever, scorer: Callable[[], Reranker]) -> None:
+        self.retriever = retriever
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="federated")
+        self.router = Router(retriever, scorer, self._pool)
+
+    def on(self, targets: Sequence[Target]) -> SearchFn:
+        """This search bound to ``targets`` (what an answer retrieves with)."""
+        return lambda query, options: self.search(targets, query, options)
+
+    def search(self, targets: Sequence[Target], query: str, options: SearchOptions) -> SearchResult:
+        start = time.perf_counter()
+        query = validate_query(query)
+        options = options.validate()
+        targets = _distinct(targets)
+        if options.hops > 1:  # each hop's lookups are routed again: a bridge may lead to another knowledge base
+            return iterative_search(lambda q, o: self.search(targets, q, o), query, options)
+        timings: dict[str, float] = {}
+        if options.route and len(targets) > 1:
+            routes = self.router.rank(targets, query, options)
+            timings["route"] = (time.perf_counter() - start) * 1000
+        else:
+            routes = [Route(t.kb.name, 0.0, True) for t in targets]
+        by_name = {t.kb.name: t for t in targets}
+        chosen = [by_name[r.knowledge_base] for r in routes if r.searched]
+        began = time.perf_counter()
+        results = list(
+            self._pool.map(lambda t: self.retriever.search(t.kb, t.embedder, query, options), chosen)
+            if len(chosen) > 1
+            else [self.retriever.search(chosen[0].kb, chosen[0].embedder, query, options)]
+        )
+        timings["search"] = (time.perf_counter() - began) * 1000
+        hits = merge([r.hits for r in results], rrf_k=options.rrf_k, rerank_weight=options.rerank_weight)
+        trace = SearchTrace(routes=routes, timings_ms=timings)
+        for target, result in zip(chosen, results, strict=True):
+            trace.gated += result.trace.gated
+            trace.candidates += result.trace.candidates
+            trace.reranked += result.trace.reranked
+            for stage, ms in result.trace.timings_ms.items():
+                trace.timings_ms[f"{target.kb.name}:{stage}"] = ms
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return SearchResult(query=query, hits=hits[: options.top_k], trace=trace)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def merge(rankings: Sequence[list[ScoredChunk]], *, rrf_k: int, rerank_weight: float) -> list[ScoredChunk]:
+    """One ranking of the hits of several knowledge bases (each list best first). A hit's score becomes its fused
+    score; its other scores stay in ``stages``."""
+    if len(rankings) == 1:
+        return list(rankings[0])
+    hits = {(h.kb, h.chunk.id): h for ranking in rankings for h in ranking}
+    lists = [[(h.kb, h.chunk.id) for h in ranking] for ranking in rankings]
+    weights = [1.0] * len(lists)
+    reranked = [h for h in hits.values() if "rerank" in h.stages]
+    if reranked:  # one reranker scored them all: its scores compare across knowledge bases
+        lists.append([(h.kb, h.chunk.id) for h in sorted(reranked, key=lambda h: -h.stages["rerank"])])
+        weights.append(rerank_weight)
+    fused = rrf(lists, k=rrf_k, weights=weights)
+    for key, hit in hits.items():
+        hit.score = fused[key]
+    return sorted(hits.values(), key=lambda h: -h.score)
+
+
+def _distinct(targets: Sequence[Target]) -> list[Target]:
+    if not targets:
+        raise InvalidInput("knowledge_bases must name at least one knowledge base")
+    return list({t.kb.name: t for t in targets}.values())
+
+
+def _summary_text(doc: Document) -> str:
+    text = doc.summary or doc.title or doc.source
+    if doc.title and doc.summary and not doc.summary.startswith(doc.title):
+        text = f"{doc.title}\n{doc.summary}"
+    return text[:SUMMARY_CHARS]
