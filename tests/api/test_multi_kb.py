@@ -175,7 +175,7 @@ def test_the_python_clients_take_a_list_of_knowledge_bases(client: TestClient) -
     remote.http = TestClient(client.app, headers=as_(SCOPED))  # the same running app (no second lifespan)
     hits = remote.search(["pumps", "recipes"], "screw compressor rotors", top_k=3).hits
     assert (hits[0].knowledge_base, hits[0].source) == ("pumps", "compressors.md")
-    answer = remote.ask(("pumps", "recipes"), "How long do I knead the bread dough?")
+    answer = remote.ask(("pumps", "recipes"), "For how many minutes is spaghetti boiled?")
     assert any(c.knowledge_base == "recipes" for c in answer.citations)
     with pytest.raises(ClientError) as refused:
         remote.search(["secret"], "launch")
