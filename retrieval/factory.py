@@ -48,14 +48,14 @@ def build_retriever(
 
 
 def build_federation(retriever: Retriever, embedders: EmbedderPool) -> Federation:
-    """Search over several knowledge bases; its router scores their summaries with the reranker, else with the
-    configured embedding model (one model for every knowledge base, whatever each one's own is)."""
+    """Search over several knowledge bases; its router scores their summaries with the configured embedding model
+    (one model for every knowledge base, whatever each one's own is)."""
 
     @functools.cache
-    def default() -> Reranker:
+    def scorer() -> EmbeddingReranker:
         return EmbeddingReranker(embedders.get(), cache_size=20_000)
 
-    return Federation(retriever, lambda: retriever.reranker or default())
+    return Federation(retriever, scorer)
 
 
 def lexical_indexes(settings: Settings, store: VectorStore) -> LexicalIndexes:

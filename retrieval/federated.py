@@ -14,6 +14,7 @@ Every hit names its knowledge base; the trace has the router's scores (``routes`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +27,10 @@ from kb_service.retrieval.fusion import rrf
 from kb_service.retrieval.multihop import iterative_search
 from kb_service.retrieval.options import Route, SearchOptions, SearchResult, SearchTrace, validate_query
 from kb_service.retrieval.pipeline import Retriever, SearchFn
-from kb_service.retrieval.rerank import Reranker
+from kb_service.retrieval.rerank import EmbeddingReranker
 
 PROBE_DOCS = 3  # documents per knowledge base whose summaries the router scores
+MERGE_TEMPERATURE = 0.05  # a knowledge base's merge weight falls off by e per this much router score below the best
 SUMMARY_CHARS = 1_000  # of a summary the router reads (the scorer truncates to its own limit anyway)
 
 
@@ -41,30 +43,24 @@ class Target:
 
 
 class Router:
-    """Ranks knowledge bases for a query by their best-fitting document summaries."""
+    """Ranks knowledge bases for a query by their best-fitting document summaries, scored by one embedding model
+    (``scorer``) for all: a knowledge base built with that model is scored by its stored summary vectors (its
+    summary search's best cosine, no model call); another has its top few documents' summaries (found by its own
+    stage 1) embedded by the scorer (cached by text)."""
 
-    def __init__(self, retriever: Retriever, scorer: Callable[[], Reranker], pool: ThreadPoolExecutor) -> None:
+    def __init__(self, retriever: Retriever, scorer: Callable[[], EmbeddingReranker], pool: ThreadPoolExecutor) -> None:
         """``scorer``: the model that scores (query, summary) pairs for every knowledge base, built on first use."""
         self.retriever = retriever
         self._scorer = scorer
         self._pool = pool
 
+    def scorer_name(self) -> str:
+        return self._scorer().name
+
     def rank(self, targets: Sequence[Target], query: str, options: SearchOptions) -> list[Route]:
         """Every target's route, best first, ``searched`` set on those a search should look in."""
-        probes = list(
-            self._pool.map(
-                lambda t: self.retriever.rank_documents(t.kb, t.embedder, query, options, top_k=PROBE_DOCS), targets
-            )
-        )
-        texts = [_summary_text(d) for docs in probes for d in docs]
-        flat = self._scorer().score([query], [texts])[0].tolist() if texts else []
-        routes: list[Route] = []
-        at = 0
-        for target, docs in zip(targets, probes, strict=True):
-            scores, at = flat[at : at + len(docs)], at + len(docs)
-            ranked = sorted(zip(scores, docs, strict=True), key=lambda pair: -pair[0])
-            best = ranked[0][0] if ranked else None  # None: no ready document
-            routes.append(Route(target.kb.name, best, False, [d.id for _, d in ranked]))
+        scorer = self._scorer()
+        routes = list(self._pool.map(lambda t: self._route(t, scorer, query, options), targets))
         routes.sort(key=lambda r: -r.score if r.score is not None else float("inf"))
         top = routes[0].score
         for i, route in enumerate(routes):
@@ -72,11 +68,24 @@ class Router:
             route.searched = i == 0 or (i < options.route_kbs and near)
         return routes
 
+    def _route(self, target: Target, scorer: EmbeddingReranker, query: str, options: SearchOptions) -> Route:
+        kb = target.kb
+        if target.embedder.info.fingerprint == scorer.embedder.info.fingerprint:
+            vector = self.retriever.stages.embed.run(target.embedder, query)
+            ranked = self.retriever.store.search_documents(kb, vector, top_k=PROBE_DOCS)[0]
+            return Route(kb.name, ranked[0][1] if ranked else None, False, [d for d, _ in ranked])
+        docs = self.retriever.rank_documents(kb, target.embedder, query, options, top_k=PROBE_DOCS)
+        if not docs:
+            return Route(kb.name, None, False)
+        scores = scorer.score([query], [[_summary_text(d) for d in docs]])[0].tolist()
+        ranked_docs = sorted(zip(scores, docs, strict=True), key=lambda pair: -pair[0])
+        return Route(kb.name, ranked_docs[0][0], False, [d.id for _, d in ranked_docs])
+
 
 class Federation:
     """Searches several knowledge bases of one store as one (``search``); thread-safe."""
 
-    def __init__(self, retriever: Retriever, scorer: Callable[[], Reranker]) -> None:
+    def __init__(self, retriever: Retriever, scorer: Callable[[], EmbeddingReranker]) -> None:
         self.retriever = retriever
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="federated")
         self.router = Router(retriever, scorer, self._pool)
@@ -107,7 +116,9 @@ class Federation:
             else [self.retriever.search(chosen[0].kb, chosen[0].embedder, query, options)]
         )
         timings["search"] = (time.perf_counter() - began) * 1000
-        hits = merge([r.hits for r in results], rrf_k=options.rrf_k, rerank_weight=options.rerank_weight)
+        scores = {r.knowledge_base: r.score for r in routes}
+        weights = [_weight(scores[t.kb.name], routes[0].score) for t in chosen]
+        hits = merge([r.hits for r in results], weights, rrf_k=options.rrf_k, rerank_weight=options.rerank_weight)
         trace = SearchTrace(routes=routes, timings_ms=timings)
         for target, result in zip(chosen, results, strict=True):
             trace.gated += result.trace.gated
@@ -122,14 +133,16 @@ class Federation:
         self._pool.shutdown(wait=True)
 
 
-def merge(rankings: Sequence[list[ScoredChunk]], *, rrf_k: int, rerank_weight: float) -> list[ScoredChunk]:
-    """One ranking of the hits of several knowledge bases (each list best first). A hit's score becomes its fused
-    score; its other scores stay in ``stages``."""
+def merge(
+    rankings: Sequence[list[ScoredChunk]], weights: Sequence[float], *, rrf_k: int, rerank_weight: float
+) -> list[ScoredChunk]:
+    """One ranking of the hits of several knowledge bases (each list best first, weighted by how well its knowledge
+    base fits the query). A hit's score becomes its fused score; its other scores stay in ``stages``."""
     if len(rankings) == 1:
         return list(rankings[0])
     hits = {(h.kb, h.chunk.id): h for ranking in rankings for h in ranking}
     lists = [[(h.kb, h.chunk.id) for h in ranking] for ranking in rankings]
-    weights = [1.0] * len(lists)
+    weights = list(weights)
     reranked = [h for h in hits.values() if "rerank" in h.stages]
     if reranked:  # one reranker scored them all: its scores compare across knowledge bases
         lists.append([(h.kb, h.chunk.id) for h in sorted(reranked, key=lambda h: -h.stages["rerank"])])
@@ -138,6 +151,14 @@ def merge(rankings: Sequence[list[ScoredChunk]], *, rrf_k: int, rerank_weight: f
     for key, hit in hits.items():
         hit.score = fused[key]
     return sorted(hits.values(), key=lambda h: -h.score)
+
+
+def _weight(score: float | None, best: float | None) -> float:
+    """A knowledge base's weight in the merge: 1 for the router's best, falling off by e for each
+    ``MERGE_TEMPERATURE`` its score is below the best (1 for all when there was no routing)."""
+    if score is None or best is None:
+        return 1.0 if score == best else 0.0
+    return math.exp((score - best) / MERGE_TEMPERATURE)
 
 
 def _distinct(targets: Sequence[Target]) -> list[Target]:

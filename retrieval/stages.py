@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,10 +43,28 @@ class Scope:
 
 
 class QueryEmbedding:
-    """Stage ``embed``: the query vector under the knowledge base's own embedder."""
+    """Stage ``embed``: the query vector under the knowledge base's own embedder. The last ``cache_size`` vectors
+    are kept: a search over several knowledge bases embeds its query to route and again to search, a multi-hop
+    search looks the same names up again."""
+
+    def __init__(self, cache_size: int = 1024) -> None:
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     def run(self, embedder: Embedder, query: str) -> np.ndarray:
-        return embedder.embed_queries([query])
+        key = (embedder.info.fingerprint, query)
+        with self._lock:
+            if (vector := self._cache.get(key)) is not None:
+                self._cache.move_to_end(key)
+                return vector
+        vector = embedder.embed_queries([query])
+        vector.flags.writeable = False  # shared by the searches that find it here
+        with self._lock:
+            self._cache[key] = vector
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vector
 
 
 class LexicalSearch:

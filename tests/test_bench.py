@@ -137,3 +137,14 @@ def test_scale_out_benchmark_compares_workers_with_the_embedded_mode() -> None:
         assert run["ready"] == report["docs"] == 40 and run["audit_clean"] and run["docs_per_s"] > 0
     assert len({run["chunks"] for run in report["runs"].values()}) == 1
     assert report["speedup_2_vs_1"] > 0 and "queue_overhead_ms_per_doc" in report
+
+
+def test_multi_kb_benchmark_routes_and_merges_four_knowledge_bases() -> None:
+    report = bench("multi_kb.py")
+    assert set(report["sets"]) == {"scifact", "msmarco", "2wiki", "cmrc"}
+    for row in report["sets"].values():
+        assert set(row) >= {"own", "all", "routed", "routed_1", "all_weighted"}
+        assert 0 <= row["routed"]["router_top1"] <= row["routed"]["router_searched"] <= 1
+        assert all(0 <= row[c]["nDCG@10"] <= 1 for c in ("own", "all", "routed"))
+    assert report["knowledge_bases"]["cmrc"]["embedding_model"] == "intfloat/multilingual-e5-small"
+    assert report["latency_ms"]["routed"]["p50"] > 0

@@ -52,6 +52,14 @@ def test_create_ingest_list_docs_delete_drop(base_args: list[str], tmp_path: Pat
     assert {h["source"] for h in only["hits"]} == {"notes.md"}
     assert "not valid JSON" in kb(base_args, "search", name, "x", "--filters", "{", code=2)["error"]
     assert kb(base_args, "search", name, " ", code=2)["error"] == "query must not be empty"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "tides.md").write_text("# Tides\n\nThe Moon's gravity raises the ocean tides twice a day.\n")
+    kb(base_args, "create", name + " 2")
+    kb(base_args, "ingest", name + " 2", str(other))
+    both = kb(base_args, "search", name, "what causes ocean tides", "--also", name + " 2", "--trace")
+    assert (both["hits"][0]["knowledge_base"], both["hits"][0]["source"]) == (name + " 2", "tides.md")
+    assert both["trace"]["routes"][0]["knowledge_base"] == name + " 2"
 
     question = "What do solar panels make electricity from?"
     answer = kb(base_args, "ask", name, question)  # the offline default: quoted sentences, each cited

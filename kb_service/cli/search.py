@@ -32,9 +32,16 @@ def search(
     ] = None,
     filters: Annotated[str | None, typer.Option(help='JSON object, e.g. \'{"source": "a.pdf"}\'.')] = None,
     trace: Annotated[bool, typer.Option("--trace", help="Show gated documents, candidates and timings.")] = False,
+    also: Annotated[
+        list[str] | None,
+        typer.Option("--also", help="Search this knowledge base too (repeatable): one merged ranking, routed."),
+    ] = None,
+    route: Annotated[
+        bool | None, typer.Option("--route/--no-route", help="With --also: search only the best-fitting ones.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search a knowledge base: ranked chunks with scores and provenance."""
+    """Search a knowledge base (or several, with --also): ranked chunks with scores and provenance."""
     rt = rt_from(ctx, as_json)
     try:
         parsed = json.loads(filters) if filters else None
@@ -48,19 +55,24 @@ def search(
         "hops": hops,
         "filters": parsed,
         "trace": trace,
+        "route": route if also else None,
     }
     with reported(as_json=as_json):
-        result = rt.client.search(kb, query, **{k: v for k, v in options.items() if v is not None})
+        target = [kb, *also] if also else kb
+        result = rt.client.search(target, query, **{k: v for k, v in options.items() if v is not None})
     if as_json:
-        emit_json(result.model_dump())  # POST /v1/knowledge-bases/{kb}/search
+        emit_json(result.model_dump())  # POST /v1/knowledge-bases/{kb}/search, or /v1/search with --also
         return
     table(
         f"{len(result.hits)} results for {query!r}",
-        ["#", "score", "source", "page", "section", "text"],
+        ["#", "score", "source", "page", "section", "text"]
+        if not also
+        else ["#", "score", "kb", "source", "page", "section", "text"],
         [
             [
                 i,
                 f"{h.score:.4f}",
+                *([escape(h.knowledge_base)] if also else []),
                 escape(h.source),
                 h.page or "",
                 escape(h.section or ""),
@@ -76,6 +88,20 @@ def search(
             ["#", "score", "source", "title"],
             [[i, f"{d.score:.4f}", escape(d.source), escape(d.title)] for i, d in enumerate(t.gated, start=1)],
         )
+        if t.routes:
+            table(
+                "router",
+                ["#", "score", "knowledge base", "searched"],
+                [
+                    [
+                        i,
+                        "–" if r.score is None else f"{r.score:.4f}",
+                        escape(r.knowledge_base),
+                        "yes" if r.searched else "",
+                    ]
+                    for i, r in enumerate(t.routes, start=1)
+                ],
+            )
         for n, hop in enumerate(t.hops, start=1):
             found = [escape(hits[0].source) if hits else "–" for hits in hop.hits]
             out_console.print(

@@ -54,7 +54,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("multi"),
         llm_backend="none",
-        rerank_backend="embedding",  # e5 re-scores (and routes) for every knowledge base, whatever its own model
+        rerank_backend="embedding",  # e5 re-scores the hits of every knowledge base, whatever its own model
         embedding_allowed_models=[E5],
         api_keys=[ApiKey(key=ADMIN, name="admin"), ApiKey(key=SCOPED, name="team", kbs=["pumps", "recipes"])],
     )
@@ -64,7 +64,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             body = {"name": name} | ({"embedding_model": model} if model else {})
             assert c.post("/v1/knowledge-bases", json=body, headers=as_(ADMIN)).status_code == 201
             for file, text in files.items():
-                r = c.post(f"/v1/knowledge-bases/{name}/documents", json={"name": file, "text": text}, headers=as_(ADMIN))
+                r = c.post(
+                    f"/v1/knowledge-bases/{name}/documents", json={"name": file, "text": text}, headers=as_(ADMIN)
+                )
                 jobs.append(r.json()["jobs"][0]["id"])
         for job in jobs:
             while (status := c.get(f"/v1/jobs/{job}", headers=as_(ADMIN)).json()["status"]) not in ("ready", "failed"):
@@ -90,7 +92,9 @@ def test_the_router_picks_the_knowledge_base_whose_summaries_fit_and_the_hits_na
     assert all(h["knowledge_base"] == "recipes" for h in body["hits"]) or routes[1]["searched"]
     assert body["trace"]["timings_ms"]["route"] > 0 and "recipes:total" in body["trace"]["timings_ms"]
 
-    valve = search(client, ADMIN, query="which valve only lets fluid flow one way", knowledge_bases=["recipes", "pumps"])
+    valve = search(
+        client, ADMIN, query="which valve only lets fluid flow one way", knowledge_bases=["recipes", "pumps"]
+    )
     assert (valve["hits"][0]["knowledge_base"], valve["hits"][0]["source"]) == ("pumps", "valves.md")
     # Chinese, against e5's multilingual space in one knowledge base and MiniLM in the other
     zh = search(client, ADMIN, query="泡菜是怎么做的", knowledge_bases=["pumps", "recipes"])
@@ -115,7 +119,9 @@ def test_a_scoped_key_searches_only_its_knowledge_bases(client: TestClient) -> N
     assert {r["knowledge_base"] for r in everything["trace"]["routes"]} == {"pumps", "recipes", "secret"}
     mine = search(client, SCOPED, query="when does Project Nightingale launch", trace=True)
     assert {r["knowledge_base"] for r in mine["trace"]["routes"]} == {"pumps", "recipes"}
-    assert mine["hits"] and all(h["knowledge_base"] != "secret" and "Nightingale" not in h["text"] for h in mine["hits"])
+    assert mine["hits"] and all(
+        h["knowledge_base"] != "secret" and "Nightingale" not in h["text"] for h in mine["hits"]
+    )
 
     refused = client.post("/v1/search", json={"query": "launch", "knowledge_bases": ["pumps", "secret"]},
                           headers=as_(SCOPED))  # fmt: skip
