@@ -102,6 +102,9 @@ class EmbeddingResponse(BaseModel):
 Scalar = str | int | float | bool
 
 
+EXPAND = "Widen each hit to this many neighbouring chunks on either side, within its section (KB_SEARCH_EXPAND)."
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int | None = Field(default=None, ge=1, le=limits.MAX_TOP_K)
@@ -117,6 +120,7 @@ class SearchRequest(BaseModel):
     filters: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description='Field -> value or list of values, e.g. {"source": "a.pdf", "lang": ["en", "de"]}.'
     )
+    expand: int | None = Field(default=None, ge=0, le=limits.MAX_EXPAND, description=EXPAND)
     trace: bool = False
 
     def options(self, settings: Settings) -> SearchOptions:
@@ -129,6 +133,7 @@ class SearchRequest(BaseModel):
             rerank=self.rerank,
             hops=self.hops,
             filters=self.filters,
+            expand=self.expand,
             trace=self.trace,
         )
 
@@ -137,6 +142,10 @@ class ChunkHit(BaseModel):
     score: float
     stages: dict[str, float]
     knowledge_base: str = Field(default="", description="The knowledge base it was found in.")
+    window: list[str] = Field(
+        default_factory=list,
+        description="With expand: the chunk ids of the hit and its neighbours, in document order, that an answer shows.",
+    )
     doc_id: str
     chunk_id: str
     source: str
@@ -278,6 +287,11 @@ class AskRequest(SamplingFields):
     rewrite: bool | None = Field(default=None, description="Rewrite a follow-up into a standalone query.")
     answer_mode: Literal["auto", "generated", "extractive"] | None = Field(
         default=None, description="Who writes the answer (default KB_ANSWER_MODE): the LLM, or quoted sentences."
+    )
+    expand: int | None = Field(default=None, ge=0, le=limits.MAX_EXPAND, description=EXPAND)
+    compress: bool | None = Field(
+        default=None,
+        description="Each source keeps only the sentences that bear on the question (default KB_ANSWER_COMPRESS).",
     )
 
 

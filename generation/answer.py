@@ -14,8 +14,10 @@ from typing import Literal
 
 from kb_service.core.errors import InvalidInput, LLMUnavailable
 from kb_service.generation.citations import ChunkRef, Citation, UnsupportedClaim
+from kb_service.generation.compress import Compressor
 from kb_service.generation.extractive import compose
 from kb_service.generation.llm import LLM, Delta, GenerationParams, Message, Usage, drive
+from kb_service.generation.passages import Passage
 from kb_service.generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
 from kb_service.generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
 from kb_service.retrieval.pipeline import Retriever, SearchFn, SearchOptions, validate_query
@@ -73,6 +75,7 @@ class AskOptions:
     mode: RequestedMode = "auto"
     verify: bool = True  # False: the unverified path (markers kept as written, no guard): for comparison only
     unsupported: UnsupportedPolicy = "mark"
+    compress: bool = False  # each source keeps only the sentences that bear on the question (generation.compress)
 
 
 class Answerer:
@@ -87,8 +90,10 @@ class Answerer:
         *,
         llm_error: str = "",
         generates: bool = True,
+        compressor: Compressor | None = None,
     ) -> None:
         self.retriever = retriever
+        self.compressor = compressor
         self.llm = llm
         self.builder = builder
         self.llm_error = llm_error or ("no language model is configured" if llm is None else "")
@@ -140,8 +145,17 @@ class Answerer:
         hits = search(query, replace(options.search or SearchOptions(), top_k=options.top_k)).hits
         timings["retrieve"] = _ms(t)
 
+        passages = None  # what each source shows, when it is not its chunk's text
+        if any(h.window for h in hits) or (options.compress and hits):
+            passages = [Passage.of(h) for h in hits]
+            if options.compress:
+                if self.compressor is None:
+                    raise InvalidInput("compress is not available here: no model to score sentences is configured")
+                t = time.perf_counter()
+                passages = self.compressor.compress(query, passages)
+                timings["compress"] = _ms(t)
         t = time.perf_counter()
-        prompt = self.builder.build(question, hits, history=history, max_tokens=params.max_tokens)
+        prompt = self.builder.build(question, hits, history=history, max_tokens=params.max_tokens, passages=passages)
         timings["prompt"] = _ms(t)
         sources = [SourceRef.of(s) for s in prompt.sources]
         base = Answer(question=question, text="", citations=[], sources=sources, query=query)
@@ -315,13 +329,10 @@ class _Written:
                 source = by_number[c.number]
                 citations.append(
                     Citation(
-                        **source.where(),
-                        snippet=c.evidence.text,
+                        **source.cite(c.evidence.start, c.evidence.end, c.evidence.text),
                         inferred=c.status == "inferred",
                         status=c.status,
                         support=c.evidence.score,
-                        evidence_start=c.evidence.start,
-                        evidence_end=c.evidence.end,
                         claim=claim.body,
                     )
                 )

@@ -10,6 +10,7 @@ from kb_service.core.config import Settings
 from kb_service.core.errors import LLMUnavailable
 from kb_service.embeddings.base import Embedder
 from kb_service.generation.answer import Answerer, AskOptions
+from kb_service.generation.compress import Compressor
 from kb_service.generation.llm import LLM, GenerationParams
 from kb_service.generation.openai_llm import OpenAICompatibleLLM
 from kb_service.generation.prompt import PromptBuilder, PromptTemplates
@@ -63,7 +64,15 @@ def _tokenizer_counter(name: str | None) -> Any:
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, llm_error: str = "") -> Answerer:
+def build_answerer(
+    settings: Settings,
+    retriever: Retriever,
+    llm: LLM | None,
+    llm_error: str = "",
+    *,
+    compressor: Compressor | None = None,
+) -> Answerer:
+    """``compressor``: what ``compress`` uses (None: ``compress`` is a 422)."""
     from kb_service.generation.openai_llm import estimate_tokens
 
     builder = PromptBuilder(
@@ -73,7 +82,7 @@ def build_answerer(settings: Settings, retriever: Retriever, llm: LLM | None, ll
         max_tokens=settings.generation.max_tokens,
         templates=PromptTemplates(system=settings.answer.prompt_system, user=settings.answer.prompt_user),
     )
-    return Answerer(retriever, llm, builder, llm_error=llm_error, generates=is_capable(llm))
+    return Answerer(retriever, llm, builder, llm_error=llm_error, generates=is_capable(llm), compressor=compressor)
 
 
 def is_capable(llm: LLM | None) -> bool:
@@ -120,6 +129,7 @@ def ask_options(settings: Settings, *, search: SearchOptions | None = None, **ov
         mode=given.pop("answer_mode", settings.answer.mode),
         verify=given.pop("verify", settings.answer.verify),
         unsupported=given.pop("unsupported", settings.answer.unsupported),
+        compress=given.pop("compress", settings.answer.compress),
         **given,
     )
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from kb_service.core.errors import InvalidInput
 from kb_service.core.records import ScoredChunk, box_of
 from kb_service.generation.llm import Message
+from kb_service.generation.passages import Passage
 
 Language = Literal["en", "zh"]
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -86,6 +87,7 @@ class Source:
     hit: ScoredChunk
     text: str
     trimmed: bool = False
+    passage: Passage | None = None  # where ``text`` comes from when it is not the hit's chunk text (or a prefix)
 
     def where(self) -> dict[str, Any]:
         """The chunk's identity and location, as citations and answers report it."""
@@ -101,6 +103,24 @@ class Source:
             "section": c.section,
             "knowledge_base": self.hit.kb,
         }
+
+    def cite(self, start: int, end: int, snippet: str) -> dict[str, Any]:
+        """A citation of ``snippet``, ``text[start:end]``: the chunk it lies in (a widened or compressed source spans
+        several) with the span at that chunk's offsets, so that ``chunk.text[evidence_start:evidence_end]`` is the
+        snippet (clipped to that chunk)."""
+        where = self.where()
+        if self.passage is None:
+            return where | {"evidence_start": start, "evidence_end": end, "snippet": snippet}
+        chunk, lo, hi = self.passage.locate(start, end)
+        if chunk.id != self.hit.chunk.id:
+            where |= {
+                "doc_id": chunk.doc_id,
+                "chunk_id": chunk.id,
+                "page": chunk.page,
+                "bbox": box_of(chunk.metadata),
+                "section": chunk.section,
+            }
+        return where | {"evidence_start": lo, "evidence_end": hi, "snippet": chunk.text[lo:hi]}
 
     @property
     def header(self) -> str:
@@ -150,8 +170,15 @@ class PromptBuilder:
         self.history_share = history_share
 
     def build(
-        self, question: str, hits: Sequence[ScoredChunk], *, history: Sequence[Message] = (), max_tokens: int | None
+        self,
+        question: str,
+        hits: Sequence[ScoredChunk],
+        *,
+        history: Sequence[Message] = (),
+        max_tokens: int | None,
+        passages: Sequence[Passage] | None = None,
     ) -> Prompt:
+        """``passages``: what each hit shows (widened, compressed), aligned with ``hits``; default: its chunk."""
         lang = detect_language(question)
         system = self.templates.system_for(lang)
         user_template = self.templates.user_for(lang)
@@ -165,7 +192,7 @@ class PromptBuilder:
         budget = min(self.budget, room)
         kept_history = self._history(history, int(budget * self.history_share))
         budget -= sum(self.count(m["content"]) + 4 for m in kept_history)
-        sources, used = self._pack(hits, budget)
+        sources, used = self._pack(hits, budget, passages)
         by_rank = {s.rank: s for s in sources}
         ordered = [by_rank[r] for r in edges_first(sorted(by_rank))]
         for number, source in enumerate(ordered, start=1):
@@ -183,22 +210,26 @@ class PromptBuilder:
             history_used=len(kept_history),
         )
 
-    def _pack(self, hits: Sequence[ScoredChunk], budget: int) -> tuple[list[Source], int]:
+    def _pack(
+        self, hits: Sequence[ScoredChunk], budget: int, passages: Sequence[Passage] | None
+    ) -> tuple[list[Source], int]:
         """Sources in rank order while they fit; the first that does not is trimmed to the room left (when that
         is worth it) and the lower-ranked rest is dropped."""
         sources: list[Source] = []
         used = 0
         for rank, hit in enumerate(hits, start=1):
+            passage = passages[rank - 1] if passages is not None else None
+            full = passage.text if passage is not None else hit.chunk.text
             header = Source(number=rank, rank=rank, hit=hit, text="").header
-            cost = self.count(header) + self.count(hit.chunk.text) + 2
+            cost = self.count(header) + self.count(full) + 2
             if used + cost <= budget:
-                sources.append(Source(number=rank, rank=rank, hit=hit, text=hit.chunk.text))
+                sources.append(Source(number=rank, rank=rank, hit=hit, text=full, passage=passage))
                 used += cost
                 continue
             room = budget - used - self.count(header) - 2
             if room >= MIN_TRIMMED_SOURCE_TOKENS:
-                text = self._trim(hit.chunk.text, room)
-                sources.append(Source(number=rank, rank=rank, hit=hit, text=text, trimmed=True))
+                text = self._trim(full, room)
+                sources.append(Source(number=rank, rank=rank, hit=hit, text=text, trimmed=True, passage=passage))
                 used += self.count(header) + self.count(text) + 2
             break
         return sources, used

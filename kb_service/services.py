@@ -15,6 +15,7 @@ from kb_service.filesearch.registry import FileRegistry
 from kb_service.filesearch.responses import ResponseLog
 from kb_service.filesearch.service import FileSearch
 from kb_service.generation.answer import Answerer
+from kb_service.generation.compress import Compressor
 from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
 from kb_service.generation.llm import LLM
 from kb_service.ingest.pipeline import Ingestor
@@ -128,7 +129,7 @@ class Services:
     @cached_property
     def answerer(self) -> Answerer:
         llm, why = self.llm
-        return build_answerer(self.settings, self.retriever, llm, why)
+        return build_answerer(self.settings, self.retriever, llm, why, compressor=Compressor(self.embedders.get))
 
     def summarizer(self, embedder: Embedder) -> Summarizer | None:
         """The LLM summarizer when configured (loading the LLM), else None: the extractive default."""

@@ -8,7 +8,7 @@ from typing import Literal
 
 from kb_service.core.config import Settings
 from kb_service.core.errors import InvalidInput
-from kb_service.core.limits import MAX_CANDIDATES, MAX_HOPS, MAX_KNOWLEDGE_BASES, MAX_TOP_K
+from kb_service.core.limits import MAX_CANDIDATES, MAX_EXPAND, MAX_HOPS, MAX_KNOWLEDGE_BASES, MAX_TOP_K
 from kb_service.core.records import ScoredChunk, ScoredDocument
 from kb_service.stores.filters import Filter, FilterInput
 
@@ -37,6 +37,7 @@ class SearchOptions:
     hop_budget_ms: float = 2000.0  # no new round starts after this long
     # Over several knowledge bases (retrieval/federated.py): rank them by their best document summaries and search
     # only the best ``route_kbs`` of them, those within ``route_margin`` of the best router score.
+    expand: int = 0  # > 0: each hit widened to this many neighbouring chunks on either side, within its section
     route: bool = True
     route_kbs: int = 3
     route_margin: float = 0.05
@@ -58,6 +59,7 @@ class SearchOptions:
             rrf_k=settings.search.rrf_k,
             hops=settings.search.hops,
             hop_budget_ms=settings.search.hop_budget_ms,
+            expand=settings.search.expand,
             route=settings.search.route,
             route_kbs=settings.search.route_kbs,
             route_margin=settings.search.route_margin,
@@ -75,6 +77,8 @@ class SearchOptions:
             raise InvalidInput(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
         if not isinstance(self.hops, int) or not 1 <= self.hops <= MAX_HOPS:
             raise InvalidInput(f"hops must be an integer between 1 and {MAX_HOPS}, got {self.hops!r}")
+        if not isinstance(self.expand, int) or not 0 <= self.expand <= MAX_EXPAND:
+            raise InvalidInput(f"expand must be an integer between 0 and {MAX_EXPAND}, got {self.expand!r}")
         if not isinstance(self.route_kbs, int) or not 1 <= self.route_kbs <= MAX_KNOWLEDGE_BASES:
             raise InvalidInput(
                 f"route_kbs must be an integer between 1 and {MAX_KNOWLEDGE_BASES}, got {self.route_kbs!r}"

@@ -30,6 +30,7 @@ from kb_service.retrieval.rerank import Reranker
 from kb_service.retrieval.stages import (
     DenseSearch,
     DocumentGate,
+    Expand,
     Fusion,
     Gated,
     LexicalSearch,
@@ -108,6 +109,7 @@ class Retriever:
             gate=DocumentGate(store),
             fusion=Fusion(),
             rerank=Rerank(reranker, store) if reranker is not None else None,
+            expand=Expand(store),
         )
         # The query embedding (waiting on the model thread), the reranker's query work, the global dense search and
         # the storing of rerank vectors run here, beside the lexical side and the gate on the caller's thread.
@@ -137,6 +139,10 @@ class Retriever:
                 if stale := self._stale(kb, result.hits):
                     result.hits = [h for h in result.hits if h.chunk.doc_id not in stale]
             result.trace.timings_ms["verify"] = (time.perf_counter() - verify) * 1000
+        if options.expand and result.hits:
+            began = time.perf_counter()
+            self.stages.expand.run(kb, result.hits, width=options.expand)
+            result.trace.timings_ms["expand"] = (time.perf_counter() - began) * 1000
         result.trace.timings_ms["total"] = (time.perf_counter() - start) * 1000
         for hit in (*result.hits, *result.trace.candidates, *result.trace.reranked):
             hit.kb = kb.name
@@ -263,6 +269,7 @@ class _Stages:
     gate: DocumentGate
     fusion: Fusion
     rerank: Rerank | None
+    expand: Expand
 
 
 def _after(first: Future[np.ndarray] | None, fn: Callable[[str], T], query: str) -> T:

@@ -239,6 +239,38 @@ class Rerank:
             log.warning("could not store rerank vectors for knowledge base %r", kb.name, exc_info=True)
 
 
+class Expand:
+    """Stage ``expand``: each hit widened to up to ``width`` neighbouring chunks on either side in its document
+    (``ScoredChunk.window``), not past its section (a heading, a table) or a missing chunk; one store read."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self.store = store
+
+    def run(self, kb: KnowledgeBase, hits: Sequence[ScoredChunk], *, width: int) -> None:
+        ids = [
+            f"{h.chunk.doc_id}:{o}"
+            for h in hits
+            for o in range(max(0, h.chunk.ord - width), h.chunk.ord + width + 1)
+            if o != h.chunk.ord
+        ]
+        found = self.store.get_chunks(kb, list(dict.fromkeys(ids))) if ids else {}
+        for h in hits:
+            c = h.chunk
+            before: list[Chunk] = []
+            for o in range(c.ord - 1, max(-1, c.ord - width - 1), -1):
+                n = found.get(f"{c.doc_id}:{o}")
+                if n is None or n.section != c.section:
+                    break
+                before.insert(0, n)
+            after: list[Chunk] = []
+            for o in range(c.ord + 1, c.ord + width + 1):
+                n = found.get(f"{c.doc_id}:{o}")
+                if n is None or n.section != c.section:
+                    break
+                after.append(n)
+            h.window = (*before, c, *after) if before or after else ()
+
+
 def merge_by_score(lists: list[list[ScoredChunk]]) -> list[ScoredChunk]:
     """Union of result lists from the same scorer (scores comparable), best score per chunk, best first."""
     best: dict[str, ScoredChunk] = {}

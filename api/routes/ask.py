@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -49,7 +50,8 @@ async def respond(
     def start() -> Iterator[Delta | Answer]:
         options = ask_options(
             settings,
-            search=search,
+            search=replace(search, expand=body.expand) if body.expand is not None else search,
+            compress=body.compress,
             sources=body.sources,
             rewrite=body.rewrite,
             answer_mode=body.answer_mode,

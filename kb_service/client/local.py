@@ -246,7 +246,8 @@ class LocalClient:
                 routing = body.routing()
             ask = ask_options(
                 self.settings,
-                search=SearchOptions.from_settings(self.settings, filters=body.filters, **routing),
+                search=SearchOptions.from_settings(self.settings, filters=body.filters, expand=body.expand, **routing),
+                compress=body.compress,
                 sources=body.sources,
                 rewrite=body.rewrite,
                 answer_mode=body.answer_mode,

@@ -262,6 +262,13 @@ class SearchSettings(Group):
         description="> 1: iterative multi-hop retrieval, following the entities the best passages name (no LLM).",
     )
     hop_budget_ms: float = Field(default=2000.0, gt=0, le=60_000, description="No new hop starts after this long.")
+    expand: int = Field(
+        default=0,
+        ge=0,
+        le=limits.MAX_EXPAND,
+        description="Widen each hit to this many neighbouring chunks on either side, within its section, before an "
+        "answer's prompt (0: the chunk alone).",
+    )
     route: bool = Field(
         default=True,
         description="Over several knowledge bases: rank them by their best document summaries and search only the "
@@ -374,7 +381,7 @@ class AnswerSettings(Group):
     """Grounded answers (``KB_ANSWER_*``, ``KB_ASK_TOP_K``, ``KB_CONTEXT_TOKENS``, ``KB_PROMPT_*`` …)."""
 
     env_names = {"top_k": "ask_top_k", "mode": "answer_mode", "unsupported": "answer_unsupported"}
-    env_names |= {"verify": "answer_verify"}
+    env_names |= {"verify": "answer_verify", "compress": "answer_compress"}
 
     top_k: int = Field(default=5, ge=1, le=50, description="Retrieved chunks offered to the model.")
     context_tokens: int = Field(
@@ -396,6 +403,11 @@ class AnswerSettings(Group):
     )
     query_rewrite: bool = Field(
         default=True, description="Rewrite a follow-up question into a standalone query (needs an LLM)."
+    )
+    compress: bool = Field(
+        default=False,
+        description="Each source keeps only the sentences that bear on the question (and their neighbours), "
+        "scored with the configured embedding model, so more distinct sources fit the budget.",
     )
     prompt_system: str | None = Field(default=None, description="Override the system instruction.")
     prompt_user: str | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 MAX_TOP_K = 200  # results of one search
 MAX_HOPS = 4  # rounds of one multi-hop search
+MAX_EXPAND = 5  # neighbouring chunks on either side of a hit
 MAX_KNOWLEDGE_BASES = 32  # knowledge bases one search or question spans
 MAX_CANDIDATES = MAX_TOP_K * 5  # candidates of one stage (gate documents, chunks per stage, rerank pool)
 

@@ -179,6 +179,8 @@ class ScoredChunk:
     title: str = ""
     stages: dict[str, float] = field(default_factory=dict)  # per-stage scores (dense, lexical, gate, rerank …)
     kb: str = ""  # the knowledge base it was found in (set by the retriever)
+    # the chunk with its neighbours in its section, in document order (``expand`` > 0); empty: the chunk alone
+    window: tuple[Chunk, ...] = ()
 
     def provenance(self) -> dict[str, Any]:
         """The hit as the CLI and the API show it: scores, ids, file name, title, page, section, offsets, text."""
@@ -187,6 +189,7 @@ class ScoredChunk:
             "score": self.score,
             "stages": self.stages,
             "knowledge_base": self.kb,
+            "window": [w.id for w in self.window],
             "doc_id": c.doc_id,
             "chunk_id": c.id,
             "source": c.metadata.get("source", ""),
