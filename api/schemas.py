@@ -144,7 +144,7 @@ class ChunkHit(BaseModel):
     knowledge_base: str = Field(default="", description="The knowledge base it was found in.")
     window: list[str] = Field(
         default_factory=list,
-        description="With expand: the chunk ids of the hit and its neighbours, in document order, that an answer shows.",
+        description="With expand: the chunk ids of the hit and its neighbours (document order) that an answer shows.",
     )
     doc_id: str
     chunk_id: str
