@@ -92,7 +92,11 @@ def eval_answers(
     output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON to this file.")] = None,
     max_questions: Annotated[int | None, typer.Option(help="Evaluate only the first N questions.")] = None,
     modes: Annotated[
-        str, typer.Option(help="Answer modes, comma-separated: extractive, generated, unverified (the old path).")
+        str,
+        typer.Option(
+            help="Answer modes, comma-separated: extractive, generated, unverified (the old path); each may add "
+            "+compress and +expand<N> (extractive+expand1+compress)."
+        ),
     ] = "extractive,generated",
     embedding_model: Annotated[
         str | None, typer.Option(help="Embedding model of the evaluation knowledge bases (RGB: multilingual-e5-small).")

@@ -55,6 +55,25 @@ MODES: dict[str, dict[str, Any]] = {  # name → ask options
     "generated": {"answer_mode": "generated"},
     "unverified": {"answer_mode": "generated", "verify": False, "fallback": False},
 }
+# A mode may add context shaping: "extractive+compress", "generated+expand1", "extractive+expand2+compress".
+_EXPAND = re.compile(r"expand(\d)")
+
+
+def mode_options(mode: str) -> tuple[dict[str, Any], int]:
+    """The ask options of a mode name and its ``expand`` width (InvalidInput for an unknown one)."""
+    base, *extras = mode.split("+")
+    if base not in MODES:
+        raise InvalidInput(f"unknown answer mode {mode!r}: choose from {', '.join(MODES)}, each optionally with "
+                           "+compress and +expand<N>")  # fmt: skip
+    options, expand = dict(MODES[base]), 0
+    for extra in extras:
+        if extra == "compress":
+            options["compress"] = True
+        elif match := _EXPAND.fullmatch(extra):
+            expand = int(match.group(1))
+        else:
+            raise InvalidInput(f"unknown addition {extra!r} in answer mode {mode!r}: +compress or +expand<N>")
+    return options, expand
 
 
 @dataclass
@@ -262,6 +281,10 @@ def _summary(df: pd.DataFrame) -> dict[str, float | None]:
         "refusal_rate_negative_only": _mean(df["refused_negative"].dropna().astype(bool)),
         "degenerate_rate": _mean(df["degenerate"]),
         "extractive_share": _mean(df["mode"] == "extractive"),
+        "sources_mean": _mean(df["sources"]),
+        "source_chars_mean": _mean(df["source_chars"]),
+        "answer_in_sources": _mean(df["answer_in_sources"]),
+        "gold_in_sources": _mean(df["gold_in_sources"].dropna().astype(bool)),
         "latency_p50_s": _quantile(df["latency_s"], 0.5),
         "latency_p95_s": _quantile(df["latency_s"], 0.95),
         "prompt_tokens_mean": _mean(df["prompt_tokens"]),
@@ -292,9 +315,8 @@ def run_answers(
     negatives: bool = True,
     progress: ProgressFactory = no_progress,
 ) -> AnswerReport:
-    unknown = [m for m in modes if m not in MODES]
-    if unknown:
-        raise InvalidInput(f"unknown answer mode(s) {unknown}: choose from {', '.join(MODES)}")
+    for mode in modes:
+        mode_options(mode)
     rows: list[dict[str, Any]] = []
     if qa.kind == "rgb":
         with progress("questions", len(qa.items)) as advance:
@@ -403,6 +425,11 @@ def _row(
         "refused_negative": refused_negative,
         "coverage": _question_coverage(answer),  # the extractive composer's best sentence score (its decline test)
         "coverage_negative": negative_score,
+        "sources": len(answer.sources),
+        "source_chars": sum(len(source.text) for source in answer.sources),
+        # what the answer could have been written from: the gold answer in the sources shown, a gold document shown
+        "answer_in_sources": contains_answer(" ".join(s.text for s in answer.sources), item.answers, item.rgb_gold),
+        "gold_in_sources": any(s.source in item.gold_sources for s in answer.sources) if item.gold_sources else None,
         "latency_s": latency,
         "prompt_tokens": answer.usage.prompt_tokens,
         "completion_tokens": answer.usage.completion_tokens,
@@ -424,9 +451,9 @@ def _ask(
     filters: dict[str, Any] | None,
     max_tokens: int | None,
 ) -> tuple[Answer, float]:
-    options = ask_options(
-        settings, search=SearchOptions.from_settings(settings, filters=filters), max_tokens=max_tokens, **MODES[mode]
-    )
+    given, expand = mode_options(mode)
+    search = SearchOptions.from_settings(settings, filters=filters, expand=expand)
+    options = ask_options(settings, search=search, max_tokens=max_tokens, **given)
     start = time.perf_counter()
     answer = answerer.ask(answerer.retriever.on(kb, embedder), question, options=options)
     return answer, time.perf_counter() - start

@@ -143,7 +143,8 @@ def test_a_repeating_model_is_stopped_and_cut_at_its_last_good_sentence(smollm: 
 
 def test_without_a_model_answers_are_extractive_and_flagged(retriever: Retriever, kb: KnowledgeBase, embedder) -> None:  # type: ignore[no-untyped-def]
     none = build_answerer(Settings(llm_backend="none"), retriever, None, "the language model is switched off")
-    answer = none.ask(kb, embedder, "how tall is the Eiffel Tower", options=options(answer_mode="generated"))
+    question = "how tall is the Eiffel Tower"
+    answer = none.ask(none.retriever.on(kb, embedder), question, options=options(answer_mode="generated"))
     assert answer.mode == "extractive" and "switched off" in answer.llm_error
     assert answer.citations[0].source == "eiffel.md" and "330 metres" in answer.text
 
