@@ -103,6 +103,11 @@ Scalar = str | int | float | bool
 
 
 EXPAND = "Widen each hit to this many neighbouring chunks on either side, within its section (KB_SEARCH_EXPAND)."
+REFINE = (
+    "Query refinements, each searched and fused with the question's ranking (default KB_SEARCH_REFINE): 'keywords' "
+    "(terms of the first search's best passages, no LLM), 'multi_query', 'hyde', 'decompose' (the configured LLM)."
+)
+RefineList = list[Literal["keywords", "multi_query", "hyde", "decompose"]]
 
 
 class SearchRequest(BaseModel):
@@ -121,6 +126,7 @@ class SearchRequest(BaseModel):
         default=None, description='Field -> value or list of values, e.g. {"source": "a.pdf", "lang": ["en", "de"]}.'
     )
     expand: int | None = Field(default=None, ge=0, le=limits.MAX_EXPAND, description=EXPAND)
+    refine: RefineList | None = Field(default=None, max_length=4, description=REFINE)
     trace: bool = False
 
     def options(self, settings: Settings) -> SearchOptions:
@@ -134,6 +140,7 @@ class SearchRequest(BaseModel):
             hops=self.hops,
             filters=self.filters,
             expand=self.expand,
+            refine=tuple(self.refine) if self.refine is not None else None,
             trace=self.trace,
         )
 
@@ -186,6 +193,13 @@ class HopPublic(BaseModel):
     ms: float
 
 
+class RefinementPublic(BaseModel):
+    kind: str
+    queries: list[str] = Field(description="The queries this refinement searched besides the question.")
+    hits: list[list[ChunkHit]] = Field(description="Each query's hits, best first.")
+    ms: float
+
+
 class SearchTracePublic(BaseModel):
     gated: list[GatedDocument]
     candidates: list[ChunkHit]
@@ -195,6 +209,7 @@ class SearchTracePublic(BaseModel):
     routes: list[RoutePublic] = Field(
         default_factory=list, description="A search over several knowledge bases: each one's router score, best first."
     )
+    refinements: list[RefinementPublic] = Field(default_factory=list, description="A refined search's queries.")
 
 
 class SearchResponse(BaseModel):
@@ -220,6 +235,12 @@ class SearchResponse(BaseModel):
                     for h in t.hops
                 ],
                 routes=[RoutePublic(**asdict(r)) for r in t.routes],
+                refinements=[
+                    RefinementPublic(
+                        kind=r.kind, queries=r.queries, hits=[[ChunkHit.of(c) for c in f] for f in r.hits], ms=r.ms
+                    )
+                    for r in t.refinements
+                ],
             )
         return cls(query=result.query, hits=[ChunkHit.of(h) for h in result.hits], trace=public)
 
@@ -289,14 +310,24 @@ class AskRequest(SamplingFields):
         default=None, description="Who writes the answer (default KB_ANSWER_MODE): the LLM, or quoted sentences."
     )
     expand: int | None = Field(default=None, ge=0, le=limits.MAX_EXPAND, description=EXPAND)
+    refine: RefineList | None = Field(default=None, max_length=4, description=REFINE)
     compress: bool | None = Field(
         default=None,
         description="Each source keeps only the sentences that bear on the question (default KB_ANSWER_COMPRESS).",
     )
 
+    def search_options(self, settings: Settings) -> SearchOptions:
+        """How the sources are retrieved: the configured defaults with this request's fields on top."""
+        return SearchOptions.from_settings(settings, **self._search_fields())
+
+    def _search_fields(self) -> dict[str, Any]:
+        refine = tuple(self.refine) if self.refine is not None else None
+        return {"filters": self.filters, "expand": self.expand, "refine": refine}
+
 
 class MultiAskRequest(AskRequest, KnowledgeBasesFields):
-    pass
+    def search_options(self, settings: Settings) -> SearchOptions:
+        return SearchOptions.from_settings(settings, **self._search_fields(), **self.routing())
 
 
 class ChunkRefPublic(BaseModel):

@@ -18,6 +18,7 @@ from kb_service.generation.answer import Answerer
 from kb_service.generation.compress import Compressor
 from kb_service.generation.factory import build_answerer, build_llm, build_summarizer
 from kb_service.generation.llm import LLM
+from kb_service.generation.query_writer import LLMQueryWriter
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.summarize import Summarizer
 from kb_service.jobs import JobJournal, JobManager
@@ -88,7 +89,13 @@ class Services:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return build_retriever(self.settings, self.store, self.embedders)
+        return build_retriever(self.settings, self.store, self.embedders, writer=lambda: self.query_writer)
+
+    @cached_property
+    def query_writer(self) -> LLMQueryWriter | None:
+        """The LLM writing refined queries (multi_query, hyde, decompose); loads the LLM. None without one."""
+        llm, _ = self.llm
+        return LLMQueryWriter(llm) if llm is not None else None
 
     @cached_property
     def federation(self) -> Federation:

@@ -140,17 +140,20 @@ class Bm25:
         n = self.n_terms
         return [i for t in tokens if (i := self.vocab.get(t)) is not None and i < n]
 
+    def idf(self, token_id: int) -> float:
+        """The term's inverse document frequency over the live rows (0 for a term no live row has)."""
+        df = self.doc_freqs[token_id]
+        return math.log(1 + (self.n_live - df + 0.5) / (df + 0.5)) if df else 0.0
+
     def scores(self, token_ids: Sequence[int]) -> np.ndarray:
         """Every row's BM25 score for the query terms ``token_ids`` (0 for removed rows), float32."""
         out = np.zeros(self.n_rows, dtype=np.float32)
         if not self.n_live:
             return out
-        n = self.n_live
         for t in token_ids:
-            df = self.doc_freqs[t]
-            if df == 0:
+            if self.doc_freqs[t] == 0:
                 continue
-            idf = np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5)))
+            idf = np.float32(self.idf(t))
             for segment, start, norm in zip(self.segments, self._starts, self._norms, strict=True):
                 if t >= segment.n_terms:
                     continue

@@ -10,6 +10,7 @@ from kb_service.embeddings.sentence import resolve_device, runs_bf16
 from kb_service.retrieval.federated import Federation
 from kb_service.retrieval.lexical import LexicalIndexes
 from kb_service.retrieval.pipeline import Retriever
+from kb_service.retrieval.refine import WriterSource
 from kb_service.retrieval.rerank import EmbeddingReranker, Reranker, load_reranker
 from kb_service.retrieval.rerank_warmer import RerankWarmer
 from kb_service.stores.base import RerankVectorStore, Revisioned, VectorStore
@@ -41,10 +42,22 @@ def build_reranker(settings: Settings, embedders: EmbedderPool) -> Reranker | No
 
 
 def build_retriever(
-    settings: Settings, store: VectorStore, embedders: EmbedderPool, *, load_reranker: bool = True
+    settings: Settings,
+    store: VectorStore,
+    embedders: EmbedderPool,
+    *,
+    load_reranker: bool = True,
+    writer: WriterSource | None = None,
 ) -> Retriever:
+    """``writer``: the LLM's query writer for the refinements that need one (loaded on first use)."""
     reranker = build_reranker(settings, embedders) if load_reranker else None
-    return Retriever(store, lexical_indexes(settings, store), reranker, keep_rerank_vectors=settings.rerank.precompute)
+    return Retriever(
+        store,
+        lexical_indexes(settings, store),
+        reranker,
+        keep_rerank_vectors=settings.rerank.precompute,
+        writer=writer,
+    )
 
 
 def build_federation(retriever: Retriever, embedders: EmbedderPool) -> Federation:

@@ -177,6 +177,12 @@ class LexicalIndex:
         """How many indexed chunks belong to ``doc_id`` (0 once it is deleted)."""
         return int(np.count_nonzero(self._live[self.rows.of_documents([doc_id])]))
 
+    def idf(self, word: str) -> float:
+        """How rare ``word`` is among the chunks: the highest BM25 idf of its terms (0 when none is indexed)."""
+        if self.bm25 is None:
+            return 0.0
+        return max((self.bm25.idf(i) for i in self.bm25.token_ids(lexical_tokens(word))), default=0.0)
+
     def search_documents(self, query: str, *, top_k: int) -> list[tuple[str, float]]:
         """Document ids ranked by BM25 over each document's whole text, best first."""
         if self.doc_bm25 is None:

@@ -102,9 +102,11 @@ def _keywords(text: str) -> list[str]:
     return list(jieba.analyse.extract_tags(text, topK=8))
 
 
-def fuse(lists: Sequence[tuple[Sequence[ScoredChunk], float]], *, k: int, top_k: int) -> list[ScoredChunk]:
-    """Weighted reciprocal rank fusion of the hops' rankings by chunk: the question's own ranking weighs one, an
-    entity's lookup its bridge's weight."""
+def fuse(
+    lists: Sequence[tuple[Sequence[ScoredChunk], float]], *, k: int, top_k: int, stage: str = "hops"
+) -> list[ScoredChunk]:
+    """Weighted reciprocal rank fusion of rankings by chunk (the hops': the question's own ranking weighs one, an
+    entity's lookup its bridge's weight); the fused score is kept as ``stage`` in each hit's stages."""
     scores: dict[str, float] = {}
     first: dict[str, ScoredChunk] = {}
     for ranking, weight in lists:
@@ -112,7 +114,7 @@ def fuse(lists: Sequence[tuple[Sequence[ScoredChunk], float]], *, k: int, top_k:
             scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + weight / (k + rank)
             first.setdefault(hit.chunk.id, hit)
     ordered = sorted(scores, key=lambda cid: -scores[cid])[:top_k]
-    return [replace(first[c], score=scores[c], stages={**first[c].stages, "hops": scores[c]}) for c in ordered]
+    return [replace(first[c], score=scores[c], stages={**first[c].stages, stage: scores[c]}) for c in ordered]
 
 
 def iterative_search(
@@ -125,7 +127,7 @@ def iterative_search(
     one = replace(options, hops=1)
     # later searches look entities up: a name needs no document gate, and no reranking against the question (a
     # bridge page does not answer it)
-    follow = replace(one, rerank=False, gate=False, trace=False, top_k=min(options.top_k, FOLLOW_DEPTH))
+    follow = replace(one, rerank=False, gate=False, trace=False, refine=(), top_k=min(options.top_k, FOLLOW_DEPTH))
     first = search(question, one)
     trace: SearchTrace = first.trace
     asked = {question.lower()}

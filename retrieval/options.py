@@ -13,6 +13,9 @@ from kb_service.core.records import ScoredChunk, ScoredDocument
 from kb_service.stores.filters import Filter, FilterInput
 
 Mode = Literal["dense", "lexical", "hybrid"]
+# Query refinements (retrieval/refine.py): keywords needs no LLM; the others are written by the configured LLM.
+RefineKind = Literal["keywords", "multi_query", "hyde", "decompose"]
+REFINE_KINDS: tuple[RefineKind, ...] = ("keywords", "multi_query", "hyde", "decompose")
 MAX_QUERY_CHARS = 4_000
 
 
@@ -35,9 +38,10 @@ class SearchOptions:
     trace: bool = False
     hops: int = 1  # > 1: iterative multi-hop retrieval (retrieval/multihop.py), at most this many rounds
     hop_budget_ms: float = 2000.0  # no new round starts after this long
+    expand: int = 0  # > 0: each hit widened to this many neighbouring chunks on either side, within its section
+    refine: tuple[str, ...] = ()  # query refinements, each searched and fused with the question's ranking
     # Over several knowledge bases (retrieval/federated.py): rank them by their best document summaries and search
     # only the best ``route_kbs`` of them, those within ``route_margin`` of the best router score.
-    expand: int = 0  # > 0: each hit widened to this many neighbouring chunks on either side, within its section
     route: bool = True
     route_kbs: int = 3
     route_margin: float = 0.05
@@ -60,6 +64,7 @@ class SearchOptions:
             hops=settings.search.hops,
             hop_budget_ms=settings.search.hop_budget_ms,
             expand=settings.search.expand,
+            refine=tuple(settings.search.refine),
             route=settings.search.route,
             route_kbs=settings.search.route_kbs,
             route_margin=settings.search.route_margin,
@@ -87,7 +92,10 @@ class SearchOptions:
             raise InvalidInput(f"route_margin must be a number in [0, 2], got {self.route_margin!r}")
         if self.mode not in ("dense", "lexical", "hybrid"):
             raise InvalidInput(f"mode must be 'dense', 'lexical' or 'hybrid', got {self.mode!r}")
-        return replace(self, filters=Filter.parse(self.filters))
+        refine = (self.refine,) if isinstance(self.refine, str) else tuple(self.refine)
+        if unknown := [k for k in refine if k not in REFINE_KINDS]:
+            raise InvalidInput(f"unknown refine {unknown[0]!r}: use any of {', '.join(REFINE_KINDS)}")
+        return replace(self, filters=Filter.parse(self.filters), refine=tuple(dict.fromkeys(refine)))
 
     @property
     def where(self) -> Filter | None:
@@ -99,6 +107,16 @@ class SearchOptions:
 class Hop:
     """One round of a multi-hop search: the queries it searched, the chunks each found (best first), its time."""
 
+    queries: list[str]
+    hits: list[list[ScoredChunk]] = field(default_factory=list)
+    ms: float = 0.0
+
+
+@dataclass
+class Refinement:
+    """One query refinement of a search: its kind, the queries it searched, the chunks each found, its time."""
+
+    kind: str
     queries: list[str]
     hits: list[list[ScoredChunk]] = field(default_factory=list)
     ms: float = 0.0
@@ -124,6 +142,7 @@ class SearchTrace:
     timings_ms: dict[str, float] = field(default_factory=dict)
     hops: list[Hop] = field(default_factory=list)  # a multi-hop search's rounds, the question's first
     routes: list[Route] = field(default_factory=list)  # a search over several knowledge bases: each one, best first
+    refinements: list[Refinement] = field(default_factory=list)  # the derived queries of a refined search
 
 
 @dataclass

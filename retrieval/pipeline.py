@@ -26,6 +26,7 @@ from kb_service.retrieval.options import (
     SearchTrace,
     validate_query,
 )
+from kb_service.retrieval.refine import WriterSource, refined_search
 from kb_service.retrieval.rerank import Reranker
 from kb_service.retrieval.stages import (
     DenseSearch,
@@ -95,10 +96,13 @@ class Retriever:
         reranker: Reranker | None = None,
         *,
         keep_rerank_vectors: bool = True,
+        writer: WriterSource | None = None,
     ) -> None:
         """``keep_rerank_vectors``: an embedding reranker's passage vectors computed during a search are stored
-        beside their chunks (in the background), for every later search and process."""
+        beside their chunks (in the background), for every later search and process. ``writer``: the LLM that
+        writes refined queries (loaded on first use), if any."""
         self.store = store
+        self.writer = writer
         self.lexical = lexical
         self.reranker = reranker
         self.keep_rerank_vectors = keep_rerank_vectors
@@ -128,6 +132,10 @@ class Retriever:
         options = options.validate()
         if options.hops > 1:
             return iterative_search(lambda q, o: self.search(kb, embedder, q, o), query, options)
+        if options.refine:
+            idf = self.stages.lexical.index(kb).idf
+            search = self.on(kb, embedder)
+            return refined_search(search, query, options, idf=idf, writer=self.writer)
         plan = Plan.of(options, can_rerank=self.stages.rerank is not None)
         result = self._search(kb, embedder, query, options, plan)
         if plan.lexical and plan.dense:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -19,7 +18,7 @@ from kb_service.core.errors import KBError
 from kb_service.generation.answer import Answer, Answerer
 from kb_service.generation.factory import ask_options
 from kb_service.generation.llm import Delta, Message, cancellation
-from kb_service.retrieval.pipeline import SearchFn, SearchOptions
+from kb_service.retrieval.pipeline import SearchFn
 
 router = APIRouter(prefix="/v1/knowledge-bases", tags=["ask"])
 
@@ -36,21 +35,17 @@ async def ask(kb: str, body: AskRequest, catalog: CatalogDep, answerer: Answerer
     def searcher() -> SearchFn:
         return answerer.retriever.on(*catalog.open(kb))
 
-    return await respond(
-        body, searcher, SearchOptions.from_settings(settings, filters=body.filters), answerer, settings
-    )
+    return await respond(body, searcher, answerer, settings)
 
 
-async def respond(
-    body: AskRequest, searcher: Callable[[], SearchFn], search: SearchOptions, answerer: Answerer, settings: Settings
-) -> Any:
+async def respond(body: AskRequest, searcher: Callable[[], SearchFn], answerer: Answerer, settings: Settings) -> Any:
     """The answer to ``body`` retrieved with ``searcher()``'s search (opened in a worker thread: it may read the
     store), whole or as Server-Sent Events."""
 
     def start() -> Iterator[Delta | Answer]:
         options = ask_options(
             settings,
-            search=replace(search, expand=body.expand) if body.expand is not None else search,
+            search=body.search_options(settings),
             compress=body.compress,
             sources=body.sources,
             rewrite=body.rewrite,

@@ -15,7 +15,7 @@ from kb_service.api.auth import PrincipalDep
 from kb_service.api.deps import AnswererDep, CatalogDep, FederationDep, SettingsDep
 from kb_service.api.routes.ask import respond
 from kb_service.api.schemas import AnswerPublic, MultiAskRequest, MultiSearchRequest, SearchResponse
-from kb_service.retrieval.pipeline import SearchFn, SearchOptions
+from kb_service.retrieval.pipeline import SearchFn
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -56,5 +56,4 @@ async def ask_many(
     def searcher() -> SearchFn:
         return federation.on(queries.open_targets(catalog, body.knowledge_bases, principal))
 
-    search = SearchOptions.from_settings(settings, filters=body.filters, **body.routing())
-    return await respond(body, searcher, search, answerer, settings)
+    return await respond(body, searcher, answerer, settings)

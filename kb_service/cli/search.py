@@ -31,6 +31,12 @@ def search(
         int | None, typer.Option(min=1, help="Multi-hop: rounds that follow the entities the best passages name.")
     ] = None,
     filters: Annotated[str | None, typer.Option(help='JSON object, e.g. \'{"source": "a.pdf"}\'.')] = None,
+    refine: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--refine", help="Query refinement (repeatable): keywords (no LLM), multi_query, hyde, decompose."
+        ),
+    ] = None,
     trace: Annotated[bool, typer.Option("--trace", help="Show gated documents, candidates and timings.")] = False,
     also: Annotated[
         list[str] | None,
@@ -54,6 +60,7 @@ def search(
         "rerank": rerank,
         "hops": hops,
         "filters": parsed,
+        "refine": refine,
         "trace": trace,
         "route": route if also else None,
     }
@@ -106,6 +113,11 @@ def search(
             found = [escape(hits[0].source) if hits else "–" for hits in hop.hits]
             out_console.print(
                 f"hop {n}: " + "; ".join(f"{escape(q)!r} → {f}" for q, f in zip(hop.queries, found, strict=True))
+            )
+        for r in t.refinements:
+            found = [escape(hits[0].source) if hits else "–" for hits in r.hits]
+            out_console.print(
+                f"{r.kind}: " + "; ".join(f"{escape(q)!r} → {f}" for q, f in zip(r.queries, found, strict=True))
             )
         out_console.print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.timings_ms.items()))
 

@@ -43,7 +43,6 @@ from kb_service.generation.factory import ask_options
 from kb_service.generation.llm import Delta, Message
 from kb_service.ingest.pipeline import IngestResult
 from kb_service.ingest.sources import SourceItem
-from kb_service.retrieval.pipeline import SearchOptions
 from kb_service.services import Services
 from kb_service.stores.base import all_documents
 from kb_service.stores.recovery import recover
@@ -239,14 +238,13 @@ class LocalClient:
             body: AskRequest
             if isinstance(kb, str):
                 body = AskRequest(question=question, **options)
-                search, routing = s.retriever.on(*s.catalog.open(kb)), {}
+                search = s.retriever.on(*s.catalog.open(kb))
             else:
                 body = MultiAskRequest(question=question, knowledge_bases=list(kb), **options)
                 search = s.federation.on(queries.open_targets(s.catalog, body.knowledge_bases))
-                routing = body.routing()
             ask = ask_options(
                 self.settings,
-                search=SearchOptions.from_settings(self.settings, filters=body.filters, expand=body.expand, **routing),
+                search=body.search_options(self.settings),
                 compress=body.compress,
                 sources=body.sources,
                 rewrite=body.rewrite,

@@ -269,6 +269,12 @@ class SearchSettings(Group):
         description="Widen each hit to this many neighbouring chunks on either side, within its section, before an "
         "answer's prompt (0: the chunk alone).",
     )
+    refine: list[Literal["keywords", "multi_query", "hyde", "decompose"]] = Field(
+        default_factory=list,
+        description='JSON list of query refinements, each searched and fused with the question\'s ranking: "keywords" '
+        '(terms of the first search\'s best passages, no LLM), "multi_query", "hyde", "decompose" (written by '
+        "the configured LLM).",
+    )
     route: bool = Field(
         default=True,
         description="Over several knowledge bases: rank them by their best document summaries and search only the "

@@ -23,6 +23,7 @@ from kb_service.core.errors import InvalidInput, KnowledgeBaseNotFound
 from kb_service.core.records import DocStatus, EmbeddingModelInfo, KnowledgeBase, ScoredChunk
 from kb_service.embeddings.base import Embedder
 from kb_service.ingest.sources import SourceItem
+from kb_service.retrieval.options import REFINE_KINDS
 from kb_service.retrieval.pipeline import Retriever, SearchOptions, SearchResult
 from kb_service.stores.base import VectorStore
 
@@ -144,7 +145,16 @@ def default_configs(full: SearchOptions, *, has_reranker: bool) -> dict[str, Sea
         configs["two-stage + rerank"] = replace(base, mode="hybrid", gate=True, fallback=True, rerank=True)
     configs["default pipeline"] = base
     configs["default + multi-hop"] = replace(base, hops=max(2, full.hops))
+    # run only when named (``--configs``): the LLM's refinements need a configured model
+    for kind in REFINE_KINDS:
+        configs[f"default + {kind}"] = replace(base, refine=(kind,))
+    configs["default + multi-hop + keywords"] = replace(base, hops=max(2, full.hops), refine=("keywords",))
     return configs
+
+
+def named_only(name: str) -> bool:
+    """Whether a configuration of ``default_configs`` runs only when asked for by name."""
+    return name.startswith("default + ") and name != "default + multi-hop"
 
 
 @dataclass

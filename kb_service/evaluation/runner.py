@@ -19,6 +19,7 @@ from kb_service.evaluation.harness import (
     default_configs,
     eval_kb_name,
     evaluate,
+    named_only,
 )
 from kb_service.ingest.pipeline import Ingestor, Outcome
 from kb_service.reindex import Reindexer, ReindexPlan, ReindexStatus
@@ -161,6 +162,8 @@ def _evaluate(
         if unknown:
             raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(chosen)}")
         chosen = {n: chosen[n] for n in configs}
+    else:
+        chosen = {n: options for n, options in chosen.items() if not named_only(n)}
 
     def per_config(name: str) -> Callable[[list], Iterator]:  # type: ignore[type-arg]
         def wrap(items: list) -> Iterator:  # type: ignore[type-arg]

@@ -52,6 +52,10 @@ def test_search_returns_ranked_chunks_with_provenance(client: TestClient) -> Non
         reranked = body["trace"]["reranked"]
         assert reranked and all(-1 <= h["stages"]["rerank"] <= 1 for h in reranked)  # e5 cosines
         assert body["trace"]["timings_ms"]["rerank"] > 0 and hit["stages"]["rerank"] == reranked[0]["stages"]["rerank"]
+    refined = client.post(URL, json={"query": "one-way valve", "refine": ["keywords"], "trace": True}).json()
+    (step,) = refined["trace"]["refinements"]
+    assert step["kind"] == "keywords" and step["queries"][0].startswith("one-way valve ")
+    assert refined["hits"][0]["source"] == "valves.md" and "refine" in refined["hits"][0]["stages"]
     zh = client.post(URL, json={"query": "叶轮", "mode": "lexical"}).json()
     assert zh["hits"][0]["source"] == "泵.txt" and zh.get("trace") is None
 
@@ -65,6 +69,7 @@ def test_search_filters_and_errors(client: TestClient) -> None:
         ({"query": "x", "mode": "fuzzy"}, "mode"),
         ({"query": "x", "filters": {"bad key": "v"}}, "filter key 'bad key' may only contain"),
         ({"query": "x", "filters": {"source": []}}, "empty list"),
+        ({"query": "x", "refine": ["rm3"]}, "refine"),
     ]
     for body, message in cases:
         r = client.post(URL, json=body)

@@ -1,0 +1,60 @@
+"""The configured LLM writing search queries for a question (retrieval/refine.py's ``QueryWriter``): paraphrases
+(multi_query), a hypothetical answer passage (hyde) or sub-questions (decompose). Greedy, short, and parsed
+leniently: a small model numbers its lines, quotes them or repeats the question, and all of that is cleaned off."""
+
+from __future__ import annotations
+
+import re
+
+from kb_service.generation.llm import LLM, GenerationParams, Message
+from kb_service.generation.prompt import detect_language
+from kb_service.retrieval.refine import MAX_VARIANTS
+
+LIST_MAX_TOKENS = 96  # three short queries
+PASSAGE_MAX_TOKENS = 160  # a hypothetical passage of a few sentences
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)、]|[（(]?\d+[）)]|(?:query|sub-question|question)\s*\d*\s*:)\s*", re.I)
+
+PROMPTS = {
+    "multi_query": (
+        f"Write {MAX_VARIANTS} different search queries that look for the information the question asks for, "
+        "using other words than the question where you can. One query per line, nothing else. Keep the question's "
+        "language."
+    ),
+    "decompose": (
+        f"Split the question into at most {MAX_VARIANTS} simpler questions that together answer it, in the order "
+        "they need to be answered. One question per line, nothing else. If it is already simple, repeat it. Keep "
+        "the question's language."
+    ),
+    "hyde": (
+        "Write a short passage, as an encyclopedia or a report would, that answers the question. Three sentences at "
+        "most; state facts plainly, without saying that you are unsure. Keep the question's language."
+    ),
+}
+
+
+class LLMQueryWriter:
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+
+    def write(self, kind: str, question: str) -> list[str]:
+        if kind not in PROMPTS:
+            raise ValueError(f"no prompt for refine {kind!r}")
+        language = detect_language(question)
+        system = PROMPTS[kind] + (" 用中文写。" if language == "zh" else "")
+        messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        hyde = kind == "hyde"
+        params = GenerationParams(max_tokens=PASSAGE_MAX_TOKENS if hyde else LIST_MAX_TOKENS)
+        text = self.llm.complete(messages, params).text.strip()
+        if hyde:
+            return [" ".join(text.split())] if text else []
+        return lines(text)
+
+
+def lines(text: str) -> list[str]:
+    """The queries of a model's list: one per line, bullets, numbers and quotes taken off, empty ones dropped."""
+    out = []
+    for line in text.splitlines():
+        query = _BULLET.sub("", line).strip().strip("\"“”'").strip()
+        if query:
+            out.append(query)
+    return out[:MAX_VARIANTS]
