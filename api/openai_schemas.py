@@ -124,6 +124,9 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormatIn | None = None
     tools: list[ToolSpec] | None = Field(default=None, max_length=limits.MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    synthesis: Literal["compact", "refine", "map_reduce"] | None = Field(
+        default=None, description="A kb: model's answer: compact, refine or map_reduce (default KB_ANSWER_SYNTHESIS)."
+    )
 
     @model_validator(mode="after")
     def _tools_consistent(self) -> ChatCompletionRequest:

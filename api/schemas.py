@@ -107,6 +107,11 @@ REFINE = (
     "Query refinements, each searched and fused with the question's ranking (default KB_SEARCH_REFINE): 'keywords' "
     "(terms of the first search's best passages, no LLM), 'multi_query', 'hyde', 'decompose' (the configured LLM)."
 )
+SYNTHESIS = (
+    "How the model's answer is put together (default KB_ANSWER_SYNTHESIS): 'compact' (one prompt), 'refine' (an "
+    "answer refined source group by group), 'map_reduce' (a partial answer per group, then combined)."
+)
+Synthesis = Literal["compact", "refine", "map_reduce"]
 RefineList = list[Literal["keywords", "multi_query", "hyde", "decompose"]]
 
 
@@ -315,6 +320,7 @@ class AskRequest(SamplingFields):
         default=None,
         description="Each source keeps only the sentences that bear on the question (default KB_ANSWER_COMPRESS).",
     )
+    synthesis: Synthesis | None = Field(default=None, description=SYNTHESIS)
 
     def search_options(self, settings: Settings) -> SearchOptions:
         """How the sources are retrieved: the configured defaults with this request's fields on top."""
@@ -412,6 +418,10 @@ class AnswerPublic(BaseModel):
     verified: bool
     llm_error: str
     timings_ms: dict[str, float]
+    synthesis: str = Field(default="compact", description="How the model's answer was put together.")
+    synthesis_steps: list[str] = Field(
+        default_factory=list, description="refine / map_reduce: what each step before the last wrote."
+    )
 
     @classmethod
     def of(cls, answer: Answer) -> AnswerPublic:

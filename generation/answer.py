@@ -19,6 +19,7 @@ from kb_service.generation.extractive import compose
 from kb_service.generation.llm import LLM, Delta, GenerationParams, Message, Usage, drive
 from kb_service.generation.passages import Passage
 from kb_service.generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
+from kb_service.generation.synthesis import Synthesis, Synthesizer
 from kb_service.generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
 from kb_service.retrieval.pipeline import Retriever, SearchFn, SearchOptions, validate_query
 
@@ -62,6 +63,8 @@ class Answer:
     verified: bool = True
     llm_error: str = ""  # why the answer is extractive when a model was asked for
     timings_ms: dict[str, float] = field(default_factory=dict)
+    synthesis: str = "compact"  # how the model's answer was put together (an extractive answer: compact)
+    synthesis_steps: list[str] = field(default_factory=list)  # refine / map_reduce: the steps before the last
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class AskOptions:
     verify: bool = True  # False: the unverified path (markers kept as written, no guard): for comparison only
     unsupported: UnsupportedPolicy = "mark"
     compress: bool = False  # each source keeps only the sentences that bear on the question (generation.compress)
+    synthesis: Synthesis = "compact"  # how a model's answer is put together from its sources (generation.synthesis)
 
 
 class Answerer:
@@ -96,6 +100,7 @@ class Answerer:
         self.compressor = compressor
         self.llm = llm
         self.builder = builder
+        self.synthesizer = Synthesizer(builder.templates.system_for, builder.templates.user_for)
         self.llm_error = llm_error or ("no language model is configured" if llm is None else "")
         self.generates = generates and llm is not None
 
@@ -174,7 +179,7 @@ class Answerer:
             t = time.perf_counter()
             written = _Written(options.unsupported, abandon=options.verify and options.fallback)
             try:
-                for event in self._generate(llm, prompt, params, verifier, options, written):
+                for event in self._generate(llm, prompt, params, verifier, options, written, timings):
                     if isinstance(event, Delta):
                         if event.content and "first_token" not in timings:
                             timings["first_token"] = _ms(t)
@@ -213,12 +218,17 @@ class Answerer:
         verifier: Verifier,
         options: AskOptions,
         written: _Written,
+        timings: dict[str, float],
     ) -> Iterator[Delta | Answer]:
         """The model's answer, claim by claim as each is checked; ends with the Answer, or returns without one
         when the answer failed verification before anything was shown (``written.failure`` says why)."""
+        t = time.perf_counter()
+        plan = self.synthesizer.plan(llm, prompt, params, options.synthesis)
+        if options.synthesis != "compact":
+            timings["synthesis"] = _ms(t)
         claims = ClaimStream(verifier, guard=options.verify)
         completion = yield from drive(
-            llm.stream(prompt.messages, params),
+            llm.stream(plan.messages, params),
             lambda piece: written.take(claims.feed(piece), verified=options.verify),
             lambda: bool(written.failure or claims.stopped),  # the guard stopped it, or its first claim failed
         )
@@ -229,14 +239,18 @@ class Answerer:
             written.failure = written.failure or "the model's answer stated nothing its sources support"
             return
         finish = "repetition" if claims.stopped else (completion.finish_reason if completion else "stop")
-        yield written.answer(
+        usage = completion.usage if completion else Usage()
+        answer = written.answer(
             prompt,
             model=completion.model if completion else llm.name,
             reasoning=completion.reasoning if completion else "",
-            usage=completion.usage if completion else Usage(),
+            usage=Usage(
+                usage.prompt_tokens + plan.usage.prompt_tokens, usage.completion_tokens + plan.usage.completion_tokens
+            ),
             finish_reason=finish,
             verified=options.verify,
         )
+        yield replace(answer, synthesis=options.synthesis, synthesis_steps=plan.steps)
 
     def _extractive(
         self, base: Answer, prompt: Prompt, verifier: Verifier, options: AskOptions, llm_error: str

@@ -130,6 +130,7 @@ def ask_options(settings: Settings, *, search: SearchOptions | None = None, **ov
         verify=given.pop("verify", settings.answer.verify),
         unsupported=given.pop("unsupported", settings.answer.unsupported),
         compress=given.pop("compress", settings.answer.compress),
+        synthesis=given.pop("synthesis", settings.answer.synthesis),
         **given,
     )
 

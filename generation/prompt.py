@@ -143,6 +143,7 @@ class Prompt:
     source_tokens: int = 0
     history_used: int = 0
     notes: list[str] = field(default_factory=list)
+    question: str = ""
 
 
 def edges_first(ranked: Sequence[int]) -> list[int]:
@@ -208,6 +209,7 @@ class PromptBuilder:
             dropped=len(hits) - len(sources),
             source_tokens=used,
             history_used=len(kept_history),
+            question=question,
         )
 
     def _pack(

@@ -47,6 +47,7 @@ async def respond(body: AskRequest, searcher: Callable[[], SearchFn], answerer: 
             settings,
             search=body.search_options(settings),
             compress=body.compress,
+            synthesis=body.synthesis,
             sources=body.sources,
             rewrite=body.rewrite,
             answer_mode=body.answer_mode,

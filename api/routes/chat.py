@@ -99,7 +99,9 @@ async def chat_completions(
         question, history = messages[-1]["content"], messages[:-1]
 
         def start() -> Iterator[Delta | Answer]:
-            options = ask_options(settings, search=SearchOptions.from_settings(settings), stop=stop, **sampling)
+            options = ask_options(
+                settings, search=SearchOptions.from_settings(settings), stop=stop, synthesis=body.synthesis, **sampling
+            )
             search = _searcher(named, catalog, federation, answerer, principal)
             events = answerer.stream(search, question, history=history, options=options)
             return _chain(next(events), events)
@@ -113,6 +115,8 @@ async def chat_completions(
                 f"unknown model {body.model!r}: use 'kb:<knowledge base>' or "
                 + (f"the service's LLM {llm.name!r}" if llm else "configure an LLM (KB_LLM_BACKEND)")
             )
+        if body.synthesis is not None:
+            raise InvalidInput("synthesis: only a 'kb:<knowledge base>' model answers from sources")
         params = replace(generation_params(settings, not_none({**sampling, "stop": stop})), **body.extras()).validate()
         if not messages:
             raise InvalidInput("messages must not be empty")

@@ -32,6 +32,14 @@ def ask(
     answer_mode: Annotated[
         str | None, typer.Option(help="auto | generated (the LLM writes) | extractive (quoted source sentences).")
     ] = None,
+    synthesis: Annotated[
+        str | None,
+        typer.Option(help="compact (one prompt) | refine (source group by group) | map_reduce (partial answers)."),
+    ] = None,
+    refine: Annotated[
+        list[str] | None,
+        typer.Option("--refine", help="Query refinement (repeatable): keywords, multi_query, hyde, decompose."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a question from a knowledge base, citing its sources as [1], [2] …"""
@@ -51,6 +59,8 @@ def ask(
         "filters": parsed_filters,
         "history": turns,
         "answer_mode": answer_mode,
+        "synthesis": synthesis,
+        "refine": refine,
     }
     with reported(as_json=as_json):
         for event in rt.client.ask_stream(kb, question, **{k: v for k, v in options.items() if v is not None}):

@@ -246,6 +246,7 @@ class LocalClient:
                 self.settings,
                 search=body.search_options(self.settings),
                 compress=body.compress,
+                synthesis=body.synthesis,
                 sources=body.sources,
                 rewrite=body.rewrite,
                 answer_mode=body.answer_mode,

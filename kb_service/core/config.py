@@ -387,7 +387,7 @@ class AnswerSettings(Group):
     """Grounded answers (``KB_ANSWER_*``, ``KB_ASK_TOP_K``, ``KB_CONTEXT_TOKENS``, ``KB_PROMPT_*`` …)."""
 
     env_names = {"top_k": "ask_top_k", "mode": "answer_mode", "unsupported": "answer_unsupported"}
-    env_names |= {"verify": "answer_verify", "compress": "answer_compress"}
+    env_names |= {"verify": "answer_verify", "compress": "answer_compress", "synthesis": "answer_synthesis"}
 
     top_k: int = Field(default=5, ge=1, le=50, description="Retrieved chunks offered to the model.")
     context_tokens: int = Field(
@@ -414,6 +414,11 @@ class AnswerSettings(Group):
         default=False,
         description="Each source keeps only the sentences that bear on the question (and their neighbours), "
         "scored with the configured embedding model, so more distinct sources fit the budget.",
+    )
+    synthesis: Literal["compact", "refine", "map_reduce"] = Field(
+        default="compact",
+        description="How a model's answer is put together: one prompt with every source (compact); an answer "
+        "refined group of sources by group (refine); a partial answer per group, then combined (map_reduce).",
     )
     prompt_system: str | None = Field(default=None, description="Override the system instruction.")
     prompt_user: str | None = Field(

@@ -55,8 +55,10 @@ MODES: dict[str, dict[str, Any]] = {  # name → ask options
     "generated": {"answer_mode": "generated"},
     "unverified": {"answer_mode": "generated", "verify": False, "fallback": False},
 }
-# A mode may add context shaping: "extractive+compress", "generated+expand1", "extractive+expand2+compress".
+# A mode may add context shaping ("extractive+compress", "generated+expand1", "extractive+expand2+compress"), and a
+# generated one a synthesis ("generated+map_reduce", "generated+refine").
 _EXPAND = re.compile(r"expand(\d)")
+ADDITIONS = "+compress, +expand<N>, +refine or +map_reduce"
 
 
 def mode_options(mode: str) -> tuple[dict[str, Any], int]:
@@ -64,15 +66,17 @@ def mode_options(mode: str) -> tuple[dict[str, Any], int]:
     base, *extras = mode.split("+")
     if base not in MODES:
         raise InvalidInput(f"unknown answer mode {mode!r}: choose from {', '.join(MODES)}, each optionally with "
-                           "+compress and +expand<N>")  # fmt: skip
+                           f"{ADDITIONS}")  # fmt: skip
     options, expand = dict(MODES[base]), 0
     for extra in extras:
         if extra == "compress":
             options["compress"] = True
+        elif extra in ("refine", "map_reduce") and base != "extractive":
+            options["synthesis"] = extra
         elif match := _EXPAND.fullmatch(extra):
             expand = int(match.group(1))
         else:
-            raise InvalidInput(f"unknown addition {extra!r} in answer mode {mode!r}: +compress or +expand<N>")
+            raise InvalidInput(f"unknown addition {extra!r} in answer mode {mode!r}: {ADDITIONS} (a model's mode)")
     return options, expand
 
 

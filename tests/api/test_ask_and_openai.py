@@ -137,6 +137,14 @@ def test_ask_endpoint_json_and_server_sent_events(server: str) -> None:
         ("chat", {"model": "kb:nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "'nope' does not exist"),
         ("chat", {"model": f"kb:{KB}", "messages": [{"role": "assistant", "content": "hi"}]}, 422, "last message"),
         ("chat", {"model": LLM_ID, "messages": [{"role": "user", "content": "hi"}], "n": 9}, 422, "n:"),
+        ("ask", {"question": "x", "synthesis": "tree"}, 422, "synthesis"),
+        ("ask", {"question": "x", "refine": ["rm3"]}, 422, "refine"),
+        (
+            "chat",
+            {"model": LLM_ID, "messages": [{"role": "user", "content": "hi"}], "synthesis": "refine"},
+            422,
+            "synthesis: only a 'kb:<knowledge base>' model",
+        ),
         (
             "chat",
             {"model": LLM_ID, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
@@ -150,6 +158,21 @@ def test_bad_requests_get_a_clear_4xx(server: str, path: str, body: dict[str, An
     r = httpx.post(url, json=body, timeout=60)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]
+
+
+def test_chat_and_ask_take_a_synthesis_mode(server: str, sdk: openai.OpenAI) -> None:
+    question = [{"role": "user", "content": "How tall is the Eiffel Tower?"}]
+    chat = sdk.chat.completions.create(
+        model=f"kb:{KB}",
+        messages=question,
+        extra_body={"synthesis": "map_reduce"},  # type: ignore[arg-type]
+    )
+    assert chat.choices[0].message.content
+    url = f"{server}/v1/knowledge-bases/{httpx.URL(KB).raw_path.decode()}/ask"
+    asked = {"question": "How tall is the Eiffel Tower?", "synthesis": "refine"}
+    body = httpx.post(url, json=asked, timeout=120).json()
+    assert body["synthesis"] in ("refine", "compact") and body["sources"], body  # compact: the extractive fallback
+    assert body["usage"]["prompt_tokens"] > 0
 
 
 def test_follow_ups_are_rewritten_for_retrieval_and_history_reaches_the_model(server: str, sdk: openai.OpenAI) -> None:
