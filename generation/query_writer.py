@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from kb_service.generation.guard import guarded
 from kb_service.generation.llm import LLM, GenerationParams, Message
 from kb_service.generation.prompt import detect_language
 from kb_service.retrieval.refine import MAX_VARIANTS
@@ -32,7 +33,16 @@ PROMPTS = {
 }
 
 
+# What the user turn asks for after the question (a small model answers the question itself without it).
+LABELS = {
+    "en": {"question": "Question", "multi_query": "Search queries:", "decompose": "Sub-questions:", "hyde": "Passage:"},
+    "zh": {"question": "问题", "multi_query": "检索词：", "decompose": "子问题：", "hyde": "段落："},
+}
+
+
 class LLMQueryWriter:
+    """Runs through the degeneration guard, as plain chat does: a looping model is stopped at its first repeat."""
+
     def __init__(self, llm: LLM) -> None:
         self.llm = llm
 
@@ -41,10 +51,14 @@ class LLMQueryWriter:
             raise ValueError(f"no prompt for refine {kind!r}")
         language = detect_language(question)
         system = PROMPTS[kind] + (" 用中文写。" if language == "zh" else "")
-        messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        labels = LABELS[language]
+        sep = "：" if language == "zh" else ": "
+        user = f"{labels['question']}{sep}{question}\n\n{labels[kind]}"
+        messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         hyde = kind == "hyde"
         params = GenerationParams(max_tokens=PASSAGE_MAX_TOKENS if hyde else LIST_MAX_TOKENS)
-        text = self.llm.complete(messages, params).text.strip()
+        final = list(guarded(self.llm.stream(messages, params), question))[-1].completion
+        text = final.text.strip() if final is not None else ""
         if hyde:
             return [" ".join(text.split())] if text else []
         return lines(text)

@@ -18,6 +18,7 @@ from kb_service.core.config import Settings
 from kb_service.embeddings.pool import canonical as pool_canonical
 from kb_service.generation.llm import GenerationParams
 from kb_service.generation.openai_llm import OpenAICompatibleLLM
+from kb_service.generation.query_writer import LLMQueryWriter
 from kb_service.ingest.pipeline import Ingestor
 from kb_service.ingest.sources import SourceItem
 from tests.live import live_server
@@ -173,6 +174,13 @@ def test_chat_and_ask_take_a_synthesis_mode(server: str, sdk: openai.OpenAI) -> 
     body = httpx.post(url, json=asked, timeout=120).json()
     assert body["synthesis"] in ("refine", "compact") and body["sources"], body  # compact: the extractive fallback
     assert body["usage"]["prompt_tokens"] > 0
+
+
+def test_refined_queries_are_written_by_an_openai_compatible_server(server: str) -> None:
+    writer = LLMQueryWriter(OpenAICompatibleLLM(model=LLM_ID, base_url=server + "/v1", api_key=None))
+    for kind in ("multi_query", "decompose", "hyde"):
+        queries = writer.write(kind, "When was the Eiffel Tower completed and how tall is it?")
+        assert 1 <= len(queries) <= 3 and all(q.strip() for q in queries), (kind, queries)
 
 
 def test_follow_ups_are_rewritten_for_retrieval_and_history_reaches_the_model(server: str, sdk: openai.OpenAI) -> None:
