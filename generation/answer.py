@@ -19,7 +19,7 @@ from kb_service.generation.extractive import compose
 from kb_service.generation.llm import LLM, Delta, GenerationParams, Message, Usage, drive
 from kb_service.generation.passages import Passage
 from kb_service.generation.prompt import REFUSAL, Prompt, PromptBuilder, Source, detect_language
-from kb_service.generation.synthesis import Synthesis, Synthesizer
+from kb_service.generation.synthesis import SYNTHESES, Synthesis, Synthesizer
 from kb_service.generation.verify import CheckedClaim, ClaimStream, RemovedCitation, UnsupportedPolicy, Verifier
 from kb_service.retrieval.pipeline import Retriever, SearchFn, SearchOptions, validate_query
 
@@ -130,6 +130,8 @@ class Answerer:
         question = validate_query(question)
         history = _validate_history(history)
         params = options.params.validate()
+        if options.synthesis not in SYNTHESES:
+            raise InvalidInput(f"synthesis must be one of {', '.join(SYNTHESES)}, got {options.synthesis!r}")
         timings: dict[str, float] = {}
         start = time.perf_counter()
 

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kb_service.api.schemas import ReindexStatusPublic
+from kb_service.api.schemas import ChunkHit, ReindexStatusPublic
 from kb_service.cli.runtime import JsonOpt, emit_json, err_console, fail, out_console, reported, rt_from, table
 from kb_service.client import ClientError
 from kb_service.core.errors import KBError
@@ -110,16 +110,16 @@ def search(
                 ],
             )
         for n, hop in enumerate(t.hops, start=1):
-            found = [escape(hits[0].source) if hits else "–" for hits in hop.hits]
-            out_console.print(
-                f"hop {n}: " + "; ".join(f"{escape(q)!r} → {f}" for q, f in zip(hop.queries, found, strict=True))
-            )
+            _print_queries(f"hop {n}", hop.queries, hop.hits)
         for r in t.refinements:
-            found = [escape(hits[0].source) if hits else "–" for hits in r.hits]
-            out_console.print(
-                f"{r.kind}: " + "; ".join(f"{escape(q)!r} → {f}" for q, f in zip(r.queries, found, strict=True))
-            )
+            _print_queries(r.kind, r.queries, r.hits)
         out_console.print("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in t.timings_ms.items()))
+
+
+def _print_queries(label: str, queries: list[str], hits: list[list[ChunkHit]]) -> None:
+    """One line: each query searched and the source of its best hit."""
+    found = [escape(found[0].source) if found else "–" for found in hits]
+    out_console.print(f"{label}: " + "; ".join(f"{escape(q)!r} → {f}" for q, f in zip(queries, found, strict=True)))
 
 
 def _snippet(text: str, limit: int = 160) -> str:
