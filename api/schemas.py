@@ -127,6 +127,11 @@ class SearchRequest(BaseModel):
         le=limits.MAX_HOPS,
         description="> 1: multi-hop: search again for the entities the best passages name (default KB_SEARCH_HOPS).",
     )
+    hop_strategy: Literal["entities", "llm"] | None = Field(
+        default=None,
+        description="What a later hop looks up: 'entities' (the names its passages give, no LLM) or 'llm' (the "
+        "configured LLM's queries for what the question still needs); default KB_SEARCH_HOP_STRATEGY.",
+    )
     filters: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description='Field -> value or list of values, e.g. {"source": "a.pdf", "lang": ["en", "de"]}.'
     )
@@ -143,6 +148,7 @@ class SearchRequest(BaseModel):
             gate=self.gate,
             rerank=self.rerank,
             hops=self.hops,
+            hop_strategy=self.hop_strategy,
             filters=self.filters,
             expand=self.expand,
             refine=tuple(self.refine) if self.refine is not None else None,

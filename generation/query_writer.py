@@ -5,6 +5,7 @@ leniently: a small model numbers its lines, quotes them or repeats the question,
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from kb_service.generation.guard import guarded
 from kb_service.generation.llm import LLM, GenerationParams, Message
@@ -30,13 +31,34 @@ PROMPTS = {
         "Write a short passage, as an encyclopedia or a report would, that answers the question. Three sentences at "
         "most; state facts plainly, without saying that you are unsure. Keep the question's language."
     ),
+    "follow": (
+        "Passages found so far for a question are given. Write at most "
+        f"{MAX_VARIANTS} short search queries for what is still needed to answer it, such as a person, work or "
+        "place the passages name whose own page would hold the answer. One query per line, nothing else; nothing "
+        "if the passages already answer it."
+    ),
 }
+PASSAGE_CHARS = 400  # of each passage shown to ``follow``
 
 
 # What the user turn asks for after the question (a small model answers the question itself without it).
 LABELS = {
-    "en": {"question": "Question", "multi_query": "Search queries:", "decompose": "Sub-questions:", "hyde": "Passage:"},
-    "zh": {"question": "问题", "multi_query": "检索词：", "decompose": "子问题：", "hyde": "段落："},
+    "en": {
+        "question": "Question",
+        "multi_query": "Search queries:",
+        "decompose": "Sub-questions:",
+        "hyde": "Passage:",
+        "follow": "Search queries:",
+        "passages": "Passages",
+    },
+    "zh": {
+        "question": "问题",
+        "multi_query": "检索词：",
+        "decompose": "子问题：",
+        "hyde": "段落：",
+        "follow": "检索词：",
+        "passages": "资料",
+    },
 }
 
 
@@ -47,21 +69,30 @@ class LLMQueryWriter:
         self.llm = llm
 
     def write(self, kind: str, question: str) -> list[str]:
-        if kind not in PROMPTS:
+        if kind not in PROMPTS or kind == "follow":
             raise ValueError(f"no prompt for refine {kind!r}")
+        text = self._complete(kind, question, "")
+        if kind == "hyde":
+            return [" ".join(text.split())] if text else []
+        return lines(text)
+
+    def follow(self, question: str, passages: Sequence[str]) -> list[str]:
+        shown = "\n".join(f"- {' '.join(p.split())[:PASSAGE_CHARS]}" for p in passages)
+        return lines(self._complete("follow", question, shown))
+
+    def _complete(self, kind: str, question: str, passages: str) -> str:
         language = detect_language(question)
         system = PROMPTS[kind] + (" 用中文写。" if language == "zh" else "")
         labels = LABELS[language]
         sep = "：" if language == "zh" else ": "
-        user = f"{labels['question']}{sep}{question}\n\n{labels[kind]}"
+        user = f"{labels['question']}{sep}{question}\n\n"
+        if passages:
+            user += f"{labels['passages']}{sep}\n{passages}\n\n"
+        user += labels[kind]
         messages: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        hyde = kind == "hyde"
-        params = GenerationParams(max_tokens=PASSAGE_MAX_TOKENS if hyde else LIST_MAX_TOKENS)
+        params = GenerationParams(max_tokens=PASSAGE_MAX_TOKENS if kind == "hyde" else LIST_MAX_TOKENS)
         final = list(guarded(self.llm.stream(messages, params), question))[-1].completion
-        text = final.text.strip() if final is not None else ""
-        if hyde:
-            return [" ".join(text.split())] if text else []
-        return lines(text)
+        return final.text.strip() if final is not None else ""
 
 
 def lines(text: str) -> list[str]:

@@ -27,6 +27,7 @@ from kb_service.retrieval.fusion import rrf
 from kb_service.retrieval.multihop import iterative_search
 from kb_service.retrieval.options import Route, SearchOptions, SearchResult, SearchTrace, validate_query
 from kb_service.retrieval.pipeline import Retriever, SearchFn
+from kb_service.retrieval.refine import follow_up
 from kb_service.retrieval.rerank import EmbeddingReranker
 
 PROBE_DOCS = 3  # documents per knowledge base whose summaries the router scores
@@ -100,7 +101,8 @@ class Federation:
         options = options.validate()
         targets = _distinct(targets)
         if options.hops > 1:  # each hop's lookups are routed again: a bridge may lead to another knowledge base
-            return iterative_search(lambda q, o: self.search(targets, q, o), query, options)
+            follow = follow_up(self.retriever.writer) if options.hop_strategy == "llm" else None
+            return iterative_search(lambda q, o: self.search(targets, q, o), query, options, follow=follow)
         timings: dict[str, float] = {}
         if options.route and len(targets) > 1:
             routes = self.router.rank(targets, query, options)

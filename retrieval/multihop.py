@@ -117,17 +117,25 @@ def fuse(
     return [replace(first[c], score=scores[c], stages={**first[c].stages, stage: scores[c]}) for c in ordered]
 
 
+Follow = Callable[[str, Sequence[str]], list[str]]  # (question, passages found) -> what to search for next
+
+
 def iterative_search(
-    search: Callable[[str, SearchOptions], SearchResult], question: str, options: SearchOptions
+    search: Callable[[str, SearchOptions], SearchResult],
+    question: str,
+    options: SearchOptions,
+    *,
+    follow: Follow | None = None,
 ) -> SearchResult:
     """``options.hops`` rounds of ``search`` (one hop each: ``search`` must not iterate itself), the first with
-    the question, each later one with the entities the previous round's best passages bridge to; stops early
-    when nothing new is named or ``options.hop_budget_ms`` has passed."""
+    the question, each later one with the entities the previous round's best passages bridge to (or, given
+    ``follow``, the queries it writes from the question and those passages: an LLM's); stops early when nothing
+    new is named or ``options.hop_budget_ms`` has passed."""
     start = time.perf_counter()
     one = replace(options, hops=1)
     # later searches look entities up: a name needs no document gate, and no reranking against the question (a
     # bridge page does not answer it)
-    follow = replace(one, rerank=False, gate=False, trace=False, refine=(), top_k=min(options.top_k, FOLLOW_DEPTH))
+    lookup = replace(one, rerank=False, gate=False, trace=False, refine=(), top_k=min(options.top_k, FOLLOW_DEPTH))
     first = search(question, one)
     trace: SearchTrace = first.trace
     asked = {question.lower()}
@@ -136,18 +144,23 @@ def iterative_search(
     parts = list(dict.fromkeys(names(question))) if not CJK.search(question) else []
     parts = parts if len(parts) > 1 and options.hops > 1 else []
     asked.update(name.lower() for name in parts)
-    looked_up = [search(name, follow).hits for name in parts]
+    looked_up = [search(name, lookup).hits for name in parts]
     hops = [Hop([question, *parts], [first.hits, *looked_up], (time.perf_counter() - start) * 1000)]
     lists: list[tuple[Sequence[ScoredChunk], float]] = [(first.hits, 1.0), *((found, 1.0) for found in looked_up)]
     frontier = first.hits[:SEED_HITS] + [found[0] for found in looked_up if found]
     for _ in range(options.hops - 1):
         if (time.perf_counter() - start) * 1000 >= options.hop_budget_ms:
             break
-        chosen = bridges(question, frontier, asked, BRIDGES_PER_HOP + len(parts))
+        if follow is not None:
+            written = [q for q in follow(question, [h.chunk.text for h in frontier]) if q.lower() not in asked]
+            chosen = [(q, 1.0) for q in written[:BRIDGES_PER_HOP]]
+            asked.update(q.lower() for q, _ in chosen)
+        else:
+            chosen = bridges(question, frontier, asked, BRIDGES_PER_HOP + len(parts))
         if not chosen:
             break
         began = time.perf_counter()
-        found = [search(entity, follow).hits for entity, _ in chosen]
+        found = [search(entity, lookup).hits for entity, _ in chosen]
         hops.append(Hop([entity for entity, _ in chosen], found, (time.perf_counter() - began) * 1000))
         lists += [(ranking, weight) for ranking, (_, weight) in zip(found, chosen, strict=True)]
         frontier = [ranking[0] for ranking in found if ranking]

@@ -16,6 +16,7 @@ Mode = Literal["dense", "lexical", "hybrid"]
 # Query refinements (retrieval/refine.py): keywords needs no LLM; the others are written by the configured LLM.
 RefineKind = Literal["keywords", "multi_query", "hyde", "decompose"]
 REFINE_KINDS: tuple[RefineKind, ...] = ("keywords", "multi_query", "hyde", "decompose")
+HOP_STRATEGIES = ("entities", "llm")  # a later hop looks up the names its passages give, or what the LLM asks for
 MAX_QUERY_CHARS = 4_000
 
 
@@ -38,6 +39,7 @@ class SearchOptions:
     trace: bool = False
     hops: int = 1  # > 1: iterative multi-hop retrieval (retrieval/multihop.py), at most this many rounds
     hop_budget_ms: float = 2000.0  # no new round starts after this long
+    hop_strategy: str = "entities"  # what a later hop looks up: the names its passages give, or the LLM's queries
     expand: int = 0  # > 0: each hit widened to this many neighbouring chunks on either side, within its section
     refine: tuple[str, ...] = ()  # query refinements, each searched and fused with the question's ranking
     # Over several knowledge bases (retrieval/federated.py): rank them by their best document summaries and search
@@ -63,6 +65,7 @@ class SearchOptions:
             rrf_k=settings.search.rrf_k,
             hops=settings.search.hops,
             hop_budget_ms=settings.search.hop_budget_ms,
+            hop_strategy=settings.search.hop_strategy,
             expand=settings.search.expand,
             refine=tuple(settings.search.refine),
             route=settings.search.route,
@@ -82,6 +85,8 @@ class SearchOptions:
             raise InvalidInput(f"top_k must be at most {MAX_TOP_K}, got {self.top_k}")
         if not isinstance(self.hops, int) or not 1 <= self.hops <= MAX_HOPS:
             raise InvalidInput(f"hops must be an integer between 1 and {MAX_HOPS}, got {self.hops!r}")
+        if self.hop_strategy not in HOP_STRATEGIES:
+            raise InvalidInput(f"hop_strategy must be 'entities' or 'llm', got {self.hop_strategy!r}")
         if not isinstance(self.expand, int) or not 0 <= self.expand <= MAX_EXPAND:
             raise InvalidInput(f"expand must be an integer between 0 and {MAX_EXPAND}, got {self.expand!r}")
         if not isinstance(self.route_kbs, int) or not 1 <= self.route_kbs <= MAX_KNOWLEDGE_BASES:

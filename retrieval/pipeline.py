@@ -26,7 +26,7 @@ from kb_service.retrieval.options import (
     SearchTrace,
     validate_query,
 )
-from kb_service.retrieval.refine import WriterSource, refined_search
+from kb_service.retrieval.refine import WriterSource, follow_up, refined_search
 from kb_service.retrieval.rerank import Reranker
 from kb_service.retrieval.stages import (
     DenseSearch,
@@ -131,7 +131,8 @@ class Retriever:
         query = validate_query(query)
         options = options.validate()
         if options.hops > 1:
-            return iterative_search(lambda q, o: self.search(kb, embedder, q, o), query, options)
+            follow = follow_up(self.writer) if options.hop_strategy == "llm" else None
+            return iterative_search(lambda q, o: self.search(kb, embedder, q, o), query, options, follow=follow)
         if options.refine:
             idf = self.stages.lexical.index(kb).idf
             search = self.on(kb, embedder)

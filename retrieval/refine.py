@@ -38,6 +38,10 @@ class QueryWriter(Protocol):
         """At most ``MAX_VARIANTS`` queries of ``kind`` (multi_query, hyde or decompose) for ``question``."""
         ...
 
+    def follow(self, question: str, passages: Sequence[str]) -> list[str]:
+        """At most ``MAX_VARIANTS`` queries for what ``question`` still needs, given the ``passages`` found."""
+        ...
+
 
 WriterSource = Callable[[], "QueryWriter | None"]  # loads the model on first use; None: no model configured
 
@@ -84,6 +88,14 @@ def _cjk_words(text: str) -> list[str]:
     from kb_service.retrieval.lexical import lexical_tokens
 
     return [w for w in lexical_tokens(text) if len(w) > 1]
+
+
+def follow_up(writer: WriterSource | None) -> Callable[[str, Sequence[str]], list[str]]:
+    """The LLM's next-hop queries (multi-hop with ``hop_strategy: llm``), loading the model now."""
+    model = writer() if writer is not None else None
+    if model is None:
+        raise InvalidInput("hop_strategy 'llm' needs a language model: set KB_LLM_BACKEND or KB_LLM_API_BASE")
+    return model.follow
 
 
 def refined_search(

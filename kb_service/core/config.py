@@ -262,6 +262,11 @@ class SearchSettings(Group):
         description="> 1: iterative multi-hop retrieval, following the entities the best passages name (no LLM).",
     )
     hop_budget_ms: float = Field(default=2000.0, gt=0, le=60_000, description="No new hop starts after this long.")
+    hop_strategy: Literal["entities", "llm"] = Field(
+        default="entities",
+        description="What a later hop looks up: the names the best passages give (no LLM), or the queries the "
+        "configured LLM writes for what the question still needs.",
+    )
     expand: int = Field(
         default=0,
         ge=0,

@@ -149,6 +149,7 @@ def default_configs(full: SearchOptions, *, has_reranker: bool) -> dict[str, Sea
     for kind in REFINE_KINDS:
         configs[f"default + {kind}"] = replace(base, refine=(kind,))
     configs["default + multi-hop + keywords"] = replace(base, hops=max(2, full.hops), refine=("keywords",))
+    configs["default + multi-hop (llm)"] = replace(base, hops=max(2, full.hops), hop_strategy="llm")
     return configs
 
 

@@ -102,3 +102,21 @@ def test_a_second_hop_reaches_the_document_the_first_ones_passage_names(tmp_path
         assert 2 <= len(budget.trace.hops) <= 3  # type: ignore[union-attr]
         with pytest.raises(Exception, match="hops"):
             client.search("films", question, hops=0)
+        with pytest.raises(Exception, match="hop_strategy 'llm' needs a language model"):
+            client.search("films", question, hops=2, hop_strategy="llm")
+
+
+@pytest.mark.integration
+def test_the_llm_writes_the_next_hops_queries(tmp_path: Path) -> None:
+    with LocalClient(data_dir=tmp_path, rerank_backend="none") as client:  # the packaged SmolLM2-135M
+        client.create_kb("films")
+        client.add_texts("films", DOCS)
+        question = "Who was the mother of the director of the film Zephyr Dawn?"
+        result = client.search("films", question, top_k=3, gate=False, hops=2, hop_strategy="llm", trace=True)
+        trace = result.trace
+        assert trace is not None and trace.hops[0].queries == [question]
+        assert len(trace.hops) == 2, "the model wrote no query for the second hop"
+        queries = trace.hops[1].queries
+        assert 1 <= len(queries) <= 3 and all(q.strip() and q.lower() != question.lower() for q in queries)
+        assert len(trace.hops[1].hits) == len(queries)
+        assert "kowalczyk.md" in {h.source for h in result.hits}  # the director's page, through the model's queries
