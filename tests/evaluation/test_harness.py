@@ -125,9 +125,10 @@ def test_kb_eval_command_reports_every_configuration(tmp_path: Path, backend: st
     assert report["summary"]["two-stage"]["gate recall"] == 1.0
     assert report["latency_ms"]["two-stage"]["total"]["p50"] > 0
     # The second run reuses the cached knowledge base.
-    again = CliRunner().invoke(app, [*args, "eval", str(folder), "--split", "test", "--configs", "lexical"], env=env)
+    named = "lexical,default + keywords"  # a refinement runs only when named
+    again = CliRunner().invoke(app, [*args, "eval", str(folder), "--split", "test", "--configs", named], env=env)
     assert again.exit_code == 0 and "used the cached knowledge base" in again.output
-    assert "lexical" in again.output
+    assert "lexical" in again.output and "default + keywords" in again.output
     bad = CliRunner().invoke(app, [*args, "eval", str(folder), "--configs", "nope"], env=env)
     assert bad.exit_code == 2 and "unknown configuration" in bad.output
 
