@@ -1,5 +1,6 @@
 """The configured LLM writing search queries for a question (retrieval/refine.py's ``QueryWriter``): paraphrases
-(multi_query), a hypothetical answer passage (hyde) or sub-questions (decompose). Greedy, short, and parsed
+(multi_query), a hypothetical answer passage (hyde), sub-questions (decompose), or a multi-hop search's next
+queries from the passages found so far (follow). Greedy, short, and parsed
 leniently: a small model numbers its lines, quotes them or repeats the question, and all of that is cleaned off."""
 
 from __future__ import annotations
