@@ -11,6 +11,7 @@ from kb_service.core import limits
 from kb_service.core.errors import InvalidInput
 from kb_service.generation.llm import Message, ResponseFormat, TokenLogprob
 from kb_service.generation.structured import check_schema
+from kb_service.generation.synthesis import Synthesis
 
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
 
@@ -124,7 +125,7 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormatIn | None = None
     tools: list[ToolSpec] | None = Field(default=None, max_length=limits.MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    synthesis: Literal["compact", "refine", "map_reduce"] | None = Field(
+    synthesis: Synthesis | None = Field(
         default=None, description="A kb: model's answer: compact, refine or map_reduce (default KB_ANSWER_SYNTHESIS)."
     )
 

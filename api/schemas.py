@@ -12,8 +12,10 @@ from kb_service.core.config import Settings
 from kb_service.core.records import MAX_KB_NAME_CHARS, DocStatus, Document, KnowledgeBase, ScoredChunk
 from kb_service.generation.answer import Answer
 from kb_service.generation.llm import Usage
+from kb_service.generation.synthesis import Synthesis
 from kb_service.jobs import Job
 from kb_service.reindex import ReindexPlan, ReindexStatus
+from kb_service.retrieval.options import RefineKind
 from kb_service.retrieval.pipeline import SearchOptions, SearchResult
 from kb_service.stores.base import Reindexable, VectorStore
 from kb_service.sync import SyncReport
@@ -111,8 +113,7 @@ SYNTHESIS = (
     "How the model's answer is put together (default KB_ANSWER_SYNTHESIS): 'compact' (one prompt), 'refine' (an "
     "answer refined source group by group), 'map_reduce' (a partial answer per group, then combined)."
 )
-Synthesis = Literal["compact", "refine", "map_reduce"]
-RefineList = list[Literal["keywords", "multi_query", "hyde", "decompose"]]
+RefineList = list[RefineKind]
 
 
 class SearchRequest(BaseModel):

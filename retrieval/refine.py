@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from kb_service.core.errors import InvalidInput
 from kb_service.core.records import ScoredChunk
+from kb_service.retrieval.lexical import lexical_tokens
 from kb_service.retrieval.multihop import CJK, fuse
 from kb_service.retrieval.options import MAX_QUERY_CHARS, Refinement, SearchOptions, SearchResult
 
@@ -53,8 +55,6 @@ def feedback_terms(
     word's rarity in the knowledge base; 0 for one that is not indexed), by the passage's rank and by how much of
     the question the passage holds (its share of the question's terms, by rarity: a passage that the embedding
     alone found, sharing no term with the question, lends no words)."""
-    from kb_service.retrieval.lexical import lexical_tokens
-
     asked = set(lexical_tokens(question))
     weights = {t: idf(t) for t in asked}
     total = sum(weights.values())
@@ -66,11 +66,11 @@ def feedback_terms(
         coverage = sum(weights[t] for t in held) / total if total else 1.0
         if not words or not coverage:
             continue
-        for word in dict.fromkeys(words):  # in order of appearance: ties go to the earlier word
+        for word, count in Counter(words).items():  # in order of appearance: ties go to the earlier word
             terms = lexical_tokens(word)
             if not terms or set(terms) <= asked:
                 continue
-            tf = words.count(word) / len(words)
+            tf = count / len(words)
             scores[word] = scores.get(word, 0.0) + tf * idf(word) * coverage / (1 + rank)
     seen: set[str] = set()
     out: list[str] = []
@@ -85,17 +85,20 @@ def feedback_terms(
 
 
 def _cjk_words(text: str) -> list[str]:
-    from kb_service.retrieval.lexical import lexical_tokens
-
     return [w for w in lexical_tokens(text) if len(w) > 1]
+
+
+def _model(writer: WriterSource | None, what: str) -> QueryWriter:
+    """The query writer, loading the model now; InvalidInput naming ``what`` needs it when there is none."""
+    model = writer() if writer is not None else None
+    if model is None:
+        raise InvalidInput(f"{what} needs a language model: set KB_LLM_BACKEND or KB_LLM_API_BASE")
+    return model
 
 
 def follow_up(writer: WriterSource | None) -> Callable[[str, Sequence[str]], list[str]]:
     """The LLM's next-hop queries (multi-hop with ``hop_strategy: llm``), loading the model now."""
-    model = writer() if writer is not None else None
-    if model is None:
-        raise InvalidInput("hop_strategy 'llm' needs a language model: set KB_LLM_BACKEND or KB_LLM_API_BASE")
-    return model.follow
+    return _model(writer, "hop_strategy 'llm'").follow
 
 
 def refined_search(
@@ -113,9 +116,7 @@ def refined_search(
     one = replace(options, refine=(), top_k=depth)
     variant = replace(one, rerank=False, trace=False)
     needs_llm = [k for k in options.refine if k in NEEDS_LLM]
-    model = writer() if writer is not None and needs_llm else None
-    if needs_llm and model is None:
-        raise InvalidInput(f"refine {needs_llm[0]!r} needs a language model: set KB_LLM_BACKEND or KB_LLM_API_BASE")
+    model = _model(writer, f"refine {needs_llm[0]!r}") if needs_llm else None
     first = search(question, one)
     trace = first.trace
     rankings: list[tuple[Sequence[ScoredChunk], float]] = []
